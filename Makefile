@@ -1,0 +1,31 @@
+# shipgate developer entry points. `make test` is the one command CI runs (via .ci/run).
+
+SHELL := /usr/bin/env bash
+.DEFAULT_GOAL := help
+PORT ?= 5000
+
+.PHONY: help test lint fmt emulator venv demo package
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+test: ## fmt check, clippy, workspace tests against moto, cfn-lint, sam validate
+	infra/test.sh
+
+lint: ## fmt check, clippy, cfn-lint and sam validate (no tests)
+	infra/test.sh fmt clippy cfn-lint sam-validate
+
+fmt: ## format the workspace in place
+	cargo fmt --all
+
+emulator: ## run moto in the foreground on 127.0.0.1:$(PORT) for debugging tests
+	infra/emulator.sh $(PORT)
+
+venv: ## create .venv with the pinned Python tools (moto, cfn-lint, aws-sam-cli)
+	source infra/lib.sh && ensure_venv
+
+demo: ## (not built yet)
+	@echo "shipgate demo: not built yet" >&2; exit 1
+
+package: ## (not built yet)
+	@echo "shipgate package: not built yet" >&2; exit 1

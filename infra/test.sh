@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# The one test command (`make test`, `.ci/run`): formatting, clippy, the whole workspace's tests
+# against a throw-away local AWS emulator (moto), and the SAM template's linters.
+#
+# Usage: infra/test.sh [STEP...]   STEP is one of: fmt clippy test cfn-lint sam-validate
+#                                  (default: all, in that order)
+# Environment:
+#   FAIL_FAST=1              stop at the first failing step (default: run every step, then report)
+#   PYTHON=/path/python3.11  interpreter for .venv (default: first python3.11/python3 found)
+#   SHIPGATE_VENV=DIR        virtualenv location (default: .venv)
+#
+# Every step runs even when an earlier one failed, so one run shows every problem; the exit
+# status is the first failing step's. The emulator is stopped on every exit path.
+set -euo pipefail
+
+# shellcheck source=infra/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$SHIPGATE_ROOT"
+
+ALL_STEPS=(fmt clippy test cfn-lint sam-validate)
+if (($# > 0)); then
+	STEPS=("$@")
+else
+	STEPS=("${ALL_STEPS[@]}")
+fi
+for step in "${STEPS[@]}"; do
+	[[ " ${ALL_STEPS[*]} " == *" $step "* ]] || die "unknown step '$step' (known: ${ALL_STEPS[*]})"
+done
+
+RESULTS=()
+FIRST_RC=0
+STEP_NO=0
+STARTED=$SECONDS
+
+print_summary() {
+	((${#RESULTS[@]} > 0)) || return 0
+	section "summary ($((SECONDS - STARTED)) s)"
+	printf '  %s\n' "${RESULTS[@]}" >&2
+}
+
+on_exit() {
+	local rc=$?
+	stop_moto
+	print_summary
+	exit "$rc"
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Runs one step, records its outcome and duration, and keeps going unless FAIL_FAST=1.
+run_step() {
+	local name=$1 rc=0 start=$SECONDS
+	shift
+	STEP_NO=$((STEP_NO + 1))
+	section "[$STEP_NO/${#STEPS[@]}] $name"
+	"$@" || rc=$?
+	if ((rc == 0)); then
+		RESULTS+=("$(printf '%-12s %5ss  %s' ok $((SECONDS - start)) "$name")")
+		return 0
+	fi
+	RESULTS+=("$(printf '%-12s %5ss  %s' "FAILED($rc)" $((SECONDS - start)) "$name")")
+	((FIRST_RC != 0)) || FIRST_RC=$rc
+	if [[ ${FAIL_FAST:-0} == 1 ]]; then
+		exit "$rc"
+	fi
+}
+
+needs_venv() {
+	local step
+	for step in "${STEPS[@]}"; do
+		case $step in test | cfn-lint | sam-validate) return 0 ;; esac
+	done
+	return 1
+}
+
+step_fmt() {
+	cargo fmt --version >/dev/null 2>&1 || {
+		log "rustfmt is missing: rustup component add rustfmt"
+		return 1
+	}
+	cargo fmt --all -- --check
+}
+
+step_clippy() {
+	cargo clippy --version >/dev/null 2>&1 || {
+		log "clippy is missing: rustup component add clippy"
+		return 1
+	}
+	cargo clippy --workspace --all-targets -- -D warnings
+}
+
+# moto runs in this shell (not a subshell) so the EXIT trap always knows its pid and stops it,
+# whichever way the run ends.
+step_test() {
+	start_moto || return 1
+	export_emulator_env "http://127.0.0.1:$MOTO_PORT"
+	log "exported for the tests:"
+	env | grep -E '^(AWS_|SHIPGATE_TEST_)' | sort | sed 's/^/    /' >&2
+	local rc=0
+	cargo test --workspace || rc=$?
+	if ! kill -0 "$MOTO_PID" 2>/dev/null; then
+		log "moto exited during the tests; its log ($MOTO_LOG):"
+		tail -n 50 "$MOTO_LOG" | sed 's/^/    /' >&2 || true
+		((rc != 0)) || rc=1
+	fi
+	stop_moto
+	return "$rc"
+}
+
+# The linters need a region and credentials to exist, never to be valid: nothing here calls
+# AWS, and the dummy values make sure a developer's real profile is not picked up either.
+offline_aws_env() {
+	env -u AWS_PROFILE -u AWS_DEFAULT_PROFILE -u AWS_SESSION_TOKEN -u AWS_ENDPOINT_URL \
+		AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
+		AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
+		AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
+		AWS_EC2_METADATA_DISABLED=true SAM_CLI_TELEMETRY=0 "$@"
+}
+
+step_cfn_lint() {
+	offline_aws_env "$VENV/bin/cfn-lint" template.yaml
+}
+
+step_sam_validate() {
+	# --lint validates through cfn-lint locally; plain `sam validate` would call IAM.
+	offline_aws_env "$VENV/bin/sam" validate --lint --region us-east-1 --template template.yaml
+}
+
+if needs_venv; then
+	section "python tools (.venv)"
+	ensure_venv
+	log "$("$VENV/bin/python" --version), moto $("$VENV/bin/python" -c 'import moto; print(moto.__version__)'), $("$VENV/bin/cfn-lint" --version), $(SAM_CLI_TELEMETRY=0 "$VENV/bin/sam" --version)"
+fi
+log "$(rustc --version), $(cargo --version)"
+
+for step in "${STEPS[@]}"; do
+	case $step in
+	fmt) run_step "cargo fmt --all -- --check" step_fmt ;;
+	clippy) run_step "cargo clippy --workspace --all-targets -- -D warnings" step_clippy ;;
+	test) run_step "cargo test --workspace (against moto)" step_test ;;
+	cfn-lint) run_step "cfn-lint template.yaml" step_cfn_lint ;;
+	sam-validate) run_step "sam validate --lint --template template.yaml" step_sam_validate ;;
+	esac
+done
+
+exit "$FIRST_RC"
