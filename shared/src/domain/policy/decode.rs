@@ -1,0 +1,1292 @@
+//! Turns the spanned TOML tree into a [`Policy`], collecting every problem with its position.
+//!
+//! Decoding by hand (rather than `#[derive(Deserialize)]`) is what lets one run report an unknown
+//! key, a wrong type and a broken cross-reference together instead of stopping at the first.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use super::duration::parse_duration;
+use super::glob::validate_pattern;
+use super::tree::{self, Entry, Kind, LineIndex, Node, Span};
+use super::{
+    AlertsPolicy, BackupsPolicy, DeployWindow, EnvironmentPolicy, Freeze, NotificationsPolicy,
+    Policy, PolicyError, PolicyErrors, Probe, RollbackMethod, Severity, TimeOfDay,
+};
+
+const ROOT_KEYS: &[&str] = &[
+    "identities",
+    "alerts",
+    "notifications",
+    "backups",
+    "probes",
+    "environments",
+];
+const ALERTS_KEYS: &[&str] = &[
+    "environment_labels",
+    "service_labels",
+    "severity_label",
+    "severity_map",
+];
+const NOTIFICATIONS_KEYS: &[&str] = &["pagerduty_routing_keys"];
+const BACKUPS_KEYS: &[&str] = &["tables", "schedule", "retention_days", "keep_daily"];
+const PROBE_KEYS: &[&str] = &[
+    "name",
+    "url",
+    "expect_status",
+    "timeout",
+    "failures_before_incident",
+    "environment",
+];
+const ENVIRONMENT_KEYS: &[&str] = &[
+    "allowed_refs",
+    "promotion_from",
+    "approvals_required",
+    "approvers",
+    "prevent_self_approval",
+    "require_reject_reason",
+    "approval_ttl",
+    "verification_window",
+    "block_on_critical_incident",
+    "rollback_on",
+    "rollback",
+    "pre_deploy_backups",
+    "slack_channel",
+    "rollback_drill",
+    "windows",
+    "freezes",
+    "break_glass",
+];
+const ROLLBACK_KEYS: &[&str] = &["method", "workflow", "ref"];
+const WINDOW_KEYS: &[&str] = &["days", "start", "end", "timezone"];
+const FREEZE_KEYS: &[&str] = &["from", "to", "timezone", "reason"];
+const BREAK_GLASS_KEYS: &[&str] = &["allowed", "extra_approvals", "require_reason"];
+
+pub(super) fn decode(file: &str, text: &str) -> Result<Policy, PolicyErrors> {
+    let mut cx = Ctx {
+        file,
+        lines: LineIndex::new(text),
+        errors: Vec::new(),
+    };
+    let root_entries = match tree::parse_document(text) {
+        Ok(entries) => entries,
+        Err(error) => {
+            let message = error.message().trim().replace('\n', "; ");
+            cx.error(error.span(), "", message);
+            return Err(cx.into_errors());
+        }
+    };
+    let mut root = Table {
+        path: String::new(),
+        span: None,
+        entries: &root_entries,
+        used: vec![false; root_entries.len()],
+        known: ROOT_KEYS,
+    };
+
+    let identities = root
+        .take("identities")
+        .map(|f| cx.identities(&f))
+        .unwrap_or_default();
+    let alerts = root
+        .take("alerts")
+        .and_then(|f| cx.alerts(&f))
+        .unwrap_or_default();
+    let notifications = root
+        .take("notifications")
+        .and_then(|f| cx.notifications(&f))
+        .unwrap_or_default();
+    let backups = root
+        .take("backups")
+        .and_then(|f| cx.backups(&f))
+        .unwrap_or_default();
+    let environments = match root.take("environments") {
+        Some(field) => cx.environments(&field, &identities, &backups),
+        None => {
+            cx.error(
+                None,
+                "environments",
+                "at least one [environments.<name>] table is required",
+            );
+            BTreeMap::new()
+        }
+    };
+    let probes = root
+        .take("probes")
+        .map(|f| cx.probes(&f, &environments))
+        .unwrap_or_default();
+    root.finish(&mut cx);
+
+    if cx.errors.is_empty() {
+        Ok(Policy {
+            identities,
+            alerts,
+            notifications,
+            backups,
+            probes,
+            environments,
+        })
+    } else {
+        Err(cx.into_errors())
+    }
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    lines: LineIndex<'a>,
+    errors: Vec<PolicyError>,
+}
+
+/// A value found under a key, with its dotted path and best-known position.
+#[derive(Clone)]
+struct Field<'t> {
+    path: String,
+    node: &'t Node,
+    span: Option<Span>,
+}
+
+/// A table being read: keys are marked as used so the leftovers can be reported as unknown.
+struct Table<'t> {
+    path: String,
+    span: Option<Span>,
+    entries: &'t [Entry],
+    used: Vec<bool>,
+    known: &'static [&'static str],
+}
+
+impl<'t> Table<'t> {
+    fn child_path(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{}", self.path, key)
+        }
+    }
+
+    fn take(&mut self, key: &str) -> Option<Field<'t>> {
+        debug_assert!(self.known.contains(&key) || self.known.is_empty());
+        let index = self.entries.iter().position(|e| e.key == key)?;
+        self.used[index] = true;
+        let entry = &self.entries[index];
+        Some(Field {
+            path: self.child_path(key),
+            node: &entry.value,
+            span: entry
+                .value
+                .span
+                .clone()
+                .or_else(|| entry.key_span.clone())
+                .or_else(|| self.span.clone()),
+        })
+    }
+
+    /// Every entry, for tables whose keys are data (`[identities]`, `[environments]`).
+    fn take_all(&mut self) -> Vec<(&'t str, Option<Span>, Field<'t>)> {
+        self.used.iter_mut().for_each(|u| *u = true);
+        self.entries
+            .iter()
+            .map(|entry| {
+                let key_span = entry.key_span.clone().or_else(|| self.span.clone());
+                (
+                    entry.key.as_str(),
+                    key_span.clone(),
+                    Field {
+                        path: self.child_path(&entry.key),
+                        node: &entry.value,
+                        span: entry.value.span.clone().or(key_span),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn finish(self, cx: &mut Ctx<'_>) {
+        for (entry, used) in self.entries.iter().zip(&self.used) {
+            if !used {
+                let span = entry.key_span.clone().or_else(|| entry.value.span.clone());
+                cx.error(
+                    span.or(self.span.clone()),
+                    &self.child_path(&entry.key),
+                    format!("unknown key; expected one of: {}", self.known.join(", ")),
+                );
+            }
+        }
+    }
+}
+
+impl<'a> Ctx<'a> {
+    fn error(&mut self, span: Option<Span>, field: &str, message: impl Into<String>) {
+        let (line, column) = self.lines.position(span.map_or(0, |s| s.start));
+        self.errors.push(PolicyError {
+            file: self.file.to_owned(),
+            line,
+            column,
+            field: field.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    fn fail(&mut self, field: &Field<'_>, message: impl Into<String>) {
+        self.error(field.span.clone(), &field.path, message);
+    }
+
+    fn into_errors(mut self) -> PolicyErrors {
+        self.errors.sort_by_key(|e| (e.line, e.column));
+        PolicyErrors(self.errors)
+    }
+
+    fn wrong_type(&mut self, field: &Field<'_>, expected: &str) {
+        let found = field.node.kind.type_name();
+        self.fail(field, format!("expected {expected}, found {found}"));
+    }
+
+    fn table<'t>(
+        &mut self,
+        field: &Field<'t>,
+        known: &'static [&'static str],
+    ) -> Option<Table<'t>> {
+        match &field.node.kind {
+            Kind::Table(entries) => Some(Table {
+                path: field.path.clone(),
+                span: field.span.clone(),
+                entries,
+                used: vec![false; entries.len()],
+                known,
+            }),
+            _ => {
+                self.wrong_type(field, "a table");
+                None
+            }
+        }
+    }
+
+    fn array<'t>(&mut self, field: &Field<'t>) -> Option<Vec<Field<'t>>> {
+        match &field.node.kind {
+            Kind::Array(items) => Some(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, node)| Field {
+                        path: format!("{}[{i}]", field.path),
+                        node,
+                        span: node.span.clone().or_else(|| field.span.clone()),
+                    })
+                    .collect(),
+            ),
+            _ => {
+                self.wrong_type(field, "an array");
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, field: &Field<'_>) -> Option<String> {
+        match &field.node.kind {
+            Kind::String(s) => Some(s.clone()),
+            _ => {
+                self.wrong_type(field, "a string");
+                None
+            }
+        }
+    }
+
+    /// A string that must not be blank.
+    fn text(&mut self, field: &Field<'_>) -> Option<String> {
+        let s = self.string(field)?;
+        if s.trim().is_empty() {
+            self.fail(field, "must not be empty");
+            return None;
+        }
+        Some(s)
+    }
+
+    fn bool(&mut self, field: &Field<'_>) -> Option<bool> {
+        match field.node.kind {
+            Kind::Boolean(b) => Some(b),
+            _ => {
+                self.wrong_type(field, "a boolean (true or false)");
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, field: &Field<'_>, min: i64, max: i64) -> Option<i64> {
+        match field.node.kind {
+            Kind::Integer(n) if (min..=max).contains(&n) => Some(n),
+            Kind::Integer(n) => {
+                self.fail(field, format!("{n} is out of range ({min} to {max})"));
+                None
+            }
+            _ => {
+                self.wrong_type(field, "an integer");
+                None
+            }
+        }
+    }
+
+    fn u32(&mut self, field: &Field<'_>, min: u32, max: u32) -> Option<u32> {
+        self.integer(field, min.into(), max.into())
+            .and_then(|n| u32::try_from(n).ok())
+    }
+
+    /// A list of strings; bad elements are reported and left out.
+    fn strings<'t>(&mut self, field: &Field<'t>) -> Option<Vec<(String, Field<'t>)>> {
+        let items = self.array(field)?;
+        Some(
+            items
+                .into_iter()
+                .filter_map(|item| self.text(&item).map(|s| (s, item)))
+                .collect(),
+        )
+    }
+
+    fn duration(&mut self, field: &Field<'_>, min: Duration) -> Option<Duration> {
+        let text = self.string(field)?;
+        match parse_duration(&text) {
+            Ok(d) if d < min => {
+                self.fail(
+                    field,
+                    format!("must be at least {}", super::duration::format_duration(min)),
+                );
+                None
+            }
+            Ok(d) => Some(d),
+            Err(message) => {
+                self.fail(field, message);
+                None
+            }
+        }
+    }
+
+    fn severity(&mut self, field: &Field<'_>) -> Option<Severity> {
+        let text = self.string(field)?;
+        let severity = Severity::parse(&text);
+        if severity.is_none() {
+            self.fail(
+                field,
+                format!("unknown severity {text:?}; use critical, warning or info"),
+            );
+        }
+        severity
+    }
+
+    fn timezone(&mut self, table: &mut Table<'_>) -> Option<(jiff::tz::TimeZone, String)> {
+        let Some(field) = table.take("timezone") else {
+            return Some((jiff::tz::TimeZone::UTC, "UTC".to_owned()));
+        };
+        let name = self.text(&field)?;
+        match jiff::tz::TimeZone::get(&name) {
+            Ok(tz) => Some((tz, name)),
+            Err(_) => {
+                self.fail(
+                    &field,
+                    format!("unknown time zone {name:?}; use an IANA name such as \"Europe/Berlin\" or \"UTC\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn required<'t>(&mut self, table: &mut Table<'t>, key: &str) -> Option<Field<'t>> {
+        let field = table.take(key);
+        if field.is_none() {
+            let path = table.child_path(key);
+            self.error(table.span.clone(), &path, "is required");
+        }
+        field
+    }
+
+    fn identities(&mut self, field: &Field<'_>) -> BTreeMap<String, String> {
+        let mut identities = BTreeMap::new();
+        let Some(mut table) = self.table(field, &[]) else {
+            return identities;
+        };
+        let mut logins: BTreeMap<String, String> = BTreeMap::new();
+        for (slack_id, key_span, value) in table.take_all() {
+            if !is_slack_user_id(slack_id) {
+                self.error(
+                    key_span,
+                    &value.path,
+                    format!("{slack_id:?} does not look like a Slack user id (U or W followed by capitals and digits, e.g. U024BE7LH)"),
+                );
+                continue;
+            }
+            let Some(login) = self.text(&value) else {
+                continue;
+            };
+            if !is_github_login(&login) {
+                self.fail(&value, format!("{login:?} is not a valid GitHub login"));
+                continue;
+            }
+            if let Some(other) = logins.insert(login.to_lowercase(), slack_id.to_owned()) {
+                self.fail(
+                    &value,
+                    format!("GitHub login {login:?} is already mapped to Slack user {other}"),
+                );
+                continue;
+            }
+            identities.insert(slack_id.to_owned(), login);
+        }
+        identities
+    }
+
+    fn alerts(&mut self, field: &Field<'_>) -> Option<AlertsPolicy> {
+        let mut table = self.table(field, ALERTS_KEYS)?;
+        let mut alerts = AlertsPolicy::default();
+        for (key, target) in [
+            ("environment_labels", &mut alerts.environment_labels),
+            ("service_labels", &mut alerts.service_labels),
+        ] {
+            if let Some(f) = table.take(key) {
+                if let Some(labels) = self.strings(&f) {
+                    if labels.is_empty() {
+                        self.fail(&f, "needs at least one label name");
+                    }
+                    *target = labels.into_iter().map(|(s, _)| s).collect();
+                }
+            }
+        }
+        if let Some(f) = table.take("severity_label") {
+            if let Some(label) = self.text(&f) {
+                alerts.severity_label = label;
+            }
+        }
+        if let Some(f) = table.take("severity_map") {
+            if let Some(mut map) = self.table(&f, &[]) {
+                for (raw, _, value) in map.take_all() {
+                    if let Some(severity) = self.severity(&value) {
+                        alerts
+                            .severity_map
+                            .insert(raw.trim().to_lowercase(), severity);
+                    }
+                }
+            }
+        }
+        table.finish(self);
+        Some(alerts)
+    }
+
+    fn notifications(&mut self, field: &Field<'_>) -> Option<NotificationsPolicy> {
+        let mut table = self.table(field, NOTIFICATIONS_KEYS)?;
+        let mut notifications = NotificationsPolicy::default();
+        if let Some(f) = table.take("pagerduty_routing_keys") {
+            if let Some(mut keys) = self.table(&f, &[]) {
+                for (name, key_span, value) in keys.take_all() {
+                    let Some(severity) = Severity::parse(name) else {
+                        self.error(
+                            key_span,
+                            &value.path,
+                            format!("unknown severity {name:?}; use critical, warning or info"),
+                        );
+                        continue;
+                    };
+                    // The value is deliberately never echoed: if it is not an env reference
+                    // it may well be the secret itself.
+                    let Some(reference) = self.string(&value) else {
+                        continue;
+                    };
+                    match reference.strip_prefix("env:") {
+                        Some(var) if is_env_var_name(var) => {
+                            notifications
+                                .pagerduty_routing_keys
+                                .insert(severity, var.to_owned());
+                        }
+                        Some(_) => self.fail(
+                            &value,
+                            "expected \"env:VARIABLE_NAME\" with a variable name of letters, digits and underscores",
+                        ),
+                        None => self.fail(
+                            &value,
+                            "routing keys are secrets and must not be written into the policy; name the environment variable that holds it as \"env:VARIABLE_NAME\"",
+                        ),
+                    }
+                }
+            }
+        }
+        table.finish(self);
+        Some(notifications)
+    }
+
+    fn backups(&mut self, field: &Field<'_>) -> Option<BackupsPolicy> {
+        let mut table = self.table(field, BACKUPS_KEYS)?;
+        let mut backups = BackupsPolicy::default();
+        if let Some(f) = table.take("tables") {
+            for (name, item) in self.strings(&f).unwrap_or_default() {
+                if !is_table_name(&name) {
+                    self.fail(
+                        &item,
+                        format!("{name:?} is not a valid table name (3-255 of letters, digits, '_', '-', '.')"),
+                    );
+                } else if !backups.tables.contains(&name) {
+                    backups.tables.push(name);
+                }
+            }
+        }
+        if let Some(f) = table.take("schedule") {
+            if let Some(schedule) = self.string(&f) {
+                match validate_schedule(&schedule) {
+                    Ok(()) => backups.schedule = schedule,
+                    Err(message) => self.fail(&f, message),
+                }
+            }
+        }
+        if let Some(f) = table.take("retention_days") {
+            if let Some(days) = self.u32(&f, 1, 36_500) {
+                backups.retention_days = days;
+            }
+        }
+        let keep_daily = table.take("keep_daily");
+        if let Some(f) = &keep_daily {
+            if let Some(n) = self.u32(f, 1, 36_500) {
+                backups.keep_daily = n;
+            }
+        }
+        if backups.keep_daily > backups.retention_days {
+            let span = keep_daily
+                .as_ref()
+                .and_then(|f| f.span.clone())
+                .or(field.span.clone());
+            self.error(
+                span,
+                &table.child_path("keep_daily"),
+                format!(
+                    "keeps {} daily backups but retention_days is {}",
+                    backups.keep_daily, backups.retention_days
+                ),
+            );
+        }
+        table.finish(self);
+        Some(backups)
+    }
+
+    fn probes(
+        &mut self,
+        field: &Field<'_>,
+        environments: &BTreeMap<String, EnvironmentPolicy>,
+    ) -> Vec<Probe> {
+        let mut probes: Vec<Probe> = Vec::new();
+        let mut names: BTreeSet<String> = BTreeSet::new();
+        for item in self.array(field).unwrap_or_default() {
+            let Some(mut table) = self.table(&item, PROBE_KEYS) else {
+                continue;
+            };
+            let name_field = self.required(&mut table, "name");
+            let name = name_field.as_ref().and_then(|f| self.text(f));
+            if let (Some(name), Some(f)) = (&name, &name_field) {
+                if !names.insert(name.clone()) {
+                    self.fail(f, format!("duplicate probe name {name:?}"));
+                }
+            }
+            let url = self.required(&mut table, "url").and_then(|f| {
+                let url = self.text(&f)?;
+                if url.starts_with("https://") || url.starts_with("http://") {
+                    Some(url)
+                } else {
+                    self.fail(&f, "must be an http:// or https:// URL");
+                    None
+                }
+            });
+            let expect_status = match table.take("expect_status") {
+                Some(f) => self
+                    .integer(&f, 100, 599)
+                    .and_then(|n| u16::try_from(n).ok()),
+                None => Some(200),
+            };
+            let timeout = match table.take("timeout") {
+                Some(f) => self.duration(&f, Duration::from_secs(1)).and_then(|d| {
+                    if d > Duration::from_secs(300) {
+                        self.fail(&f, "must be at most 5m");
+                        None
+                    } else {
+                        Some(d)
+                    }
+                }),
+                None => Some(Duration::from_secs(5)),
+            };
+            let failures_before_incident = match table.take("failures_before_incident") {
+                Some(f) => self.u32(&f, 1, 1_000),
+                None => Some(3),
+            };
+            let environment = self.required(&mut table, "environment").and_then(|f| {
+                let env = self.text(&f)?;
+                if environments.contains_key(&env) {
+                    Some(env)
+                } else {
+                    self.fail(&f, unknown_environment(&env, environments.keys()));
+                    None
+                }
+            });
+            table.finish(self);
+            if let (
+                Some(name),
+                Some(url),
+                Some(expect_status),
+                Some(timeout),
+                Some(failures),
+                Some(environment),
+            ) = (
+                name,
+                url,
+                expect_status,
+                timeout,
+                failures_before_incident,
+                environment,
+            ) {
+                probes.push(Probe {
+                    name,
+                    url,
+                    expect_status,
+                    timeout,
+                    failures_before_incident: failures,
+                    environment,
+                });
+            }
+        }
+        probes
+    }
+
+    fn environments(
+        &mut self,
+        field: &Field<'_>,
+        identities: &BTreeMap<String, String>,
+        backups: &BackupsPolicy,
+    ) -> BTreeMap<String, EnvironmentPolicy> {
+        let mut environments = BTreeMap::new();
+        let Some(mut table) = self.table(field, &[]) else {
+            return environments;
+        };
+        let entries = table.take_all();
+        if entries.is_empty() {
+            self.fail(
+                field,
+                "at least one [environments.<name>] table is required",
+            );
+        }
+        let mut promotions: Vec<(String, Vec<(String, Field<'_>)>)> = Vec::new();
+        let mut drills: Vec<(String, Field<'_>)> = Vec::new();
+        for (name, key_span, value) in entries {
+            if name.trim().is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+                self.error(
+                    key_span,
+                    &value.path,
+                    "environment names must be 1-255 printable characters",
+                );
+                continue;
+            }
+            let Some(mut env_table) = self.table(&value, ENVIRONMENT_KEYS) else {
+                continue;
+            };
+            let (env, promotion, drill) =
+                self.environment(name, &mut env_table, identities, backups);
+            env_table.finish(self);
+            promotions.push((name.to_owned(), promotion));
+            if let Some(drill) = drill {
+                drills.push((name.to_owned(), drill));
+            }
+            environments.insert(name.to_owned(), env);
+        }
+        self.check_promotions(&promotions);
+        // The last stage of a promotion chain is production in every realistic setup; a drill
+        // there would roll real users back on a schedule.
+        for (name, field) in drills {
+            let promotes_from = promotions
+                .iter()
+                .find(|(n, _)| *n == name)
+                .is_some_and(|(_, from)| !from.is_empty());
+            let promoted_to = promotions
+                .iter()
+                .any(|(_, from)| from.iter().any(|(f, _)| *f == name));
+            if promotes_from && !promoted_to {
+                self.fail(
+                    &field,
+                    format!("rollback drills are for staging-like environments; {name} is the last stage of the promotion chain"),
+                );
+            }
+        }
+        environments
+    }
+
+    fn check_promotions(&mut self, promotions: &[(String, Vec<(String, Field<'_>)>)]) {
+        let known: BTreeSet<&str> = promotions.iter().map(|(n, _)| n.as_str()).collect();
+        for (name, from) in promotions {
+            for (source, field) in from {
+                if source == name {
+                    self.fail(field, "an environment cannot promote from itself");
+                } else if !known.contains(source.as_str()) {
+                    self.fail(field, unknown_environment(source, known.iter()));
+                }
+            }
+        }
+        // A cycle is reported once, at the edge that closes it in the first environment
+        // (alphabetically) that is part of it.
+        let graph: BTreeMap<&str, Vec<&str>> = promotions
+            .iter()
+            .map(|(n, from)| {
+                let edges = from
+                    .iter()
+                    .map(|(s, _)| s.as_str())
+                    .filter(|s| *s != n && known.contains(s))
+                    .collect();
+                (n.as_str(), edges)
+            })
+            .collect();
+        let mut reported: BTreeSet<&str> = BTreeSet::new();
+        for (name, from) in promotions {
+            if reported.contains(name.as_str()) {
+                continue;
+            }
+            for (source, field) in from {
+                if let Some(mut path) = find_path(&graph, source, name) {
+                    path.insert(0, name.as_str());
+                    reported.extend(path.iter().copied());
+                    self.fail(field, format!("promotion cycle: {}", path.join(" <- ")));
+                    break;
+                }
+            }
+        }
+    }
+
+    fn environment<'t>(
+        &mut self,
+        name: &str,
+        table: &mut Table<'t>,
+        identities: &BTreeMap<String, String>,
+        backups: &BackupsPolicy,
+    ) -> (
+        EnvironmentPolicy,
+        Vec<(String, Field<'t>)>,
+        Option<Field<'t>>,
+    ) {
+        let mut env = EnvironmentPolicy::with_defaults(name);
+
+        if let Some(f) = table.take("allowed_refs") {
+            if let Some(patterns) = self.strings(&f) {
+                if patterns.is_empty() {
+                    self.fail(
+                        &f,
+                        "an empty list allows no ref at all; remove the key to allow any ref",
+                    );
+                }
+                for (pattern, item) in &patterns {
+                    if let Err(message) = validate_pattern(pattern) {
+                        self.fail(item, message);
+                    }
+                }
+                env.allowed_refs = Some(patterns.into_iter().map(|(p, _)| p).collect());
+            }
+        }
+        let promotion = table
+            .take("promotion_from")
+            .and_then(|f| self.strings(&f))
+            .unwrap_or_default();
+        env.promotion_from = promotion.iter().map(|(s, _)| s.clone()).collect();
+
+        let mut approver_fields = Vec::new();
+        if let Some(f) = table.take("approvers") {
+            for (id, item) in self.strings(&f).unwrap_or_default() {
+                if !is_slack_user_id(&id) {
+                    self.fail(
+                        &item,
+                        format!("{id:?} does not look like a Slack user id (U or W followed by capitals and digits, e.g. U024BE7LH)"),
+                    );
+                } else if env.approvers.contains(&id) {
+                    self.fail(&item, format!("{id} is listed twice"));
+                } else {
+                    env.approvers.push(id);
+                    approver_fields.push(item);
+                }
+            }
+        }
+        let approvals_field = table.take("approvals_required");
+        if let Some(f) = &approvals_field {
+            if let Some(n) = self.u32(f, 0, 100) {
+                env.approvals_required = n;
+            }
+        }
+        if let Some(f) = table.take("prevent_self_approval") {
+            if let Some(b) = self.bool(&f) {
+                env.prevent_self_approval = b;
+            }
+        }
+        if let Some(f) = table.take("require_reject_reason") {
+            if let Some(b) = self.bool(&f) {
+                env.require_reject_reason = b;
+            }
+        }
+        if let Some(f) = table.take("approval_ttl") {
+            if let Some(d) = self.duration(&f, Duration::from_secs(60)) {
+                env.approval_ttl = d;
+            }
+        }
+        if let Some(f) = table.take("verification_window") {
+            if let Some(d) = self.duration(&f, Duration::from_secs(1)) {
+                env.verification_window = d;
+            }
+        }
+        if let Some(f) = table.take("block_on_critical_incident") {
+            if let Some(b) = self.bool(&f) {
+                env.block_on_critical_incident = b;
+            }
+        }
+        if let Some(f) = table.take("rollback_on") {
+            if let Some(items) = self.array(&f) {
+                let mut severities: Vec<Severity> = items
+                    .iter()
+                    .filter_map(|item| self.severity(item))
+                    .collect();
+                severities.sort();
+                severities.dedup();
+                env.rollback_on = severities;
+            }
+        }
+        if let Some(f) = table.take("rollback") {
+            if let Some(method) = self.rollback(&f) {
+                env.rollback = method;
+            }
+        }
+        if let Some(f) = table.take("pre_deploy_backups") {
+            for (name, item) in self.strings(&f).unwrap_or_default() {
+                if backups.tables.contains(&name) {
+                    env.pre_deploy_backups.push(name);
+                } else {
+                    self.fail(
+                        &item,
+                        format!(
+                            "table {name:?} is not listed in backups.tables ({})",
+                            backups.tables.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+        if let Some(f) = table.take("slack_channel") {
+            if let Some(channel) = self.text(&f) {
+                if channel.chars().any(char::is_whitespace) {
+                    self.fail(&f, "a Slack channel id (C0123ABCD) or #name has no spaces");
+                } else {
+                    env.slack_channel = Some(channel);
+                }
+            }
+        }
+        let drill = table.take("rollback_drill");
+        if let Some(f) = &drill {
+            env.rollback_drill = self.bool(f).unwrap_or(false);
+        }
+        if let Some(f) = table.take("windows") {
+            for item in self.array(&f).unwrap_or_default() {
+                if let Some(window) = self.window(&item) {
+                    env.windows.push(window);
+                }
+            }
+        }
+        if let Some(f) = table.take("freezes") {
+            for item in self.array(&f).unwrap_or_default() {
+                if let Some(freeze) = self.freeze(&item) {
+                    env.freezes.push(freeze);
+                }
+            }
+        }
+        let break_glass_field = table.take("break_glass");
+        let mut extra_field = None;
+        if let Some(f) = &break_glass_field {
+            if let Some(mut bg) = self.table(f, BREAK_GLASS_KEYS) {
+                if let Some(f) = bg.take("allowed") {
+                    env.break_glass.allowed = self.bool(&f).unwrap_or(false);
+                }
+                extra_field = bg.take("extra_approvals");
+                if let Some(f) = &extra_field {
+                    if let Some(n) = self.u32(f, 0, 100) {
+                        env.break_glass.extra_approvals = n;
+                    }
+                }
+                if let Some(f) = bg.take("require_reason") {
+                    if let Some(b) = self.bool(&f) {
+                        env.break_glass.require_reason = b;
+                    }
+                }
+                bg.finish(self);
+            }
+        }
+
+        let listed = env.approvers.len();
+        if usize::try_from(env.approvals_required).map_or(true, |n| n > listed) {
+            let span = approvals_field.as_ref().and_then(|f| f.span.clone());
+            self.error(
+                span,
+                &table.child_path("approvals_required"),
+                format!(
+                    "needs {} approval{} but only {}",
+                    env.approvals_required,
+                    plural(env.approvals_required as usize),
+                    approvers_listed(listed)
+                ),
+            );
+        } else if env.break_glass.allowed {
+            let needed = env.approvals_required + env.break_glass.extra_approvals;
+            if usize::try_from(needed).map_or(true, |n| n > listed) {
+                let span = extra_field
+                    .as_ref()
+                    .or(break_glass_field.as_ref())
+                    .and_then(|f| f.span.clone());
+                self.error(
+                    span,
+                    &format!("{}.break_glass.extra_approvals", table.path),
+                    format!(
+                        "break-glass needs {needed} approval{} ({} + {} extra) but only {}",
+                        plural(needed as usize),
+                        env.approvals_required,
+                        env.break_glass.extra_approvals,
+                        approvers_listed(listed)
+                    ),
+                );
+            }
+        }
+        if env.prevent_self_approval {
+            // Self-approval is detected through the Slack → GitHub mapping; an approver without
+            // one could approve their own deploy unnoticed.
+            for (id, item) in env.approvers.iter().zip(&approver_fields) {
+                if identities.contains_key(id) {
+                    continue;
+                }
+                self.fail(
+                    item,
+                    format!("approver {id} has no GitHub login in [identities], so self-approval cannot be checked (prevent_self_approval is on)"),
+                );
+            }
+        }
+        (env, promotion, drill)
+    }
+
+    fn rollback(&mut self, field: &Field<'_>) -> Option<RollbackMethod> {
+        let mut table = self.table(field, ROLLBACK_KEYS)?;
+        let method = self.required(&mut table, "method");
+        let workflow = table.take("workflow");
+        let git_ref = table.take("ref");
+        let result = match method.as_ref().and_then(|f| self.string(f)).as_deref() {
+            Some("redeploy") => {
+                for extra in [&workflow, &git_ref].into_iter().flatten() {
+                    self.fail(extra, "only used with method = \"workflow\"");
+                }
+                Some(RollbackMethod::Redeploy)
+            }
+            Some("workflow") => {
+                let git_ref = git_ref.and_then(|f| self.text(&f));
+                match workflow {
+                    None => {
+                        self.error(
+                            field.span.clone(),
+                            &table.child_path("workflow"),
+                            "method = \"workflow\" needs the workflow file to dispatch, e.g. workflow = \"rollback.yml\"",
+                        );
+                        None
+                    }
+                    Some(f) => {
+                        let name = self.text(&f)?;
+                        let is_file = (name.ends_with(".yml") || name.ends_with(".yaml"))
+                            && !name.contains('/');
+                        if is_file || name.bytes().all(|b| b.is_ascii_digit()) {
+                            Some(RollbackMethod::Workflow {
+                                workflow: name,
+                                git_ref,
+                            })
+                        } else {
+                            self.fail(&f, "expected a workflow file name such as \"rollback.yml\" (or a workflow id)");
+                            None
+                        }
+                    }
+                }
+            }
+            Some(other) => {
+                if let Some(f) = &method {
+                    self.fail(
+                        f,
+                        format!(
+                            "unknown rollback method {other:?}; use \"redeploy\" or \"workflow\""
+                        ),
+                    );
+                }
+                None
+            }
+            None => None,
+        };
+        table.finish(self);
+        result
+    }
+
+    fn window(&mut self, field: &Field<'_>) -> Option<DeployWindow> {
+        let mut table = self.table(field, WINDOW_KEYS)?;
+        let days = self.required(&mut table, "days").and_then(|f| {
+            let items = self.array(&f)?;
+            if items.is_empty() {
+                self.fail(&f, "needs at least one day");
+                return None;
+            }
+            let mut days = Vec::new();
+            let mut ok = true;
+            for item in items {
+                let Some(text) = self.string(&item) else {
+                    ok = false;
+                    continue;
+                };
+                match parse_weekday(&text) {
+                    Some(day) if !days.contains(&day) => days.push(day),
+                    Some(_) => {}
+                    None => {
+                        self.fail(
+                            &item,
+                            format!(
+                                "unknown weekday {text:?}; use mon, tue, wed, thu, fri, sat or sun"
+                            ),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+            days.sort_by_key(|d: &jiff::civil::Weekday| d.to_monday_zero_offset());
+            ok.then_some(days)
+        });
+        let mut time = |cx: &mut Self, key: &str| {
+            let f = cx.required(&mut table, key)?;
+            let text = cx.string(&f)?;
+            match TimeOfDay::parse(&text) {
+                Some(t) => Some((t, f)),
+                None => {
+                    cx.fail(
+                        &f,
+                        format!("invalid time {text:?}; use HH:MM between 00:00 and 24:00"),
+                    );
+                    None
+                }
+            }
+        };
+        let start = time(self, "start");
+        let end = time(self, "end");
+        let timezone = self.timezone(&mut table);
+        table.finish(self);
+        let ((start, _), (end, end_field)) = (start?, end?);
+        if start >= end {
+            self.fail(
+                &end_field,
+                format!("the window ends at {end}, not after its start {start}; write an overnight window as two windows (e.g. 22:00-24:00 and 00:00-06:00 on the next day)"),
+            );
+            return None;
+        }
+        let (timezone, timezone_name) = timezone?;
+        Some(DeployWindow {
+            days: days?,
+            start,
+            end,
+            timezone,
+            timezone_name,
+        })
+    }
+
+    fn freeze(&mut self, field: &Field<'_>) -> Option<Freeze> {
+        let mut table = self.table(field, FREEZE_KEYS)?;
+        let mut date = |cx: &mut Self, key: &str| {
+            let f = cx.required(&mut table, key)?;
+            let text = match &f.node.kind {
+                Kind::String(s) | Kind::Datetime(s) => s.clone(),
+                _ => {
+                    cx.wrong_type(&f, "a date (\"YYYY-MM-DD\")");
+                    return None;
+                }
+            };
+            match text.parse::<jiff::civil::Date>() {
+                Ok(d) if text.len() == 10 => Some((d, f)),
+                _ => {
+                    cx.fail(&f, format!("invalid date {text:?}; use YYYY-MM-DD"));
+                    None
+                }
+            }
+        };
+        let from = date(self, "from");
+        let to = date(self, "to");
+        let timezone = self.timezone(&mut table);
+        let reason = self
+            .required(&mut table, "reason")
+            .and_then(|f| self.text(&f));
+        table.finish(self);
+        let ((from, _), (to, to_field)) = (from?, to?);
+        if from > to {
+            self.fail(
+                &to_field,
+                format!("the freeze ends on {to}, before it starts on {from}"),
+            );
+            return None;
+        }
+        let (timezone, timezone_name) = timezone?;
+        Some(Freeze {
+            from,
+            to,
+            timezone,
+            timezone_name,
+            reason: reason?,
+        })
+    }
+}
+
+/// Finds a path `from -> ... -> to` along promotion edges (env -> the envs it promotes from).
+fn find_path<'g>(
+    graph: &BTreeMap<&'g str, Vec<&'g str>>,
+    from: &'g str,
+    to: &str,
+) -> Option<Vec<&'g str>> {
+    let mut stack = vec![vec![from]];
+    let mut seen = BTreeSet::new();
+    while let Some(path) = stack.pop() {
+        let last = *path.last()?;
+        if last == to {
+            return Some(path);
+        }
+        if !seen.insert(last) {
+            continue;
+        }
+        for next in graph.get(last).into_iter().flatten() {
+            let mut longer = path.clone();
+            longer.push(next);
+            stack.push(longer);
+        }
+    }
+    None
+}
+
+fn unknown_environment<'k>(
+    name: &str,
+    known: impl Iterator<Item = &'k (impl AsRef<str> + ?Sized + 'k)>,
+) -> String {
+    let known: Vec<&str> = known.map(AsRef::as_ref).collect();
+    format!(
+        "unknown environment {name:?} (defined: {})",
+        known.join(", ")
+    )
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+fn approvers_listed(n: usize) -> String {
+    if n == 1 {
+        "1 approver is listed".to_owned()
+    } else {
+        format!("{n} approvers are listed")
+    }
+}
+
+fn parse_weekday(text: &str) -> Option<jiff::civil::Weekday> {
+    use jiff::civil::Weekday::*;
+    Some(match text.to_ascii_lowercase().as_str() {
+        "mon" | "monday" => Monday,
+        "tue" | "tuesday" => Tuesday,
+        "wed" | "wednesday" => Wednesday,
+        "thu" | "thursday" => Thursday,
+        "fri" | "friday" => Friday,
+        "sat" | "saturday" => Saturday,
+        "sun" | "sunday" => Sunday,
+        _ => return None,
+    })
+}
+
+/// Slack user ids: `U` or `W` followed by capitals and digits (`U024BE7LH`).
+fn is_slack_user_id(id: &str) -> bool {
+    let mut chars = id.chars();
+    matches!(chars.next(), Some('U' | 'W'))
+        && id.len() >= 7
+        && id.len() <= 21
+        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
+fn is_github_login(login: &str) -> bool {
+    !login.is_empty()
+        && login.len() <= 39
+        && !login.starts_with('-')
+        && !login.ends_with('-')
+        && login.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+fn is_env_var_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// DynamoDB table names.
+fn is_table_name(name: &str) -> bool {
+    (3..=255).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+}
+
+/// A shallow check of an EventBridge schedule expression; EventBridge has the final word.
+fn validate_schedule(expression: &str) -> Result<(), String> {
+    const HELP: &str =
+        "use an EventBridge expression such as \"rate(1 day)\" or \"cron(0 3 * * ? *)\"";
+    if let Some(inner) = expression
+        .strip_prefix("rate(")
+        .and_then(|s| s.strip_suffix(')'))
+    {
+        let mut parts = inner.split_whitespace();
+        let (Some(value), Some(unit), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(format!("invalid rate expression {expression:?}; {HELP}"));
+        };
+        let value: u32 =
+            value.parse().ok().filter(|v| *v > 0).ok_or_else(|| {
+                format!("the rate in {expression:?} must be a positive whole number")
+            })?;
+        let singular = ["minute", "hour", "day"].contains(&unit);
+        let plural = ["minutes", "hours", "days"].contains(&unit);
+        return match (value == 1, singular, plural) {
+            (true, true, _) | (false, _, true) => Ok(()),
+            (true, false, true) => Err(format!("EventBridge wants the singular unit for 1 in {expression:?} (e.g. \"rate(1 day)\")")),
+            (false, true, _) => Err(format!("EventBridge wants the plural unit in {expression:?} (e.g. \"rate({value} days)\")")),
+            _ => Err(format!("unknown unit {unit:?} in {expression:?}; use minute(s), hour(s) or day(s)")),
+        };
+    }
+    if let Some(inner) = expression
+        .strip_prefix("cron(")
+        .and_then(|s| s.strip_suffix(')'))
+    {
+        let fields = inner.split_whitespace().count();
+        return if fields == 6 {
+            Ok(())
+        } else {
+            Err(format!("a cron expression has 6 fields (minutes hours day-of-month month day-of-week year), {expression:?} has {fields}"))
+        };
+    }
+    Err(format!("invalid schedule {expression:?}; {HELP}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_expressions_are_checked_shallowly() {
+        assert!(validate_schedule("rate(1 day)").is_ok());
+        assert!(validate_schedule("rate(12 hours)").is_ok());
+        assert!(validate_schedule("cron(0 3 * * ? *)").is_ok());
+        assert!(validate_schedule("rate(1 days)").is_err());
+        assert!(validate_schedule("rate(2 day)").is_err());
+        assert!(validate_schedule("rate(0 days)").is_err());
+        assert!(validate_schedule("cron(0 3 * * *)").is_err());
+        assert!(validate_schedule("daily").is_err());
+    }
+
+    #[test]
+    fn slack_ids_and_logins_are_recognised() {
+        assert!(is_slack_user_id("U024BE7LH"));
+        assert!(is_slack_user_id("W012A3CDE"));
+        assert!(!is_slack_user_id("octocat"));
+        assert!(!is_slack_user_id("C0STAGING"));
+        assert!(is_github_login("octo-cat"));
+        assert!(!is_github_login("-octo"));
+    }
+}
