@@ -1,0 +1,770 @@
+//! The typed repository: shipgate's records on top of the [`ItemStore`] port.
+//!
+//! Single-table layout (the same keys on DynamoDB and SQLite):
+//!
+//! | record | pk | sk | timeline pk / sk |
+//! |---|---|---|---|
+//! | deployment | `DEP#{id}` | `DEP` | `ENV#{env}#DEPLOYS` / `{ms}#{id}` |
+//! | environment lock | `ENV#{env}` | `LOCK` | |
+//! | environment heads | `ENV#{env}` | `HEADS` | |
+//! | audit event | `AUDIT#{deployment}` | `{ms}#{uuid}` | `ENV#{env}#AUDIT` / `{ms}#{uuid}` |
+//! | run → deployment | `RUN#{run_id}` | `ENV#{env}` | |
+//! | GitHub deployment → deployment | `GHDEP#{github id}` | `MAP` | |
+//! | sha facts | `SHA#{repo}@{sha}` | `OK#{env}`, `CI#{workflow}`, `COMMIT` | |
+//! | incident | `INC#{id}` | `INC` | `ENV#{env}#INCIDENTS` / `{ms}#{id}` |
+//! | idempotency key | `IDEM#{scope}#{key}` | `IDEM` (expires) | |
+//! | misc facts | `META#{kind}` | `{name}` | |
+//!
+//! `{ms}` is zero-padded unix milliseconds, so sort-key order is time order.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use super::item::{Condition, Item, ItemStore, Query, StoreError, Timeline, Write};
+use crate::domain::deployment::{AuditEvent, Deployment, EnvironmentHeads, Head, State};
+use crate::domain::incident::Incident;
+
+/// Errors of the typed layer.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The record changed since it was read; re-read and retry.
+    #[error("{what} changed concurrently")]
+    Stale { what: String },
+    #[error("stored {what} is not valid: {source}")]
+    Corrupt {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// How creating a gated deployment went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    Created,
+    /// The environment lock is held by another deployment.
+    Locked {
+        holder: String,
+    },
+    /// A deployment with this id exists already.
+    Exists,
+}
+
+fn ms_key(t: Timestamp) -> String {
+    format!("{:013}", t.as_millisecond().max(0))
+}
+
+fn to_json<T: Serialize>(value: &T) -> String {
+    // Our records are plain structs of strings, numbers and timestamps: serialisation cannot fail.
+    serde_json::to_string(value).unwrap_or_else(|e| unreachable!("serialising a record: {e}"))
+}
+
+fn from_item<T: DeserializeOwned>(item: &Item, what: &str) -> Result<T, RepoError> {
+    serde_json::from_str(&item.data).map_err(|source| RepoError::Corrupt {
+        what: what.to_string(),
+        source,
+    })
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LockRecord {
+    holder: String,
+    since: Timestamp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Pointer {
+    deployment_id: String,
+}
+
+/// A fact about a sha: CI outcome, commit time, success in an environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShaFact {
+    pub repo: String,
+    pub sha: String,
+    pub at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// shipgate's typed access to state.
+#[derive(Clone)]
+pub struct Repo {
+    store: Arc<dyn ItemStore>,
+}
+
+impl std::fmt::Debug for Repo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repo").finish_non_exhaustive()
+    }
+}
+
+fn dep_pk(id: &str) -> String {
+    format!("DEP#{id}")
+}
+
+fn env_pk(env: &str) -> String {
+    format!("ENV#{env}")
+}
+
+fn audit_writes(events: &[AuditEvent]) -> Vec<Write> {
+    events
+        .iter()
+        .map(|e| {
+            let sk = format!("{}#{}", ms_key(e.at), uuid::Uuid::now_v7().simple());
+            Write::Put {
+                item: Item {
+                    pk: format!("AUDIT#{}", e.deployment_id),
+                    sk: sk.clone(),
+                    version: 1,
+                    expires_at: None,
+                    timeline: Some(Timeline {
+                        pk: format!("ENV#{}#AUDIT", e.environment),
+                        sk,
+                    }),
+                    data: to_json(e),
+                },
+                // Audit lines are immutable: never overwrite one.
+                condition: Condition::Absent { now: i64::MIN },
+            }
+        })
+        .collect()
+}
+
+fn deployment_item(dep: &Deployment) -> Item {
+    Item {
+        pk: dep_pk(&dep.id),
+        sk: "DEP".into(),
+        version: dep.version,
+        expires_at: None,
+        timeline: Some(Timeline {
+            pk: format!("ENV#{}#DEPLOYS", dep.environment),
+            sk: format!("{}#{}", ms_key(dep.created_at), dep.id),
+        }),
+        data: to_json(dep),
+    }
+}
+
+impl Repo {
+    pub fn new(store: Arc<dyn ItemStore>) -> Self {
+        Repo { store }
+    }
+
+    pub fn store(&self) -> &Arc<dyn ItemStore> {
+        &self.store
+    }
+
+    /// Claims an inbound event id (GitHub delivery, Slack action, alert notification, SNS
+    /// message...). Returns `true` the first time, `false` for a replay inside `ttl`.
+    pub async fn claim_event(
+        &self,
+        scope: &str,
+        key: &str,
+        now: Timestamp,
+        ttl: std::time::Duration,
+    ) -> Result<bool, RepoError> {
+        let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
+        let item = Item {
+            pk: format!("IDEM#{scope}#{key}"),
+            sk: "IDEM".into(),
+            version: 1,
+            expires_at: Some(now.as_second().saturating_add(ttl)),
+            timeline: None,
+            data: to_json(&serde_json::json!({ "at": now })),
+        };
+        match self
+            .store
+            .write(Write::Put {
+                item,
+                condition: Condition::Absent {
+                    now: now.as_second(),
+                },
+            })
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(StoreError::ConditionFailed { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Gives an event id back, so a redelivery is processed again (used when processing
+    /// failed after the claim and nothing was written).
+    pub async fn release_event(&self, scope: &str, key: &str) -> Result<(), RepoError> {
+        self.store
+            .write(Write::Delete {
+                pk: format!("IDEM#{scope}#{key}"),
+                sk: "IDEM".into(),
+                condition: Condition::None,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Stores a new deployment with its audit events. When its state holds the environment
+    /// lock, the lock is taken in the same transaction: either both land or neither.
+    pub async fn create_deployment(
+        &self,
+        dep: &mut Deployment,
+        events: &[AuditEvent],
+        now: Timestamp,
+    ) -> Result<Created, RepoError> {
+        dep.version = 1;
+        let mut writes = vec![Write::Put {
+            item: deployment_item(dep),
+            condition: Condition::Absent { now: i64::MIN },
+        }];
+        let takes_lock = dep.state.holds_lock();
+        if takes_lock {
+            writes.push(Write::Put {
+                item: Item {
+                    pk: env_pk(&dep.environment),
+                    sk: "LOCK".into(),
+                    version: 1,
+                    expires_at: None,
+                    timeline: None,
+                    data: to_json(&LockRecord {
+                        holder: dep.id.clone(),
+                        since: now,
+                    }),
+                },
+                condition: Condition::Absent { now: i64::MIN },
+            });
+        }
+        if let Some(run_id) = dep.run_id {
+            writes.push(Write::Put {
+                item: Item {
+                    pk: format!("RUN#{run_id}"),
+                    sk: env_pk(&dep.environment),
+                    version: 1,
+                    expires_at: None,
+                    timeline: None,
+                    data: to_json(&Pointer {
+                        deployment_id: dep.id.clone(),
+                    }),
+                },
+                condition: Condition::None,
+            });
+        }
+        writes.extend(audit_writes(events));
+        match self.store.transact(writes).await {
+            Ok(()) => Ok(Created::Created),
+            Err(StoreError::ConditionFailed { key }) if key.starts_with("DEP#") => {
+                Ok(Created::Exists)
+            }
+            Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) if takes_lock => {
+                let holder = self
+                    .lock_holder(&dep.environment)
+                    .await?
+                    .unwrap_or_default();
+                Ok(Created::Locked { holder })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Saves a changed deployment (optimistic: fails with [`RepoError::Stale`] when someone
+    /// else saved it first) together with its audit events, releasing the environment lock
+    /// in the same transaction when the new state no longer holds it, and recording heads.
+    pub async fn save_deployment(
+        &self,
+        dep: &mut Deployment,
+        events: &[AuditEvent],
+    ) -> Result<(), RepoError> {
+        let expected = dep.version;
+        dep.version = expected + 1;
+        let mut writes = vec![Write::Put {
+            item: deployment_item(dep),
+            condition: Condition::Version(expected),
+        }];
+        if !dep.state.holds_lock() {
+            if let Some(lock) = self.store.get(&env_pk(&dep.environment), "LOCK").await? {
+                let rec: LockRecord = from_item(&lock, "lock")?;
+                if rec.holder == dep.id {
+                    writes.push(Write::Delete {
+                        pk: lock.pk,
+                        sk: lock.sk,
+                        condition: Condition::Version(lock.version),
+                    });
+                }
+            }
+        }
+        if let Some(gh) = dep.github_deployment_id {
+            writes.push(Write::Put {
+                item: Item {
+                    pk: format!("GHDEP#{gh}"),
+                    sk: "MAP".into(),
+                    version: 1,
+                    expires_at: None,
+                    timeline: None,
+                    data: to_json(&Pointer {
+                        deployment_id: dep.id.clone(),
+                    }),
+                },
+                condition: Condition::None,
+            });
+        }
+        if let Some(rb) = dep.rollback.as_ref().and_then(|r| r.github_deployment_id) {
+            if Some(rb) != dep.github_deployment_id {
+                writes.push(Write::Put {
+                    item: Item {
+                        pk: format!("GHDEP#{rb}"),
+                        sk: "MAP".into(),
+                        version: 1,
+                        expires_at: None,
+                        timeline: None,
+                        data: to_json(&Pointer {
+                            deployment_id: dep.id.clone(),
+                        }),
+                    },
+                    condition: Condition::None,
+                });
+            }
+        }
+        writes.extend(audit_writes(events));
+        match self.store.transact(writes).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => {
+                dep.version = expected;
+                Err(RepoError::Stale {
+                    what: format!("deployment {}", dep.id),
+                })
+            }
+            Err(e) => {
+                dep.version = expected;
+                Err(e.into())
+            }
+        }
+    }
+
+    pub async fn get_deployment(&self, id: &str) -> Result<Option<Deployment>, RepoError> {
+        match self.store.get(&dep_pk(id), "DEP").await? {
+            Some(item) => {
+                let mut dep: Deployment = from_item(&item, "deployment")?;
+                dep.version = item.version;
+                Ok(Some(dep))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn follow(&self, pk: &str, sk: &str) -> Result<Option<Deployment>, RepoError> {
+        match self.store.get(pk, sk).await? {
+            Some(item) => {
+                let p: Pointer = from_item(&item, "pointer")?;
+                self.get_deployment(&p.deployment_id).await
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The deployment gated for workflow run `run_id` in `environment`.
+    pub async fn deployment_for_run(
+        &self,
+        run_id: u64,
+        environment: &str,
+    ) -> Result<Option<Deployment>, RepoError> {
+        self.follow(&format!("RUN#{run_id}"), &env_pk(environment))
+            .await
+    }
+
+    /// The deployment a GitHub deployment id belongs to (its own, or its rollback's).
+    pub async fn deployment_for_github(
+        &self,
+        github_deployment_id: u64,
+    ) -> Result<Option<Deployment>, RepoError> {
+        self.follow(&format!("GHDEP#{github_deployment_id}"), "MAP")
+            .await
+    }
+
+    /// Links a GitHub deployment id to a deployment without touching the record.
+    pub async fn link_github_deployment(
+        &self,
+        github_deployment_id: u64,
+        deployment_id: &str,
+    ) -> Result<(), RepoError> {
+        self.store
+            .write(Write::Put {
+                item: Item {
+                    pk: format!("GHDEP#{github_deployment_id}"),
+                    sk: "MAP".into(),
+                    version: 1,
+                    expires_at: None,
+                    timeline: None,
+                    data: to_json(&Pointer {
+                        deployment_id: deployment_id.to_string(),
+                    }),
+                },
+                condition: Condition::None,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Deployments of one environment created in `[from, to)`, newest first when `descending`.
+    pub async fn deployments_in(
+        &self,
+        environment: &str,
+        from: Timestamp,
+        to: Timestamp,
+        descending: bool,
+        limit: Option<usize>,
+    ) -> Result<Vec<Deployment>, RepoError> {
+        let items = self
+            .store
+            .query(Query::Timeline {
+                pk: format!("ENV#{environment}#DEPLOYS"),
+                from: ms_key(from),
+                to: ms_key(to),
+                descending,
+                limit,
+            })
+            .await?;
+        items
+            .iter()
+            .map(|i| {
+                let mut d: Deployment = from_item(i, "deployment")?;
+                d.version = i.version;
+                Ok(d)
+            })
+            .collect()
+    }
+
+    /// Id of the deployment holding the environment lock, if any.
+    pub async fn lock_holder(&self, environment: &str) -> Result<Option<String>, RepoError> {
+        match self.store.get(&env_pk(environment), "LOCK").await? {
+            Some(item) => Ok(Some(from_item::<LockRecord>(&item, "lock")?.holder)),
+            None => Ok(None),
+        }
+    }
+
+    /// Releases a lock whose holder no longer holds it by state (sweeper, after a crash
+    /// between a decision and its save). Returns true when a lock was released.
+    pub async fn release_stale_lock(&self, environment: &str) -> Result<bool, RepoError> {
+        let Some(lock) = self.store.get(&env_pk(environment), "LOCK").await? else {
+            return Ok(false);
+        };
+        let rec: LockRecord = from_item(&lock, "lock")?;
+        let holder_active = match self.get_deployment(&rec.holder).await? {
+            Some(d) => d.state.holds_lock(),
+            None => false,
+        };
+        if holder_active {
+            return Ok(false);
+        }
+        match self
+            .store
+            .write(Write::Delete {
+                pk: lock.pk,
+                sk: lock.sk,
+                condition: Condition::Version(lock.version),
+            })
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(StoreError::ConditionFailed { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn heads(&self, environment: &str) -> Result<EnvironmentHeads, RepoError> {
+        match self.store.get(&env_pk(environment), "HEADS").await? {
+            Some(item) => {
+                let mut h: EnvironmentHeads = from_item(&item, "heads")?;
+                h.version = item.version;
+                Ok(h)
+            }
+            None => Ok(EnvironmentHeads {
+                environment: environment.to_string(),
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// Moves an environment's heads: `current` always, `last_known_good` when `good`.
+    /// Retries on concurrent updates, since heads are last-writer-wins per field.
+    pub async fn set_head(
+        &self,
+        environment: &str,
+        head: Head,
+        good: bool,
+    ) -> Result<EnvironmentHeads, RepoError> {
+        for _ in 0..5 {
+            let mut heads = self.heads(environment).await?;
+            let condition = if heads.version == 0 {
+                Condition::Absent { now: i64::MIN }
+            } else {
+                Condition::Version(heads.version)
+            };
+            heads.current = Some(head.clone());
+            if good {
+                heads.last_known_good = Some(head.clone());
+            }
+            heads.version += 1;
+            let item = Item {
+                pk: env_pk(environment),
+                sk: "HEADS".into(),
+                version: heads.version,
+                expires_at: None,
+                timeline: None,
+                data: to_json(&heads),
+            };
+            match self.store.write(Write::Put { item, condition }).await {
+                Ok(()) => return Ok(heads),
+                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(RepoError::Stale {
+            what: format!("heads of {environment}"),
+        })
+    }
+
+    /// Records a fact about a sha (`kind` is `OK#{env}`, `CI#{workflow}` or `COMMIT`).
+    pub async fn record_sha_fact(&self, kind: &str, fact: &ShaFact) -> Result<(), RepoError> {
+        self.store
+            .write(Write::Put {
+                item: Item {
+                    pk: format!("SHA#{}@{}", fact.repo, fact.sha),
+                    sk: kind.to_string(),
+                    version: 1,
+                    expires_at: None,
+                    timeline: None,
+                    data: to_json(fact),
+                },
+                condition: Condition::None,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Facts recorded for a sha whose kind starts with `prefix`.
+    pub async fn sha_facts(
+        &self,
+        repo: &str,
+        sha: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, ShaFact)>, RepoError> {
+        let items = self
+            .store
+            .query(Query::Partition {
+                pk: format!("SHA#{repo}@{sha}"),
+                sk_prefix: prefix.to_string(),
+                descending: false,
+                limit: None,
+            })
+            .await?;
+        items
+            .iter()
+            .map(|i| Ok((i.sk.clone(), from_item(i, "sha fact")?)))
+            .collect()
+    }
+
+    /// Environments where this sha's deployment succeeded.
+    pub async fn succeeded_in(&self, repo: &str, sha: &str) -> Result<BTreeSet<String>, RepoError> {
+        Ok(self
+            .sha_facts(repo, sha, "OK#")
+            .await?
+            .into_iter()
+            .filter_map(|(k, _)| k.strip_prefix("OK#").map(str::to_string))
+            .collect())
+    }
+
+    /// The audit log of one deployment, oldest first.
+    pub async fn audit_for_deployment(
+        &self,
+        deployment_id: &str,
+    ) -> Result<Vec<AuditEvent>, RepoError> {
+        let items = self
+            .store
+            .query(Query::Partition {
+                pk: format!("AUDIT#{deployment_id}"),
+                sk_prefix: String::new(),
+                descending: false,
+                limit: None,
+            })
+            .await?;
+        items.iter().map(|i| from_item(i, "audit event")).collect()
+    }
+
+    /// The audit log of one environment in `[from, to)`.
+    pub async fn audit_for_environment(
+        &self,
+        environment: &str,
+        from: Timestamp,
+        to: Timestamp,
+        limit: Option<usize>,
+    ) -> Result<Vec<AuditEvent>, RepoError> {
+        let items = self
+            .store
+            .query(Query::Timeline {
+                pk: format!("ENV#{environment}#AUDIT"),
+                from: ms_key(from),
+                to: ms_key(to),
+                descending: false,
+                limit,
+            })
+            .await?;
+        items.iter().map(|i| from_item(i, "audit event")).collect()
+    }
+
+    /// Writes audit events that go with no record change.
+    pub async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), RepoError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.store.transact(audit_writes(events)).await?;
+        Ok(())
+    }
+
+    /// Stores a small named document (hook registrations, job results, drill reports).
+    pub async fn put_meta<T: Serialize>(
+        &self,
+        kind: &str,
+        name: &str,
+        value: &T,
+    ) -> Result<(), RepoError> {
+        self.store
+            .write(Write::Put {
+                item: Item {
+                    pk: format!("META#{kind}"),
+                    sk: name.to_string(),
+                    version: 1,
+                    expires_at: None,
+                    timeline: None,
+                    data: to_json(value),
+                },
+                condition: Condition::None,
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get_meta<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<T>, RepoError> {
+        match self.store.get(&format!("META#{kind}"), name).await? {
+            Some(item) => Ok(Some(from_item(&item, kind)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Deployments of an environment still in a lock-holding state (the sweeper's work list).
+    pub async fn active_deployments(
+        &self,
+        environment: &str,
+        now: Timestamp,
+        horizon_days: i64,
+    ) -> Result<Vec<Deployment>, RepoError> {
+        let from = now
+            .checked_sub(jiff::SignedDuration::from_hours(24 * horizon_days))
+            .unwrap_or(Timestamp::UNIX_EPOCH);
+        let all = self
+            .deployments_in(environment, from, Timestamp::MAX, false, None)
+            .await?;
+        Ok(all
+            .into_iter()
+            .filter(|d| d.state.holds_lock() || d.state == State::Verifying)
+            .collect())
+    }
+
+    /// Reads an incident by id.
+    pub async fn get_incident(&self, id: &str) -> Result<Option<Incident>, RepoError> {
+        match self.store.get(&format!("INC#{id}"), "INC").await? {
+            Some(item) => {
+                let mut inc: Incident = from_item(&item, "incident")?;
+                inc.version = item.version;
+                Ok(Some(inc))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Creates (version 0) or updates (version check) an incident.
+    pub async fn save_incident(&self, incident: &mut Incident) -> Result<(), RepoError> {
+        let expected = incident.version;
+        let condition = if expected == 0 {
+            Condition::Absent { now: i64::MIN }
+        } else {
+            Condition::Version(expected)
+        };
+        incident.version = expected + 1;
+        let env = incident
+            .environment
+            .clone()
+            .unwrap_or_else(|| "_unknown".to_string());
+        let item = Item {
+            pk: format!("INC#{}", incident.id),
+            sk: "INC".into(),
+            version: incident.version,
+            expires_at: None,
+            timeline: Some(Timeline {
+                pk: format!("ENV#{env}#INCIDENTS"),
+                sk: format!("{}#{}", ms_key(incident.opened_at), incident.id),
+            }),
+            data: to_json(incident),
+        };
+        match self.store.write(Write::Put { item, condition }).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => {
+                incident.version = expected;
+                Err(RepoError::Stale {
+                    what: format!("incident {}", incident.id),
+                })
+            }
+            Err(e) => {
+                incident.version = expected;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Incidents of an environment opened in `[from, to)` (`_unknown` for unmapped alerts).
+    pub async fn incidents_in(
+        &self,
+        environment: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<Incident>, RepoError> {
+        let items = self
+            .store
+            .query(Query::Timeline {
+                pk: format!("ENV#{environment}#INCIDENTS"),
+                from: ms_key(from),
+                to: ms_key(to),
+                descending: false,
+                limit: None,
+            })
+            .await?;
+        items
+            .iter()
+            .map(|i| {
+                let mut inc: Incident = from_item(i, "incident")?;
+                inc.version = i.version;
+                Ok(inc)
+            })
+            .collect()
+    }
+
+    /// Ids of the open critical incidents of an environment.
+    pub async fn open_critical_incidents(
+        &self,
+        environment: &str,
+    ) -> Result<Vec<String>, RepoError> {
+        let all = self
+            .incidents_in(environment, Timestamp::UNIX_EPOCH, Timestamp::MAX)
+            .await?;
+        Ok(all
+            .into_iter()
+            .filter(|i| i.is_open_critical())
+            .map(|i| i.id)
+            .collect())
+    }
+}

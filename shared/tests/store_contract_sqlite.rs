@@ -1,0 +1,41 @@
+//! The store contract suite against the embedded SQLite adapter, plus proof that the suite
+//! catches a broken adapter.
+
+use std::sync::Arc;
+
+use futures::FutureExt;
+use shipgate::store::contract::{self, IgnoresVersions};
+use shipgate::store::sqlite::{Durability, SqliteStore};
+use shipgate::store::ItemStore;
+
+async fn fresh() -> Arc<dyn ItemStore> {
+    Arc::new(SqliteStore::in_memory().expect("in-memory sqlite"))
+}
+
+shipgate::store_contract_tests!(fresh());
+
+#[tokio::test]
+async fn suite_catches_an_adapter_that_ignores_versions() {
+    let broken: Arc<dyn ItemStore> =
+        Arc::new(IgnoresVersions(SqliteStore::in_memory().expect("sqlite")));
+    let outcome = std::panic::AssertUnwindSafe(contract::stale_version_update_is_refused(broken))
+        .catch_unwind()
+        .await;
+    assert!(
+        outcome.is_err(),
+        "the contract suite accepted a lost-update adapter"
+    );
+}
+
+#[tokio::test]
+async fn file_backed_store_keeps_items_across_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state.db");
+    {
+        let store = SqliteStore::open(&path, Durability::Full).expect("open");
+        contract::create_if_absent_succeeds_once(Arc::new(store)).await;
+    }
+    let reopened = SqliteStore::open(&path, Durability::Full).expect("reopen");
+    let item = reopened.get("P#1", "A").await.expect("get").expect("kept");
+    assert_eq!(item.data, "first");
+}
