@@ -1,0 +1,268 @@
+//! Typed configuration, read once at cold start from `SHIPGATE_` variables.
+//!
+//! Every secret can be given inline (`SHIPGATE_X`) or as a file (`SHIPGATE_X_FILE`, e.g. a
+//! mounted secret); on AWS the function's start-up resolves Secrets Manager / SSM names into
+//! these variables' values before calling the parsers here. A missing required secret is an
+//! error at start-up — never a silent default — and error messages name the variable, never
+//! its value.
+
+use secrecy::SecretString;
+
+/// Where variables come from: the process environment, or a map in tests.
+pub trait Vars {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl Vars for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Vars for std::collections::HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+impl<const N: usize> Vars for [(&str, &str); N] {
+    fn var(&self, name: &str) -> Option<String> {
+        self.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_string())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} is not set")]
+    Missing(String),
+    #[error("{var} is not valid: {reason}")]
+    Invalid { var: String, reason: String },
+    #[error("cannot read {var} from {path}: {source}")]
+    File {
+        var: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A non-empty plain variable.
+pub fn optional(vars: &dyn Vars, name: &str) -> Option<String> {
+    vars.var(name)
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+pub fn required(vars: &dyn Vars, name: &str) -> Result<String, ConfigError> {
+    optional(vars, name).ok_or_else(|| ConfigError::Missing(name.to_string()))
+}
+
+/// A secret from `NAME` or from the file named by `NAME_FILE`.
+pub fn optional_secret(vars: &dyn Vars, name: &str) -> Result<Option<SecretString>, ConfigError> {
+    if let Some(v) = vars.var(name).filter(|v| !v.is_empty()) {
+        return Ok(Some(SecretString::from(v)));
+    }
+    let file_var = format!("{name}_FILE");
+    match optional(vars, &file_var) {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::File {
+                var: file_var.clone(),
+                path: path.clone(),
+                source,
+            })?;
+            // Files usually end with a newline that is not part of the secret.
+            let text = text.trim_end_matches(['\n', '\r']).to_string();
+            if text.is_empty() {
+                return Err(ConfigError::Invalid {
+                    var: file_var,
+                    reason: "the file is empty".into(),
+                });
+            }
+            Ok(Some(SecretString::from(text)))
+        }
+        None => Ok(None),
+    }
+}
+
+pub fn required_secret(vars: &dyn Vars, name: &str) -> Result<SecretString, ConfigError> {
+    optional_secret(vars, name)?
+        .ok_or_else(|| ConfigError::Missing(format!("{name} (or {name}_FILE)")))
+}
+
+/// A base URL: absolute http(s), stored without a trailing slash.
+pub fn base_url(vars: &dyn Vars, name: &str, default: &str) -> Result<String, ConfigError> {
+    let v = optional(vars, name).unwrap_or_else(|| default.to_string());
+    if !(v.starts_with("https://") || v.starts_with("http://")) {
+        return Err(ConfigError::Invalid {
+            var: name.into(),
+            reason: "must start with http:// or https://".into(),
+        });
+    }
+    Ok(v.trim_end_matches('/').to_string())
+}
+
+pub fn parse_u64(vars: &dyn Vars, name: &str) -> Result<Option<u64>, ConfigError> {
+    optional(vars, name)
+        .map(|v| {
+            v.parse::<u64>().map_err(|_| ConfigError::Invalid {
+                var: name.into(),
+                reason: "expected a positive integer".into(),
+            })
+        })
+        .transpose()
+}
+
+/// GitHub: the webhook secret and the App credentials.
+#[derive(Debug, Clone)]
+pub struct GitHubSettings {
+    pub webhook_secret: SecretString,
+    /// App id and private key; without them shipgate can record but not answer GitHub.
+    pub app: Option<(u64, SecretString)>,
+    pub api_url: String,
+}
+
+impl GitHubSettings {
+    pub const WEBHOOK_SECRET: &'static str = "SHIPGATE_GITHUB_WEBHOOK_SECRET";
+    pub const APP_ID: &'static str = "SHIPGATE_GITHUB_APP_ID";
+    pub const PRIVATE_KEY: &'static str = "SHIPGATE_GITHUB_PRIVATE_KEY";
+    pub const API_URL: &'static str = "SHIPGATE_GITHUB_API_URL";
+
+    pub fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
+        let webhook_secret = required_secret(vars, Self::WEBHOOK_SECRET)?;
+        let app_id = parse_u64(vars, Self::APP_ID)?;
+        let key = optional_secret(vars, Self::PRIVATE_KEY)?;
+        let app = match (app_id, key) {
+            (Some(id), Some(key)) => Some((id, key)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::Missing(format!(
+                    "{} (set with {})",
+                    Self::PRIVATE_KEY,
+                    Self::APP_ID
+                )))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Missing(format!(
+                    "{} (set with {})",
+                    Self::APP_ID,
+                    Self::PRIVATE_KEY
+                )))
+            }
+        };
+        Ok(GitHubSettings {
+            webhook_secret,
+            app,
+            api_url: base_url(vars, Self::API_URL, "https://api.github.com")?,
+        })
+    }
+}
+
+/// Slack: the signing secret for inbound clicks, the bot token for messages.
+#[derive(Debug, Clone)]
+pub struct SlackSettings {
+    pub signing_secret: Option<SecretString>,
+    pub bot_token: Option<SecretString>,
+    pub api_url: String,
+}
+
+impl SlackSettings {
+    pub const SIGNING_SECRET: &'static str = "SHIPGATE_SLACK_SIGNING_SECRET";
+    pub const BOT_TOKEN: &'static str = "SHIPGATE_SLACK_BOT_TOKEN";
+    pub const API_URL: &'static str = "SHIPGATE_SLACK_API_URL";
+
+    pub fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
+        Ok(SlackSettings {
+            signing_secret: optional_secret(vars, Self::SIGNING_SECRET)?,
+            bot_token: optional_secret(vars, Self::BOT_TOKEN)?,
+            api_url: base_url(vars, Self::API_URL, "https://slack.com/api")?,
+        })
+    }
+}
+
+/// PagerDuty Events API v2.
+#[derive(Debug, Clone)]
+pub struct PagerDutySettings {
+    pub routing_key: Option<SecretString>,
+    pub url: String,
+}
+
+impl PagerDutySettings {
+    pub const ROUTING_KEY: &'static str = "SHIPGATE_PAGERDUTY_ROUTING_KEY";
+    pub const URL: &'static str = "SHIPGATE_PAGERDUTY_URL";
+
+    pub fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
+        Ok(PagerDutySettings {
+            routing_key: optional_secret(vars, Self::ROUTING_KEY)?,
+            url: base_url(vars, Self::URL, "https://events.pagerduty.com/v2/enqueue")?,
+        })
+    }
+}
+
+/// The bearer token alert sources must present.
+pub const ALERT_TOKEN: &str = "SHIPGATE_ALERT_TOKEN";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn github_settings_need_the_webhook_secret_and_name_it() {
+        let err = GitHubSettings::from_vars(&[("SHIPGATE_GITHUB_APP_ID", "1")])
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(err.as_deref(), Some("SHIPGATE_GITHUB_WEBHOOK_SECRET (or SHIPGATE_GITHUB_WEBHOOK_SECRET_FILE) is not set"));
+    }
+
+    #[test]
+    fn github_app_id_without_a_key_is_refused() {
+        let err = GitHubSettings::from_vars(&[
+            ("SHIPGATE_GITHUB_WEBHOOK_SECRET", "s"),
+            ("SHIPGATE_GITHUB_APP_ID", "7"),
+        ])
+        .err()
+        .map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("SHIPGATE_GITHUB_PRIVATE_KEY (set with SHIPGATE_GITHUB_APP_ID) is not set")
+        );
+    }
+
+    #[test]
+    fn secrets_can_come_from_files_without_their_trailing_newline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "from-file\n").expect("write");
+        let p = path.to_string_lossy().to_string();
+        let vars = [("SHIPGATE_GITHUB_WEBHOOK_SECRET_FILE", p.as_str())];
+        let s = GitHubSettings::from_vars(&vars).expect("settings");
+        assert_eq!(s.webhook_secret.expose_secret(), "from-file");
+        assert_eq!(s.api_url, "https://api.github.com");
+    }
+
+    #[test]
+    fn base_urls_must_be_http_and_lose_their_trailing_slash() {
+        let ok = base_url(&[("U", "http://127.0.0.1:9/api/")], "U", "https://x").expect("url");
+        assert_eq!(ok, "http://127.0.0.1:9/api");
+        assert!(base_url(&[("U", "ftp://x")], "U", "https://x").is_err());
+    }
+
+    #[test]
+    fn errors_never_contain_secret_values() {
+        let vars = [
+            ("SHIPGATE_GITHUB_WEBHOOK_SECRET", "hunter2"),
+            ("SHIPGATE_GITHUB_API_URL", "nope"),
+        ];
+        let err = GitHubSettings::from_vars(&vars)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("SHIPGATE_GITHUB_API_URL") && !err.contains("hunter2"));
+    }
+}
