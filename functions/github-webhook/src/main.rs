@@ -1,0 +1,18 @@
+//! Lambda entry point of the GitHub webhook function: configuration and clients are built
+//! once at cold start; every invocation runs [`github_webhook::handle`].
+
+use github_webhook::GitHubWebhook;
+use shipgate::bootstrap;
+use shipgate::config::GitHubSettings;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    bootstrap::init_lambda_tracing();
+    let sdk = bootstrap::aws_config().await;
+    let vars = bootstrap::resolve_vars(&sdk).await?;
+    let settings = GitHubSettings::from_vars(&vars)?;
+    let github = bootstrap::github_client(&settings, shipgate::outbound::http_client()?)?;
+    let services = bootstrap::aws_services(&vars, &sdk, github).await?;
+    let app = GitHubWebhook::new(services, settings.webhook_secret);
+    bootstrap::run_http(|req| github_webhook::handle(&app, req)).await
+}

@@ -1,0 +1,247 @@
+//! Notifications: what shipgate tells people, and the port that carries it to the notifier.
+//!
+//! Handlers publish a typed [`Notification`]; on AWS it travels SNS → SQS → the notifier
+//! function, in the self-hosted binary through an in-process channel to the same notifier
+//! code. Each notification has an `id` the notifier dedupes on, so a redelivered message is
+//! sent once.
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::deployment::{Deployment, State};
+
+/// One notification, serialised as JSON on the wire (SNS message body).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// Unique per notification; the notifier's idempotency key.
+    pub id: String,
+    pub at: Timestamp,
+    #[serde(flatten)]
+    pub body: NotificationBody,
+}
+
+/// A snapshot of a deployment, enough to render a message without reading state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentSummary {
+    pub id: String,
+    pub repo: String,
+    pub environment: String,
+    pub git_ref: String,
+    pub sha: String,
+    pub requester: String,
+    pub state: State,
+    pub approvals: Vec<String>,
+    pub approvals_required: u32,
+    #[serde(default)]
+    pub checks: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub break_glass: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_target: Option<String>,
+    /// Carried by the Slack buttons with the id; not a secret, only a staleness check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub button_nonce: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_expires_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_until: Option<Timestamp>,
+}
+
+impl From<&Deployment> for DeploymentSummary {
+    fn from(d: &Deployment) -> Self {
+        DeploymentSummary {
+            id: d.id.clone(),
+            repo: d.repo.clone(),
+            environment: d.environment.clone(),
+            git_ref: d.git_ref.clone(),
+            sha: d.sha.clone(),
+            requester: d.requester.clone(),
+            state: d.state,
+            approvals: d.approvals.iter().map(|a| a.approver.clone()).collect(),
+            approvals_required: d.approvals_required,
+            checks: d.checks.clone(),
+            reason: d.reason.clone(),
+            break_glass: d.break_glass.is_some(),
+            rollback_target: d.rollback.as_ref().map(|r| r.target_sha.clone()),
+            button_nonce: d.button_nonce.clone(),
+            approval_expires_at: d.approval_expires_at,
+            verify_until: d.verify_until,
+        }
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum NotificationBody {
+    /// A deployment changed (approval requested, progress, decided, deploying, verifying,
+    /// succeeded, failed, rolling back, rolled back, expired). The notifier posts the first
+    /// message for a deployment and updates it in place afterwards.
+    Deployment {
+        deployment: DeploymentSummary,
+        event: String,
+    },
+    /// An incident opened, fired again, or resolved.
+    Incident {
+        incident_id: String,
+        environment: Option<String>,
+        severity: String,
+        title: String,
+        status: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        link: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deployment_id: Option<String>,
+    },
+    /// A scheduled job's result (backup, drills, DORA report, sweeper), with a text summary.
+    Job {
+        job: String,
+        ok: bool,
+        summary: String,
+        #[serde(default)]
+        details: serde_json::Value,
+        /// Page someone when this fails.
+        #[serde(default)]
+        page: bool,
+    },
+}
+
+impl Notification {
+    pub fn new(at: Timestamp, body: NotificationBody) -> Self {
+        Notification {
+            id: uuid::Uuid::now_v7().to_string(),
+            at,
+            body,
+        }
+    }
+
+    pub fn deployment(at: Timestamp, dep: &Deployment, event: &str) -> Self {
+        Self::new(
+            at,
+            NotificationBody::Deployment {
+                deployment: dep.into(),
+                event: event.to_string(),
+            },
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("publishing failed: {message}")]
+    Failed {
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+/// The port handlers publish through.
+#[async_trait]
+pub trait Publisher: Send + Sync {
+    async fn publish(&self, notification: &Notification) -> Result<(), PublishError>;
+}
+
+/// SNS: one message per notification, `kind` as a message attribute for filter policies.
+pub struct SnsPublisher {
+    client: aws_sdk_sns::Client,
+    topic_arn: String,
+}
+
+impl SnsPublisher {
+    pub fn new(client: aws_sdk_sns::Client, topic_arn: impl Into<String>) -> Self {
+        SnsPublisher {
+            client,
+            topic_arn: topic_arn.into(),
+        }
+    }
+}
+
+fn kind_of(body: &NotificationBody) -> &'static str {
+    match body {
+        NotificationBody::Deployment { .. } => "deployment",
+        NotificationBody::Incident { .. } => "incident",
+        NotificationBody::Job { .. } => "job",
+    }
+}
+
+#[async_trait]
+impl Publisher for SnsPublisher {
+    async fn publish(&self, n: &Notification) -> Result<(), PublishError> {
+        let message = serde_json::to_string(n).map_err(|e| PublishError::Failed {
+            message: "serialising notification".into(),
+            source: Some(Box::new(e)),
+        })?;
+        let attr = aws_sdk_sns::types::MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(kind_of(&n.body))
+            .build()
+            .map_err(|e| PublishError::Failed {
+                message: "building attribute".into(),
+                source: Some(Box::new(e)),
+            })?;
+        self.client
+            .publish()
+            .topic_arn(&self.topic_arn)
+            .message(message)
+            .message_attributes("kind", attr)
+            .send()
+            .await
+            .map_err(|e| PublishError::Failed {
+                message: "sns publish".into(),
+                source: Some(Box::new(e)),
+            })?;
+        Ok(())
+    }
+}
+
+/// In-process delivery for the self-hosted binary: a bounded channel to the notifier task.
+#[derive(Clone)]
+pub struct ChannelPublisher {
+    tx: tokio::sync::mpsc::Sender<Notification>,
+}
+
+impl ChannelPublisher {
+    pub fn new(capacity: usize) -> (Self, tokio::sync::mpsc::Receiver<Notification>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+        (ChannelPublisher { tx }, rx)
+    }
+}
+
+#[async_trait]
+impl Publisher for ChannelPublisher {
+    async fn publish(&self, n: &Notification) -> Result<(), PublishError> {
+        self.tx
+            .send(n.clone())
+            .await
+            .map_err(|_| PublishError::Failed {
+                message: "notifier task has stopped".into(),
+                source: None,
+            })
+    }
+}
+
+/// Keeps what was published, for tests and the demo's timeline.
+#[derive(Default, Clone)]
+pub struct RecordingPublisher {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Notification>>>,
+}
+
+impl RecordingPublisher {
+    pub fn taken(&self) -> Vec<Notification> {
+        self.seen.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl Publisher for RecordingPublisher {
+    async fn publish(&self, n: &Notification) -> Result<(), PublishError> {
+        if let Ok(mut v) = self.seen.lock() {
+            v.push(n.clone());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,397 @@
+//! The deployment gate: GitHub's `deployment_protection_rule` request in, a decision out.
+//!
+//! A request becomes a deployment record in one of three states — approved (policy needs no
+//! humans), awaiting_approval (the notifier posts the Slack request), or rejected (the comment
+//! names the rule). Approved and awaiting records take the environment lock in the same
+//! transaction that creates them, so of many concurrent requests for one environment exactly
+//! one proceeds; the others are rejected with the holder's id.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::{ServiceError, Services};
+use crate::domain::deployment::{
+    Action, Actor, AuditEvent, BreakGlass, CallbackState, Deployment, DeploymentKind, State,
+};
+use crate::domain::policy::{evaluate_for, Decision, GateFacts, GateKind, GateRequest};
+use crate::notify::Notification;
+use crate::outbound::github::ReviewState;
+use crate::store::Created;
+
+/// What GitHub told us in a `deployment_protection_rule` / `requested` delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtectionRuleRequest {
+    /// `owner/name`.
+    pub repo: String,
+    pub environment: String,
+    /// The event that triggered the run (`push`, `workflow_dispatch`...).
+    pub event: String,
+    pub git_ref: String,
+    pub sha: String,
+    pub run_id: u64,
+    pub installation_id: Option<u64>,
+    /// GitHub login of the sender.
+    pub requester: String,
+    /// A break-glass reason, when the run asked for one.
+    pub break_glass_reason: Option<String>,
+}
+
+/// What the gate decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateOutcome {
+    Approved {
+        deployment_id: String,
+    },
+    AwaitingApproval {
+        deployment_id: String,
+        required: u32,
+    },
+    Rejected {
+        deployment_id: String,
+        message: String,
+    },
+    /// This run was already gated (a redelivery); the earlier decision stands.
+    AlreadyGated {
+        deployment_id: String,
+        state: State,
+    },
+}
+
+const UPDATE_ATTEMPTS: usize = 8;
+
+/// Re-reads, changes and saves a deployment until the save is not stale. `change` returns the
+/// audit events of its change, or `None` when there is nothing to change.
+pub async fn update_deployment<F>(
+    svc: &Services,
+    id: &str,
+    mut change: F,
+) -> Result<Option<Deployment>, ServiceError>
+where
+    F: FnMut(&mut Deployment) -> Option<Vec<AuditEvent>>,
+{
+    for _ in 0..UPDATE_ATTEMPTS {
+        let Some(mut dep) = svc.repo.get_deployment(id).await? else {
+            return Ok(None);
+        };
+        let Some(events) = change(&mut dep) else {
+            return Ok(Some(dep));
+        };
+        match svc.repo.save_deployment(&mut dep, &events).await {
+            Ok(()) => return Ok(Some(dep)),
+            Err(crate::store::RepoError::Stale { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ServiceError::Contended(format!("deployment {id}")))
+}
+
+fn new_deployment(req: &ProtectionRuleRequest, now: Timestamp) -> Deployment {
+    Deployment {
+        id: format!("dep-{}", uuid::Uuid::now_v7().simple()),
+        repo: req.repo.clone(),
+        environment: req.environment.clone(),
+        git_ref: req.git_ref.clone(),
+        sha: req.sha.clone(),
+        requester: req.requester.clone(),
+        kind: DeploymentKind::Deploy,
+        state: State::Requested,
+        version: 0,
+        created_at: now,
+        updated_at: now,
+        run_id: Some(req.run_id),
+        installation_id: req.installation_id,
+        github_deployment_id: None,
+        approvals_required: 0,
+        approvals: Vec::new(),
+        approval_expires_at: None,
+        verify_until: None,
+        deploy_started_at: None,
+        finished_at: None,
+        break_glass: None,
+        rollback: None,
+        reason: None,
+        callback: CallbackState::Pending,
+        slack: None,
+        button_nonce: Some(uuid::Uuid::new_v4().simple().to_string()),
+        checks: Vec::new(),
+    }
+}
+
+fn add(now: Timestamp, d: Duration) -> Timestamp {
+    jiff::SignedDuration::try_from(d)
+        .ok()
+        .and_then(|d| now.checked_add(d).ok())
+        .unwrap_or(Timestamp::MAX)
+}
+
+/// Turns a decision into a deployment record (not yet stored) and its audit events.
+fn decide(
+    svc: &Services,
+    req: &ProtectionRuleRequest,
+    decision: Decision,
+    now: Timestamp,
+) -> (Deployment, Vec<AuditEvent>) {
+    let mut dep = new_deployment(req, now);
+    let actor = Actor::github(&req.requester);
+    let mut events = vec![dep.note(
+        now,
+        &actor,
+        "requested",
+        format!(
+            "{} {} ({}) via {}",
+            req.repo,
+            req.git_ref,
+            dep.short_sha(),
+            req.event
+        ),
+    )];
+    let system = Actor::system();
+    let applied = match decision {
+        Decision::Approve { checks } => {
+            dep.checks = checks
+                .iter()
+                .filter(|c| c.passed)
+                .map(|c| c.detail.clone())
+                .collect();
+            dep.apply(
+                Action::AutoApprove,
+                now,
+                &system,
+                "policy needs no approvals",
+            )
+        }
+        Decision::NeedsApproval {
+            required,
+            break_glass,
+            checks,
+        } => {
+            dep.checks = checks
+                .iter()
+                .filter(|c| c.passed)
+                .map(|c| c.detail.clone())
+                .collect();
+            dep.approvals_required = required;
+            let ttl = svc
+                .policy
+                .environment(&req.environment)
+                .map(|e| e.approval_ttl)
+                .unwrap_or(Duration::from_secs(4 * 3600));
+            dep.approval_expires_at = Some(add(now, ttl));
+            if break_glass {
+                dep.break_glass = Some(BreakGlass {
+                    reason: req.break_glass_reason.clone().unwrap_or_default(),
+                    requested_by: req.requester.clone(),
+                });
+            }
+            let why = if break_glass {
+                format!("break-glass: needs {required} approvals")
+            } else {
+                format!("needs {required} approvals")
+            };
+            dep.apply(Action::RequestApproval, now, &system, why)
+        }
+        Decision::Reject {
+            message, checks, ..
+        } => {
+            dep.checks = checks
+                .iter()
+                .filter(|c| c.passed)
+                .map(|c| c.detail.clone())
+                .collect();
+            dep.reason = Some(message.clone());
+            dep.apply(Action::Reject, now, &system, message)
+        }
+    };
+    // Requested → approved/awaiting/rejected are always legal moves.
+    if let Ok(event) = applied {
+        events.push(event);
+    }
+    (dep, events)
+}
+
+/// Gates one protection-rule request.
+pub async fn request(
+    svc: &Services,
+    req: &ProtectionRuleRequest,
+) -> Result<GateOutcome, ServiceError> {
+    let now = svc.now();
+    if let Some(existing) = svc
+        .repo
+        .deployment_for_run(req.run_id, &req.environment)
+        .await?
+    {
+        // A second request for the same run and environment: answer again if GitHub never
+        // got our answer, never decide twice.
+        let state = existing.state;
+        if existing.callback == CallbackState::Pending {
+            answer_github(svc, &existing.id).await?;
+        }
+        return Ok(GateOutcome::AlreadyGated {
+            deployment_id: existing.id,
+            state,
+        });
+    }
+
+    let gate_request = GateRequest {
+        environment: req.environment.clone(),
+        git_ref: req.git_ref.clone(),
+        sha: req.sha.clone(),
+        requester_login: req.requester.clone(),
+        kind: GateKind::Deploy,
+        break_glass_reason: req.break_glass_reason.clone(),
+    };
+    let facts = GateFacts {
+        succeeded_in: svc.repo.succeeded_in(&req.repo, &req.sha).await?,
+        open_critical_incidents: svc.repo.open_critical_incidents(&req.environment).await?,
+        lock_holder: svc.repo.lock_holder(&req.environment).await?,
+    };
+    let decision = evaluate_for(&svc.policy, &gate_request, &facts, now);
+    let (mut dep, events) = decide(svc, req, decision, now);
+
+    let created = svc.repo.create_deployment(&mut dep, &events, now).await?;
+    if let Created::Locked { holder } = created {
+        // Lost the race for the lock after the facts were read: same answer as if the lock
+        // had been seen held.
+        let message = format!(
+            "environment {} is locked by deployment {holder}; one deployment at a time",
+            req.environment
+        );
+        let decision = Decision::Reject {
+            rule: crate::domain::policy::Rule::Lock,
+            message,
+            checks: Vec::new(),
+        };
+        let (rejected, events) = decide(svc, req, decision, now);
+        dep = rejected;
+        svc.repo.create_deployment(&mut dep, &events, now).await?;
+    }
+
+    tracing::info!(deployment_id = %dep.id, environment = %dep.environment, state = %dep.state, "gated deployment request");
+    let outcome = match dep.state {
+        State::Approved => GateOutcome::Approved {
+            deployment_id: dep.id.clone(),
+        },
+        State::AwaitingApproval => GateOutcome::AwaitingApproval {
+            deployment_id: dep.id.clone(),
+            required: dep.approvals_required,
+        },
+        _ => GateOutcome::Rejected {
+            deployment_id: dep.id.clone(),
+            message: dep.reason.clone().unwrap_or_default(),
+        },
+    };
+    let event = match dep.state {
+        State::AwaitingApproval => "approval_requested",
+        State::Approved => "approved",
+        _ => "rejected",
+    };
+    svc.publish(Notification::deployment(now, &dep, event))
+        .await;
+
+    // The decision is stored; a failed answer is left pending for the sweeper to retry, and
+    // must not make GitHub redeliver (which would only find the stored decision).
+    if let Err(e) = answer_github(svc, &dep.id).await {
+        tracing::warn!(deployment_id = %dep.id, error = %e, "GitHub answer failed; the sweeper will retry");
+    }
+    Ok(outcome)
+}
+
+/// The comment GitHub shows for a decided deployment.
+pub fn decision_comment(dep: &Deployment) -> String {
+    match dep.state {
+        State::Rejected | State::Expired | State::Cancelled => format!(
+            "shipgate rejected this deployment to {}: {}",
+            dep.environment,
+            dep.reason.as_deref().unwrap_or("no reason recorded")
+        ),
+        _ if dep.approvals.is_empty() => format!(
+            "shipgate approved this deployment to {}: policy checks passed ({})",
+            dep.environment,
+            if dep.checks.is_empty() {
+                "no checks configured".to_string()
+            } else {
+                dep.checks.join("; ")
+            }
+        ),
+        _ => format!(
+            "shipgate approved this deployment to {}: approved by {}",
+            dep.environment,
+            dep.approvals
+                .iter()
+                .map(|a| a.approver.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Answers GitHub's protection-rule callback for a decided deployment whose answer is still
+/// pending, then marks it answered. Returns true when an answer was sent now. A deployment
+/// still awaiting approval gets a status comment instead (and stays pending).
+pub async fn answer_github(svc: &Services, deployment_id: &str) -> Result<bool, ServiceError> {
+    let Some(dep) = svc.repo.get_deployment(deployment_id).await? else {
+        return Ok(false);
+    };
+    if dep.callback != CallbackState::Pending {
+        return Ok(false);
+    }
+    let (Some(github), Some(run_id), Some(installation_id)) =
+        (svc.github.as_ref(), dep.run_id, dep.installation_id)
+    else {
+        tracing::warn!(
+            deployment_id,
+            "cannot answer GitHub: no GitHub App configured or no installation id"
+        );
+        return Ok(false);
+    };
+    let state = match dep.state {
+        State::AwaitingApproval => {
+            let comment = format!(
+                "shipgate: waiting for {} approval(s) in Slack ({} so far)",
+                dep.approvals_required,
+                dep.approvals.len()
+            );
+            github
+                .report_protection_rule_status(
+                    installation_id,
+                    &dep.repo,
+                    run_id,
+                    &dep.environment,
+                    &comment,
+                )
+                .await?;
+            return Ok(false);
+        }
+        State::Requested => return Ok(false),
+        State::Rejected | State::Expired | State::Cancelled => ReviewState::Rejected,
+        _ => ReviewState::Approved,
+    };
+    let comment = decision_comment(&dep);
+    github
+        .review_protection_rule(
+            installation_id,
+            &dep.repo,
+            run_id,
+            &dep.environment,
+            state,
+            &comment,
+        )
+        .await?;
+    let now = svc.now();
+    update_deployment(svc, deployment_id, |d| {
+        if d.callback != CallbackState::Pending {
+            return None;
+        }
+        d.callback = CallbackState::Answered;
+        let note = d.note(
+            now,
+            &Actor::system(),
+            "github_answered",
+            format!("{state:?}").to_lowercase(),
+        );
+        Some(vec![note])
+    })
+    .await?;
+    Ok(true)
+}

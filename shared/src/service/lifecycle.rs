@@ -1,0 +1,432 @@
+//! Deployment lifecycle after the gate: GitHub's `deployment` and `deployment_status` events,
+//! verification windows, CI outcomes and commit times.
+//!
+//! GitHub may deliver statuses out of order (a `success` before the `in_progress`); every
+//! status is applied only when the state machine allows it, so a late status is recorded in
+//! the audit log and otherwise ignored, and the record ends where the deployment really is.
+
+use jiff::Timestamp;
+
+use super::gate::update_deployment;
+use super::{ServiceError, Services};
+use crate::domain::deployment::{Action, Actor, Deployment, Head, State};
+use crate::notify::Notification;
+use crate::store::repo::ShaFact;
+
+/// A GitHub deployment was created (`deployment` / `created`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentCreated {
+    pub github_deployment_id: u64,
+    pub repo: String,
+    pub environment: String,
+    pub sha: String,
+    pub git_ref: String,
+    /// The workflow run that created it, when GitHub Actions did.
+    pub run_id: Option<u64>,
+    /// A shipgate deployment id found in the deployment's payload (`shipgate_rollback_of`).
+    pub rollback_of: Option<String>,
+}
+
+/// A GitHub deployment status (`deployment_status` / `created`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentStatus {
+    pub github_deployment_id: u64,
+    pub repo: String,
+    pub environment: String,
+    pub sha: String,
+    pub git_ref: String,
+    /// `queued`, `pending`, `in_progress`, `success`, `failure`, `error` or `inactive`.
+    pub state: String,
+    pub description: Option<String>,
+    pub run_id: Option<u64>,
+    pub rollback_of: Option<String>,
+}
+
+/// What a lifecycle event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LifecycleOutcome {
+    /// The deployment moved to this state.
+    Moved { deployment_id: String, state: State },
+    /// The event belongs to a known deployment but changes nothing (late or repeated status).
+    Unchanged { deployment_id: String, state: State },
+    /// shipgate never gated this deployment; the event was recorded.
+    Untracked,
+}
+
+async fn find(
+    svc: &Services,
+    github_id: u64,
+    run_id: Option<u64>,
+    rollback_of: Option<&str>,
+    environment: &str,
+    sha: &str,
+) -> Result<Option<Deployment>, ServiceError> {
+    if let Some(d) = svc.repo.deployment_for_github(github_id).await? {
+        return Ok(Some(d));
+    }
+    if let Some(id) = rollback_of {
+        if let Some(d) = svc.repo.get_deployment(id).await? {
+            return Ok(Some(d));
+        }
+    }
+    if let Some(run) = run_id {
+        if let Some(d) = svc.repo.deployment_for_run(run, environment).await? {
+            return Ok(Some(d));
+        }
+    }
+    // Deployments not created by an Actions job: the environment's lock holder, if it is the
+    // same sha, is the one being deployed.
+    if let Some(holder) = svc.repo.lock_holder(environment).await? {
+        if let Some(d) = svc.repo.get_deployment(&holder).await? {
+            if d.sha == sha {
+                return Ok(Some(d));
+            }
+        }
+    }
+    Ok(None)
+}
+
+async fn record_untracked(
+    svc: &Services,
+    kind: &str,
+    github_id: u64,
+    detail: serde_json::Value,
+) -> Result<(), ServiceError> {
+    let now = svc.now();
+    let name = format!("{github_id}#{}", now.as_millisecond());
+    svc.repo
+        .put_meta(&format!("untracked-{kind}"), &name, &detail)
+        .await?;
+    tracing::info!(
+        github_deployment_id = github_id,
+        kind,
+        "recorded an event for a deployment shipgate did not gate"
+    );
+    Ok(())
+}
+
+/// Links a GitHub deployment to the shipgate deployment it carries out.
+pub async fn deployment_created(
+    svc: &Services,
+    ev: &DeploymentCreated,
+) -> Result<LifecycleOutcome, ServiceError> {
+    let Some(dep) = find(
+        svc,
+        ev.github_deployment_id,
+        ev.run_id,
+        ev.rollback_of.as_deref(),
+        &ev.environment,
+        &ev.sha,
+    )
+    .await?
+    else {
+        record_untracked(
+            svc,
+            "deployment",
+            ev.github_deployment_id,
+            serde_json::json!({"repo": ev.repo, "environment": ev.environment, "sha": ev.sha, "ref": ev.git_ref}),
+        )
+        .await?;
+        return Ok(LifecycleOutcome::Untracked);
+    };
+    let now = svc.now();
+    let gh = ev.github_deployment_id;
+    let is_rollback = ev.rollback_of.is_some();
+    let updated = update_deployment(svc, &dep.id, |d| {
+        if is_rollback {
+            let rb = d.rollback.as_mut()?;
+            if rb.github_deployment_id == Some(gh) {
+                return None;
+            }
+            rb.github_deployment_id = Some(gh);
+        } else {
+            if d.github_deployment_id == Some(gh) {
+                return None;
+            }
+            d.github_deployment_id = Some(gh);
+        }
+        Some(vec![d.note(
+            now,
+            &Actor::system(),
+            "github_deployment_linked",
+            format!("GitHub deployment {gh}"),
+        )])
+    })
+    .await?;
+    let dep = updated.unwrap_or(dep);
+    Ok(LifecycleOutcome::Unchanged {
+        deployment_id: dep.id,
+        state: dep.state,
+    })
+}
+
+fn window_end(svc: &Services, dep: &Deployment, now: Timestamp) -> Timestamp {
+    let window = svc
+        .policy
+        .environment(&dep.environment)
+        .map(|e| e.verification_window)
+        .unwrap_or_default();
+    jiff::SignedDuration::try_from(window)
+        .ok()
+        .and_then(|w| now.checked_add(w).ok())
+        .unwrap_or(now)
+}
+
+/// Applies a deployment status to the deployment it belongs to.
+pub async fn deployment_status(
+    svc: &Services,
+    ev: &DeploymentStatus,
+) -> Result<LifecycleOutcome, ServiceError> {
+    let Some(dep) = find(
+        svc,
+        ev.github_deployment_id,
+        ev.run_id,
+        ev.rollback_of.as_deref(),
+        &ev.environment,
+        &ev.sha,
+    )
+    .await?
+    else {
+        record_untracked(
+            svc,
+            "status",
+            ev.github_deployment_id,
+            serde_json::json!({"repo": ev.repo, "environment": ev.environment, "sha": ev.sha, "state": ev.state}),
+        )
+        .await?;
+        return Ok(LifecycleOutcome::Untracked);
+    };
+    let now = svc.now();
+    let is_rollback_status = ev.rollback_of.is_some()
+        || dep.rollback.as_ref().and_then(|r| r.github_deployment_id)
+            == Some(ev.github_deployment_id)
+        || (dep.state == State::RollingBack
+            && dep.github_deployment_id != Some(ev.github_deployment_id));
+    let actor = Actor("github".into());
+    let description = ev.description.clone().unwrap_or_default();
+    let status = ev.state.as_str();
+    let until = window_end(svc, &dep, now);
+
+    let action = match (is_rollback_status, status) {
+        (true, "success") => Some(Action::FinishRollback),
+        (true, "failure" | "error") => Some(Action::Fail),
+        (true, _) => None,
+        (false, "queued" | "pending" | "in_progress") => Some(Action::StartDeploy),
+        (false, "success") => Some(Action::BeginVerification),
+        (false, "failure" | "error") => Some(Action::Fail),
+        (false, _) => None,
+    };
+    let Some(action) = action else {
+        svc.repo
+            .append_audit(&[dep.note(
+                now,
+                &actor,
+                "status_recorded",
+                format!("{status} {description}").trim().to_string(),
+            )])
+            .await?;
+        return Ok(LifecycleOutcome::Unchanged {
+            deployment_id: dep.id,
+            state: dep.state,
+        });
+    };
+
+    let mut moved = false;
+    let updated = update_deployment(svc, &dep.id, |d| {
+        moved = false;
+        // Late or repeated statuses are legal to receive and illegal to apply: record them.
+        if crate::domain::deployment::next_state(d.state, action).is_err() {
+            return None;
+        }
+        let why = if is_rollback_status {
+            format!("rollback deployment {}: {status}", ev.github_deployment_id)
+        } else {
+            format!("GitHub deployment {}: {status}", ev.github_deployment_id)
+        };
+        let event = d.apply(action, now, &actor, why).ok()?;
+        match action {
+            Action::BeginVerification => d.verify_until = Some(until),
+            Action::Fail => {
+                d.reason = Some(if is_rollback_status {
+                    format!("rollback failed: {description}")
+                } else {
+                    format!("deployment failed: {description}")
+                });
+            }
+            Action::FinishRollback => {
+                if let Some(rb) = d.rollback.as_mut() {
+                    rb.finished_at = Some(now);
+                }
+            }
+            _ => {}
+        }
+        if !is_rollback_status && d.github_deployment_id.is_none() {
+            d.github_deployment_id = Some(ev.github_deployment_id);
+        }
+        moved = true;
+        Some(vec![event])
+    })
+    .await?;
+    let Some(dep) = updated else {
+        return Ok(LifecycleOutcome::Untracked);
+    };
+    if !moved {
+        svc.repo
+            .append_audit(&[dep.note(
+                now,
+                &actor,
+                "status_ignored",
+                format!("{status} arrived while {}", dep.state),
+            )])
+            .await?;
+        return Ok(LifecycleOutcome::Unchanged {
+            deployment_id: dep.id,
+            state: dep.state,
+        });
+    }
+
+    match dep.state {
+        State::Verifying => {
+            let head = Head {
+                sha: dep.sha.clone(),
+                git_ref: dep.git_ref.clone(),
+                deployment_id: dep.id.clone(),
+                at: now,
+            };
+            svc.repo.set_head(&dep.environment, head, false).await?;
+        }
+        State::RolledBack => {
+            if let Some(rb) = &dep.rollback {
+                let heads = svc.repo.heads(&dep.environment).await?;
+                let git_ref = heads
+                    .last_known_good
+                    .as_ref()
+                    .map(|h| h.git_ref.clone())
+                    .unwrap_or_default();
+                let head = Head {
+                    sha: rb.target_sha.clone(),
+                    git_ref,
+                    deployment_id: dep.id.clone(),
+                    at: now,
+                };
+                svc.repo.set_head(&dep.environment, head, false).await?;
+            }
+        }
+        _ => {}
+    }
+    svc.publish(Notification::deployment(now, &dep, dep.state.as_str()))
+        .await;
+    // A zero-length window passes at once.
+    if dep.state == State::Verifying && dep.verify_until.is_some_and(|u| u <= now) {
+        return finish_verification(svc, &dep.id).await;
+    }
+    Ok(LifecycleOutcome::Moved {
+        deployment_id: dep.id,
+        state: dep.state,
+    })
+}
+
+/// Closes a verification window that passed quietly: the deployment succeeded and its sha
+/// becomes the environment's last known good.
+pub async fn finish_verification(
+    svc: &Services,
+    deployment_id: &str,
+) -> Result<LifecycleOutcome, ServiceError> {
+    let now = svc.now();
+    let updated = update_deployment(svc, deployment_id, |d| {
+        if d.state != State::Verifying || d.verify_until.is_some_and(|u| now < u) {
+            return None;
+        }
+        d.apply(
+            Action::PassVerification,
+            now,
+            &Actor::system(),
+            "verification window passed without a rollback alert",
+        )
+        .ok()
+        .map(|e| vec![e])
+    })
+    .await?;
+    let Some(dep) = updated else {
+        return Ok(LifecycleOutcome::Untracked);
+    };
+    if dep.state != State::Succeeded {
+        return Ok(LifecycleOutcome::Unchanged {
+            deployment_id: dep.id,
+            state: dep.state,
+        });
+    }
+    let head = Head {
+        sha: dep.sha.clone(),
+        git_ref: dep.git_ref.clone(),
+        deployment_id: dep.id.clone(),
+        at: now,
+    };
+    svc.repo.set_head(&dep.environment, head, true).await?;
+    svc.repo
+        .record_sha_fact(
+            &format!("OK#{}", dep.environment),
+            &ShaFact {
+                repo: dep.repo.clone(),
+                sha: dep.sha.clone(),
+                at: now,
+                detail: Some(dep.id.clone()),
+            },
+        )
+        .await?;
+    svc.publish(Notification::deployment(now, &dep, "succeeded"))
+        .await;
+    Ok(LifecycleOutcome::Moved {
+        deployment_id: dep.id,
+        state: dep.state,
+    })
+}
+
+/// A CI outcome for a sha (`workflow_run` / `completed`).
+pub async fn workflow_completed(
+    svc: &Services,
+    repo: &str,
+    sha: &str,
+    workflow: &str,
+    conclusion: &str,
+    at: Timestamp,
+) -> Result<(), ServiceError> {
+    svc.repo
+        .record_sha_fact(
+            &format!("CI#{workflow}"),
+            &ShaFact {
+                repo: repo.into(),
+                sha: sha.into(),
+                at,
+                detail: Some(conclusion.into()),
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+/// A commit's timestamp (from `push`), the start of its lead time.
+pub async fn commit_seen(
+    svc: &Services,
+    repo: &str,
+    sha: &str,
+    committed_at: Timestamp,
+) -> Result<(), ServiceError> {
+    // The first sighting wins: a later push of the same commit (a merge to another branch)
+    // must not move its lead-time start.
+    if !svc.repo.sha_facts(repo, sha, "COMMIT").await?.is_empty() {
+        return Ok(());
+    }
+    svc.repo
+        .record_sha_fact(
+            "COMMIT",
+            &ShaFact {
+                repo: repo.into(),
+                sha: sha.into(),
+                at: committed_at,
+                detail: None,
+            },
+        )
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! Use cases: what shipgate does when something happens, shared by every entry point.
+//!
+//! A function crate (or the self-hosted server) authenticates and parses an inbound event,
+//! then calls one of these. They read facts from the [`Repo`], ask the pure domain to decide,
+//! persist the result with optimistic concurrency, answer GitHub and publish notifications.
+
+pub mod approvals;
+pub mod gate;
+pub mod incidents;
+pub mod lifecycle;
+pub mod rollback;
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+
+use crate::domain::policy::Policy;
+use crate::notify::{Notification, Publisher};
+use crate::outbound::github::GitHubApi;
+use crate::outbound::OutboundError;
+use crate::store::{Repo, RepoError};
+
+/// A source of `now`, so tests and drills control time.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
+
+/// The wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// A clock tests can set and advance.
+#[derive(Debug, Clone)]
+pub struct ManualClock(Arc<std::sync::Mutex<Timestamp>>);
+
+impl ManualClock {
+    pub fn new(at: Timestamp) -> Self {
+        ManualClock(Arc::new(std::sync::Mutex::new(at)))
+    }
+    pub fn set(&self, at: Timestamp) {
+        if let Ok(mut t) = self.0.lock() {
+            *t = at;
+        }
+    }
+    pub fn advance(&self, by: std::time::Duration) {
+        if let Ok(mut t) = self.0.lock() {
+            let d = jiff::SignedDuration::try_from(by).unwrap_or(jiff::SignedDuration::MAX);
+            *t = t.checked_add(d).unwrap_or(*t);
+        }
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        self.0
+            .lock()
+            .map(|t| *t)
+            .unwrap_or_else(|p| *p.into_inner())
+    }
+}
+
+/// Everything a use case needs, built once at cold start.
+#[derive(Clone)]
+pub struct Services {
+    pub repo: Repo,
+    pub policy: Arc<Policy>,
+    /// `None` when no GitHub App is configured: shipgate records, but cannot answer GitHub.
+    pub github: Option<Arc<dyn GitHubApi>>,
+    pub publisher: Arc<dyn Publisher>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services")
+            .field("github", &self.github.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a use case could not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error("GitHub call failed: {0}")]
+    GitHub(#[from] OutboundError),
+    /// Someone else kept changing the record; the event should be retried.
+    #[error("gave up after repeated concurrent updates of {0}")]
+    Contended(String),
+}
+
+impl ServiceError {
+    /// True when a redelivery of the same event may succeed (the claim should be released).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ServiceError::Repo(RepoError::Store(e)) => e.is_retryable(),
+            ServiceError::Repo(RepoError::Stale { .. }) | ServiceError::Contended(_) => true,
+            ServiceError::Repo(RepoError::Corrupt { .. }) => false,
+            ServiceError::GitHub(e) => !e.is_permanent(),
+        }
+    }
+}
+
+impl Services {
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Publishes, logging instead of failing: the state change already happened and the
+    /// notifier is downstream of it.
+    pub async fn publish(&self, notification: Notification) {
+        if let Err(e) = self.publisher.publish(&notification).await {
+            tracing::error!(error = %e, notification_id = %notification.id, "could not publish notification");
+        }
+    }
+}
