@@ -216,11 +216,17 @@ pub async fn request(
     req: &ProtectionRuleRequest,
 ) -> Result<GateOutcome, ServiceError> {
     let now = svc.now();
-    if let Some(existing) = svc
+    let existing = svc
         .repo
         .deployment_for_run(req.run_id, &req.environment)
-        .await?
-    {
+        .await?;
+    // GitHub asks once per run attempt, and a re-run keeps the run id. A request for a run
+    // whose answered deployment has finished (rejected, expired, failed...) is therefore a
+    // re-run: gate it afresh, or the re-run waits for an answer that never comes.
+    let rerun = existing
+        .as_ref()
+        .is_some_and(|d| d.callback == CallbackState::Answered && !d.state.holds_lock());
+    if let Some(existing) = existing.filter(|_| !rerun) {
         // A second request for the same run and environment: answer again if GitHub never
         // got our answer, never decide twice.
         let state = existing.state;
@@ -253,8 +259,15 @@ pub async fn request(
     if let Created::Locked { holder } = created {
         // Lost the race for the lock after the facts were read: same answer as if the lock
         // had been seen held.
+        // Same wording as the policy's lock rule; the holder may already have finished
+        // between the failed write and this read.
+        let holder = if holder.is_empty() {
+            "another deployment".to_string()
+        } else {
+            format!("deployment {holder}")
+        };
         let message = format!(
-            "environment {} is locked by deployment {holder}; one deployment at a time",
+            "{} is locked by {holder}; wait for it to finish",
             req.environment
         );
         let decision = Decision::Reject {
