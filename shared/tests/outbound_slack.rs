@@ -306,3 +306,58 @@ async fn success_without_channel_and_ts_is_a_decode_error() {
         }
     ));
 }
+
+#[tokio::test]
+async fn open_view_sends_the_trigger_id_and_view_with_the_bot_token() {
+    let server = MockServer::start().await;
+    let view = json!({
+        "type": "modal",
+        "callback_id": "shipgate_reject_reason",
+        "private_metadata": "dep-1:nonce",
+        "title": {"type": "plain_text", "text": "Reject deployment"},
+        "blocks": []
+    });
+    Mock::given(method("POST"))
+        .and(path("/api/views.open"))
+        .and(header("authorization", "Bearer xoxb-test-token"))
+        .and(header("content-type", JSON_UTF8))
+        .and(body_json(json!({
+            "trigger_id": "12345.98765.abcd2358fdea",
+            "view": view
+        })))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"ok": true, "view": {"id": "VMHU10V25"}})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    slack(&server)
+        .open_view("12345.98765.abcd2358fdea", &view)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn open_view_with_an_expired_trigger_is_a_permanent_error() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/views.open"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"ok": false, "error": "expired_trigger_id"})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let err = slack(&server)
+        .open_view("12345.98765.abcd2358fdea", &json!({"type": "modal"}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, OutboundError::Permanent { message, .. } if message == "expired_trigger_id"),
+        "{err:?}"
+    );
+}

@@ -86,6 +86,24 @@ pub trait SlackApiPort: Send + Sync {
         response_url: &str,
         body: &serde_json::Value,
     ) -> Result<(), OutboundError>;
+
+    /// `views.open`: opens a modal for the user whose interaction carried `trigger_id` (valid
+    /// for 3 s after the click). `view` is a Block Kit view object.
+    ///
+    /// Provided so clients that only post messages (and test fakes) need not implement it;
+    /// the default refuses permanently.
+    async fn open_view(
+        &self,
+        trigger_id: &str,
+        view: &serde_json::Value,
+    ) -> Result<(), OutboundError> {
+        let _ = (trigger_id, view);
+        Err(OutboundError::Permanent {
+            service: SERVICE,
+            status: 0,
+            message: "views.open is not supported by this client".to_owned(),
+        })
+    }
 }
 
 /// The Slack Web API as the shipgate bot.
@@ -147,10 +165,10 @@ impl SlackApi {
         self
     }
 
-    async fn call(
+    async fn call<B: Serialize + Sync>(
         &self,
         method: &'static str,
-        body: &MessageBody<'_>,
+        body: &B,
     ) -> Result<RawResponse, OutboundError> {
         let body = json_bytes(SERVICE, body)?;
         let url = format!("{}/{method}", self.api_url);
@@ -297,5 +315,20 @@ impl SlackApiPort for SlackApi {
         )
         .await
         .map(drop)
+    }
+
+    async fn open_view(
+        &self,
+        trigger_id: &str,
+        view: &serde_json::Value,
+    ) -> Result<(), OutboundError> {
+        #[derive(Serialize)]
+        struct OpenView<'a> {
+            trigger_id: &'a str,
+            view: &'a serde_json::Value,
+        }
+        self.call("views.open", &OpenView { trigger_id, view })
+            .await
+            .map(drop)
     }
 }

@@ -1,0 +1,449 @@
+//! `POST /webhooks/slack`: Approve / Reject / Rollback clicks from Slack in, decisions out.
+//!
+//! The handler authenticates the request (Slack's v0 signature, timestamp within 300 s) before
+//! parsing anything, dedupes the click on `{user}:{action_ts}:{value}`, and hands it to
+//! [`shipgate::service::approvals`]. The same [`handle`] serves Lambda (through `lambda_http`)
+//! and the self-hosted server.
+//!
+//! Answers, all within Slack's 3 s acknowledgement window:
+//! - a button click gets `200` with an empty body (Slack ignores the body of a `block_actions`
+//!   answer); the clicker is told what happened in an ephemeral message sent to the click's
+//!   `response_url`, and the shared message is updated by the notifier from the published
+//!   notification;
+//! - the reject-reason modal's submission gets `200` with a `response_action` JSON body: the
+//!   modal is replaced by the outcome text, or keeps the input with an error when the reason
+//!   was blank;
+//! - interactions shipgate does not act on get `200` with an empty body;
+//! - `401` bad or stale signature, `400` malformed payload, `413` body too large, `500`.
+//!
+//! Time budget: the store writes are inline, GitHub gets at most
+//! [`approvals::GITHUB_ANSWER_BUDGET`] (1.5 s, then the sweeper takes over), and each Slack
+//! call made while the click waits (`response_url`, `views.open`) gets at most
+//! [`SLACK_CALL_BUDGET`] (1 s).
+
+pub mod interaction;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use secrecy::SecretString;
+use serde_json::json;
+use shipgate::config::{self, ConfigError, GitHubSettings, SlackSettings, Vars};
+use shipgate::outbound::github::{GitHubApi, GitHubApp, GitHubAppConfig};
+use shipgate::outbound::{OutboundError, SlackApiPort};
+use shipgate::service::approvals::{self, ClickOutcome};
+use shipgate::service::{ServiceError, Services};
+use shipgate::signature::verify_slack;
+use shipgate::web::{self, ApiError, Request, Response};
+use tracing::Instrument;
+
+use interaction::{
+    ButtonAction, Click, Interaction, ReasonSubmission, REASON_ACTION_ID, REASON_BLOCK_ID,
+    REASON_CALLBACK_ID,
+};
+
+/// How long a click id is remembered (Slack retries within minutes).
+pub const CLICK_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The longest any one Slack call may hold up the answer to Slack.
+pub const SLACK_CALL_BUDGET: Duration = Duration::from_secs(1);
+
+/// Idempotency scope of Slack clicks.
+pub const CLAIM_SCOPE: &str = "slack";
+
+/// What the clicker is told when the reason dialog could not be opened.
+pub const DIALOG_FAILED: &str =
+    "Could not open the reason dialog, so nothing was rejected: please click Reject again.";
+
+/// What the reason dialog says under a blank reason.
+pub const REASON_BLANK: &str = "Give a reason for the rejection.";
+
+/// The handler's dependencies, built once at cold start.
+#[derive(Clone)]
+pub struct SlackApproval {
+    pub services: Services,
+    pub signing_secret: SecretString,
+    pub slack: Arc<dyn SlackApiPort>,
+    pub max_body_bytes: usize,
+    pub slack_call_budget: Duration,
+}
+
+impl std::fmt::Debug for SlackApproval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlackApproval").finish_non_exhaustive()
+    }
+}
+
+impl SlackApproval {
+    pub fn new(
+        services: Services,
+        signing_secret: SecretString,
+        slack: Arc<dyn SlackApiPort>,
+    ) -> Self {
+        SlackApproval {
+            services,
+            signing_secret,
+            slack,
+            max_body_bytes: web::MAX_BODY_BYTES,
+            slack_call_budget: SLACK_CALL_BUDGET,
+        }
+    }
+}
+
+/// Handles one interactivity request.
+pub async fn handle(app: &SlackApproval, req: Request) -> Response {
+    match handle_inner(app, &req).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `200` with an empty body: Slack's "received".
+fn empty_ok() -> Response {
+    let mut resp = http::Response::new(String::new());
+    *resp.status_mut() = StatusCode::OK;
+    resp
+}
+
+async fn handle_inner(app: &SlackApproval, req: &Request) -> Result<Response, ApiError> {
+    web::require_post(req)?;
+    web::check_size(req, app.max_body_bytes)?;
+    let now = app.services.now();
+    verify_slack(
+        &app.signing_secret,
+        req.body(),
+        web::header(req, "x-slack-request-timestamp"),
+        web::header(req, "x-slack-signature"),
+        now.as_second(),
+    )
+    .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+
+    let parsed =
+        interaction::parse_form(req.body()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    match parsed {
+        Interaction::Ignored { kind, detail } => {
+            tracing::debug!(
+                kind,
+                detail,
+                "ignoring interaction shipgate does not act on"
+            );
+            Ok(empty_ok())
+        }
+        Interaction::Click(click) => {
+            let span = tracing::info_span!(
+                "slack_click",
+                deployment_id = %click.deployment_id,
+                action = click.action.as_str(),
+                user = %click.user,
+            );
+            on_click(app, click).instrument(span).await
+        }
+        Interaction::ReasonSubmitted(sub) => {
+            let span = tracing::info_span!(
+                "slack_reject_reason",
+                deployment_id = %sub.deployment_id,
+                user = %sub.user,
+            );
+            on_reason(app, sub).instrument(span).await
+        }
+    }
+}
+
+/// Claims a click id; `false` means Slack (or someone) sent this exact click before.
+async fn claim(svc: &Services, key: &str) -> Result<bool, ApiError> {
+    svc.repo
+        .claim_event(CLAIM_SCOPE, key, svc.now(), CLICK_TTL)
+        .await
+        .map_err(ApiError::internal)
+}
+
+/// Turns a failed use case into the answer, giving the claim back when a retry may succeed.
+async fn failed(svc: &Services, key: &str, e: ServiceError) -> ApiError {
+    if e.is_retryable() {
+        if let Err(release) = svc.repo.release_event(CLAIM_SCOPE, key).await {
+            tracing::error!(error = %release, "could not release click claim");
+        }
+    }
+    ApiError::internal(e)
+}
+
+async fn on_click(app: &SlackApproval, click: Click) -> Result<Response, ApiError> {
+    let svc = &app.services;
+    let key = format!("{}:{}:{}", click.user, click.action_ts, click.value);
+    if !claim(svc, &key).await? {
+        tracing::info!("repeated click; nothing changed");
+        return Ok(empty_ok());
+    }
+    let (id, nonce, user) = (&click.deployment_id, &click.nonce, &click.user);
+    let result = match click.action {
+        ButtonAction::Approve => approvals::approve(svc, id, nonce, user).await,
+        ButtonAction::Reject => approvals::reject(svc, id, nonce, user, None).await,
+        ButtonAction::Rollback => approvals::request_rollback(svc, id, nonce, user).await,
+    };
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(e) => return Err(failed(svc, &key, e).await),
+    };
+    let text = match &outcome {
+        ClickOutcome::ReasonRequired { environment } => {
+            match open_reason_dialog(app, &click, environment).await {
+                Ok(()) => return Ok(empty_ok()),
+                Err(()) => {
+                    // The click did nothing; let the same click count if Slack retries it.
+                    if let Err(e) = svc.repo.release_event(CLAIM_SCOPE, &key).await {
+                        tracing::error!(error = %e, "could not release click claim");
+                    }
+                    DIALOG_FAILED.to_string()
+                }
+            }
+        }
+        other => other.text(),
+    };
+    if let Some(url) = click.response_url.as_deref() {
+        tell_clicker(app, url, &text).await;
+    }
+    Ok(empty_ok())
+}
+
+/// The modal asking why; its submission comes back as a `view_submission`.
+pub fn reason_view(deployment_id: &str, nonce: &str, environment: &str) -> serde_json::Value {
+    json!({
+        "type": "modal",
+        "callback_id": REASON_CALLBACK_ID,
+        "private_metadata": format!("{deployment_id}:{nonce}"),
+        "title": { "type": "plain_text", "text": "Reject deployment" },
+        "submit": { "type": "plain_text", "text": "Reject" },
+        "close": { "type": "plain_text", "text": "Cancel" },
+        "blocks": [{
+            "type": "input",
+            "block_id": REASON_BLOCK_ID,
+            "label": { "type": "plain_text", "text": format!("Why reject this {environment} deployment?") },
+            "element": {
+                "type": "plain_text_input",
+                "action_id": REASON_ACTION_ID,
+                "multiline": true,
+                "max_length": 500
+            }
+        }]
+    })
+}
+
+async fn open_reason_dialog(
+    app: &SlackApproval,
+    click: &Click,
+    environment: &str,
+) -> Result<(), ()> {
+    let Some(trigger_id) = click.trigger_id.as_deref() else {
+        tracing::warn!("reject click without trigger_id; cannot ask for a reason");
+        return Err(());
+    };
+    let view = reason_view(&click.deployment_id, &click.nonce, environment);
+    match tokio::time::timeout(
+        app.slack_call_budget,
+        app.slack.open_view(trigger_id, &view),
+    )
+    .await
+    {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not open the reject-reason dialog");
+            Err(())
+        }
+        Err(_) => {
+            tracing::warn!("opening the reject-reason dialog took too long");
+            Err(())
+        }
+    }
+}
+
+/// The ephemeral answer to the clicker; best effort, within the budget.
+async fn tell_clicker(app: &SlackApproval, response_url: &str, text: &str) {
+    let body = ephemeral(text);
+    match tokio::time::timeout(
+        app.slack_call_budget,
+        app.slack.respond(response_url, &body),
+    )
+    .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not answer the clicker"),
+        Err(_) => tracing::warn!("answering the clicker took too long; gave up"),
+    }
+}
+
+/// The JSON posted to a `response_url`: a message only the clicker sees, below the original.
+pub fn ephemeral(text: &str) -> serde_json::Value {
+    json!({ "response_type": "ephemeral", "replace_original": false, "text": text })
+}
+
+/// The modal shown after a submission: the outcome, with a Close button.
+pub fn outcome_view(text: &str) -> serde_json::Value {
+    json!({
+        "type": "modal",
+        "title": { "type": "plain_text", "text": "shipgate" },
+        "close": { "type": "plain_text", "text": "Close" },
+        "blocks": [{ "type": "section", "text": { "type": "plain_text", "text": text } }]
+    })
+}
+
+async fn on_reason(app: &SlackApproval, sub: ReasonSubmission) -> Result<Response, ApiError> {
+    let svc = &app.services;
+    if sub.reason.trim().is_empty() {
+        return Ok(web::json(
+            StatusCode::OK,
+            &json!({ "response_action": "errors", "errors": { REASON_BLOCK_ID: REASON_BLANK } }),
+        ));
+    }
+    let key = format!("{}:{}:{}", sub.user, sub.view_id, sub.metadata);
+    if !claim(svc, &key).await? {
+        tracing::info!("repeated reason submission; nothing changed");
+        return Ok(empty_ok());
+    }
+    let outcome = match approvals::reject(
+        svc,
+        &sub.deployment_id,
+        &sub.nonce,
+        &sub.user,
+        Some(&sub.reason),
+    )
+    .await
+    {
+        Ok(outcome) => outcome,
+        Err(e) => return Err(failed(svc, &key, e).await),
+    };
+    Ok(web::json(
+        StatusCode::OK,
+        &json!({ "response_action": "update", "view": outcome_view(&outcome.text()) }),
+    ))
+}
+
+/// What the function needs from its environment, checked at cold start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub signing_secret: SecretString,
+    pub bot_token: SecretString,
+    pub slack_api_url: String,
+    /// The GitHub App id and private key, when configured: without them clicks are recorded
+    /// but GitHub is not answered.
+    pub github_app: Option<(u64, SecretString)>,
+    pub github_api_url: String,
+}
+
+impl Settings {
+    pub fn from_vars(vars: &dyn Vars) -> Result<Settings, ConfigError> {
+        let slack = SlackSettings::from_vars(vars)?;
+        let signing_secret = slack.signing_secret.ok_or_else(|| {
+            ConfigError::Missing(format!(
+                "{0} (or {0}_FILE), which verifies every Slack click,",
+                SlackSettings::SIGNING_SECRET
+            ))
+        })?;
+        let bot_token = slack.bot_token.ok_or_else(|| {
+            ConfigError::Missing(format!(
+                "{0} (or {0}_FILE), which opens the reject-reason dialog,",
+                SlackSettings::BOT_TOKEN
+            ))
+        })?;
+        // Not GitHubSettings::from_vars: that one insists on the webhook secret, which this
+        // function never uses.
+        let app_id = config::parse_u64(vars, GitHubSettings::APP_ID)?;
+        let key = config::optional_secret(vars, GitHubSettings::PRIVATE_KEY)?;
+        let github_app = match (app_id, key) {
+            (Some(id), Some(key)) => Some((id, key)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::Missing(format!(
+                    "{} (set with {})",
+                    GitHubSettings::PRIVATE_KEY,
+                    GitHubSettings::APP_ID
+                )))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Missing(format!(
+                    "{} (set with {})",
+                    GitHubSettings::APP_ID,
+                    GitHubSettings::PRIVATE_KEY
+                )))
+            }
+        };
+        Ok(Settings {
+            signing_secret,
+            bot_token,
+            slack_api_url: slack.api_url,
+            github_app,
+            github_api_url: config::base_url(
+                vars,
+                GitHubSettings::API_URL,
+                "https://api.github.com",
+            )?,
+        })
+    }
+
+    /// The GitHub App client, when the App is configured.
+    pub fn github_client(
+        &self,
+        http: reqwest::Client,
+    ) -> Result<Option<Arc<dyn GitHubApi>>, OutboundError> {
+        let Some((app_id, key)) = &self.github_app else {
+            return Ok(None);
+        };
+        let mut cfg = GitHubAppConfig::new(*app_id, key.clone());
+        cfg.api_url = self.github_api_url.clone();
+        Ok(Some(Arc::new(GitHubApp::new(cfg, http)?)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_up_names_the_missing_signing_secret() {
+        let err = Settings::from_vars(&[("SHIPGATE_SLACK_BOT_TOKEN", "xoxb-1")])
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("SHIPGATE_SLACK_SIGNING_SECRET (or SHIPGATE_SLACK_SIGNING_SECRET_FILE), which verifies every Slack click, is not set")
+        );
+    }
+
+    #[test]
+    fn start_up_needs_no_github_webhook_secret_and_no_github_app() {
+        let s = Settings::from_vars(&[
+            ("SHIPGATE_SLACK_SIGNING_SECRET", "s"),
+            ("SHIPGATE_SLACK_BOT_TOKEN", "xoxb-1"),
+        ])
+        .unwrap();
+        assert!(s.github_app.is_none());
+        assert_eq!(s.github_api_url, "https://api.github.com");
+        assert_eq!(s.slack_api_url, "https://slack.com/api");
+    }
+
+    #[test]
+    fn a_github_app_id_without_its_key_is_refused_at_start_up() {
+        let err = Settings::from_vars(&[
+            ("SHIPGATE_SLACK_SIGNING_SECRET", "s"),
+            ("SHIPGATE_SLACK_BOT_TOKEN", "xoxb-1"),
+            ("SHIPGATE_GITHUB_APP_ID", "12"),
+        ])
+        .err()
+        .map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("SHIPGATE_GITHUB_PRIVATE_KEY (set with SHIPGATE_GITHUB_APP_ID) is not set")
+        );
+    }
+
+    #[test]
+    fn settings_debug_output_hides_secrets() {
+        let s = Settings::from_vars(&[
+            ("SHIPGATE_SLACK_SIGNING_SECRET", "signing-hunter2"),
+            ("SHIPGATE_SLACK_BOT_TOKEN", "xoxb-hunter2"),
+        ])
+        .unwrap();
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+    }
+}

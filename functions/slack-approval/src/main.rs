@@ -1,0 +1,33 @@
+//! Lambda entry point of the Slack approval function: configuration and clients are built once
+//! at cold start; every invocation runs [`slack_approval::handle`].
+
+use std::sync::Arc;
+
+use shipgate::bootstrap;
+use shipgate::outbound::{http_client, SlackApi, SlackConfig};
+use slack_approval::{Settings, SlackApproval};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    bootstrap::init_lambda_tracing();
+    let sdk = bootstrap::aws_config().await;
+    let vars = bootstrap::resolve_vars(&sdk).await?;
+    let settings = Settings::from_vars(&vars)?;
+    let http = http_client()?;
+    let github = settings.github_client(http.clone())?;
+    if github.is_none() {
+        tracing::warn!(
+            "no GitHub App configured: decisions are recorded but GitHub is not answered"
+        );
+    }
+    let services = bootstrap::aws_services(&vars, &sdk, github).await?;
+    let slack = SlackApi::new(
+        SlackConfig {
+            api_url: settings.slack_api_url.clone(),
+            bot_token: settings.bot_token.clone(),
+        },
+        http,
+    );
+    let app = SlackApproval::new(services, settings.signing_secret.clone(), Arc::new(slack));
+    bootstrap::run_http(|req| slack_approval::handle(&app, req)).await
+}

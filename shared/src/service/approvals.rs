@@ -1,0 +1,376 @@
+//! Approve / Reject clicks from Slack: who may decide, what a click counts for, and answering
+//! GitHub once the decision is made.
+//!
+//! Every click re-reads the deployment and is applied with [`update_deployment`], so two
+//! approvers clicking at the same instant both count and exactly one of them moves the
+//! deployment to `approved` (and so exactly one answers GitHub). Refused clicks are outcomes,
+//! not errors: they change nothing and tell the clicker why.
+//!
+//! Slack wants an answer to an interaction within 3 s. The store writes happen inline; the
+//! GitHub answer gets at most [`GITHUB_ANSWER_BUDGET`]. When it does not finish in time it stays
+//! `pending` on the record and the scheduled sweeper retries it, so a slow GitHub never turns a
+//! recorded decision into a failed click.
+
+use std::time::Duration;
+
+use super::gate::{answer_github, update_deployment};
+use super::{ServiceError, Services};
+use crate::domain::deployment::{
+    Actor, ApprovalOutcome, ApprovalRefused, ApproverFacts, Deployment,
+};
+use crate::notify::Notification;
+
+/// How long a click may wait for GitHub's answer before leaving it to the sweeper.
+pub const GITHUB_ANSWER_BUDGET: Duration = Duration::from_millis(1500);
+
+/// What happened to GitHub's protection-rule callback after a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GitHubAnswer {
+    /// GitHub accepted the answer.
+    Answered,
+    /// GitHub did not answer in time or failed; the callback stays pending and the sweeper
+    /// retries it.
+    Pending,
+    /// Nothing was sent: no GitHub App is configured, the deployment was not gated through a
+    /// protection rule, or someone else already answered.
+    NotSent,
+}
+
+impl GitHubAnswer {
+    fn sentence(self) -> &'static str {
+        match self {
+            GitHubAnswer::Answered => " GitHub was told.",
+            GitHubAnswer::Pending => " GitHub will be told shortly.",
+            GitHubAnswer::NotSent => "",
+        }
+    }
+}
+
+/// What one click did, with the text the clicker should see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClickOutcome {
+    /// The button does not belong to a known deployment's current message (unknown id or a
+    /// nonce that does not match): nothing changed.
+    Stale,
+    /// The click did not count; nothing changed.
+    Refused(ApprovalRefused),
+    /// The approval counted; more are needed.
+    Progress {
+        environment: String,
+        have: u32,
+        need: u32,
+        break_glass: bool,
+    },
+    /// The approval counted and completed the quorum: the deployment is approved.
+    Approved {
+        environment: String,
+        short_sha: String,
+        approvers: Vec<String>,
+        break_glass: bool,
+        github: GitHubAnswer,
+    },
+    /// The deployment is rejected.
+    Rejected {
+        environment: String,
+        short_sha: String,
+        reason: Option<String>,
+        github: GitHubAnswer,
+    },
+    /// The clicker may reject, but this environment needs a reason first; nothing changed.
+    ReasonRequired { environment: String },
+    /// Rollback was asked for from Slack, which is not available yet; the request was audited.
+    RollbackUnavailable,
+}
+
+/// Exact text of [`ClickOutcome::RollbackUnavailable`].
+pub const ROLLBACK_UNAVAILABLE: &str = "rollback requests from Slack are not available yet";
+
+/// Exact text of [`ClickOutcome::Stale`].
+pub const STALE_BUTTON: &str =
+    "This button is out of date: use the latest shipgate message for this deployment.";
+
+impl ClickOutcome {
+    /// What the clicker is told (ephemerally, only they see it).
+    pub fn text(&self) -> String {
+        match self {
+            ClickOutcome::Stale => STALE_BUTTON.to_string(),
+            ClickOutcome::Refused(refusal) => format!("Not counted: {refusal}."),
+            ClickOutcome::Progress {
+                environment,
+                have,
+                need,
+                break_glass,
+            } => {
+                let kind = if *break_glass {
+                    "Break-glass approval"
+                } else {
+                    "Approval"
+                };
+                format!("{kind} recorded for {environment}: {have} of {need}.")
+            }
+            ClickOutcome::Approved {
+                environment,
+                short_sha,
+                approvers,
+                break_glass,
+                github,
+            } => {
+                let kind = if *break_glass {
+                    "break-glass deployment"
+                } else {
+                    "deployment"
+                };
+                format!(
+                    "Approved: the {environment} {kind} of {short_sha} is approved by {}.{}",
+                    approvers.join(", "),
+                    github.sentence()
+                )
+            }
+            ClickOutcome::Rejected {
+                environment,
+                short_sha,
+                reason,
+                github,
+            } => {
+                let why = reason
+                    .as_deref()
+                    .map(|r| format!(" (reason: {r})"))
+                    .unwrap_or_default();
+                format!(
+                    "Rejected: the {environment} deployment of {short_sha} will not go out{why}.{}",
+                    github.sentence()
+                )
+            }
+            ClickOutcome::ReasonRequired { environment } => {
+                format!("Rejections in {environment} need a reason.")
+            }
+            ClickOutcome::RollbackUnavailable => ROLLBACK_UNAVAILABLE.to_string(),
+        }
+    }
+}
+
+/// The identity facts of the clicker for the deployment's environment.
+fn facts<'a>(svc: &'a Services, dep: &Deployment, slack_user: &str) -> ApproverFacts<'a> {
+    let env = svc.policy.environment(&dep.environment);
+    ApproverFacts {
+        approvers: env.map(|e| e.approvers.as_slice()).unwrap_or(&[]),
+        clicker_login: svc.policy.slack_user_login(slack_user),
+        // An environment missing from the policy keeps the safe default.
+        prevent_self_approval: env.map(|e| e.prevent_self_approval).unwrap_or(true),
+    }
+}
+
+fn nonce_matches(dep: &Deployment, nonce: &str) -> bool {
+    !nonce.is_empty() && dep.button_nonce.as_deref() == Some(nonce)
+}
+
+/// Runs the GitHub answer within [`GITHUB_ANSWER_BUDGET`].
+async fn answer_within_budget(svc: &Services, deployment_id: &str) -> GitHubAnswer {
+    match tokio::time::timeout(GITHUB_ANSWER_BUDGET, answer_github(svc, deployment_id)).await {
+        Ok(Ok(true)) => GitHubAnswer::Answered,
+        Ok(Ok(false)) => GitHubAnswer::NotSent,
+        Ok(Err(e)) => {
+            tracing::warn!(deployment_id, error = %e, "GitHub answer failed; the sweeper will retry");
+            GitHubAnswer::Pending
+        }
+        Err(_) => {
+            tracing::warn!(
+                deployment_id,
+                budget_ms = GITHUB_ANSWER_BUDGET.as_millis(),
+                "GitHub answer did not finish in time; the sweeper will retry"
+            );
+            GitHubAnswer::Pending
+        }
+    }
+}
+
+/// Records an Approve click by Slack user `slack_user` on the button `{deployment_id}:{nonce}`.
+pub async fn approve(
+    svc: &Services,
+    deployment_id: &str,
+    nonce: &str,
+    slack_user: &str,
+) -> Result<ClickOutcome, ServiceError> {
+    let now = svc.now();
+    let mut result: Option<Result<ApprovalOutcome, ApprovalRefused>> = None;
+    let mut stale = false;
+    let saved = update_deployment(svc, deployment_id, |dep| {
+        // Reset on every attempt: only the attempt that was saved (or refused) counts.
+        result = None;
+        stale = !nonce_matches(dep, nonce);
+        if stale {
+            return None;
+        }
+        let facts = facts(svc, dep, slack_user);
+        match dep.record_approval(slack_user, &facts, now) {
+            Ok((outcome, mut events)) => {
+                if let (ApprovalOutcome::QuorumReached { .. }, Some(bg)) =
+                    (&outcome, dep.break_glass.as_ref())
+                {
+                    events.push(dep.note(
+                        now,
+                        &Actor::slack(slack_user),
+                        "break_glass_approved",
+                        bg.reason.clone(),
+                    ));
+                }
+                result = Some(Ok(outcome));
+                Some(events)
+            }
+            Err(refusal) => {
+                result = Some(Err(refusal));
+                None
+            }
+        }
+    })
+    .await?;
+    let (Some(dep), false) = (saved, stale) else {
+        tracing::info!(deployment_id, slack_user, "stale approval button");
+        return Ok(ClickOutcome::Stale);
+    };
+    let break_glass = dep.break_glass.is_some();
+    match result {
+        None => Ok(ClickOutcome::Stale),
+        Some(Err(refusal)) => {
+            tracing::info!(deployment_id, slack_user, refusal = %refusal, "approval not counted");
+            Ok(ClickOutcome::Refused(refusal))
+        }
+        Some(Ok(ApprovalOutcome::Progress { have, need })) => {
+            tracing::info!(deployment_id, slack_user, have, need, "approval recorded");
+            svc.publish(Notification::deployment(now, &dep, "approval_progress"))
+                .await;
+            Ok(ClickOutcome::Progress {
+                environment: dep.environment.clone(),
+                have,
+                need,
+                break_glass,
+            })
+        }
+        Some(Ok(ApprovalOutcome::QuorumReached { approvers })) => {
+            tracing::info!(
+                deployment_id,
+                slack_user,
+                break_glass,
+                "approval quorum reached"
+            );
+            svc.publish(Notification::deployment(now, &dep, "approved"))
+                .await;
+            let github = answer_within_budget(svc, &dep.id).await;
+            Ok(ClickOutcome::Approved {
+                environment: dep.environment.clone(),
+                short_sha: dep.short_sha().to_string(),
+                approvers,
+                break_glass,
+                github,
+            })
+        }
+    }
+}
+
+/// Records a Reject click. `reason` is the typed reason (from the reason dialog), if any; when
+/// the environment requires one and none was given, the click changes nothing and the outcome
+/// is [`ClickOutcome::ReasonRequired`] — but only for someone who may reject at all.
+pub async fn reject(
+    svc: &Services,
+    deployment_id: &str,
+    nonce: &str,
+    slack_user: &str,
+    reason: Option<&str>,
+) -> Result<ClickOutcome, ServiceError> {
+    let now = svc.now();
+    let reason = reason.map(str::trim).filter(|r| !r.is_empty());
+    let mut result: Option<Result<(), ApprovalRefused>> = None;
+    let mut stale = false;
+    let mut needs_reason = false;
+    let saved = update_deployment(svc, deployment_id, |dep| {
+        result = None;
+        needs_reason = false;
+        stale = !nonce_matches(dep, nonce);
+        if stale {
+            return None;
+        }
+        let facts = facts(svc, dep, slack_user);
+        let required = svc
+            .policy
+            .environment(&dep.environment)
+            .is_some_and(|e| e.require_reject_reason);
+        if required && reason.is_none() {
+            // Check on a copy that this person could reject, so the dialog only opens for
+            // someone whose rejection would count.
+            let mut probe = dep.clone();
+            result = Some(
+                probe
+                    .record_rejection(slack_user, "", &facts, now)
+                    .map(drop),
+            );
+            needs_reason = true;
+            return None;
+        }
+        match dep.record_rejection(slack_user, reason.unwrap_or(""), &facts, now) {
+            Ok(event) => {
+                result = Some(Ok(()));
+                Some(vec![event])
+            }
+            Err(refusal) => {
+                result = Some(Err(refusal));
+                None
+            }
+        }
+    })
+    .await?;
+    let (Some(dep), false) = (saved, stale) else {
+        tracing::info!(deployment_id, slack_user, "stale reject button");
+        return Ok(ClickOutcome::Stale);
+    };
+    match result {
+        None => Ok(ClickOutcome::Stale),
+        Some(Err(refusal)) => {
+            tracing::info!(deployment_id, slack_user, refusal = %refusal, "rejection not counted");
+            Ok(ClickOutcome::Refused(refusal))
+        }
+        Some(Ok(())) if needs_reason => Ok(ClickOutcome::ReasonRequired {
+            environment: dep.environment.clone(),
+        }),
+        Some(Ok(())) => {
+            tracing::info!(deployment_id, slack_user, "deployment rejected from Slack");
+            svc.publish(Notification::deployment(now, &dep, "rejected"))
+                .await;
+            let github = answer_within_budget(svc, &dep.id).await;
+            Ok(ClickOutcome::Rejected {
+                environment: dep.environment.clone(),
+                short_sha: dep.short_sha().to_string(),
+                reason: reason.map(str::to_string),
+                github,
+            })
+        }
+    }
+}
+
+/// A Rollback click. Rolling back from Slack is not implemented yet: the request is audited
+/// (so it is visible who asked, and when) and the clicker is told.
+pub async fn request_rollback(
+    svc: &Services,
+    deployment_id: &str,
+    nonce: &str,
+    slack_user: &str,
+) -> Result<ClickOutcome, ServiceError> {
+    let Some(dep) = svc.repo.get_deployment(deployment_id).await? else {
+        return Ok(ClickOutcome::Stale);
+    };
+    if !nonce_matches(&dep, nonce) {
+        return Ok(ClickOutcome::Stale);
+    }
+    let note = dep.note(
+        svc.now(),
+        &Actor::slack(slack_user),
+        "rollback_requested",
+        format!("from Slack while {}; {ROLLBACK_UNAVAILABLE}", dep.state),
+    );
+    svc.repo.append_audit(&[note]).await?;
+    tracing::info!(
+        deployment_id,
+        slack_user,
+        "rollback requested from Slack (not available yet)"
+    );
+    Ok(ClickOutcome::RollbackUnavailable)
+}
