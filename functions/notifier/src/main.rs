@@ -1,0 +1,33 @@
+//! Lambda entry point of the notifier: configuration and clients are built once at cold
+//! start; every invocation hands its SQS batch to [`notifier::handle_sqs_until`] and answers
+//! with the records that failed (`ReportBatchItemFailures`).
+
+use lambda_runtime::{service_fn, LambdaEvent};
+use shipgate::bootstrap;
+use shipgate::config::{PagerDutySettings, SlackSettings};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    bootstrap::init_lambda_tracing();
+    let sdk = bootstrap::aws_config().await;
+    let vars = bootstrap::resolve_vars(&sdk).await?;
+    let slack = SlackSettings::from_vars(&vars)?;
+    let pagerduty = PagerDutySettings::from_vars(&vars)?;
+    let services = bootstrap::aws_services(&vars, &sdk, None).await?;
+    let app = notifier::from_settings(
+        services,
+        &slack,
+        &pagerduty,
+        &vars,
+        shipgate::outbound::http_client()?,
+    )?;
+    let app = &app;
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<aws_lambda_events::sqs::SqsEvent>| async move {
+            let deadline = event.context.deadline();
+            let response = notifier::handle_sqs_until(app, event.payload, Some(deadline)).await;
+            Ok::<_, std::convert::Infallible>(response)
+        },
+    ))
+    .await
+}
