@@ -1,4 +1,7 @@
 //! Incidents: one per alert fingerprint, opened by a firing alert, closed when it resolves.
+//!
+//! An incident's id is `{source}:{fingerprint}` ([`Incident::id_for`]); the same id is the
+//! PagerDuty `dedup_key`, so the page opened by a firing alert is the one its resolution closes.
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -29,6 +32,9 @@ pub struct Incident {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
     pub severity: Severity,
+    /// The severity label as the alert carried it (absent when it carried none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_severity: Option<String>,
     pub title: String,
     pub status: IncidentStatus,
     pub opened_at: Timestamp,
@@ -47,6 +53,16 @@ pub struct Incident {
 }
 
 impl Incident {
+    /// The stable id of the incident an alert belongs to.
+    pub fn id_for(source: &str, fingerprint: &str) -> String {
+        format!("{source}:{fingerprint}")
+    }
+
+    /// The time to restore of a resolved incident.
+    pub fn time_to_restore(&self) -> Option<jiff::SignedDuration> {
+        self.resolved_at.map(|at| at.duration_since(self.opened_at))
+    }
+
     /// A repeated firing notification: refresh, and reopen a resolved incident.
     /// Returns true when the incident was (re)opened by this notification.
     pub fn fired(&mut self, now: Timestamp) -> bool {
@@ -73,5 +89,83 @@ impl Incident {
 
     pub fn is_open_critical(&self) -> bool {
         self.status == IncidentStatus::Open && self.severity == Severity::Critical
+    }
+}
+
+/// An environment's open-incident index entry: enough to decide "is a critical incident open"
+/// and to list open incidents without reading each record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenIncident {
+    pub id: String,
+    pub severity: Severity,
+    pub title: String,
+    pub opened_at: Timestamp,
+}
+
+impl OpenIncident {
+    pub fn of(incident: &Incident) -> Self {
+        OpenIncident {
+            id: incident.id.clone(),
+            severity: incident.severity,
+            title: incident.title.clone(),
+            opened_at: incident.opened_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incident(at: Timestamp) -> Incident {
+        Incident {
+            id: Incident::id_for("alertmanager", "abc"),
+            fingerprint: "abc".into(),
+            source: "alertmanager".into(),
+            environment: Some("production".into()),
+            raw_environment: Some("production".into()),
+            service: None,
+            severity: Severity::Critical,
+            raw_severity: Some("critical".into()),
+            title: "api down".into(),
+            status: IncidentStatus::Open,
+            opened_at: at,
+            last_seen_at: at,
+            resolved_at: None,
+            caused_by_deployment: None,
+            link: None,
+            notifications: 1,
+            version: 0,
+        }
+    }
+
+    #[test]
+    fn resolving_measures_time_to_restore_once() {
+        let t0: Timestamp = "2025-06-02T10:00:00Z".parse().unwrap();
+        let mut inc = incident(t0);
+        let t1 = t0 + jiff::SignedDuration::from_mins(12);
+        assert_eq!(inc.resolve(t1), Some(jiff::SignedDuration::from_mins(12)));
+        assert_eq!(
+            inc.time_to_restore(),
+            Some(jiff::SignedDuration::from_mins(12))
+        );
+        assert_eq!(inc.resolve(t1 + jiff::SignedDuration::from_mins(1)), None);
+        assert!(!inc.is_open_critical());
+    }
+
+    #[test]
+    fn firing_again_reopens_a_resolved_incident_from_now() {
+        let t0: Timestamp = "2025-06-02T10:00:00Z".parse().unwrap();
+        let mut inc = incident(t0);
+        assert!(!inc.fired(t0 + jiff::SignedDuration::from_mins(1)));
+        inc.resolve(t0 + jiff::SignedDuration::from_mins(2));
+        let t3 = t0 + jiff::SignedDuration::from_mins(3);
+        assert!(inc.fired(t3));
+        assert_eq!(
+            (inc.status, inc.opened_at, inc.resolved_at),
+            (IncidentStatus::Open, t3, None)
+        );
+        assert_eq!(inc.notifications, 3);
+        assert_eq!(inc.id, "alertmanager:abc");
     }
 }

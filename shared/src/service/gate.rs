@@ -249,7 +249,10 @@ pub async fn request(
     };
     let facts = GateFacts {
         succeeded_in: svc.repo.succeeded_in(&req.repo, &req.sha).await?,
-        open_critical_incidents: svc.repo.open_critical_incidents(&req.environment).await?,
+        open_critical_incidents: svc
+            .repo
+            .open_critical_incident_ids(&req.environment)
+            .await?,
         lock_holder: svc.repo.lock_holder(&req.environment).await?,
     };
     let decision = evaluate_for(&svc.policy, &gate_request, &facts, now);

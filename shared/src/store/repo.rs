@@ -12,6 +12,7 @@
 //! | GitHub deployment → deployment | `GHDEP#{github id}` | `MAP` | |
 //! | sha facts | `SHA#{repo}@{sha}` | `OK#{env}`, `CI#{workflow}`, `COMMIT` | |
 //! | incident | `INC#{id}` | `INC` | `ENV#{env}#INCIDENTS` / `{ms}#{id}` |
+//! | open incident (index) | `ENV#{env}` | `OPEN#{id}` | |
 //! | idempotency key | `IDEM#{scope}#{key}` | `IDEM` (expires) | |
 //! | misc facts | `META#{kind}` | `{name}` | |
 //!
@@ -687,45 +688,6 @@ impl Repo {
         }
     }
 
-    /// Creates (version 0) or updates (version check) an incident.
-    pub async fn save_incident(&self, incident: &mut Incident) -> Result<(), RepoError> {
-        let expected = incident.version;
-        let condition = if expected == 0 {
-            Condition::Absent { now: i64::MIN }
-        } else {
-            Condition::Version(expected)
-        };
-        incident.version = expected + 1;
-        let env = incident
-            .environment
-            .clone()
-            .unwrap_or_else(|| "_unknown".to_string());
-        let item = Item {
-            pk: format!("INC#{}", incident.id),
-            sk: "INC".into(),
-            version: incident.version,
-            expires_at: None,
-            timeline: Some(Timeline {
-                pk: format!("ENV#{env}#INCIDENTS"),
-                sk: format!("{}#{}", ms_key(incident.opened_at), incident.id),
-            }),
-            data: to_json(incident),
-        };
-        match self.store.write(Write::Put { item, condition }).await {
-            Ok(()) => Ok(()),
-            Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => {
-                incident.version = expected;
-                Err(RepoError::Stale {
-                    what: format!("incident {}", incident.id),
-                })
-            }
-            Err(e) => {
-                incident.version = expected;
-                Err(e.into())
-            }
-        }
-    }
-
     /// Incidents of an environment opened in `[from, to)` (`_unknown` for unmapped alerts).
     pub async fn incidents_in(
         &self,
@@ -753,18 +715,149 @@ impl Repo {
             .collect()
     }
 
-    /// Ids of the open critical incidents of an environment.
-    pub async fn open_critical_incidents(
+    /// Creates (version 0) or updates (version check) an incident together with its entry in
+    /// the environment's open-incident index (`ENV#{env}` / `OPEN#{id}`), in one transaction:
+    /// the entry exists exactly while the incident is open, so the gate and the status page
+    /// read a handful of items instead of the environment's whole incident history.
+    pub async fn save_incident_indexed(&self, incident: &mut Incident) -> Result<(), RepoError> {
+        use crate::domain::incident::{IncidentStatus, OpenIncident};
+        let expected = incident.version;
+        let condition = if expected == 0 {
+            Condition::Absent { now: i64::MIN }
+        } else {
+            Condition::Version(expected)
+        };
+        incident.version = expected + 1;
+        let env = incident
+            .environment
+            .clone()
+            .unwrap_or_else(|| "_unknown".to_string());
+        let item = Item {
+            pk: format!("INC#{}", incident.id),
+            sk: "INC".into(),
+            version: incident.version,
+            expires_at: None,
+            timeline: Some(Timeline {
+                pk: format!("ENV#{env}#INCIDENTS"),
+                sk: format!("{}#{}", ms_key(incident.opened_at), incident.id),
+            }),
+            data: to_json(incident),
+        };
+        let index_sk = format!("OPEN#{}", incident.id);
+        let index = if incident.status == IncidentStatus::Open {
+            Write::Put {
+                item: Item {
+                    pk: env_pk(&env),
+                    sk: index_sk,
+                    version: 1,
+                    expires_at: None,
+                    timeline: None,
+                    data: to_json(&OpenIncident::of(incident)),
+                },
+                condition: Condition::None,
+            }
+        } else {
+            Write::Delete {
+                pk: env_pk(&env),
+                sk: index_sk,
+                condition: Condition::None,
+            }
+        };
+        match self
+            .store
+            .transact(vec![Write::Put { item, condition }, index])
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => {
+                incident.version = expected;
+                Err(RepoError::Stale {
+                    what: format!("incident {}", incident.id),
+                })
+            }
+            Err(e) => {
+                incident.version = expected;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The open incidents of an environment (`_unknown` for unmapped alerts), from the index
+    /// [`Repo::save_incident_indexed`] keeps.
+    pub async fn open_incidents(
+        &self,
+        environment: &str,
+    ) -> Result<Vec<crate::domain::incident::OpenIncident>, RepoError> {
+        let items = self
+            .store
+            .query(Query::Partition {
+                pk: env_pk(environment),
+                sk_prefix: "OPEN#".into(),
+                descending: false,
+                limit: None,
+            })
+            .await?;
+        items
+            .iter()
+            .map(|i| from_item(i, "open incident"))
+            .collect()
+    }
+
+    /// Ids of the open critical incidents of an environment, read from the open-incident
+    /// index.
+    pub async fn open_critical_incident_ids(
         &self,
         environment: &str,
     ) -> Result<Vec<String>, RepoError> {
-        let all = self
-            .incidents_in(environment, Timestamp::UNIX_EPOCH, Timestamp::MAX)
-            .await?;
-        Ok(all
+        Ok(self
+            .open_incidents(environment)
+            .await?
             .into_iter()
-            .filter(|i| i.is_open_critical())
+            .filter(|i| i.severity == crate::domain::policy::Severity::Critical)
             .map(|i| i.id)
             .collect())
+    }
+
+    /// Takes the environment lock for `deployment_id` unless another deployment holds it.
+    /// Returns the holder that kept it, or `None` when the lock is now `deployment_id`'s
+    /// (taken here, or already its own). Used when a finished deployment starts rolling back
+    /// and so needs the lock again.
+    pub async fn try_take_lock(
+        &self,
+        environment: &str,
+        deployment_id: &str,
+        now: Timestamp,
+    ) -> Result<Option<String>, RepoError> {
+        for _ in 0..3 {
+            let put = Write::Put {
+                item: Item {
+                    pk: env_pk(environment),
+                    sk: "LOCK".into(),
+                    version: 1,
+                    expires_at: None,
+                    timeline: None,
+                    data: to_json(&LockRecord {
+                        holder: deployment_id.to_string(),
+                        since: now,
+                    }),
+                },
+                condition: Condition::Absent { now: i64::MIN },
+            };
+            match self.store.write(put).await {
+                Ok(()) => return Ok(None),
+                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => {
+                    match self.lock_holder(environment).await? {
+                        Some(holder) if holder != deployment_id => return Ok(Some(holder)),
+                        Some(_) => return Ok(None),
+                        // Released between our write and our read: try again.
+                        None => continue,
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(RepoError::Stale {
+            what: format!("lock of {environment}"),
+        })
     }
 }

@@ -1,0 +1,579 @@
+//! Alerts in, incidents out: every alert source (Alertmanager, Grafana, CloudWatch alarms,
+//! synthetic probes) is turned into [`AlertSignal`]s at the edge and ingested here.
+//!
+//! - One incident per `{source}:{fingerprint}`; its id is also the PagerDuty `dedup_key`.
+//!   A firing signal opens it (or reopens a resolved one, or refreshes an open one); a
+//!   resolved signal closes it and measures the time to restore.
+//! - Each signal is claimed once (`IDEM#alert#…`, keyed by a hash of source, fingerprint,
+//!   status, `startsAt` and `endsAt`, or by the transport's own message id), so a redelivered
+//!   notification changes nothing.
+//! - Labels are mapped by the policy's `[alerts]` table. An environment the policy does not know
+//!   is kept as `raw_environment` on an incident with no environment: recorded and notified,
+//!   never dropped. A severity that is missing or not in `severity_map` counts as
+//!   [`UNMAPPED_SEVERITY`] (warning): someone wired the alert to shipgate, so it is shown,
+//!   but an unrecognised label neither pages (PagerDuty routing is per severity) nor rolls
+//!   back a deploy unless the environment rolls back on warnings.
+//! - An incident opening while a deployment of its environment is verifying names that
+//!   deployment (`caused_by_deployment`) and may roll it back ([`super::rollback`]).
+//! - `Incident` notifications go out when an incident opens and when it resolves.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::rollback::{self, RollbackOutcome};
+use super::{ServiceError, Services};
+use crate::domain::incident::{Incident, IncidentStatus};
+use crate::domain::policy::{Policy, Severity};
+use crate::notify::{Notification, NotificationBody};
+use crate::store::RepoError;
+
+/// How long an alert notification is remembered for deduplication.
+pub const ALERT_CLAIM_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The severity of an alert whose severity label is missing or not in the policy's map.
+pub const UNMAPPED_SEVERITY: Severity = Severity::Warning;
+
+/// Longest incident title kept (Slack and PagerDuty summaries are short).
+const MAX_TITLE_CHARS: usize = 200;
+
+const SAVE_ATTEMPTS: usize = 8;
+
+/// Whether an alert is firing or resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertStatus {
+    Firing,
+    Resolved,
+}
+
+impl AlertStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Firing => "firing",
+            AlertStatus::Resolved => "resolved",
+        }
+    }
+}
+
+/// One alert from any source, parsed at the edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertSignal {
+    /// `alertmanager`, `grafana`, `cloudwatch` or `probe`.
+    pub source: String,
+    /// Stable identity of the alert within its source (see [`fingerprint_of_labels`]).
+    pub fingerprint: String,
+    pub status: AlertStatus,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub starts_at: Option<Timestamp>,
+    pub ends_at: Option<Timestamp>,
+    /// Where a person can look at the alert (generator URL, dashboard, console).
+    pub link: Option<String>,
+    /// The transport's own idempotency key (an SNS message id), used instead of the hash of
+    /// the alert's fields when present.
+    pub delivery_key: Option<String>,
+}
+
+impl AlertSignal {
+    /// The idempotency key of this notification item.
+    pub fn claim_key(&self) -> String {
+        if let Some(key) = &self.delivery_key {
+            return format!("{}#{key}", self.source);
+        }
+        let stamp = |t: Option<Timestamp>| t.map(|t| t.to_string()).unwrap_or_default();
+        let mut hash = Sha256::new();
+        for part in [
+            self.source.as_str(),
+            self.fingerprint.as_str(),
+            self.status.as_str(),
+            &stamp(self.starts_at),
+            &stamp(self.ends_at),
+        ] {
+            // Length-prefixed, so no two field lists hash the same bytes.
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part.as_bytes());
+        }
+        hex::encode(hash.finalize())
+    }
+
+    /// A one-line title: the `summary` or `title` annotation, else the `alertname` label.
+    pub fn title(&self) -> String {
+        let text = ["summary", "title"]
+            .iter()
+            .find_map(|k| self.annotations.get(*k).filter(|v| !v.trim().is_empty()))
+            .or_else(|| {
+                self.labels
+                    .get("alertname")
+                    .filter(|v| !v.trim().is_empty())
+            })
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| format!("alert {}", self.fingerprint));
+        let line = text.lines().next().unwrap_or_default();
+        match line.char_indices().nth(MAX_TITLE_CHARS) {
+            Some((cut, _)) => format!("{}…", &line[..cut]),
+            None => line.to_string(),
+        }
+    }
+}
+
+/// A stable fingerprint for an alert that carries none: SHA-256 over its labels in sorted
+/// order (each key and value length-prefixed), the first 16 hex digits — the same length as
+/// Alertmanager's own fingerprints.
+pub fn fingerprint_of_labels(labels: &BTreeMap<String, String>) -> String {
+    let mut hash = Sha256::new();
+    for (k, v) in labels {
+        hash.update((k.len() as u64).to_be_bytes());
+        hash.update(k.as_bytes());
+        hash.update((v.len() as u64).to_be_bytes());
+        hash.update(v.as_bytes());
+    }
+    let digest = hex::encode(hash.finalize());
+    digest[..16].to_string()
+}
+
+/// What an alert's labels say, read through the policy's `[alerts]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertMapping {
+    /// The policy's environment the alert belongs to (`None` when unknown or absent).
+    pub environment: Option<String>,
+    /// The environment label as carried by the alert.
+    pub raw_environment: Option<String>,
+    pub service: Option<String>,
+    pub severity: Severity,
+    pub raw_severity: Option<String>,
+}
+
+fn first_label(labels: &BTreeMap<String, String>, names: &[String]) -> Option<String> {
+    names
+        .iter()
+        .find_map(|n| labels.get(n))
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// Maps an alert's labels onto an environment, a service and a canonical severity. The
+/// environment label matches a policy environment exactly or, failing that, ignoring case
+/// (`Production` is `production`).
+pub fn map_labels(policy: &Policy, labels: &BTreeMap<String, String>) -> AlertMapping {
+    let raw_environment = first_label(labels, policy.environment_labels());
+    let environment = raw_environment.as_deref().and_then(|raw| {
+        policy
+            .environment(raw)
+            .or_else(|| {
+                policy
+                    .environments()
+                    .find(|e| e.name.eq_ignore_ascii_case(raw))
+            })
+            .map(|e| e.name.clone())
+    });
+    let raw_severity = labels
+        .get(policy.severity_label())
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty());
+    let severity = raw_severity
+        .as_deref()
+        .and_then(|raw| policy.canonical_severity(raw))
+        .unwrap_or(UNMAPPED_SEVERITY);
+    AlertMapping {
+        environment,
+        raw_environment,
+        service: first_label(labels, policy.service_labels()),
+        severity,
+        raw_severity,
+    }
+}
+
+/// What one signal did to its incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Effect {
+    /// A new incident.
+    Opened,
+    /// A resolved incident fired again.
+    Reopened,
+    /// An open incident fired again (repeat notification).
+    Refreshed,
+    /// An open incident was closed.
+    Resolved,
+    /// The incident was already resolved; nothing changed.
+    AlreadyResolved,
+    /// A resolution for an alert shipgate never saw firing; nothing recorded.
+    ResolvedUnknown,
+    /// This notification item was processed before; nothing changed.
+    Duplicate,
+}
+
+/// One signal's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IngestItem {
+    pub incident_id: String,
+    pub effect: Effect,
+    /// `None` when the alert's environment is not in the policy (see `raw_environment`).
+    pub environment: Option<String>,
+    pub raw_environment: Option<String>,
+    pub severity: Severity,
+    /// The deployment that was verifying when the incident opened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caused_by_deployment: Option<String>,
+    /// Seconds from opening to resolution, for [`Effect::Resolved`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_to_restore_secs: Option<i64>,
+    /// What the rollback check decided, when the incident opened in a known environment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackOutcome>,
+}
+
+/// What ingesting a batch of signals did, item by item in input order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct IngestReport {
+    pub items: Vec<IngestItem>,
+}
+
+impl IngestReport {
+    pub fn count(&self, effect: Effect) -> usize {
+        self.items.iter().filter(|i| i.effect == effect).count()
+    }
+
+    /// Items whose environment the policy does not know.
+    pub fn unknown_environments(&self) -> impl Iterator<Item = &IngestItem> {
+        self.items
+            .iter()
+            .filter(|i| i.environment.is_none() && i.effect != Effect::Duplicate)
+    }
+
+    /// Rollbacks this batch started.
+    pub fn rollbacks_started(&self) -> usize {
+        self.items
+            .iter()
+            .filter(|i| {
+                matches!(
+                    i.rollback,
+                    Some(RollbackOutcome::Started { .. } | RollbackOutcome::Failed { .. })
+                )
+            })
+            .count()
+    }
+}
+
+/// Ingests a batch of signals in order. Items already processed stay processed when a later
+/// one fails; the failing item's claim is given back when a redelivery could succeed, so the
+/// sender's retry picks up exactly where this left off.
+pub async fn ingest(
+    svc: &Services,
+    signals: Vec<AlertSignal>,
+) -> Result<IngestReport, ServiceError> {
+    let mut report = IngestReport::default();
+    for signal in signals {
+        report.items.push(ingest_one(svc, &signal).await?);
+    }
+    Ok(report)
+}
+
+async fn ingest_one(svc: &Services, signal: &AlertSignal) -> Result<IngestItem, ServiceError> {
+    let key = signal.claim_key();
+    let now = svc.now();
+    if !svc
+        .repo
+        .claim_event("alert", &key, now, ALERT_CLAIM_TTL)
+        .await?
+    {
+        let mapping = map_labels(&svc.policy, &signal.labels);
+        tracing::info!(source = %signal.source, fingerprint = %signal.fingerprint, "duplicate alert notification; nothing changed");
+        return Ok(IngestItem {
+            incident_id: Incident::id_for(&signal.source, &signal.fingerprint),
+            effect: Effect::Duplicate,
+            environment: mapping.environment,
+            raw_environment: mapping.raw_environment,
+            severity: mapping.severity,
+            caused_by_deployment: None,
+            time_to_restore_secs: None,
+            rollback: None,
+        });
+    }
+    match apply(svc, signal, now).await {
+        Ok(item) => Ok(item),
+        Err(e) => {
+            if e.is_retryable() {
+                if let Err(release) = svc.repo.release_event("alert", &key).await {
+                    tracing::error!(error = %release, "could not release alert claim");
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+fn new_incident(
+    id: String,
+    signal: &AlertSignal,
+    mapping: &AlertMapping,
+    now: Timestamp,
+) -> Incident {
+    // The alert's own start is when service degraded; a start in the future (clock skew)
+    // is not believed.
+    let opened_at = signal.starts_at.filter(|t| *t <= now).unwrap_or(now);
+    Incident {
+        id,
+        fingerprint: signal.fingerprint.clone(),
+        source: signal.source.clone(),
+        environment: mapping.environment.clone(),
+        raw_environment: mapping.raw_environment.clone(),
+        service: mapping.service.clone(),
+        severity: mapping.severity,
+        raw_severity: mapping.raw_severity.clone(),
+        title: signal.title(),
+        status: IncidentStatus::Open,
+        opened_at,
+        last_seen_at: now,
+        resolved_at: None,
+        caused_by_deployment: None,
+        link: signal.link.clone(),
+        notifications: 1,
+        version: 0,
+    }
+}
+
+async fn apply(
+    svc: &Services,
+    signal: &AlertSignal,
+    now: Timestamp,
+) -> Result<IngestItem, ServiceError> {
+    let mapping = map_labels(&svc.policy, &signal.labels);
+    let id = Incident::id_for(&signal.source, &signal.fingerprint);
+    let item = |effect: Effect, inc: Option<&Incident>| IngestItem {
+        incident_id: id.clone(),
+        effect,
+        environment: inc.map_or(mapping.environment.clone(), |i| i.environment.clone()),
+        raw_environment: inc.map_or(mapping.raw_environment.clone(), |i| {
+            i.raw_environment.clone()
+        }),
+        severity: inc.map_or(mapping.severity, |i| i.severity),
+        caused_by_deployment: inc.and_then(|i| i.caused_by_deployment.clone()),
+        time_to_restore_secs: None,
+        rollback: None,
+    };
+
+    // Read, change, save with a version check; a concurrent change of the same incident
+    // (the same alert from two notifications at once) re-reads and re-applies.
+    let mut saved = None;
+    for _ in 0..SAVE_ATTEMPTS {
+        let existing = svc.repo.get_incident(&id).await?;
+        let (mut inc, effect) = match (existing, signal.status) {
+            (None, AlertStatus::Firing) => (
+                new_incident(id.clone(), signal, &mapping, now),
+                Effect::Opened,
+            ),
+            (None, AlertStatus::Resolved) => {
+                tracing::info!(incident_id = %id, "resolution of an alert never seen firing");
+                return Ok(item(Effect::ResolvedUnknown, None));
+            }
+            (Some(mut inc), AlertStatus::Firing) => {
+                let effect = if inc.fired(now) {
+                    Effect::Reopened
+                } else {
+                    Effect::Refreshed
+                };
+                if signal.link.is_some() {
+                    inc.link = signal.link.clone();
+                }
+                (inc, effect)
+            }
+            (Some(mut inc), AlertStatus::Resolved) => {
+                // The alert's own end is when service was restored, if it is believable.
+                let at = signal
+                    .ends_at
+                    .filter(|t| *t >= inc.opened_at && *t <= now)
+                    .unwrap_or(now);
+                inc.last_seen_at = now;
+                if inc.resolve(at).is_none() {
+                    return Ok(item(Effect::AlreadyResolved, Some(&inc)));
+                }
+                (inc, Effect::Resolved)
+            }
+        };
+        if matches!(effect, Effect::Opened | Effect::Reopened) {
+            inc.caused_by_deployment = match &inc.environment {
+                Some(env) => rollback::verifying_deployment(svc, env, now)
+                    .await?
+                    .map(|d| d.id),
+                None => None,
+            };
+        }
+        match svc.repo.save_incident_indexed(&mut inc).await {
+            Ok(()) => {
+                saved = Some((inc, effect));
+                break;
+            }
+            Err(RepoError::Stale { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let Some((inc, effect)) = saved else {
+        return Err(ServiceError::Contended(format!("incident {id}")));
+    };
+
+    let mut result = item(effect, Some(&inc));
+    tracing::info!(incident_id = %inc.id, effect = ?effect, environment = inc.environment.as_deref().unwrap_or("-"), severity = %inc.severity, "alert ingested");
+    if inc.environment.is_none() {
+        tracing::warn!(incident_id = %inc.id, raw_environment = inc.raw_environment.as_deref().unwrap_or("-"), "alert for an environment the policy does not know; recorded without one");
+    }
+    match effect {
+        Effect::Opened | Effect::Reopened => publish(svc, &inc, "open", now).await,
+        Effect::Resolved => {
+            result.time_to_restore_secs = inc.time_to_restore().map(|d| d.as_secs());
+            publish(svc, &inc, "resolved", now).await;
+        }
+        _ => {}
+    }
+    // An incident that opened inside a deployment's verification window rolls it back. A
+    // repeat notification of such an incident asks again: that is a no-op once the rollback
+    // started, and finishes the job if an earlier attempt failed midway.
+    let ask = matches!(effect, Effect::Opened | Effect::Reopened)
+        || (effect == Effect::Refreshed && inc.caused_by_deployment.is_some());
+    if let (true, Some(env)) = (ask, inc.environment.as_deref()) {
+        result.rollback = Some(rollback::start_automatic(svc, env, &inc).await?);
+    }
+    Ok(result)
+}
+
+async fn publish(svc: &Services, inc: &Incident, status: &str, now: Timestamp) {
+    svc.publish(Notification::new(
+        now,
+        NotificationBody::Incident {
+            incident_id: inc.id.clone(),
+            environment: inc.environment.clone(),
+            severity: inc.severity.as_str().to_string(),
+            title: inc.title.clone(),
+            status: status.to_string(),
+            link: inc.link.clone(),
+            deployment_id: inc.caused_by_deployment.clone(),
+        },
+    ))
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn policy() -> Policy {
+        Policy::parse(
+            "t.toml",
+            r#"
+[alerts]
+environment_labels = ["env", "environment"]
+[alerts.severity_map]
+p1 = "critical"
+[environments.production]
+[environments.staging]
+"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn label_fingerprints_ignore_insertion_order_and_separate_fields() {
+        let a = fingerprint_of_labels(&labels(&[("a", "1"), ("b", "2")]));
+        let b = fingerprint_of_labels(&labels(&[("b", "2"), ("a", "1")]));
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 16);
+        assert_ne!(a, fingerprint_of_labels(&labels(&[("a", "12")])));
+        assert_ne!(
+            fingerprint_of_labels(&labels(&[("a", "b=c")])),
+            fingerprint_of_labels(&labels(&[("a=b", "c")]))
+        );
+    }
+
+    #[test]
+    fn labels_map_through_the_policy_with_case_insensitive_environments() {
+        let m = map_labels(
+            &policy(),
+            &labels(&[
+                ("environment", "Production"),
+                ("app", "api"),
+                ("severity", "P1"),
+            ]),
+        );
+        assert_eq!(m.environment.as_deref(), Some("production"));
+        assert_eq!(m.raw_environment.as_deref(), Some("Production"));
+        assert_eq!(m.service.as_deref(), Some("api"));
+        assert_eq!(m.severity, Severity::Critical);
+        assert_eq!(m.raw_severity.as_deref(), Some("P1"));
+    }
+
+    #[test]
+    fn unknown_environments_and_severities_are_kept_raw() {
+        let m = map_labels(
+            &policy(),
+            &labels(&[("env", "qa-7"), ("severity", "sev-unknown")]),
+        );
+        assert_eq!(m.environment, None);
+        assert_eq!(m.raw_environment.as_deref(), Some("qa-7"));
+        assert_eq!(m.severity, UNMAPPED_SEVERITY);
+        assert_eq!(m.raw_severity.as_deref(), Some("sev-unknown"));
+        let none = map_labels(&policy(), &labels(&[]));
+        assert_eq!(
+            (none.environment, none.raw_environment, none.severity),
+            (None, None, Severity::Warning)
+        );
+    }
+
+    #[test]
+    fn claim_keys_change_with_status_and_times_but_not_with_annotations() {
+        let mut s = AlertSignal {
+            source: "alertmanager".into(),
+            fingerprint: "f".into(),
+            status: AlertStatus::Firing,
+            labels: labels(&[]),
+            annotations: labels(&[("summary", "x")]),
+            starts_at: Some("2025-06-02T10:00:00Z".parse().unwrap()),
+            ends_at: None,
+            link: None,
+            delivery_key: None,
+        };
+        let first = s.claim_key();
+        s.annotations.clear();
+        assert_eq!(s.claim_key(), first);
+        s.status = AlertStatus::Resolved;
+        assert_ne!(s.claim_key(), first);
+        s.delivery_key = Some("msg-1".into());
+        assert_eq!(s.claim_key(), "alertmanager#msg-1");
+    }
+
+    #[test]
+    fn titles_prefer_the_summary_and_stay_on_one_short_line() {
+        let mut s = AlertSignal {
+            source: "grafana".into(),
+            fingerprint: "f".into(),
+            status: AlertStatus::Firing,
+            labels: labels(&[("alertname", "HighErrorRate")]),
+            annotations: BTreeMap::new(),
+            starts_at: None,
+            ends_at: None,
+            link: None,
+            delivery_key: None,
+        };
+        assert_eq!(s.title(), "HighErrorRate");
+        s.annotations.insert(
+            "summary".into(),
+            format!("{}\nsecond line", "x".repeat(300)),
+        );
+        let t = s.title();
+        assert_eq!(t.chars().count(), MAX_TITLE_CHARS + 1);
+        assert!(t.ends_with('…'));
+        s.labels.clear();
+        s.annotations.clear();
+        assert_eq!(s.title(), "alert f");
+    }
+}
