@@ -4,6 +4,7 @@
 //!
 //! - [`domain`]: the deployment lifecycle, approvals, incidents, audit events and the policy —
 //!   pure and synchronous, `now` is always passed in.
+//! - [`jobs`]: the scheduled jobs (backups, restores and drills, DORA report, sweeper, probes).
 //! - [`signature`]: verification of GitHub, Slack and bearer-token authenticated requests.
 //! - [`store`]: the state port (a conditional-write item store) with its DynamoDB and embedded
 //!   SQLite adapters, and the typed repository the handlers use.
@@ -21,6 +22,7 @@ pub mod backup;
 pub mod bootstrap;
 pub mod config;
 pub mod domain;
+pub mod jobs;
 pub mod notify;
 pub mod outbound;
 pub mod render;

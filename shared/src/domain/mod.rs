@@ -4,5 +4,6 @@
 //! decision shipgate makes reproducible in a unit test.
 
 pub mod deployment;
+pub mod dora;
 pub mod incident;
 pub mod policy;

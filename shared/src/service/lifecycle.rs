@@ -177,6 +177,12 @@ pub async fn deployment_status(
     svc: &Services,
     ev: &DeploymentStatus,
 ) -> Result<LifecycleOutcome, ServiceError> {
+    // Rollback drills deploy on purpose through GitHub deployments shipgate created; their
+    // statuses time the drill's legs and must not move any gated deployment (the lock holder
+    // lookup below would otherwise match a drill leg of the current sha).
+    if let Some(outcome) = crate::jobs::rollback_drill::on_deployment_status(svc, ev).await? {
+        return Ok(outcome);
+    }
     let Some(dep) = find(
         svc,
         ev.github_deployment_id,
@@ -309,7 +315,16 @@ pub async fn deployment_status(
                     deployment_id: dep.id.clone(),
                     at: now,
                 };
-                svc.repo.set_head(&dep.environment, head, false).await?;
+                // The target was a known good version and runs again. If last known good
+                // still names it, keep that record; if it names the rolled-back sha (a manual
+                // rollback of a deployment that had succeeded), the target takes its place.
+                let lkg_is_target = heads
+                    .last_known_good
+                    .as_ref()
+                    .is_some_and(|h| h.sha == rb.target_sha);
+                svc.repo
+                    .set_head(&dep.environment, head, !lkg_is_target)
+                    .await?;
             }
         }
         _ => {}

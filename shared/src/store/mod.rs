@@ -7,10 +7,12 @@
 //! binary — and one contract suite (`tests/store_contract.rs`) holds both to the same rules.
 
 pub mod contract;
+pub mod dynamodb;
 pub mod item;
 pub mod repo;
 pub mod sqlite;
-pub mod dynamodb;
 
-pub use item::{Condition, Item, ItemStore, Query, StoreError, Timeline, Write};
+pub use item::{
+    Condition, Item, ItemStore, Query, StoreError, Timeline, Write, MAX_TRANSACTION_ITEMS,
+};
 pub use repo::{Created, Repo, RepoError};

@@ -1,0 +1,356 @@
+//! DORA's Four Keys over a time window, per environment: deployment frequency, lead time for
+//! changes, change failure rate and time to restore service.
+//!
+//! Pure: the caller reads deployments, commit times and incidents from the store, turns them
+//! into the plain facts below and passes the window in. A figure that is undefined for the
+//! window (no deployments, no restored incidents) is `None`, never `0` or `NaN`. The exact
+//! definitions, and where they follow or differ from Google's Four Keys, are in `docs/dora.md`.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+
+/// `[from, to)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    pub from: Timestamp,
+    pub to: Timestamp,
+}
+
+impl Window {
+    /// The `days` days before `now` (`[now - days, now)`).
+    pub fn last_days(now: Timestamp, days: u32) -> Window {
+        let from = now
+            .checked_sub(SignedDuration::from_hours(24 * i64::from(days)))
+            .unwrap_or(Timestamp::UNIX_EPOCH);
+        Window { from, to: now }
+    }
+
+    pub fn contains(&self, t: Timestamp) -> bool {
+        self.from <= t && t < self.to
+    }
+
+    /// Whole and part days covered, at least one.
+    pub fn days(&self) -> f64 {
+        let secs = self.to.duration_since(self.from).as_secs_f64();
+        (secs / 86_400.0).max(1.0)
+    }
+
+    /// A label such as `7d` (whole days, rounded).
+    pub fn label(&self) -> String {
+        format!("{}d", self.days().round())
+    }
+}
+
+/// How one deployment ended, as far as is known when the report is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployOutcome {
+    /// Reached the environment; its verification window is still open.
+    Verifying,
+    /// Reached the environment and its verification window passed without a rollback.
+    Succeeded,
+    /// Reached the environment, then was rolled back (automatically or by hand).
+    RolledBack,
+    /// The deployment itself failed (a `failure`/`error` status), before or after it reached
+    /// the environment.
+    Failed,
+}
+
+impl DeployOutcome {
+    /// True when the deployment reached the environment successfully (a Four Keys deployment).
+    pub fn reached_environment(self) -> bool {
+        !matches!(self, DeployOutcome::Failed)
+    }
+}
+
+/// One deployment, reduced to what the Four Keys need.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentFact {
+    pub id: String,
+    pub environment: String,
+    pub sha: String,
+    /// When the deployment went out: the time its successful status arrived, or for a failed
+    /// deployment the time it failed. This is the time the windows are applied to.
+    pub at: Timestamp,
+    /// Commit time of `sha` (for a squash-merged change, the merge commit's own time), when known.
+    pub committed_at: Option<Timestamp>,
+    pub outcome: DeployOutcome,
+}
+
+/// One incident, reduced to what the Four Keys need.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncidentFact {
+    pub id: String,
+    pub environment: Option<String>,
+    pub opened_at: Timestamp,
+    pub resolved_at: Option<Timestamp>,
+    /// The deployment that was verifying when the incident opened.
+    pub caused_by_deployment: Option<String>,
+}
+
+/// Four Keys' deployment frequency bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Frequency {
+    Daily,
+    Weekly,
+    Monthly,
+    Yearly,
+}
+
+impl Frequency {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Frequency::Daily => "daily",
+            Frequency::Weekly => "weekly",
+            Frequency::Monthly => "monthly",
+            Frequency::Yearly => "yearly",
+        }
+    }
+}
+
+/// The Four Keys of one environment over one window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DoraReport {
+    pub environment: String,
+    pub window: Window,
+    /// Deployments that reached the environment in the window.
+    pub deployments: u32,
+    /// `None` when there were no deployments.
+    pub frequency: Option<Frequency>,
+    /// `deployments` divided by the window's days; `None` when there were no deployments.
+    pub deployments_per_day: Option<f64>,
+    /// Median of (deployed − committed) in seconds over deployments with a known commit time.
+    pub lead_time_seconds: Option<f64>,
+    /// How many deployments had a known commit time.
+    pub lead_time_samples: u32,
+    /// Deployments whose outcome is known (not still verifying, or already blamed for an
+    /// incident): the change failure rate's denominator.
+    pub judged_deployments: u32,
+    /// Judged deployments that failed, were rolled back, or caused an incident.
+    pub failed_changes: u32,
+    /// `failed_changes / judged_deployments`, between 0 and 1; `None` without judged deployments.
+    pub change_failure_rate: Option<f64>,
+    /// Median of (resolved − opened) in seconds over incidents opened and resolved in the window.
+    pub time_to_restore_seconds: Option<f64>,
+    pub restored_incidents: u32,
+    /// Incidents opened in the window and still open.
+    pub open_incidents: u32,
+}
+
+/// Median with linear interpolation (BigQuery's `PERCENTILE_CONT(x, 0.5)`, as Four Keys uses).
+pub fn median(values: &[f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        Some(v[n / 2])
+    } else {
+        Some((v[n / 2 - 1] + v[n / 2]) / 2.0)
+    }
+}
+
+fn utc_date(t: Timestamp) -> Date {
+    t.to_zoned(TimeZone::UTC).date()
+}
+
+/// The Sunday starting `d`'s week (BigQuery's `TIMESTAMP_TRUNC(x, WEEK)`).
+fn week_start(d: Date) -> Date {
+    let back = i64::from(d.weekday().to_sunday_zero_offset());
+    d.checked_sub(jiff::Span::new().days(back)).unwrap_or(d)
+}
+
+/// Four Keys' frequency bucket for deployments on `deploy_days` (UTC dates) over `window`.
+///
+/// Every UTC day of the window belongs to a week (Sunday to Saturday; the first and last weeks
+/// may be partial). Per week: the number of distinct days with a deployment, and whether it had
+/// one at all. Per month (of the week's Sunday): the number of weeks with a deployment.
+/// Daily when the median days-with-a-deploy per week is at least 3; otherwise weekly when the
+/// median of "week had a deploy" (0 or 1) is at least 1, i.e. most weeks had one; otherwise
+/// monthly when the median over weeks of their month's deploying-week count is at least 1;
+/// otherwise yearly.
+pub fn frequency_bucket(window: &Window, deploy_days: &BTreeSet<Date>) -> Frequency {
+    let first = utc_date(window.from);
+    // `to` is exclusive: its own day counts only when the window ends after midnight.
+    let to_zoned = window.to.to_zoned(TimeZone::UTC);
+    let last_exclusive = if to_zoned.time() == jiff::civil::Time::midnight() {
+        to_zoned.date()
+    } else {
+        to_zoned
+            .date()
+            .tomorrow()
+            .unwrap_or_else(|_| to_zoned.date())
+    };
+    let mut weeks: BTreeMap<Date, (u32, bool)> = BTreeMap::new();
+    let mut day = first;
+    while day < last_exclusive {
+        let entry = weeks.entry(week_start(day)).or_insert((0, false));
+        if deploy_days.contains(&day) {
+            entry.0 += 1;
+            entry.1 = true;
+        }
+        match day.tomorrow() {
+            Ok(next) => day = next,
+            Err(_) => break,
+        }
+    }
+    if weeks.is_empty() {
+        return Frequency::Yearly;
+    }
+    let days_deployed: Vec<f64> = weeks.values().map(|(d, _)| f64::from(*d)).collect();
+    let week_deployed: Vec<f64> = weeks
+        .values()
+        .map(|(_, w)| if *w { 1.0 } else { 0.0 })
+        .collect();
+    let mut per_month: BTreeMap<(i16, i8), u32> = BTreeMap::new();
+    for (start, (_, deployed)) in &weeks {
+        *per_month.entry((start.year(), start.month())).or_default() += u32::from(*deployed);
+    }
+    let monthly: Vec<f64> = weeks
+        .keys()
+        .map(|start| f64::from(per_month[&(start.year(), start.month())]))
+        .collect();
+    if median(&days_deployed).is_some_and(|m| m >= 3.0) {
+        Frequency::Daily
+    } else if median(&week_deployed).is_some_and(|m| m >= 1.0) {
+        Frequency::Weekly
+    } else if median(&monthly).is_some_and(|m| m >= 1.0) {
+        Frequency::Monthly
+    } else {
+        Frequency::Yearly
+    }
+}
+
+/// The Four Keys of `environment` over `window`.
+///
+/// `deployments` and `incidents` may hold other environments and other times; only the
+/// relevant ones are used. Incidents are matched to deployments by id for the change failure
+/// rate whenever they were opened, so a deployment in the window that caused an incident after
+/// the window still counts as a failed change.
+pub fn report(
+    environment: &str,
+    window: Window,
+    deployments: &[DeploymentFact],
+    incidents: &[IncidentFact],
+) -> DoraReport {
+    let in_window: Vec<&DeploymentFact> = deployments
+        .iter()
+        .filter(|d| d.environment == environment && window.contains(d.at))
+        .collect();
+    let reached: Vec<&DeploymentFact> = in_window
+        .iter()
+        .copied()
+        .filter(|d| d.outcome.reached_environment())
+        .collect();
+
+    let deployments_count = u32::try_from(reached.len()).unwrap_or(u32::MAX);
+    let deploy_days: BTreeSet<Date> = reached.iter().map(|d| utc_date(d.at)).collect();
+    let frequency = (!reached.is_empty()).then(|| frequency_bucket(&window, &deploy_days));
+    let deployments_per_day =
+        (!reached.is_empty()).then(|| f64::from(deployments_count) / window.days());
+
+    let lead_times: Vec<f64> = reached
+        .iter()
+        .filter_map(|d| d.committed_at.map(|c| d.at.duration_since(c)))
+        // A commit stamped after its own deployment is clock skew, not negative lead time.
+        .map(|lt| lt.as_secs_f64().max(0.0))
+        .collect();
+
+    let caused: HashSet<&str> = incidents
+        .iter()
+        .filter_map(|i| i.caused_by_deployment.as_deref())
+        .collect();
+    let mut judged = 0u32;
+    let mut failed = 0u32;
+    for d in &in_window {
+        let blamed = caused.contains(d.id.as_str());
+        let is_failure =
+            blamed || matches!(d.outcome, DeployOutcome::RolledBack | DeployOutcome::Failed);
+        if d.outcome == DeployOutcome::Verifying && !blamed {
+            continue;
+        }
+        judged += 1;
+        failed += u32::from(is_failure);
+    }
+    let change_failure_rate = (judged > 0).then(|| f64::from(failed) / f64::from(judged));
+
+    let env_incidents: Vec<&IncidentFact> = incidents
+        .iter()
+        .filter(|i| i.environment.as_deref() == Some(environment) && window.contains(i.opened_at))
+        .collect();
+    let restore_times: Vec<f64> = env_incidents
+        .iter()
+        .filter_map(|i| i.resolved_at.map(|r| r.duration_since(i.opened_at)))
+        .map(|d| d.as_secs_f64().max(0.0))
+        .collect();
+    let open_incidents = env_incidents
+        .iter()
+        .filter(|i| i.resolved_at.is_none())
+        .count();
+
+    DoraReport {
+        environment: environment.to_string(),
+        window,
+        deployments: deployments_count,
+        frequency,
+        deployments_per_day,
+        lead_time_seconds: median(&lead_times),
+        lead_time_samples: u32::try_from(lead_times.len()).unwrap_or(u32::MAX),
+        judged_deployments: judged,
+        failed_changes: failed,
+        change_failure_rate,
+        time_to_restore_seconds: median(&restore_times),
+        restored_incidents: u32::try_from(restore_times.len()).unwrap_or(u32::MAX),
+        open_incidents: u32::try_from(open_incidents).unwrap_or(u32::MAX),
+    }
+}
+
+/// A duration for people: `3d 4h`, `2h 5m`, `4m 10s`, `12s`.
+pub fn human_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    let (d, h, m, sec) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60, s % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{sec}s"),
+        (0, 0, _) => format!("{m}m {sec}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+impl DoraReport {
+    /// One line for people: `production, last 30d: 12 deployments (weekly), lead time 3h 20m,
+    /// change failure rate 8%, time to restore 45m 0s`.
+    pub fn summary(&self) -> String {
+        let freq = match self.frequency {
+            Some(f) => format!("{} deployments ({})", self.deployments, f.as_str()),
+            None => "no deployments".to_string(),
+        };
+        let lead = self
+            .lead_time_seconds
+            .map(human_duration)
+            .unwrap_or_else(|| "n/a".into());
+        let cfr = self
+            .change_failure_rate
+            .map(|r| format!("{:.0}%", r * 100.0))
+            .unwrap_or_else(|| "n/a".into());
+        let ttr = self
+            .time_to_restore_seconds
+            .map(human_duration)
+            .unwrap_or_else(|| "n/a".into());
+        format!(
+            "{}, last {}: {freq}, lead time {lead}, change failure rate {cfr}, time to restore {ttr}",
+            self.environment,
+            self.window.label()
+        )
+    }
+}

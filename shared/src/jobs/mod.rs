@@ -1,0 +1,245 @@
+//! The scheduled jobs: backups and restore drills, rollback drills, the DORA report, the
+//! sweeper and the synthetic health probes.
+//!
+//! Each job is one async function over a [`JobContext`]; [`run`] (on demand: `shipgate job
+//! NAME`) and [`run_scheduled`] (a schedule tick, claimed once per scheduled time) wrap it the
+//! same way: the result is recorded as `META#job` / `{name}`, a `Job` notification goes out
+//! when the job has something to say or failed (paging for the jobs that page), and figures are
+//! printed as CloudWatch Embedded Metric Format lines ([`emf`]).
+//!
+//! A job that ran and found a problem (a probe down, a drill that failed) returns an `Ok`
+//! report with `ok: false`; [`JobError`] means the job could not run at all (state store
+//! unreachable, backups not configured) and the invocation should count as failed.
+
+pub mod backup;
+pub mod tables;
+
+pub mod dora;
+pub mod emf;
+pub mod probes;
+pub mod rollback_drill;
+mod runner;
+pub mod sweeper;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::service::{ServiceError, Services};
+use crate::store::RepoError;
+
+pub use emf::MetricSink;
+pub use runner::{run, run_scheduled, JOB_CLAIM_TTL};
+
+/// The jobs there are; their names are the `{"job": NAME}` the schedules send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum JobName {
+    Backup,
+    RestoreDrill,
+    RollbackDrill,
+    DoraReport,
+    Sweeper,
+    HealthProbes,
+}
+
+impl JobName {
+    pub const ALL: [JobName; 6] = [
+        JobName::Backup,
+        JobName::RestoreDrill,
+        JobName::RollbackDrill,
+        JobName::DoraReport,
+        JobName::Sweeper,
+        JobName::HealthProbes,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobName::Backup => "backup",
+            JobName::RestoreDrill => "restore-drill",
+            JobName::RollbackDrill => "rollback-drill",
+            JobName::DoraReport => "dora-report",
+            JobName::Sweeper => "sweeper",
+            JobName::HealthProbes => "health-probes",
+        }
+    }
+
+    /// Whether a failure of this job pages someone: losing backups or the proof that restores
+    /// and rollbacks work is urgent; a late report or a sweep that will run again is not.
+    /// (Probes page through the incidents they open.)
+    pub fn pages_on_failure(self) -> bool {
+        matches!(
+            self,
+            JobName::Backup | JobName::RestoreDrill | JobName::RollbackDrill
+        )
+    }
+}
+
+impl fmt::Display for JobName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A job name that is not one of [`JobName::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown job {given:?}; expected one of: backup, restore-drill, rollback-drill, dora-report, sweeper, health-probes")]
+pub struct UnknownJob {
+    pub given: String,
+}
+
+impl FromStr for JobName {
+    type Err = UnknownJob;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim();
+        JobName::ALL
+            .into_iter()
+            .find(|j| j.as_str() == wanted)
+            .ok_or_else(|| UnknownJob {
+                given: s.to_string(),
+            })
+    }
+}
+
+impl Serialize for JobName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for JobName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// What one job did, before the runner records and announces it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JobOutcome {
+    pub ok: bool,
+    /// One line for people.
+    pub summary: String,
+    pub details: serde_json::Value,
+    /// Announce a successful run too (reports and drills); failures are always announced.
+    pub announce: bool,
+}
+
+impl JobOutcome {
+    pub fn ok(summary: impl Into<String>, details: serde_json::Value) -> Self {
+        JobOutcome {
+            ok: true,
+            summary: summary.into(),
+            details,
+            announce: false,
+        }
+    }
+
+    pub fn failed(summary: impl Into<String>, details: serde_json::Value) -> Self {
+        JobOutcome {
+            ok: false,
+            summary: summary.into(),
+            details,
+            announce: true,
+        }
+    }
+
+    pub fn announced(mut self) -> Self {
+        self.announce = true;
+        self
+    }
+}
+
+/// The recorded result of one run (`META#job` / `{name}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobReport {
+    pub job: JobName,
+    pub ok: bool,
+    pub summary: String,
+    #[serde(default)]
+    pub details: serde_json::Value,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+    /// The schedule tick this run answers, for scheduled runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_for: Option<String>,
+    /// True when this tick had already been handled: nothing was done.
+    #[serde(default)]
+    pub duplicate: bool,
+}
+
+/// Why a job could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error("this job needs {what}, which is not configured")]
+    NotConfigured { what: &'static str },
+    #[error("{job} failed: {message}")]
+    Failed {
+        job: JobName,
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+impl From<RepoError> for JobError {
+    fn from(e: RepoError) -> Self {
+        JobError::Service(ServiceError::Repo(e))
+    }
+}
+
+/// The backup side of the jobs (`backup`, `restore-drill`). Implemented over the backup
+/// module's storage, keys and tables by whoever wires the function; `None` in a
+/// [`JobContext`] makes those jobs fail with [`JobError::NotConfigured`].
+#[async_trait]
+pub trait BackupJobs: Send + Sync {
+    async fn backup(&self, svc: &Services) -> Result<JobOutcome, JobError>;
+    async fn restore_drill(&self, svc: &Services) -> Result<JobOutcome, JobError>;
+}
+
+/// Everything the jobs need, built once at cold start.
+#[derive(Clone)]
+pub struct JobContext {
+    pub services: Services,
+    /// For probes: plain HTTP, no credentials attached.
+    pub http: reqwest::Client,
+    pub backups: Option<Arc<dyn BackupJobs>>,
+    pub metrics: MetricSink,
+}
+
+impl fmt::Debug for JobContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobContext")
+            .field("services", &self.services)
+            .field("backups", &self.backups.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl JobContext {
+    /// A context without backups, printing metrics to stdout.
+    pub fn new(services: Services, http: reqwest::Client) -> Self {
+        JobContext {
+            services,
+            http,
+            backups: None,
+            metrics: MetricSink::Stdout,
+        }
+    }
+
+    pub fn with_backups(mut self, backups: Arc<dyn BackupJobs>) -> Self {
+        self.backups = Some(backups);
+        self
+    }
+
+    pub fn with_metrics(mut self, metrics: MetricSink) -> Self {
+        self.metrics = metrics;
+        self
+    }
+}

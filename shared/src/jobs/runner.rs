@@ -1,0 +1,145 @@
+//! Runs one job the same way whatever started it: record the result, announce it, emit its
+//! success as a metric. A schedule tick is claimed first so a repeated tick does nothing.
+
+use std::time::Duration;
+
+use tracing::Instrument;
+
+use super::emf::{self, Unit};
+use super::{
+    dora, probes, rollback_drill, sweeper, JobContext, JobError, JobName, JobOutcome, JobReport,
+};
+use crate::notify::{Notification, NotificationBody};
+
+/// How long a handled tick is remembered. Lambda retries a failed asynchronous invocation for
+/// up to six hours, and EventBridge never repeats a tick days later.
+pub const JOB_CLAIM_TTL: Duration = Duration::from_secs(3 * 24 * 3600);
+
+/// Runs `job` now, on demand (`shipgate job NAME`): never deduplicated.
+pub async fn run(ctx: &JobContext, job: JobName) -> Result<JobReport, JobError> {
+    execute(ctx, job, None).await
+}
+
+/// Runs `job` for the schedule tick `tick` (the EventBridge event's `time`, or another id that
+/// is the same for every delivery of one tick). A tick seen before returns a report marked
+/// `duplicate` and changes nothing. When the job cannot run, the claim is given back so a
+/// retry of the same tick runs it.
+pub async fn run_scheduled(
+    ctx: &JobContext,
+    job: JobName,
+    tick: &str,
+) -> Result<JobReport, JobError> {
+    let svc = &ctx.services;
+    let now = svc.now();
+    let key = format!("{job}:{tick}");
+    if !svc
+        .repo
+        .claim_event("job", &key, now, JOB_CLAIM_TTL)
+        .await?
+    {
+        tracing::info!(job = %job, tick, "schedule tick already handled; nothing to do");
+        return Ok(JobReport {
+            job,
+            ok: true,
+            summary: format!("tick {tick} was already handled"),
+            details: serde_json::Value::Null,
+            started_at: now,
+            finished_at: now,
+            scheduled_for: Some(tick.to_string()),
+            duplicate: true,
+        });
+    }
+    let result = execute(ctx, job, Some(tick)).await;
+    if result.is_err() {
+        if let Err(e) = svc.repo.release_event("job", &key).await {
+            tracing::error!(job = %job, error = %e, "could not release the tick claim; a retry will be skipped");
+        }
+    }
+    result
+}
+
+async fn outcome_of(ctx: &JobContext, job: JobName) -> Result<JobOutcome, JobError> {
+    let svc = &ctx.services;
+    let backups = || {
+        ctx.backups.as_ref().ok_or(JobError::NotConfigured {
+            what: "backup storage (SHIPGATE_BACKUP_BUCKET and SHIPGATE_KMS_KEY_ID, or a local backup directory)",
+        })
+    };
+    match job {
+        JobName::Backup => backups()?.backup(svc).await,
+        JobName::RestoreDrill => backups()?.restore_drill(svc).await,
+        JobName::RollbackDrill => rollback_drill::start(ctx).await,
+        JobName::DoraReport => dora::run(ctx).await,
+        JobName::Sweeper => sweeper::run(ctx).await,
+        JobName::HealthProbes => probes::run(ctx).await,
+    }
+}
+
+async fn execute(
+    ctx: &JobContext,
+    job: JobName,
+    tick: Option<&str>,
+) -> Result<JobReport, JobError> {
+    let svc = &ctx.services;
+    let started_at = svc.now();
+    let span = tracing::info_span!("job", job = %job, tick = tick.unwrap_or(""));
+    let result = outcome_of(ctx, job).instrument(span).await;
+    let finished_at = svc.now();
+    let (outcome, error) = match result {
+        Ok(o) => (o, None),
+        Err(e) => (
+            JobOutcome::failed(format!("{job} could not run: {e}"), serde_json::Value::Null),
+            Some(e),
+        ),
+    };
+    let report = JobReport {
+        job,
+        ok: outcome.ok,
+        summary: outcome.summary.clone(),
+        details: outcome.details.clone(),
+        started_at,
+        finished_at,
+        scheduled_for: tick.map(str::to_string),
+        duplicate: false,
+    };
+    if let Err(e) = svc.repo.put_meta("job", job.as_str(), &report).await {
+        tracing::error!(job = %job, error = %e, "could not record the job result");
+    }
+    if outcome.announce || !outcome.ok {
+        svc.publish(Notification::new(
+            finished_at,
+            NotificationBody::Job {
+                job: job.as_str().to_string(),
+                ok: outcome.ok,
+                summary: outcome.summary.clone(),
+                details: outcome.details.clone(),
+                page: !outcome.ok && job.pages_on_failure(),
+            },
+        ))
+        .await;
+    }
+    let dims = [("Job", job.as_str())];
+    ctx.metrics.emit(emf::line(
+        finished_at,
+        &dims,
+        "JobSucceeded",
+        Unit::Count,
+        if outcome.ok { 1.0 } else { 0.0 },
+    ));
+    ctx.metrics.emit(emf::line(
+        finished_at,
+        &dims,
+        "JobDuration",
+        Unit::Seconds,
+        finished_at.duration_since(started_at).as_secs_f64(),
+    ));
+    if outcome.ok {
+        tracing::info!(job = %job, summary = %outcome.summary, "job finished");
+    } else {
+        tracing::warn!(job = %job, summary = %outcome.summary, "job reported a problem");
+    }
+    match error {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
+}

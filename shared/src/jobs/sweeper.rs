@@ -1,0 +1,270 @@
+//! The sweeper: the time-driven half of the lifecycle, and the retries of work whose first
+//! attempt failed.
+//!
+//! Per policy environment it expires approval requests past their TTL, closes verification
+//! windows that passed quietly (the deployment succeeds and becomes last known good), resumes
+//! rollbacks whose GitHub call failed, releases locks still held by deployments that ended,
+//! and answers GitHub's protection-rule callbacks still pending for decided deployments. It
+//! also times out rollback drills whose legs never finished. Every step is idempotent, so a
+//! sweep that overlaps another, or runs twice, changes nothing the second time.
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+
+use super::{rollback_drill, JobContext, JobError, JobOutcome};
+use crate::domain::deployment::{Action, Actor, CallbackState, Deployment, State};
+use crate::notify::Notification;
+use crate::service::gate::{answer_github, update_deployment};
+use crate::service::lifecycle::{finish_verification, LifecycleOutcome};
+use crate::service::rollback::{self, RollbackOutcome};
+use crate::service::{ServiceError, Services};
+
+/// How far back the sweeper looks. GitHub waits at most 30 days on a protection rule, so
+/// older deployments have nobody left to answer.
+pub const HORIZON_DAYS: i64 = 30;
+
+/// A rollback's own first attempt gets this long before the sweeper tries again, so the
+/// sweeper does not race the alert that is starting it right now.
+pub const ROLLBACK_RETRY_AFTER: Duration = Duration::from_secs(120);
+
+/// What one sweep did; every list holds deployment ids (environments for locks).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct SweepReport {
+    pub expired: Vec<String>,
+    pub verified: Vec<String>,
+    pub rollbacks_resumed: Vec<String>,
+    pub locks_released: Vec<String>,
+    pub answered: Vec<String>,
+    pub drills_timed_out: Vec<String>,
+    /// Steps that failed; they are retried by the next sweep.
+    pub errors: Vec<String>,
+}
+
+impl SweepReport {
+    pub fn is_empty(&self) -> bool {
+        self == &SweepReport::default()
+    }
+
+    pub fn summary(&self) -> String {
+        if self.is_empty() {
+            return "nothing to sweep".into();
+        }
+        let mut parts = Vec::new();
+        for (n, what) in [
+            (self.expired.len(), "approvals expired"),
+            (self.verified.len(), "verification windows closed"),
+            (self.rollbacks_resumed.len(), "rollbacks resumed"),
+            (self.locks_released.len(), "stale locks released"),
+            (self.answered.len(), "GitHub answers sent"),
+            (self.drills_timed_out.len(), "rollback drills timed out"),
+            (self.errors.len(), "errors"),
+        ] {
+            if n > 0 {
+                parts.push(format!("{n} {what}"));
+            }
+        }
+        parts.join(", ")
+    }
+}
+
+/// The sweeper job.
+pub async fn run(ctx: &JobContext) -> Result<JobOutcome, JobError> {
+    let report = sweep(&ctx.services).await;
+    let details = serde_json::to_value(&report).unwrap_or_default();
+    if report.errors.is_empty() {
+        Ok(JobOutcome::ok(report.summary(), details))
+    } else {
+        Ok(JobOutcome::failed(report.summary(), details))
+    }
+}
+
+fn add(t: Timestamp, d: Duration) -> Timestamp {
+    SignedDuration::try_from(d)
+        .ok()
+        .and_then(|d| t.checked_add(d).ok())
+        .unwrap_or(Timestamp::MAX)
+}
+
+/// `4h`, `90m`, `45s`: the TTL an approval request was given.
+fn ttl_text(dep: &Deployment) -> String {
+    let secs = dep
+        .approval_expires_at
+        .map(|e| e.duration_since(dep.created_at).as_secs())
+        .unwrap_or(0)
+        .max(0);
+    if secs > 0 && secs % 3600 == 0 {
+        format!("{}h", secs / 3600)
+    } else if secs > 0 && secs % 60 == 0 {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+/// Expires an approval request past its TTL. Returns the expired deployment, or `None` when it
+/// was decided meanwhile. GitHub is answered by the callback step of the same sweep.
+pub async fn expire(
+    svc: &Services,
+    deployment_id: &str,
+) -> Result<Option<Deployment>, ServiceError> {
+    let now = svc.now();
+    let mut moved = false;
+    let updated = update_deployment(svc, deployment_id, |d| {
+        moved = false;
+        if d.state != State::AwaitingApproval || d.approval_expires_at.is_none_or(|e| now < e) {
+            return None;
+        }
+        let why = format!("approval expired after {}", ttl_text(d));
+        let event = d
+            .apply(Action::Expire, now, &Actor::system(), why.clone())
+            .ok()?;
+        d.reason = Some(why);
+        moved = true;
+        Some(vec![event])
+    })
+    .await?;
+    match updated {
+        Some(dep) if moved => {
+            tracing::info!(deployment_id = %dep.id, environment = %dep.environment, "approval request expired");
+            svc.publish(Notification::deployment(now, &dep, "expired"))
+                .await;
+            Ok(Some(dep))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn is_decided(dep: &Deployment) -> bool {
+    !matches!(dep.state, State::Requested | State::AwaitingApproval)
+}
+
+/// One sweep over every policy environment. Never fails as a whole: a step that fails is
+/// logged, listed in `errors` and retried next time.
+pub async fn sweep(svc: &Services) -> SweepReport {
+    let mut report = SweepReport::default();
+    let now = svc.now();
+    let environments: Vec<String> = svc.policy.environments().map(|e| e.name.clone()).collect();
+    for environment in &environments {
+        sweep_active(svc, environment, now, &mut report).await;
+        match svc.repo.release_stale_lock(environment).await {
+            Ok(true) => {
+                tracing::info!(environment = %environment, "released a lock held by a deployment that ended");
+                report.locks_released.push(environment.clone());
+            }
+            Ok(false) => {}
+            Err(e) => report.errors.push(format!("lock of {environment}: {e}")),
+        }
+        answer_pending(svc, environment, now, &mut report).await;
+    }
+    match rollback_drill::time_out_stale(svc).await {
+        Ok(timed_out) => report.drills_timed_out.extend(timed_out),
+        Err(e) => report.errors.push(format!("rollback drills: {e}")),
+    }
+    for e in &report.errors {
+        tracing::warn!(error = %e, "sweep step failed; the next sweep retries it");
+    }
+    report
+}
+
+async fn sweep_active(svc: &Services, environment: &str, now: Timestamp, report: &mut SweepReport) {
+    let active = match svc
+        .repo
+        .active_deployments(environment, now, HORIZON_DAYS)
+        .await
+    {
+        Ok(active) => active,
+        Err(e) => {
+            report
+                .errors
+                .push(format!("listing deployments of {environment}: {e}"));
+            return;
+        }
+    };
+    for dep in active {
+        match dep.state {
+            State::AwaitingApproval if dep.approval_expires_at.is_some_and(|e| e <= now) => {
+                match expire(svc, &dep.id).await {
+                    Ok(Some(_)) => report.expired.push(dep.id.clone()),
+                    Ok(None) => {}
+                    Err(e) => report.errors.push(format!("expiring {}: {e}", dep.id)),
+                }
+            }
+            State::Verifying if dep.verify_until.is_some_and(|u| u <= now) => {
+                match finish_verification(svc, &dep.id).await {
+                    Ok(LifecycleOutcome::Moved { .. }) => report.verified.push(dep.id.clone()),
+                    Ok(_) => {}
+                    Err(e) => report
+                        .errors
+                        .push(format!("closing the window of {}: {e}", dep.id)),
+                }
+            }
+            State::RollingBack => {
+                let stuck = dep.rollback.as_ref().is_some_and(|rb| {
+                    rb.github_deployment_id.is_none()
+                        && add(rb.started_at, ROLLBACK_RETRY_AFTER) <= now
+                });
+                if !stuck {
+                    continue;
+                }
+                match rollback::resume(svc, &dep.id).await {
+                    Ok(RollbackOutcome::Started { .. }) => {
+                        report.rollbacks_resumed.push(dep.id.clone())
+                    }
+                    Ok(RollbackOutcome::Failed { error, .. }) => report
+                        .errors
+                        .push(format!("rollback of {} failed again: {error}", dep.id)),
+                    Ok(_) => {}
+                    Err(e) => report
+                        .errors
+                        .push(format!("resuming the rollback of {}: {e}", dep.id)),
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn answer_pending(
+    svc: &Services,
+    environment: &str,
+    now: Timestamp,
+    report: &mut SweepReport,
+) {
+    // Without an App every attempt would only log that it cannot answer.
+    if svc.github.is_none() {
+        return;
+    }
+    let from = now
+        .checked_sub(SignedDuration::from_hours(24 * HORIZON_DAYS))
+        .unwrap_or(Timestamp::UNIX_EPOCH);
+    let all = match svc
+        .repo
+        .deployments_in(environment, from, Timestamp::MAX, false, None)
+        .await
+    {
+        Ok(all) => all,
+        Err(e) => {
+            report
+                .errors
+                .push(format!("listing deployments of {environment}: {e}"));
+            return;
+        }
+    };
+    let pending = all.iter().filter(|d| {
+        d.callback == CallbackState::Pending
+            && is_decided(d)
+            && d.run_id.is_some()
+            && d.installation_id.is_some()
+    });
+    for dep in pending {
+        match answer_github(svc, &dep.id).await {
+            Ok(true) => report.answered.push(dep.id.clone()),
+            Ok(false) => {}
+            Err(e) => report
+                .errors
+                .push(format!("answering GitHub for {}: {e}", dep.id)),
+        }
+    }
+}
