@@ -4,6 +4,11 @@
 //! The GitHub App is optional here (`SHIPGATE_GITHUB_APP_ID` + `SHIPGATE_GITHUB_PRIVATE_KEY`):
 //! without it the sweeper cannot answer GitHub and rollback drills cannot run, and both say
 //! so. The webhook secret is not needed by jobs and not read.
+//!
+//! Backups need `SHIPGATE_BACKUP_BUCKET` and `SHIPGATE_KMS_KEY_ID` (scratch tables for restore
+//! drills are named by `SHIPGATE_SCRATCH_TABLE_PREFIX`); without the first two, `backup` and
+//! `restore-drill` report "not configured". Set but invalid (a bad prefix, a policy table that
+//! cannot be backed up) fails the cold start.
 
 use std::sync::Arc;
 
@@ -12,6 +17,7 @@ use scheduled_jobs::handle;
 use serde_json::Value;
 use shipgate::bootstrap::{self, BootError};
 use shipgate::config::{self, GitHubSettings, Vars};
+use shipgate::jobs::backup_jobs::{TableBackups, BACKUP_BUCKET_VAR, KMS_KEY_VAR};
 use shipgate::jobs::JobContext;
 use shipgate::outbound::github::{GitHubApi, GitHubApp, GitHubAppConfig};
 
@@ -42,6 +48,23 @@ fn github_app(
     Ok(Some(Arc::new(GitHubApp::new(config, http)?)))
 }
 
+/// Whether both the backup bucket and the KMS key are set. Without them the backup and
+/// restore-drill jobs report "not configured" (and page) on every tick; the other jobs still
+/// run, so this is a warning rather than a failed cold start.
+fn backups_configured(vars: &dyn Vars) -> bool {
+    let missing: Vec<&str> = [BACKUP_BUCKET_VAR, KMS_KEY_VAR]
+        .into_iter()
+        .filter(|name| config::optional(vars, name).is_none())
+        .collect();
+    if !missing.is_empty() {
+        tracing::warn!(
+            missing = %missing.join(", "),
+            "backups are not configured: the backup and restore-drill jobs will fail"
+        );
+    }
+    missing.is_empty()
+}
+
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     bootstrap::init_lambda_tracing();
@@ -50,13 +73,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let http = shipgate::outbound::http_client()?;
     let github = github_app(&vars, http)?;
     let services = bootstrap::aws_services(&vars, &sdk, github).await?;
-    let ctx = JobContext::new(services, probe_client()?);
-    // TODO(backups): wire `shipgate::jobs::BackupJobs` over `jobs::backup::BackupDeps` built from
-    // SHIPGATE_BACKUP_BUCKET (S3 objects) and SHIPGATE_KMS_KEY_ID (KMS data keys), with scratch
-    // tables named by SHIPGATE_SCRATCH_TABLE_PREFIX; until then `backup` and `restore-drill`
-    // fail with a clear "not configured" error.
-    if config::optional(&vars, "SHIPGATE_BACKUP_BUCKET").is_some() {
-        tracing::warn!("SHIPGATE_BACKUP_BUCKET is set but backup jobs are not wired in this build");
+    let mut ctx = JobContext::new(services, probe_client()?);
+    if backups_configured(&vars) {
+        let backups = TableBackups::aws(&sdk, &vars, &ctx.services.policy)?;
+        tracing::info!(tables = ?backups.tables(), "backups configured");
+        ctx = ctx.with_backups(Arc::new(backups));
     }
     let ctx = &ctx;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

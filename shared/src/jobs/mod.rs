@@ -12,6 +12,7 @@
 //! unreachable, backups not configured) and the invocation should count as failed.
 
 pub mod backup;
+pub mod backup_jobs;
 pub mod tables;
 
 pub mod dora;
