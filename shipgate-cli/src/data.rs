@@ -1,0 +1,53 @@
+//! The data directory and the policy file, as every command opens them.
+//!
+//! Layout of the data directory: `shipgate.db` (the SQLite state, WAL mode, so also
+//! `shipgate.db-wal` and `shipgate.db-shm` while it is open).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use shipgate::domain::policy::{Policy, PolicyLoadError};
+use shipgate::store::sqlite::{Durability, SqliteStore};
+use shipgate::store::Repo;
+
+use crate::error::CliError;
+
+/// The state file's name inside the data directory.
+pub const DB_FILE: &str = "shipgate.db";
+
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(DB_FILE)
+}
+
+/// Opens the state for the server, creating the directory and the database when missing.
+pub fn create_or_open(data_dir: &Path) -> Result<Repo, CliError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| CliError::DataDir {
+        path: data_dir.to_path_buf(),
+        source,
+    })?;
+    open_path(db_path(data_dir))
+}
+
+/// Opens existing state for the operator commands; a wrong `--data` must not silently
+/// create an empty database and report "nothing happened".
+pub fn open_existing(data_dir: &Path) -> Result<Repo, CliError> {
+    let path = db_path(data_dir);
+    if !path.is_file() {
+        return Err(CliError::NoDatabase { path });
+    }
+    open_path(path)
+}
+
+fn open_path(path: PathBuf) -> Result<Repo, CliError> {
+    let store = SqliteStore::open(&path, Durability::Full)
+        .map_err(|source| CliError::Store { path, source })?;
+    Ok(Repo::new(Arc::new(store)))
+}
+
+/// Loads and validates the policy; errors carry every `FILE:LINE:COLUMN` problem.
+pub fn load_policy(path: &Path) -> Result<Policy, CliError> {
+    Policy::load(path).map_err(|e| match e {
+        PolicyLoadError::Read { path, source } => CliError::Read { path, source },
+        PolicyLoadError::Invalid(errors) => CliError::Policy(errors),
+    })
+}

@@ -1,0 +1,82 @@
+//! The binary's one error type: every command fails with a [`CliError`], which `main` prints
+//! once (prefixed with the command) and turns into the exit code.
+
+use std::path::PathBuf;
+
+use shipgate::config::ConfigError;
+use shipgate::domain::policy::PolicyErrors;
+use shipgate::store::{RepoError, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The command is registered but deliberately not implemented yet.
+    #[error("not built yet")]
+    NotBuilt,
+    /// Wrong use of the command line that clap cannot catch.
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Every problem, one `FILE:LINE:COLUMN: FIELD: MESSAGE` per line.
+    #[error("invalid policy:\n{0}")]
+    Policy(#[source] PolicyErrors),
+    /// `policy check` found problems; they were already printed.
+    #[error("{count} problem(s) in {file}")]
+    PolicyCheckFailed { file: String, count: usize },
+    /// A required variable is unset or malformed (the message names it, never its value).
+    #[error("{source}{hint}")]
+    Config {
+        #[source]
+        source: ConfigError,
+        /// Why the variable matters here.
+        hint: String,
+    },
+    #[error("cannot create data directory {}: {source}", path.display())]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "no shipgate database at {}; point --data (or SHIPGATE_DATA_DIR) at the directory `shipgate serve` uses",
+        path.display()
+    )]
+    NoDatabase { path: PathBuf },
+    #[error("cannot open the database {}: {source}", path.display())]
+    Store {
+        path: PathBuf,
+        #[source]
+        source: StoreError,
+    },
+    #[error("reading state: {0}")]
+    Repo(#[from] RepoError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(#[source] std::io::Error),
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("GitHub App client: {0}")]
+    GitHubClient(#[source] shipgate::bootstrap::BootError),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("writing output: {0}")]
+    Output(#[source] std::io::Error),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::NotBuilt | CliError::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}

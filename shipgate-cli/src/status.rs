@@ -1,0 +1,352 @@
+//! `shipgate status` and `shipgate history`: what the operator asks first — where is each
+//! environment, who holds it, what is burning, and who did what.
+//!
+//! Both read the data directory directly (SQLite in WAL mode lets them run beside a live
+//! `shipgate serve`). Output is a table for people or, with `--json`, one JSON object per
+//! line for scripts.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use jiff::Timestamp;
+use serde_json::{json, Value};
+use shipgate::domain::deployment::{AuditEvent, Deployment, Head};
+use shipgate::domain::incident::IncidentStatus;
+use shipgate::store::Repo;
+
+use crate::data;
+use crate::error::CliError;
+
+pub struct StatusOptions {
+    pub data_dir: PathBuf,
+    pub policy_file: PathBuf,
+    pub json: bool,
+}
+
+pub struct HistoryOptions {
+    pub data_dir: PathBuf,
+    pub policy_file: Option<PathBuf>,
+    pub environment: Option<String>,
+    pub json: bool,
+    pub limit: usize,
+}
+
+fn time(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%d %H:%M:%SZ").to_string()
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
+}
+
+fn head_json(h: &Option<Head>) -> Value {
+    match h {
+        Some(h) => {
+            json!({ "sha": h.sha, "ref": h.git_ref, "deployment_id": h.deployment_id, "at": h.at })
+        }
+        None => Value::Null,
+    }
+}
+
+fn deployment_json(d: &Deployment) -> Value {
+    json!({
+        "id": d.id,
+        "state": d.state,
+        "repo": d.repo,
+        "sha": d.sha,
+        "ref": d.git_ref,
+        "requester": d.requester,
+        "created_at": d.created_at,
+        "updated_at": d.updated_at,
+    })
+}
+
+/// One environment's status, as the JSON line `--json` prints.
+async fn environment_status(repo: &Repo, environment: &str) -> Result<Value, CliError> {
+    let heads = repo.heads(environment).await?;
+    let lock = match repo.lock_holder(environment).await? {
+        Some(holder) => {
+            let state = repo.get_deployment(&holder).await?.map(|d| d.state);
+            json!({ "deployment_id": holder, "state": state })
+        }
+        None => Value::Null,
+    };
+    let latest = repo
+        .deployments_in(
+            environment,
+            Timestamp::UNIX_EPOCH,
+            Timestamp::MAX,
+            true,
+            Some(1),
+        )
+        .await?;
+    let incidents = repo
+        .incidents_in(environment, Timestamp::UNIX_EPOCH, Timestamp::MAX)
+        .await?;
+    let open: Vec<Value> = incidents
+        .iter()
+        .filter(|i| i.status == IncidentStatus::Open)
+        .map(|i| {
+            json!({
+                "id": i.id,
+                "severity": i.severity,
+                "title": i.title,
+                "source": i.source,
+                "opened_at": i.opened_at,
+                "caused_by_deployment": i.caused_by_deployment,
+            })
+        })
+        .collect();
+    let critical: Vec<&str> = incidents
+        .iter()
+        .filter(|i| i.is_open_critical())
+        .map(|i| i.id.as_str())
+        .collect();
+    Ok(json!({
+        "environment": environment,
+        "current": head_json(&heads.current),
+        "last_known_good": head_json(&heads.last_known_good),
+        "lock": lock,
+        "latest_deployment": latest.first().map(deployment_json),
+        "open_incidents": open,
+        "open_critical_incidents": critical,
+    }))
+}
+
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+fn head_cell(h: &Value) -> String {
+    if h.is_null() {
+        return "-".into();
+    }
+    format!("{} ({})", short(text(&h["sha"])), text(&h["ref"]))
+}
+
+fn status_row(s: &Value) -> Vec<String> {
+    let lock = &s["lock"];
+    let lock = if lock.is_null() {
+        "-".to_string()
+    } else {
+        format!(
+            "{} ({})",
+            text(&lock["deployment_id"]),
+            lock["state"].as_str().unwrap_or("missing")
+        )
+    };
+    let latest = &s["latest_deployment"];
+    let latest = if latest.is_null() {
+        "-".to_string()
+    } else {
+        format!(
+            "{} {} {}",
+            text(&latest["id"]),
+            text(&latest["state"]),
+            short(text(&latest["sha"]))
+        )
+    };
+    let open = s["open_incidents"].as_array().map_or(0, Vec::len);
+    let critical = s["open_critical_incidents"].as_array().map_or(0, Vec::len);
+    vec![
+        text(&s["environment"]).to_string(),
+        head_cell(&s["current"]),
+        head_cell(&s["last_known_good"]),
+        lock,
+        format!("{open} ({critical} critical)"),
+        latest,
+    ]
+}
+
+/// Left-aligned columns separated by two spaces, trailing spaces trimmed.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            s.push_str(cell);
+            let pad = widths
+                .get(i)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(cell.chars().count());
+            s.push_str(&" ".repeat(pad + 2));
+        }
+        format!("{}\n", s.trim_end())
+    };
+    let mut out = line(header.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+fn emit(text: &str) -> Result<(), CliError> {
+    std::io::stdout()
+        .lock()
+        .write_all(text.as_bytes())
+        .map_err(CliError::Output)
+}
+
+/// `shipgate status`.
+pub async fn status(opts: StatusOptions) -> Result<(), CliError> {
+    let policy = data::load_policy(&opts.policy_file)?;
+    let repo = data::open_existing(&opts.data_dir)?;
+    let mut statuses = Vec::new();
+    for env in policy.environments() {
+        statuses.push(environment_status(&repo, &env.name).await?);
+    }
+    if opts.json {
+        let lines: String = statuses.iter().map(|s| format!("{s}\n")).collect();
+        return emit(&lines);
+    }
+    let rows: Vec<Vec<String>> = statuses.iter().map(status_row).collect();
+    let mut out = table(
+        &[
+            "ENVIRONMENT",
+            "CURRENT",
+            "LAST GOOD",
+            "LOCK",
+            "INCIDENTS",
+            "LATEST DEPLOYMENT",
+        ],
+        &rows,
+    );
+    for s in &statuses {
+        for inc in s["open_incidents"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "open incident in {}: {} [{}] {} (since {})\n",
+                text(&s["environment"]),
+                text(&inc["id"]),
+                text(&inc["severity"]),
+                text(&inc["title"]),
+                text(&inc["opened_at"]),
+            ));
+        }
+    }
+    emit(&out)
+}
+
+/// Merges per-environment logs into one, oldest first, keeping the newest `limit` events.
+fn merge_newest(mut logs: Vec<Vec<AuditEvent>>, limit: usize) -> Vec<AuditEvent> {
+    let mut all: Vec<AuditEvent> = logs.drain(..).flatten().collect();
+    // Stable: events of one environment at the same instant keep their stored order.
+    all.sort_by_key(|e| e.at);
+    let skip = all.len().saturating_sub(limit);
+    all.split_off(skip)
+}
+
+fn change(e: &AuditEvent) -> String {
+    match (e.from, e.to) {
+        (Some(from), Some(to)) => format!("{from} -> {to}"),
+        _ => String::new(),
+    }
+}
+
+/// `shipgate history`.
+pub async fn history(opts: HistoryOptions) -> Result<(), CliError> {
+    let environments: Vec<String> = match (&opts.environment, &opts.policy_file) {
+        (Some(env), _) => vec![env.clone()],
+        (None, Some(path)) => data::load_policy(path)?
+            .environments()
+            .map(|e| e.name.clone())
+            .collect(),
+        (None, None) => return Err(CliError::Usage(
+            "give --env E, or --policy FILE (or SHIPGATE_POLICY_FILE) to show every environment"
+                .into(),
+        )),
+    };
+    let repo = data::open_existing(&opts.data_dir)?;
+    let mut logs = Vec::new();
+    for env in &environments {
+        logs.push(
+            repo.audit_for_environment(env, Timestamp::UNIX_EPOCH, Timestamp::MAX, None)
+                .await?,
+        );
+    }
+    let events = merge_newest(logs, opts.limit);
+    if opts.json {
+        let mut lines = String::new();
+        for e in &events {
+            let line = serde_json::to_string(e).map_err(|e| CliError::Output(e.into()))?;
+            lines.push_str(&line);
+            lines.push('\n');
+        }
+        return emit(&lines);
+    }
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            vec![
+                time(e.at),
+                e.environment.clone(),
+                e.deployment_id.clone(),
+                e.actor.clone(),
+                e.what.clone(),
+                change(e),
+                e.why.clone(),
+            ]
+        })
+        .collect();
+    emit(&table(
+        &[
+            "TIME",
+            "ENVIRONMENT",
+            "DEPLOYMENT",
+            "ACTOR",
+            "WHAT",
+            "CHANGE",
+            "WHY",
+        ],
+        &rows,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(at: &str, env: &str, what: &str) -> AuditEvent {
+        AuditEvent {
+            at: at.parse().expect("timestamp"),
+            deployment_id: format!("dep-{what}"),
+            environment: env.into(),
+            actor: "shipgate".into(),
+            what: what.into(),
+            from: None,
+            to: None,
+            why: String::new(),
+        }
+    }
+
+    #[test]
+    fn history_merges_environments_by_time_and_keeps_the_newest() {
+        let staging = vec![
+            event("2026-01-01T10:00:00Z", "staging", "a"),
+            event("2026-01-01T12:00:00Z", "staging", "c"),
+        ];
+        let production = vec![
+            event("2026-01-01T11:00:00Z", "production", "b"),
+            event("2026-01-01T13:00:00Z", "production", "d"),
+        ];
+        let merged = merge_newest(vec![staging, production], 3);
+        let order: Vec<&str> = merged.iter().map(|e| e.what.as_str()).collect();
+        assert_eq!(order, ["b", "c", "d"]);
+    }
+
+    #[test]
+    fn tables_align_columns_and_trim_trailing_space() {
+        let out = table(
+            &["A", "LONG"],
+            &[vec!["xyz".into(), "1".into()], vec!["q".into(), "".into()]],
+        );
+        assert_eq!(out, "A    LONG\nxyz  1\nq\n");
+    }
+}
