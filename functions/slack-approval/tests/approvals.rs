@@ -354,10 +354,13 @@ async fn approvers_clicking_at_the_same_instant_lead_to_one_github_answer() {
             .filter(|(_, body)| body["state"] == json!("approved"))
             .collect();
         assert_eq!(approved_calls.len(), 1, "round {round}");
-        let events: Vec<String> = h.deployment_events().into_iter().map(|e| e.0).collect();
+        // Concurrent clicks publish in whatever order their saves finish; the notifier
+        // renders from stored state, so only the set of notifications matters.
+        let mut events: Vec<String> = h.deployment_events().into_iter().map(|e| e.0).collect();
+        events.sort();
         assert_eq!(
             events,
-            ["approval_requested", "approval_progress", "approved"]
+            ["approval_progress", "approval_requested", "approved"]
         );
 
         let mut texts = h.ephemeral_texts().await;
@@ -457,7 +460,7 @@ async fn a_button_from_another_message_is_stale_and_changes_nothing() {
 }
 
 #[tokio::test]
-async fn a_rollback_click_is_audited_and_answered_as_not_available_yet() {
+async fn a_rollback_click_on_a_deployment_that_is_not_running_changes_nothing() {
     let h = Harness::new().await;
     let dep = h.gate_production(1212).await;
 
@@ -466,19 +469,12 @@ async fn a_rollback_click_is_audited_and_answered_as_not_available_yet() {
 
     assert_eq!(
         h.ephemeral_texts().await,
-        vec!["rollback requests from Slack are not available yet"]
+        vec![format!(
+            "Not rolled back: {} is not what runs in production now; use the message of the current deployment.",
+            &dep.sha[..7]
+        )]
     );
     assert_eq!(h.deployment(&dep.id).await, dep);
-    let audit = h.audit(&dep.id).await;
-    let note = audit
-        .iter()
-        .find(|e| e.what == "rollback_requested")
-        .expect("audited");
-    assert_eq!(note.actor, "slack:U0ALICE01");
-    assert_eq!(
-        note.why,
-        "from Slack while awaiting_approval; rollback requests from Slack are not available yet"
-    );
 }
 
 const FREEZE_POLICY_TAIL: &str = r#"

@@ -14,6 +14,7 @@
 use std::time::Duration;
 
 use super::gate::{answer_github, update_deployment};
+use super::rollback::{self, RollbackOutcome};
 use super::{ServiceError, Services};
 use crate::domain::deployment::{
     Actor, ApprovalOutcome, ApprovalRefused, ApproverFacts, Deployment,
@@ -79,11 +80,12 @@ pub enum ClickOutcome {
     /// The clicker may reject, but this environment needs a reason first; nothing changed.
     ReasonRequired { environment: String },
     /// Rollback was asked for from Slack, which is not available yet; the request was audited.
-    RollbackUnavailable,
+    /// A rollback was requested from the deployment's message; the text says what happened.
+    Rollback {
+        environment: String,
+        message: String,
+    },
 }
-
-/// Exact text of [`ClickOutcome::RollbackUnavailable`].
-pub const ROLLBACK_UNAVAILABLE: &str = "rollback requests from Slack are not available yet";
 
 /// Exact text of [`ClickOutcome::Stale`].
 pub const STALE_BUTTON: &str =
@@ -144,7 +146,7 @@ impl ClickOutcome {
             ClickOutcome::ReasonRequired { environment } => {
                 format!("Rejections in {environment} need a reason.")
             }
-            ClickOutcome::RollbackUnavailable => ROLLBACK_UNAVAILABLE.to_string(),
+            ClickOutcome::Rollback { message, .. } => message.clone(),
         }
     }
 }
@@ -346,8 +348,10 @@ pub async fn reject(
     }
 }
 
-/// A Rollback click. Rolling back from Slack is not implemented yet: the request is audited
-/// (so it is visible who asked, and when) and the clicker is told.
+/// A "Roll back" click on a deployment's message: the same path as `shipgate rollback ENV`
+/// ([`rollback::start_manual`]), with the same rules — only the environment's current
+/// deployment can be rolled back, and where the environment requires approvals only one of
+/// its approvers may start it (their click counts as their approval).
 pub async fn request_rollback(
     svc: &Services,
     deployment_id: &str,
@@ -360,17 +364,45 @@ pub async fn request_rollback(
     if !nonce_matches(&dep, nonce) {
         return Ok(ClickOutcome::Stale);
     }
-    let note = dep.note(
-        svc.now(),
-        &Actor::slack(slack_user),
-        "rollback_requested",
-        format!("from Slack while {}; {ROLLBACK_UNAVAILABLE}", dep.state),
-    );
-    svc.repo.append_audit(&[note]).await?;
+    let environment = dep.environment.clone();
+    let current = svc.repo.heads(&environment).await?.current;
+    if current.as_ref().map(|h| h.deployment_id.as_str()) != Some(dep.id.as_str()) {
+        let message = format!(
+            "Not rolled back: {} is not what runs in {environment} now; use the message of the current deployment.",
+            dep.short_sha()
+        );
+        return Ok(ClickOutcome::Rollback {
+            environment,
+            message,
+        });
+    }
+    let outcome = rollback::start_manual(svc, &environment, &format!("slack:{slack_user}")).await?;
     tracing::info!(
         deployment_id,
         slack_user,
-        "rollback requested from Slack (not available yet)"
+        outcome = outcome.as_str(),
+        "rollback requested from Slack"
     );
-    Ok(ClickOutcome::RollbackUnavailable)
+    let message = match outcome {
+        RollbackOutcome::Started { target_sha, .. } => format!(
+            "Rolling back {environment} to {}.",
+            target_sha.get(..7).unwrap_or(&target_sha)
+        ),
+        RollbackOutcome::Failed { target_sha, error, .. } => format!(
+            "Rolling back {environment} to {}, but GitHub did not accept it yet ({error}); shipgate retries.",
+            target_sha.get(..7).unwrap_or(&target_sha)
+        ),
+        RollbackOutcome::AlreadyRollingBack { .. } => {
+            format!("{environment} is already rolling back.")
+        }
+        RollbackOutcome::NoLastKnownGood { .. } => {
+            format!("Not rolled back: {environment} has no earlier good version.")
+        }
+        RollbackOutcome::Refused { reason } => format!("Not rolled back: {reason}."),
+        RollbackOutcome::Skipped(_) => format!("Not rolled back: nothing to do in {environment}."),
+    };
+    Ok(ClickOutcome::Rollback {
+        environment,
+        message,
+    })
 }
