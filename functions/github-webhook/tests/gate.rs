@@ -509,3 +509,95 @@ async fn a_failed_github_answer_stays_pending_and_the_next_request_for_the_run_s
     assert_eq!(calls[2].1["state"], json!("approved"));
     assert_eq!(h.deployments().await.len(), 1);
 }
+
+/// Production under a freeze that covers the harness's clock, with break-glass allowed.
+fn frozen_policy() -> String {
+    format!(
+        "{}\n[[environments.production.freezes]]\nfrom = \"2025-06-01\"\nto = \"2025-06-08\"\ntimezone = \"UTC\"\nreason = \"quarter close\"\n\n[environments.production.break_glass]\nallowed = true\nextra_approvals = 1\nrequire_reason = true\n",
+        common::POLICY
+    )
+}
+
+async fn seed_staging_success(h: &Harness) {
+    let fact = ShaFact {
+        repo: REPO.into(),
+        sha: SHA.into(),
+        at: common::start_time(),
+        detail: None,
+    };
+    h.repo.record_sha_fact("OK#staging", &fact).await.unwrap();
+}
+
+async fn mount_run_title(h: &Harness, run_id: u64, title: &str) {
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .and(wiremock::matchers::path(format!(
+            "/repos/{REPO}/actions/runs/{run_id}"
+        )))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200)
+                .set_body_json(json!({ "id": run_id, "display_title": title })),
+        )
+        .mount(&h.github)
+        .await;
+}
+
+#[tokio::test]
+async fn a_frozen_environment_rejects_a_run_that_does_not_ask_for_break_glass() {
+    let h = Harness::with_policy(&frozen_policy()).await;
+    seed_staging_success(&h).await;
+    mount_run_title(&h, 501, "Deploy hello-world").await;
+
+    let reply = h
+        .deliver_json(
+            "deployment_protection_rule",
+            &protection_rule("production", 501, SHA, "main"),
+        )
+        .await;
+
+    assert_eq!(reply.str("decision"), "rejected", "{reply:?}");
+    let calls = h.protection_rule_calls().await;
+    assert_eq!(calls.len(), 1);
+    let comment = calls[0].1["comment"].as_str().unwrap();
+    assert!(comment.contains("quarter close"), "{comment}");
+    assert!(comment.contains("break-glass is allowed"), "{comment}");
+}
+
+#[tokio::test]
+async fn a_run_titled_with_a_break_glass_reason_waits_for_one_extra_approval() {
+    let h = Harness::with_policy(&frozen_policy()).await;
+    seed_staging_success(&h).await;
+    mount_run_title(
+        &h,
+        502,
+        "Deploy hello-world [break-glass: INC-42 checkout is down]",
+    )
+    .await;
+
+    let reply = h
+        .deliver_json(
+            "deployment_protection_rule",
+            &protection_rule("production", 502, SHA, "main"),
+        )
+        .await;
+
+    assert_eq!(reply.str("decision"), "awaiting_approval", "{reply:?}");
+    assert_eq!(reply.body["approvals_required"], json!(3));
+    let dep = h.deployment(reply.str("deployment_id")).await;
+    assert_eq!(dep.state, State::AwaitingApproval);
+    let bg = dep.break_glass.expect("recorded as break-glass");
+    assert_eq!(bg.reason, "INC-42 checkout is down");
+    let title_reads = h
+        .github_requests()
+        .await
+        .into_iter()
+        .filter(|r| {
+            r.method.as_str() == "GET" && r.url.path() == format!("/repos/{REPO}/actions/runs/502")
+        })
+        .count();
+    assert_eq!(title_reads, 1);
+    let audit = h.repo.audit_for_deployment(&dep.id).await.unwrap();
+    assert!(
+        audit.iter().any(|e| e.why.contains("break-glass")),
+        "{audit:?}"
+    );
+}

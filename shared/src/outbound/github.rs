@@ -134,6 +134,15 @@ pub trait GitHubApi: Send + Sync {
         deployment: &NewDeployment,
     ) -> Result<u64, OutboundError>;
 
+    /// The run's display title (`GET /repos/{o}/{r}/actions/runs/{run_id}`): the workflow's
+    /// `run-name`, which is how a run asks for break-glass (`break-glass: <reason>`).
+    async fn run_title(
+        &self,
+        installation_id: u64,
+        repo_full_name: &str,
+        run_id: u64,
+    ) -> Result<String, OutboundError>;
+
     /// Triggers a `workflow_dispatch` run of `workflow_id_or_file` (a numeric id or a file name
     /// such as `rollback.yml`) on `git_ref`.
     async fn dispatch_workflow(
@@ -451,6 +460,33 @@ impl GitHubApi for GitHubApp {
         let created: CreatedDeployment = serde_json::from_slice(&response.body)
             .map_err(|err| OutboundError::decode(SERVICE, "deployment response has no id", err))?;
         Ok(created.id)
+    }
+
+    async fn run_title(
+        &self,
+        installation_id: u64,
+        repo_full_name: &str,
+        run_id: u64,
+    ) -> Result<String, OutboundError> {
+        #[derive(Deserialize)]
+        struct Run {
+            #[serde(default)]
+            display_title: String,
+        }
+        let repo = RepoPath::parse(repo_full_name)?;
+        let path = format!("/repos/{repo}/actions/runs/{run_id}");
+        let response = self
+            .call(
+                installation_id,
+                "run_title",
+                Method::GET,
+                &path,
+                &Bytes::new(),
+            )
+            .await?;
+        let run: Run = serde_json::from_slice(&response.body)
+            .map_err(|err| OutboundError::decode(SERVICE, "workflow run response", err))?;
+        Ok(run.display_title)
     }
 
     async fn dispatch_workflow(

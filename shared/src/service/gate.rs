@@ -255,7 +255,17 @@ pub async fn request(
             .await?,
         lock_holder: svc.repo.lock_holder(&req.environment).await?,
     };
-    let decision = evaluate_for(&svc.policy, &gate_request, &facts, now);
+    let mut decision = evaluate_for(&svc.policy, &gate_request, &facts, now);
+    let mut req = req.clone();
+    if let Some(reason) = break_glass_request(svc, &req, &decision).await {
+        req.break_glass_reason = Some(reason.clone());
+        let gate_request = GateRequest {
+            break_glass_reason: Some(reason),
+            ..gate_request
+        };
+        decision = evaluate_for(&svc.policy, &gate_request, &facts, now);
+    }
+    let req = &req;
     let (mut dep, events) = decide(svc, req, decision, now);
 
     let created = svc.repo.create_deployment(&mut dep, &events, now).await?;
@@ -410,4 +420,82 @@ pub async fn answer_github(svc: &Services, deployment_id: &str) -> Result<bool, 
     })
     .await?;
     Ok(true)
+}
+
+/// The break-glass reason a run asks for in its title (`run-name`), e.g.
+/// `Deploy api [break-glass: INC-42 payment outage hotfix]`. `None` when there is none.
+pub fn break_glass_reason_in(title: &str) -> Option<String> {
+    let lower = title.to_ascii_lowercase();
+    let at = ["break-glass:", "break glass:", "breakglass:"]
+        .iter()
+        .find_map(|marker| lower.find(marker).map(|i| i + marker.len()))?;
+    let rest = title.get(at..)?;
+    let reason = rest.split(']').next().unwrap_or(rest).trim();
+    (!reason.is_empty()).then(|| reason.to_string())
+}
+
+/// When a request was blocked by a rule break-glass can override (freeze, deploy window,
+/// open incident) in an environment that allows it, asks GitHub for the run's title and
+/// returns the break-glass reason found there. Only blocked requests pay for the call, and
+/// a failure to ask leaves the rejection standing.
+async fn break_glass_request(
+    svc: &Services,
+    req: &ProtectionRuleRequest,
+    decision: &Decision,
+) -> Option<String> {
+    use crate::domain::policy::Rule;
+    if req.break_glass_reason.is_some() {
+        return None;
+    }
+    let Decision::Reject { rule, .. } = decision else {
+        return None;
+    };
+    if !matches!(rule, Rule::Freeze | Rule::DeployWindow | Rule::Incident) {
+        return None;
+    }
+    if !svc
+        .policy
+        .environment(&req.environment)?
+        .break_glass
+        .allowed
+    {
+        return None;
+    }
+    let (github, installation_id) = (svc.github.as_ref()?, req.installation_id?);
+    match github
+        .run_title(installation_id, &req.repo, req.run_id)
+        .await
+    {
+        Ok(title) => break_glass_reason_in(&title),
+        Err(e) => {
+            tracing::warn!(run_id = req.run_id, error = %e, "could not read the run title for break-glass");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::break_glass_reason_in;
+
+    #[test]
+    fn break_glass_reasons_are_read_from_run_titles() {
+        let cases = [
+            (
+                "Deploy api [break-glass: INC-42 payment outage]",
+                Some("INC-42 payment outage"),
+            ),
+            (
+                "Deploy api Break-Glass:  hotfix for login ",
+                Some("hotfix for login"),
+            ),
+            ("deploy [break glass: db failover]", Some("db failover")),
+            ("Deploy api [break-glass: ]", None),
+            ("Deploy api", None),
+            ("break-glass without colon", None),
+        ];
+        for (title, want) in cases {
+            assert_eq!(break_glass_reason_in(title).as_deref(), want, "{title}");
+        }
+    }
 }
