@@ -9,9 +9,6 @@ use shipgate::store::{RepoError, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    /// The command is registered but deliberately not implemented yet.
-    #[error("not built yet")]
-    NotBuilt,
     /// Wrong use of the command line that clap cannot catch.
     #[error("{0}")]
     Usage(String),
@@ -66,16 +63,49 @@ pub enum CliError {
     Http(#[from] reqwest::Error),
     #[error("GitHub App client: {0}")]
     GitHubClient(#[source] shipgate::bootstrap::BootError),
+    #[error("{0}")]
+    GitHubSetup(#[source] alert_webhook::SetupError),
+    /// A backup could not be listed, verified or restored; the message walks the causes down
+    /// to the specific one (tampered chunk, truncated, wrong key...).
+    #[error("{}", chain(.0))]
+    Backup(#[source] shipgate::jobs::backup::JobError),
+    /// A job could not run at all (as opposed to running and reporting a problem).
+    #[error("{}", chain(.0))]
+    Job(#[source] shipgate::jobs::JobError),
+    #[error("rolling back: {}", chain(.0))]
+    Rollback(#[source] shipgate::service::ServiceError),
+    /// The command ran and reported a failure, already printed; only the exit code is left.
+    #[error("{0}")]
+    Reported(String),
+    #[error("backups: {0}")]
+    Backups(#[source] shipgate::jobs::backup_jobs::BackupConfigError),
+    #[error("notifier: {0}")]
+    Notifier(#[source] notifier::NotifierConfigError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
     #[error("writing output: {0}")]
     Output(#[source] std::io::Error),
 }
 
+/// `error: cause: its cause...`, skipping a cause whose text its parent already ends with.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}
+
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::NotBuilt | CliError::Usage(_) => 2,
+            CliError::Usage(_) => 2,
             _ => 1,
         }
     }

@@ -1,17 +1,24 @@
 //! `shipgate`: the self-hosted deployment control plane and its operator commands.
 //!
-//! One binary serves every webhook route on one port on embedded storage (`serve`), and
-//! offers the operator commands (`status`, `history`, `policy`...). The handlers, routes and
-//! wire formats are the ones the Lambda functions use; only the wiring differs.
+//! One binary serves every webhook route on one port on embedded storage and runs the
+//! schedules in-process (`serve`), and offers the operator commands (`status`, `history`,
+//! `policy`, `job`, `backup`, `rollback`). The handlers, routes, jobs and wire formats are the
+//! ones the Lambda functions use; only the wiring differs.
 //!
-//! Exit codes: 0 success, 1 failure (invalid policy, missing configuration, unreadable data),
-//! 2 usage errors and commands that are not built yet.
+//! Exit codes: 0 success, 1 failure (invalid policy, missing configuration, unreadable data,
+//! a job or verification that failed, a refused rollback), 2 usage errors.
 
+mod backup_cmd;
 mod data;
+mod demo;
 mod error;
+mod job_cmd;
 mod logging;
 mod notifier_task;
+mod ops;
 mod policy_cmd;
+mod progress;
+mod rollback_cmd;
 mod scheduler;
 mod server;
 mod status;
@@ -21,6 +28,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use shipgate::config::ProcessEnv;
 
 use crate::error::CliError;
 use crate::logging::LogFormat;
@@ -44,24 +52,87 @@ enum Command {
     Status(StatusArgs),
     /// Show the audit log: who did what, when and why.
     History(HistoryArgs),
-    /// Walk through a complete deployment on a throwaway data directory (not built yet).
-    Demo,
-    /// Run one scheduled job now, e.g. `sweeper`, `backup`, `dora-report` (not built yet).
-    Job {
-        /// The job's name.
-        name: String,
+    /// Play a complete story (approvals, deploys, a rollback, backups) against local fakes.
+    Demo(demo::DemoArgs),
+    /// Run one scheduled job now: backup, restore-drill, rollback-drill, dora-report,
+    /// sweeper or health-probes.
+    Job(JobArgs),
+    /// List, verify and restore the encrypted backups (`shipgate job backup` makes one).
+    #[command(subcommand)]
+    Backup(BackupCommand),
+    /// Roll an environment back to its previous good version (as `cli:$USER`).
+    Rollback(RollbackArgs),
+}
+
+#[derive(Debug, Args)]
+struct JobArgs {
+    /// The job's name.
+    name: String,
+    #[command(flatten)]
+    data: DataArgs,
+    /// The policy file.
+    #[arg(long, value_name = "FILE", env = "SHIPGATE_POLICY_FILE")]
+    policy: PathBuf,
+    /// Print the whole report (summary, details, times) as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum BackupCommand {
+    /// List backups, newest first.
+    List {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Only this table's backups (the embedded store's table is `shipgate`).
+        #[arg(long, value_name = "T")]
+        table: Option<String>,
+        /// One JSON manifest per line, instead of a table.
+        #[arg(long)]
+        json: bool,
     },
-    /// Create, list, verify and restore encrypted backups (not built yet).
-    Backup {
-        /// The backup subcommand and its arguments.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+    /// Check a backup completely (key, every chunk, count, SHA-256) without writing anything.
+    Verify {
+        /// A backup id, `latest`, or `TABLE/latest`.
+        #[arg(value_name = "ID|latest")]
+        backup: String,
+        #[command(flatten)]
+        data: DataArgs,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
-    /// Roll an environment back to its last known good sha (not built yet).
-    Rollback {
-        /// The policy environment to roll back.
-        env: String,
+    /// Verify a backup, then write it into a new SQLite store.
+    Restore {
+        /// A backup id, `latest`, or `TABLE/latest`.
+        #[arg(value_name = "ID|latest")]
+        backup: String,
+        /// The target store: NAME means `DIR/restores/NAME.db`; a value with `/` is a path.
+        #[arg(long, value_name = "TABLE")]
+        into: String,
+        /// Write into a target that is not empty, overwriting items with the same keys.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        data: DataArgs,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
+}
+
+#[derive(Debug, Args)]
+struct RollbackArgs {
+    /// The policy environment to roll back.
+    env: String,
+    #[command(flatten)]
+    data: DataArgs,
+    /// The policy file.
+    #[arg(long, value_name = "FILE", env = "SHIPGATE_POLICY_FILE")]
+    policy: PathBuf,
+    /// Print the outcome as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Where the state and the policy are.
@@ -85,6 +156,14 @@ struct ServeArgs {
     /// Log line format (logs go to stderr; the level comes from RUST_LOG, default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Change one job's interval, e.g. `backup=12h`, `health-probes=5m`, `rollback-drill=off`
+    /// (repeatable). Defaults: sweeper=30s health-probes=60s backup=1d restore-drill=1d
+    /// dora-report=1d rollback-drill=1w.
+    #[arg(long = "schedule", value_name = "JOB=EVERY", value_parser = scheduler::parse_override)]
+    schedule: Vec<(shipgate::jobs::JobName, Option<std::time::Duration>)>,
+    /// Run no scheduled jobs (run them with `shipgate job NAME` from another timer instead).
+    #[arg(long, conflicts_with = "schedule")]
+    no_schedule: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,10 +226,12 @@ fn command_name(command: &Command) -> &'static str {
         Command::Policy(PolicyCommand::Example) => "policy example",
         Command::Status(_) => "status",
         Command::History(_) => "history",
-        Command::Demo => "demo",
-        Command::Job { .. } => "job",
-        Command::Backup { .. } => "backup",
-        Command::Rollback { .. } => "rollback",
+        Command::Demo(_) => "demo",
+        Command::Job(_) => "job",
+        Command::Backup(BackupCommand::List { .. }) => "backup list",
+        Command::Backup(BackupCommand::Verify { .. }) => "backup verify",
+        Command::Backup(BackupCommand::Restore { .. }) => "backup restore",
+        Command::Rollback(_) => "rollback",
     }
 }
 
@@ -165,11 +246,13 @@ fn run(command: Command) -> Result<(), CliError> {
     match command {
         Command::Serve(args) => {
             logging::init(args.log_format, "info");
-            let config = server::ServeConfig {
-                listen: args.listen,
-                data_dir: args.data.data,
-                policy_file: args.policy,
-            };
+            let mut config = server::ServeConfig::new(args.listen, args.data.data, args.policy);
+            if args.no_schedule {
+                config.schedule = scheduler::Schedule::none();
+            }
+            for (job, every) in args.schedule {
+                config.schedule.set(job, every);
+            }
             runtime()?.block_on(server::serve(config))
         }
         Command::Policy(PolicyCommand::Check { file }) => policy_cmd::check(file.as_deref()),
@@ -194,10 +277,45 @@ fn run(command: Command) -> Result<(), CliError> {
             };
             runtime()?.block_on(status::history(opts))
         }
-        // Registered so `--help` shows the whole surface; each is built by its own engineer
-        // and must not pretend to work before then.
-        Command::Demo | Command::Job { .. } | Command::Backup { .. } | Command::Rollback { .. } => {
-            Err(CliError::NotBuilt)
+        Command::Demo(args) => std::process::exit(i32::from(demo::run(&args))),
+        Command::Job(args) => {
+            logging::init(LogFormat::Text, "warn");
+            let opts = job_cmd::JobOptions {
+                name: args.name,
+                data_dir: args.data.data,
+                policy_file: args.policy,
+                json: args.json,
+            };
+            runtime()?.block_on(job_cmd::run(opts, &ProcessEnv))
+        }
+        Command::Backup(cmd) => {
+            logging::init(LogFormat::Text, "warn");
+            let rt = runtime()?;
+            match cmd {
+                BackupCommand::List { data, table, json } => {
+                    rt.block_on(backup_cmd::list(&data.data, table.as_deref(), json))
+                }
+                BackupCommand::Verify { backup, data, json } => {
+                    rt.block_on(backup_cmd::verify(&data.data, &backup, json))
+                }
+                BackupCommand::Restore {
+                    backup,
+                    into,
+                    force,
+                    data,
+                    json,
+                } => rt.block_on(backup_cmd::restore(&data.data, &backup, &into, force, json)),
+            }
+        }
+        Command::Rollback(args) => {
+            logging::init(LogFormat::Text, "warn");
+            let opts = rollback_cmd::RollbackOptions {
+                environment: args.env,
+                data_dir: args.data.data,
+                policy_file: args.policy,
+                json: args.json,
+            };
+            runtime()?.block_on(rollback_cmd::run(opts, &ProcessEnv))
         }
     }
 }

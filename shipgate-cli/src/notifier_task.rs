@@ -1,121 +1,304 @@
 //! The in-process notifier: drains the [`ChannelPublisher`]'s channel, the self-hosted
 //! counterpart of SNS → SQS → the notifier function.
 //!
-//! For now each notification is only logged (kind, event, environment and the Slack channel
-//! the policy routes it to). The notifier engineer replaces the body of [`spawn_notifier`]
-//! with the real Slack / PagerDuty sender; the server only relies on its contract: the task
-//! ends once every sender is dropped and the channel is empty, so shutdown drains it.
+//! Each notification goes through [`notifier::deliver`], the notifier function's own delivery
+//! (Slack Block Kit messages posted then updated in place, PagerDuty trigger/resolve). What
+//! SQS redelivery does on AWS is done here with a few retries and a backoff; a permanent
+//! failure, or a retryable one that keeps failing, is logged and dropped, since there is no
+//! dead-letter queue to park it in. Without a Slack bot token or a PagerDuty routing key the
+//! notifier skips those sends (its own behaviour).
+//!
+//! The notifier's [`Services`](shipgate::service::Services) must not publish into the channel
+//! it drains: that sender would keep the channel open forever. It gets a
+//! [`DiscardPublisher`] instead (the notifier publishes nothing anyway).
 //!
 //! [`ChannelPublisher`]: shipgate::notify::ChannelPublisher
 
-use std::sync::Arc;
+use std::time::Duration;
 
-use shipgate::config::{PagerDutySettings, SlackSettings};
-use shipgate::domain::policy::Policy;
-use shipgate::notify::{Notification, NotificationBody};
+use async_trait::async_trait;
+use notifier::{Delivered, Notifier};
+use shipgate::notify::{Notification, PublishError, Publisher};
 use tokio::sync::mpsc::Receiver;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// What the notifier needs besides its channel. Must not hold [`shipgate::service::Services`]:
-/// that owns a sender, and the channel would then never close.
-pub struct NotifierDeps {
-    pub policy: Arc<Policy>,
-    pub slack: SlackSettings,
-    pub pagerduty: PagerDutySettings,
+/// Attempts per notification, like the queue's `maxReceiveCount` on AWS.
+pub const ATTEMPTS: u32 = notifier::MAX_RECEIVES;
+/// Wait before the first retry; doubled for each further one.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Publishes nothing: for services that must not hold the notifier channel's sender.
+pub struct DiscardPublisher;
+
+#[async_trait]
+impl Publisher for DiscardPublisher {
+    async fn publish(&self, n: &Notification) -> Result<(), PublishError> {
+        tracing::debug!(notification_id = %n.id, "notification discarded (nothing to publish to)");
+        Ok(())
+    }
 }
 
-/// Starts the notifier; the handle yields how many notifications it handled.
-pub fn spawn_notifier(mut rx: Receiver<Notification>, deps: NotifierDeps) -> JoinHandle<u64> {
+/// Starts the notifier; the handle yields how many notifications it handled (delivered,
+/// duplicate or given up on). It ends when every sender is gone, or when `stop` becomes true:
+/// then the channel is closed to new notifications and what is queued is still delivered.
+pub fn spawn_notifier(
+    mut rx: Receiver<Notification>,
+    notifier: Notifier,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<u64> {
     tokio::spawn(async move {
-        tracing::info!(
-            slack = deps.slack.bot_token.is_some(),
-            pagerduty = deps.pagerduty.routing_key.is_some(),
-            "notifier started (logging only; Slack and PagerDuty sending is not built yet)"
-        );
+        tracing::info!(?notifier, "notifier started");
         let mut handled = 0u64;
-        while let Some(n) = rx.recv().await {
-            log_notification(&deps, &n);
-            handled += 1;
+        loop {
+            tokio::select! {
+                next = rx.recv() => match next {
+                    Some(n) => {
+                        deliver_with_retries(&notifier, &n, FIRST_BACKOFF).await;
+                        handled += 1;
+                    }
+                    None => break,
+                },
+                changed = stop.changed() => {
+                    if changed.is_err() || *stop.borrow() {
+                        rx.close();
+                        while let Some(n) = rx.recv().await {
+                            deliver_with_retries(&notifier, &n, FIRST_BACKOFF).await;
+                            handled += 1;
+                        }
+                        break;
+                    }
+                }
+            }
         }
         tracing::info!(handled, "notifier drained");
         handled
     })
 }
 
-fn log_notification(deps: &NotifierDeps, n: &Notification) {
-    match &n.body {
-        NotificationBody::Deployment { deployment, event } => {
-            let channel = deps
-                .policy
-                .environment(&deployment.environment)
-                .and_then(|e| e.slack_channel.as_deref())
-                .unwrap_or("");
-            tracing::info!(
-                notification_id = %n.id,
-                kind = "deployment",
-                event = %event,
-                deployment_id = %deployment.id,
-                environment = %deployment.environment,
-                state = %deployment.state,
-                slack_channel = channel,
-                "notification"
-            );
-        }
-        NotificationBody::Incident {
-            incident_id,
-            environment,
-            severity,
-            status,
-            ..
-        } => {
-            tracing::info!(
-                notification_id = %n.id,
-                kind = "incident",
-                incident_id = %incident_id,
-                environment = environment.as_deref().unwrap_or(""),
-                severity = %severity,
-                status = %status,
-                "notification"
-            );
-        }
-        NotificationBody::Job { job, ok, page, .. } => {
-            tracing::info!(notification_id = %n.id, kind = "job", job = %job, ok, page, "notification");
+/// What became of one notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    Delivered,
+    /// Permanently failed, or still failing after [`ATTEMPTS`] attempts.
+    GivenUp,
+}
+
+/// Delivers `n`, retrying retryable failures with exponential backoff from `backoff`.
+pub async fn deliver_with_retries(app: &Notifier, n: &Notification, backoff: Duration) -> Fate {
+    let mut wait = backoff;
+    for attempt in 1..=ATTEMPTS {
+        match notifier::deliver(app, n).await {
+            Ok(Delivered::Duplicate) => {
+                tracing::debug!(notification_id = %n.id, "notification was delivered before");
+                return Fate::Delivered;
+            }
+            Ok(delivered) => {
+                tracing::debug!(notification_id = %n.id, ?delivered, "notification delivered");
+                return Fate::Delivered;
+            }
+            Err(e) if e.is_permanent() => {
+                tracing::error!(notification_id = %n.id, error = %e, "notification cannot be delivered; dropped");
+                return Fate::GivenUp;
+            }
+            Err(e) if attempt == ATTEMPTS => {
+                tracing::error!(notification_id = %n.id, attempts = attempt, error = %e, "notification still failing; dropped");
+                return Fate::GivenUp;
+            }
+            Err(e) => {
+                tracing::warn!(notification_id = %n.id, attempt, retry_in_ms = wait.as_millis() as u64, error = %e, "notification delivery failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait = wait.saturating_mul(2);
+            }
         }
     }
+    Fate::GivenUp
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use shipgate::domain::policy::Policy;
+    use shipgate::notify::{ChannelPublisher, NotificationBody};
+    use shipgate::outbound::{SlackApiPort, SlackMessageRef};
+    use shipgate::service::{Services, SystemClock};
+    use shipgate::store::sqlite::SqliteStore;
+    use shipgate::store::Repo;
+
     use super::*;
-    use shipgate::notify::{ChannelPublisher, Publisher};
+    use shipgate::outbound::{AttemptFailure, OutboundError};
+
+    /// Fails `post_message` with a retryable error `fail_first` times, then records it.
+    struct FlakySlack {
+        calls: AtomicU32,
+        fail_first: u32,
+        permanent: bool,
+        posted: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl SlackApiPort for FlakySlack {
+        async fn post_message(
+            &self,
+            channel: &str,
+            _text: &str,
+            _blocks: &serde_json::Value,
+        ) -> Result<SlackMessageRef, OutboundError> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.permanent {
+                return Err(OutboundError::Permanent {
+                    service: "slack",
+                    status: 200,
+                    message: "channel_not_found".into(),
+                });
+            }
+            if n < self.fail_first {
+                return Err(OutboundError::Exhausted {
+                    service: "slack",
+                    attempts: 1,
+                    last: AttemptFailure::Status {
+                        status: 503,
+                        message: "unavailable".into(),
+                        retry_after: None,
+                    },
+                });
+            }
+            self.posted
+                .lock()
+                .expect("posted")
+                .push(channel.to_string());
+            Ok(SlackMessageRef {
+                channel: channel.to_string(),
+                ts: "1.1".into(),
+            })
+        }
+        async fn update_message(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+            _: &serde_json::Value,
+        ) -> Result<(), OutboundError> {
+            Ok(())
+        }
+        async fn post_ephemeral(&self, _: &str, _: &str, _: &str) -> Result<(), OutboundError> {
+            Ok(())
+        }
+        async fn respond(&self, _: &str, _: &serde_json::Value) -> Result<(), OutboundError> {
+            Ok(())
+        }
+    }
+
+    fn notifier_with(slack: Arc<FlakySlack>) -> Notifier {
+        let services = Services {
+            repo: Repo::new(Arc::new(SqliteStore::in_memory().expect("sqlite"))),
+            policy: Arc::new(Policy::example().expect("example policy")),
+            github: None,
+            publisher: Arc::new(DiscardPublisher),
+            clock: Arc::new(SystemClock),
+        };
+        Notifier::new(services)
+            .with_slack(slack)
+            .with_ops_channel(Some("#ops".into()))
+    }
+
+    fn job_notification(job: &str) -> Notification {
+        Notification::new(
+            jiff::Timestamp::now(),
+            NotificationBody::Job {
+                job: job.into(),
+                ok: false,
+                summary: format!("{job} failed"),
+                details: serde_json::Value::Null,
+                page: false,
+            },
+        )
+    }
+
+    fn slack(fail_first: u32, permanent: bool) -> Arc<FlakySlack> {
+        Arc::new(FlakySlack {
+            calls: AtomicU32::new(0),
+            fail_first,
+            permanent,
+            posted: Mutex::new(Vec::new()),
+        })
+    }
 
     #[tokio::test]
-    async fn notifier_drains_everything_published_before_the_channel_closes() {
+    async fn retryable_failures_are_retried_until_the_message_is_posted() {
+        let fake = slack(2, false);
+        let app = notifier_with(Arc::clone(&fake));
+        let fate =
+            deliver_with_retries(&app, &job_notification("backup"), Duration::from_millis(1)).await;
+        assert_eq!(fate, Fate::Delivered);
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 3);
+        assert_eq!(
+            *fake.posted.lock().expect("posted"),
+            vec!["#ops".to_string()]
+        );
+    }
+
+    #[tokio::test]
+    async fn permanent_failures_are_given_up_after_one_attempt() {
+        let fake = slack(0, true);
+        let app = notifier_with(Arc::clone(&fake));
+        let fate =
+            deliver_with_retries(&app, &job_notification("backup"), Duration::from_millis(1)).await;
+        assert_eq!(fate, Fate::GivenUp);
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn retryable_failures_are_given_up_after_the_last_attempt() {
+        let fake = slack(u32::MAX, false);
+        let app = notifier_with(Arc::clone(&fake));
+        let fate =
+            deliver_with_retries(&app, &job_notification("sweeper"), Duration::from_millis(1))
+                .await;
+        assert_eq!(fate, Fate::GivenUp);
+        assert_eq!(fake.calls.load(Ordering::SeqCst), ATTEMPTS);
+    }
+
+    #[tokio::test]
+    async fn stopping_delivers_what_is_queued_even_while_senders_remain() {
+        let fake = slack(0, false);
         let (publisher, rx) = ChannelPublisher::new(8);
-        let deps = NotifierDeps {
-            policy: Arc::new(Policy::example().expect("example policy")),
-            slack: SlackSettings::from_vars(&[("X", "")]).expect("slack defaults"),
-            pagerduty: PagerDutySettings::from_vars(&[("X", "")]).expect("pagerduty defaults"),
-        };
-        for job in ["backup", "sweeper", "dora"] {
-            let n = Notification::new(
-                jiff::Timestamp::UNIX_EPOCH,
-                NotificationBody::Job {
-                    job: job.into(),
-                    ok: true,
-                    summary: String::new(),
-                    details: serde_json::Value::Null,
-                    page: false,
-                },
-            );
-            publisher.publish(&n).await.expect("publish");
+        for job in ["backup", "sweeper", "dora-report"] {
+            publisher
+                .publish(&job_notification(job))
+                .await
+                .expect("publish");
         }
-        let handle = spawn_notifier(rx, deps);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let handle = spawn_notifier(rx, notifier_with(Arc::clone(&fake)), stop_rx);
+        stop_tx.send_replace(true);
+        let handled = tokio::time::timeout(Duration::from_secs(5), handle)
+            .await
+            .expect("notifier ends once stopped")
+            .expect("notifier task");
+        assert_eq!(handled, 3);
+        assert_eq!(fake.posted.lock().expect("posted").len(), 3);
+        // The publisher still exists, but the channel is closed: late notifications fail
+        // instead of waiting forever.
+        assert!(publisher.publish(&job_notification("late")).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn notifier_ends_once_every_sender_is_gone() {
+        let (publisher, rx) = ChannelPublisher::new(8);
+        publisher
+            .publish(&job_notification("backup"))
+            .await
+            .expect("publish");
         drop(publisher);
-        let handled = tokio::time::timeout(std::time::Duration::from_secs(5), handle)
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let handle = spawn_notifier(rx, notifier_with(slack(0, false)), stop_rx);
+        let handled = tokio::time::timeout(Duration::from_secs(5), handle)
             .await
             .expect("notifier ends once the channel closes")
             .expect("notifier task");
-        assert_eq!(handled, 3);
+        assert_eq!(handled, 1);
     }
 }

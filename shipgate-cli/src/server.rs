@@ -1,13 +1,21 @@
 //! `shipgate serve`: every webhook route on one port, on embedded storage.
 //!
-//! The wiring mirrors the Lambda cold start (`shipgate::bootstrap`): typed settings from the
+//! The wiring mirrors the Lambda cold starts (`shipgate::bootstrap`): typed settings from the
 //! same `SHIPGATE_` variables, the policy, the GitHub App client, and [`Services`] — with the
 //! SQLite store instead of DynamoDB and an in-process channel instead of SNS. axum only
 //! adapts requests: bodies are read (with the size limit) into the `http::Request<Bytes>` the
 //! shared handlers take, and their `http::Response<String>` goes back unchanged.
 //!
-//! Shutdown (SIGTERM or SIGINT): stop accepting, finish in-flight requests, stop the
-//! scheduler after its current tick, then let the notifier drain what was published.
+//! Only the GitHub webhook secret is required. Slack (`SHIPGATE_SLACK_SIGNING_SECRET`) and the
+//! alert routes (`SHIPGATE_ALERT_TOKEN`) answer 503 with the variable to set until configured,
+//! so a half-configured install says what is missing instead of refusing to start.
+//!
+//! [`start`] builds and starts everything and hands back a [`RunningServer`] (the demo drives
+//! one in-process); [`serve`] is `start` plus the signal handling of the `serve` command.
+//!
+//! Shutdown (SIGTERM or SIGINT, or [`RunningServer::stop`]): stop accepting, finish in-flight
+//! requests, stop the scheduler after its current job, then let the notifier deliver what was
+//! already published.
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -15,6 +23,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use alert_webhook::AlertWebhook;
+use async_trait::async_trait;
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::Router;
@@ -22,37 +32,115 @@ use bytes::Bytes;
 use futures::StreamExt;
 use github_webhook::GitHubWebhook;
 use http::StatusCode;
-use shipgate::config::{ConfigError, GitHubSettings, PagerDutySettings, ProcessEnv, SlackSettings};
+use secrecy::SecretString;
+use shipgate::config::{
+    self, ConfigError, GitHubSettings, PagerDutySettings, ProcessEnv, SlackSettings, Vars,
+};
+use shipgate::jobs::backup_jobs::TableBackups;
+use shipgate::jobs::{JobContext, MetricSink};
 use shipgate::notify::ChannelPublisher;
+use shipgate::outbound::{OutboundError, SlackApi, SlackApiPort, SlackConfig, SlackMessageRef};
 use shipgate::service::{Services, SystemClock};
 use shipgate::store::Repo;
 use shipgate::web::{self, ApiError};
+use slack_approval::SlackApproval;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::data;
 use crate::error::CliError;
-use crate::notifier_task::{spawn_notifier, NotifierDeps};
-use crate::scheduler::{spawn_scheduler, TICK};
+use crate::notifier_task::{spawn_notifier, DiscardPublisher};
+use crate::scheduler::{spawn_scheduler, Schedule};
 
 /// Notifications buffered between handlers and the notifier before publishing waits.
 const NOTIFY_CAPACITY: usize = 1024;
 /// How long in-flight requests may take to finish after a shutdown signal.
 const REQUEST_GRACE: Duration = Duration::from_secs(25);
-/// How long the scheduler's current tick and the notifier's drain may take at shutdown.
+/// How long the scheduler's current job and the notifier's drain may take at shutdown.
 const DRAIN_GRACE: Duration = Duration::from_secs(15);
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Everything [`start`] needs.
 pub struct ServeConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub policy_file: PathBuf,
+    /// Where the `SHIPGATE_` variables come from: the process environment for `serve`, a map
+    /// for an embedded server (the demo).
+    pub vars: Arc<dyn Vars + Send + Sync>,
+    /// Which jobs run, how often.
+    pub schedule: Schedule,
+}
+
+impl ServeConfig {
+    /// The `serve` defaults: variables from the process environment, the standard schedule.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf, policy_file: PathBuf) -> Self {
+        ServeConfig {
+            listen,
+            data_dir,
+            policy_file,
+            vars: Arc::new(ProcessEnv),
+            schedule: Schedule::standard(),
+        }
+    }
+}
+
+/// Flips the server into shutdown; cloneable, so a signal task or a demo step can hold one.
+#[derive(Clone)]
+pub struct ShutdownHandle(Arc<watch::Sender<bool>>);
+
+impl ShutdownHandle {
+    /// Asks the server to stop; it finishes what is in flight first. Idempotent.
+    pub fn shutdown(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// A started server: its address, the handlers' [`Services`] and the way to stop it.
+pub struct RunningServer {
+    /// The bound address (the port is real even when `listen` asked for port 0).
+    pub addr: SocketAddr,
+    /// The same services the routes use (store, policy, GitHub client, publisher to the
+    /// in-process notifier).
+    pub services: Services,
+    shutdown: ShutdownHandle,
+    finished: JoinHandle<Result<(), CliError>>,
+}
+
+impl RunningServer {
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Shuts down and waits until requests, the scheduler and the notifier are done.
+    pub async fn stop(self) -> Result<(), CliError> {
+        self.shutdown.shutdown();
+        self.wait().await
+    }
+
+    /// Waits until the server has stopped (after a [`ShutdownHandle::shutdown`]).
+    pub async fn wait(self) -> Result<(), CliError> {
+        let RunningServer {
+            services, finished, ..
+        } = self;
+        // Our copy holds a sender to the notifier's channel; the notifier drains without it.
+        drop(services);
+        match finished.await {
+            Ok(result) => result,
+            Err(e) => Err(CliError::Serve(std::io::Error::other(e))),
+        }
+    }
 }
 
 /// What every route handler can reach.
 #[derive(Clone)]
 struct AppState {
     github: Arc<GitHubWebhook>,
+    /// `None` until `SHIPGATE_SLACK_SIGNING_SECRET` is set.
+    slack: Option<Arc<SlackApproval>>,
+    /// `None` until `SHIPGATE_ALERT_TOKEN` is set.
+    alerts: Option<Arc<AlertWebhook>>,
     repo: Repo,
 }
 
@@ -68,17 +156,49 @@ fn config_error(source: ConfigError) -> CliError {
 
 /// Runs the server until SIGTERM/SIGINT.
 pub async fn serve(cfg: ServeConfig) -> Result<(), CliError> {
-    let policy = Arc::new(data::load_policy(&cfg.policy_file)?);
-    let github_settings = GitHubSettings::from_vars(&ProcessEnv).map_err(config_error)?;
-    let slack = SlackSettings::from_vars(&ProcessEnv).map_err(config_error)?;
-    let pagerduty = PagerDutySettings::from_vars(&ProcessEnv).map_err(config_error)?;
-    let repo = data::create_or_open(&cfg.data_dir)?;
-    let http = shipgate::outbound::http_client()?;
-    let github = shipgate::bootstrap::github_client(&github_settings, http)
-        .map_err(CliError::GitHubClient)?;
-
     // Installed before the port opens, so a signal never meets the default (killing) action.
     let signals = Signals::install().map_err(CliError::Serve)?;
+    let running = start(cfg).await?;
+    let on_signal = running.shutdown_handle();
+    tokio::spawn(async move {
+        signals.wait().await;
+        tracing::info!("shutdown requested; finishing in-flight requests");
+        on_signal.shutdown();
+    });
+    running.wait().await
+}
+
+/// Builds the services from `cfg`, binds the port and starts the routes, the scheduler and
+/// the notifier. Configuration problems are returned before anything is started.
+pub async fn start(cfg: ServeConfig) -> Result<RunningServer, CliError> {
+    let vars: &dyn Vars = &*cfg.vars;
+    let policy = Arc::new(data::load_policy(&cfg.policy_file)?);
+    let github_settings = GitHubSettings::from_vars(vars).map_err(config_error)?;
+    let slack = SlackSettings::from_vars(vars).map_err(config_error)?;
+    let pagerduty = PagerDutySettings::from_vars(vars).map_err(config_error)?;
+    let alert_token = config::optional_secret(vars, config::ALERT_TOKEN).map_err(config_error)?;
+    let repo = data::create_or_open(&cfg.data_dir)?;
+    let http = shipgate::outbound::http_client()?;
+    let github = shipgate::bootstrap::github_client(&github_settings, http.clone())
+        .map_err(CliError::GitHubClient)?;
+    // EMF metric lines are for CloudWatch; a self-hosted server keeps stdout quiet.
+    let backups = TableBackups::embedded(&cfg.data_dir, Arc::clone(repo.store()))
+        .map_err(CliError::Backups)?
+        .with_metrics(MetricSink::Off);
+
+    // The notifier's own services publish nowhere: it publishes nothing, and holding a
+    // sender would keep its channel open forever.
+    let notifier_services = Services {
+        repo: repo.clone(),
+        policy: Arc::clone(&policy),
+        github: github.clone(),
+        publisher: Arc::new(DiscardPublisher),
+        clock: Arc::new(SystemClock),
+    };
+    let notifier =
+        notifier::from_settings(notifier_services, &slack, &pagerduty, vars, http.clone())
+            .map_err(CliError::Notifier)?;
+
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| CliError::Listen {
@@ -88,14 +208,6 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), CliError> {
     let local = listener.local_addr().map_err(CliError::Serve)?;
 
     let (publisher, notifications) = ChannelPublisher::new(NOTIFY_CAPACITY);
-    let notifier = spawn_notifier(
-        notifications,
-        NotifierDeps {
-            policy: Arc::clone(&policy),
-            slack,
-            pagerduty,
-        },
-    );
     let services = Services {
         repo: repo.clone(),
         policy: Arc::clone(&policy),
@@ -103,11 +215,56 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), CliError> {
         publisher: Arc::new(publisher),
         clock: Arc::new(SystemClock),
     };
+
+    let slack_app = match &slack.signing_secret {
+        Some(secret) => {
+            let client = slack_client(&slack, http.clone());
+            Some(Arc::new(SlackApproval::new(
+                services.clone(),
+                secret.clone(),
+                client,
+            )))
+        }
+        None => {
+            tracing::warn!(
+                variable = SlackSettings::SIGNING_SECRET,
+                "Slack is not configured: POST /webhooks/slack answers 503 until it is set"
+            );
+            None
+        }
+    };
+    let alerts = match alert_token {
+        Some(token) => Some(Arc::new(AlertWebhook::new(services.clone(), token))),
+        None => {
+            tracing::warn!(
+                variable = config::ALERT_TOKEN,
+                "alerts are not configured: POST /webhooks/alertmanager and /webhooks/grafana answer 503 until it is set"
+            );
+            None
+        }
+    };
+    if services.github.is_none() {
+        tracing::warn!(
+            "no GitHub App configured (SHIPGATE_GITHUB_APP_ID, SHIPGATE_GITHUB_PRIVATE_KEY): \
+             decisions are recorded but GitHub is never answered and rollbacks cannot run"
+        );
+    }
+
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let shutdown_tx = Arc::new(shutdown_tx);
-    let scheduler = spawn_scheduler(services.clone(), TICK, shutdown_rx.clone());
+    let shutdown = ShutdownHandle(Arc::new(shutdown_tx));
+    let (notifier_stop_tx, notifier_stop_rx) = watch::channel(false);
+    let notifier = spawn_notifier(notifications, notifier, notifier_stop_rx);
+    let jobs = JobContext::new(services.clone(), http)
+        .with_backups(Arc::new(backups))
+        .with_metrics(MetricSink::Off);
+    let scheduler = spawn_scheduler(jobs, cfg.schedule, shutdown_rx.clone());
     let state = AppState {
-        github: Arc::new(GitHubWebhook::new(services, github_settings.webhook_secret)),
+        github: Arc::new(GitHubWebhook::new(
+            services.clone(),
+            github_settings.webhook_secret,
+        )),
+        slack: slack_app,
+        alerts,
         repo,
     };
 
@@ -116,42 +273,137 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), CliError> {
         data = %data::db_path(&cfg.data_dir).display(),
         policy = %cfg.policy_file.display(),
         environments = policy.environments().count(),
-        github_app = state.github.services.github.is_some(),
+        github_app = services.github.is_some(),
+        slack = state.slack.is_some(),
+        alerts = state.alerts.is_some(),
         version = VERSION,
         "shipgate is serving"
     );
 
-    let on_signal = Arc::clone(&shutdown_tx);
-    tokio::spawn(async move {
-        signals.wait().await;
-        tracing::info!("shutdown requested; finishing in-flight requests");
-        on_signal.send_replace(true);
-    });
-
     let server = axum::serve(listener, router(state))
         .with_graceful_shutdown(signalled(shutdown_rx.clone()))
         .into_future();
-    let grace = async {
-        signalled(shutdown_rx.clone()).await;
-        tokio::time::sleep(REQUEST_GRACE).await;
-    };
-    tokio::select! {
-        result = server => result.map_err(CliError::Serve)?,
-        () = grace => tracing::warn!(grace_secs = REQUEST_GRACE.as_secs(), "requests still running after the grace period; stopping anyway"),
+    let finished = tokio::spawn(async move {
+        let grace = async {
+            signalled(shutdown_rx.clone()).await;
+            tokio::time::sleep(REQUEST_GRACE).await;
+        };
+        let served = tokio::select! {
+            result = server => result.map_err(CliError::Serve),
+            () = grace => {
+                tracing::warn!(grace_secs = REQUEST_GRACE.as_secs(), "requests still running after the grace period; stopping anyway");
+                Ok(())
+            }
+        };
+        if tokio::time::timeout(DRAIN_GRACE, scheduler).await.is_err() {
+            tracing::warn!("the scheduler's current job did not finish in time");
+        }
+        // Nothing publishes any more (the routes and the scheduler are gone): the notifier
+        // delivers what is queued and ends.
+        notifier_stop_tx.send_replace(true);
+        match tokio::time::timeout(DRAIN_GRACE, notifier).await {
+            Ok(Ok(handled)) => tracing::info!(notifications = handled, "stopped"),
+            Ok(Err(e)) => tracing::error!(error = %e, "notifier task failed"),
+            Err(_) => {
+                tracing::warn!("notifier did not drain in time; pending notifications are lost")
+            }
+        }
+        served
+    });
+
+    Ok(RunningServer {
+        addr: local,
+        services,
+        shutdown,
+        finished,
+    })
+}
+
+/// The Slack client for the approval route. The bot token only matters for the reject-reason
+/// dialog (`views.open`); answers to a click's `response_url` need none, so a missing token
+/// degrades one feature instead of the whole route.
+fn slack_client(slack: &SlackSettings, http: reqwest::Client) -> Arc<dyn SlackApiPort> {
+    match &slack.bot_token {
+        Some(token) => Arc::new(SlackApi::new(
+            SlackConfig {
+                api_url: slack.api_url.clone(),
+                bot_token: token.clone(),
+            },
+            http,
+        )),
+        None => {
+            tracing::warn!(
+                variable = SlackSettings::BOT_TOKEN,
+                "no Slack bot token: Reject cannot open its reason dialog, and no messages are posted"
+            );
+            Arc::new(ResponseUrlOnly(SlackApi::new(
+                SlackConfig {
+                    api_url: slack.api_url.clone(),
+                    bot_token: SecretString::from(String::new()),
+                },
+                http,
+            )))
+        }
+    }
+}
+
+/// A Slack client without a bot token: it can answer a click's `response_url` (which needs
+/// no token) and refuses every Web API method with an error naming the variable to set.
+struct ResponseUrlOnly(SlackApi);
+
+fn no_bot_token() -> OutboundError {
+    OutboundError::Permanent {
+        service: "slack",
+        status: 0,
+        message: format!("{} is not set", SlackSettings::BOT_TOKEN),
+    }
+}
+
+#[async_trait]
+impl SlackApiPort for ResponseUrlOnly {
+    async fn post_message(
+        &self,
+        _channel: &str,
+        _text: &str,
+        _blocks: &serde_json::Value,
+    ) -> Result<SlackMessageRef, OutboundError> {
+        Err(no_bot_token())
     }
 
-    shutdown_tx.send_replace(true);
-    if tokio::time::timeout(DRAIN_GRACE, scheduler).await.is_err() {
-        tracing::warn!("scheduler tick did not finish in time");
+    async fn update_message(
+        &self,
+        _channel: &str,
+        _ts: &str,
+        _text: &str,
+        _blocks: &serde_json::Value,
+    ) -> Result<(), OutboundError> {
+        Err(no_bot_token())
     }
-    // Every sender lived in the router and the scheduler, both gone now: the channel closes
-    // once it is empty.
-    match tokio::time::timeout(DRAIN_GRACE, notifier).await {
-        Ok(Ok(handled)) => tracing::info!(notifications = handled, "stopped"),
-        Ok(Err(e)) => tracing::error!(error = %e, "notifier task failed"),
-        Err(_) => tracing::warn!("notifier did not drain in time; pending notifications are lost"),
+
+    async fn post_ephemeral(
+        &self,
+        _channel: &str,
+        _user: &str,
+        _text: &str,
+    ) -> Result<(), OutboundError> {
+        Err(no_bot_token())
     }
-    Ok(())
+
+    async fn respond(
+        &self,
+        response_url: &str,
+        body: &serde_json::Value,
+    ) -> Result<(), OutboundError> {
+        self.0.respond(response_url, body).await
+    }
+
+    async fn open_view(
+        &self,
+        _trigger_id: &str,
+        _view: &serde_json::Value,
+    ) -> Result<(), OutboundError> {
+        Err(no_bot_token())
+    }
 }
 
 /// Resolves once the shutdown flag is set (or its sender is gone).
@@ -199,7 +451,9 @@ fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/webhooks/github", post(github))
-        .merge(pending_function_routes())
+        .route("/webhooks/slack", post(slack))
+        .route("/webhooks/alertmanager", post(alerts))
+        .route("/webhooks/grafana", post(alerts))
         .fallback(|| async { to_axum(ApiError::NotFound.into_response()) })
         .method_not_allowed_fallback(|| async {
             to_axum(ApiError::MethodNotAllowed.into_response())
@@ -208,22 +462,11 @@ fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-// ───────────────────────────────────────────────────────────────────────────────────────────
-// Routes of the functions still being built (slack-approval, alert-webhook). Each answers
-// 501 until its handler exists; then route it like `github` below: read the body with
-// `read_body`, call the crate's `handle`, return `to_axum(response)`.
-// ───────────────────────────────────────────────────────────────────────────────────────────
-fn pending_function_routes() -> Router<AppState> {
-    Router::new()
-        .route("/webhooks/slack", post(not_implemented))
-        .route("/webhooks/alertmanager", post(not_implemented))
-        .route("/webhooks/grafana", post(not_implemented))
-}
-
-async fn not_implemented() -> axum::response::Response {
+/// 503 naming what to configure: the route exists, the install is incomplete.
+fn not_configured(what: &str, variable: &str) -> axum::response::Response {
     to_axum(web::json(
-        StatusCode::NOT_IMPLEMENTED,
-        &serde_json::json!({ "message": "not implemented yet" }),
+        StatusCode::SERVICE_UNAVAILABLE,
+        &serde_json::json!({ "message": format!("{what} is not configured: set {variable}") }),
     ))
 }
 
@@ -233,6 +476,32 @@ async fn github(
 ) -> axum::response::Response {
     match read_body(req, state.github.max_body_bytes).await {
         Ok(req) => to_axum(github_webhook::handle(&state.github, req).await),
+        Err(e) => to_axum(e.into_response()),
+    }
+}
+
+async fn slack(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    let Some(app) = state.slack else {
+        return not_configured("Slack", SlackSettings::SIGNING_SECRET);
+    };
+    match read_body(req, app.max_body_bytes).await {
+        Ok(req) => to_axum(slack_approval::handle(&app, req).await),
+        Err(e) => to_axum(e.into_response()),
+    }
+}
+
+async fn alerts(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    let Some(app) = state.alerts else {
+        return not_configured("Alerting", config::ALERT_TOKEN);
+    };
+    match read_body(req, app.max_body_bytes).await {
+        Ok(req) => to_axum(alert_webhook::handle(&app, req).await),
         Err(e) => to_axum(e.into_response()),
     }
 }
