@@ -24,8 +24,8 @@ emulator: ## run moto in the foreground on 127.0.0.1:$(PORT) for debugging tests
 venv: ## create .venv with the pinned Python tools (moto, cfn-lint, aws-sam-cli)
 	source infra/lib.sh && ensure_venv
 
-demo: ## (not built yet)
-	@echo "shipgate demo: not built yet" >&2; exit 1
+demo: ## build (dev profile) and play the demo story: approvals, a rollback, backups (no network)
+	cargo run --bin shipgate -- demo
 
-package: ## (not built yet)
-	@echo "shipgate package: not built yet" >&2; exit 1
+package: ## build the arm64 Lambda bootstraps (cargo-lambda + zig) and .aws-sam/build for sam deploy
+	infra/package.sh
