@@ -507,9 +507,62 @@ async fn a_workflow_rollback_dispatches_the_policy_workflow_on_the_last_known_go
     // Dispatched once: a resume finds the marker and does not dispatch again.
     assert_eq!(
         rollback::resume(h.services(), &b).await.unwrap(),
-        RollbackOutcome::AlreadyRollingBack { deployment_id: b }
+        RollbackOutcome::AlreadyRollingBack {
+            deployment_id: b.clone()
+        }
     );
     assert_eq!(h.github_calls("/dispatches").await.len(), 1);
+
+    // The dispatched run's job reaches staging's protection rule while B holds the lock: it is
+    // admitted as B's rollback and approved at once.
+    let reply = h
+        .deliver(
+            "deployment_protection_rule",
+            &protection_rule("staging", SHA_A, 6003),
+        )
+        .await;
+    assert_eq!(
+        (
+            reply.status,
+            reply.str("decision"),
+            reply.str("deployment_id")
+        ),
+        (200, "approved", b.as_str()),
+        "{reply:?}"
+    );
+    let reviews = h
+        .github_calls("/actions/runs/6003/deployment_protection_rule")
+        .await;
+    assert_eq!(reviews.len(), 1);
+    let review: Value = serde_json::from_slice(&reviews[0].body).unwrap();
+    assert_eq!(review["state"], json!("approved"));
+    assert_eq!(review["environment_name"], json!("staging"));
+
+    // The run's own GitHub deployment succeeds: B is rolled back and A runs again.
+    let reply = h
+        .deliver(
+            "deployment_status",
+            &deployment_status(6103, "staging", SHA_A, Some(6003), "success", json!({})),
+        )
+        .await;
+    assert_eq!(
+        (reply.status, reply.str("state")),
+        (200, "rolled_back"),
+        "{reply:?}"
+    );
+    let done = h.deployment(&b).await;
+    assert_eq!(done.state, State::RolledBack);
+    assert_eq!(
+        done.github_deployment_id,
+        Some(6002),
+        "its own GitHub deployment keeps its id"
+    );
+    let heads = h.services().repo.heads("staging").await.unwrap();
+    assert_eq!(heads.current.unwrap().sha, SHA_A);
+    assert_eq!(
+        h.services().repo.lock_holder("staging").await.unwrap(),
+        None
+    );
 }
 
 #[tokio::test]

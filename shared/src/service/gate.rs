@@ -239,6 +239,10 @@ pub async fn request(
         });
     }
 
+    if let Some(outcome) = admit_rollback_run(svc, req, now).await? {
+        return Ok(outcome);
+    }
+
     let gate_request = GateRequest {
         environment: req.environment.clone(),
         git_ref: req.git_ref.clone(),
@@ -420,6 +424,70 @@ pub async fn answer_github(svc: &Services, deployment_id: &str) -> Result<bool, 
     })
     .await?;
     Ok(true)
+}
+
+/// With `rollback.method = "workflow"`, shipgate dispatches the rollback workflow, whose job
+/// then reaches the environment's protection rule while the deployment it rolls back still
+/// holds the lock. The run is recognised by that lock holder rolling back to exactly this
+/// sha in this repository, and admitted as the rollback: it is linked to the rolling-back
+/// deployment (so its deployment statuses finish the rollback) and approved at once.
+async fn admit_rollback_run(
+    svc: &Services,
+    req: &ProtectionRuleRequest,
+    now: Timestamp,
+) -> Result<Option<GateOutcome>, ServiceError> {
+    let Some(holder) = svc.repo.lock_holder(&req.environment).await? else {
+        return Ok(None);
+    };
+    let Some(dep) = svc.repo.get_deployment(&holder).await? else {
+        return Ok(None);
+    };
+    let rolls_back_to_this = dep.state == State::RollingBack
+        && dep.repo == req.repo
+        && dep
+            .rollback
+            .as_ref()
+            .is_some_and(|r| r.target_sha == req.sha);
+    if !rolls_back_to_this {
+        return Ok(None);
+    }
+    svc.repo
+        .link_run(req.run_id, &req.environment, &dep.id)
+        .await?;
+    let why = format!(
+        "workflow run {} deploys the rollback target {}",
+        req.run_id,
+        req.sha.get(..7).unwrap_or(&req.sha)
+    );
+    svc.repo
+        .append_audit(&[dep.note(
+            now,
+            &Actor::github(&req.requester),
+            "rollback_run_admitted",
+            why,
+        )])
+        .await?;
+    if let (Some(github), Some(installation_id)) = (svc.github.as_ref(), req.installation_id) {
+        let comment = format!(
+            "shipgate approved this run: it rolls {} back to {} (deployment {})",
+            req.environment,
+            req.sha.get(..7).unwrap_or(&req.sha),
+            dep.id
+        );
+        github
+            .review_protection_rule(
+                installation_id,
+                &req.repo,
+                req.run_id,
+                &req.environment,
+                ReviewState::Approved,
+                &comment,
+            )
+            .await?;
+    }
+    Ok(Some(GateOutcome::Approved {
+        deployment_id: dep.id,
+    }))
 }
 
 /// The break-glass reason a run asks for in its title (`run-name`), e.g.

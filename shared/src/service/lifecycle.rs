@@ -131,7 +131,13 @@ pub async fn deployment_created(
     };
     let now = svc.now();
     let gh = ev.github_deployment_id;
-    let is_rollback = ev.rollback_of.is_some();
+    // A second GitHub deployment for a deployment that is rolling back is the rollback's
+    // own (the rollback workflow's run is linked to the deployment it rolls back).
+    let is_rollback = ev.rollback_of.is_some()
+        || (dep.state == State::RollingBack
+            && dep
+                .github_deployment_id
+                .is_some_and(|g| g != ev.github_deployment_id));
     let updated = update_deployment(svc, &dep.id, |d| {
         if is_rollback {
             let rb = d.rollback.as_mut()?;

@@ -383,6 +383,32 @@ impl Repo {
             .await
     }
 
+    /// Links a workflow run (in one environment) to a deployment without touching the
+    /// record: the rollback workflow's run belongs to the deployment it rolls back.
+    pub async fn link_run(
+        &self,
+        run_id: u64,
+        environment: &str,
+        deployment_id: &str,
+    ) -> Result<(), RepoError> {
+        self.store
+            .write(Write::Put {
+                item: Item {
+                    pk: format!("RUN#{run_id}"),
+                    sk: env_pk(environment),
+                    version: 1,
+                    expires_at: None,
+                    timeline: None,
+                    data: to_json(&Pointer {
+                        deployment_id: deployment_id.to_string(),
+                    }),
+                },
+                condition: Condition::None,
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Links a GitHub deployment id to a deployment without touching the record.
     pub async fn link_github_deployment(
         &self,
