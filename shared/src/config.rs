@@ -135,30 +135,41 @@ impl GitHubSettings {
 
     pub fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
         let webhook_secret = required_secret(vars, Self::WEBHOOK_SECRET)?;
-        let app_id = parse_u64(vars, Self::APP_ID)?;
-        let key = optional_secret(vars, Self::PRIVATE_KEY)?;
-        let app = match (app_id, key) {
-            (Some(id), Some(key)) => Some((id, key)),
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(ConfigError::Missing(format!(
-                    "{} (set with {})",
-                    Self::PRIVATE_KEY,
-                    Self::APP_ID
-                )))
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::Missing(format!(
-                    "{} (set with {})",
-                    Self::APP_ID,
-                    Self::PRIVATE_KEY
-                )))
-            }
-        };
+        let GitHubAppSettings { app, api_url } = GitHubAppSettings::from_vars(vars)?;
         Ok(GitHubSettings {
             webhook_secret,
             app,
-            api_url: base_url(vars, Self::API_URL, "https://api.github.com")?,
+            api_url,
+        })
+    }
+}
+
+/// The GitHub App alone, for functions that call GitHub but receive no GitHub webhooks
+/// (Slack approvals, alert-driven rollbacks, scheduled jobs).
+#[derive(Debug, Clone)]
+pub struct GitHubAppSettings {
+    /// App id and private key; both or neither.
+    pub app: Option<(u64, SecretString)>,
+    pub api_url: String,
+}
+
+impl GitHubAppSettings {
+    pub fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
+        const APP_ID: &str = GitHubSettings::APP_ID;
+        const KEY: &str = GitHubSettings::PRIVATE_KEY;
+        let app = match (parse_u64(vars, APP_ID)?, optional_secret(vars, KEY)?) {
+            (Some(id), Some(key)) => Some((id, key)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::Missing(format!("{KEY} (set with {APP_ID})")))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Missing(format!("{APP_ID} (set with {KEY})")))
+            }
+        };
+        Ok(GitHubAppSettings {
+            app,
+            api_url: base_url(vars, GitHubSettings::API_URL, "https://api.github.com")?,
         })
     }
 }

@@ -67,34 +67,10 @@ pub enum SetupError {
 /// `SHIPGATE_GITHUB_PRIVATE_KEY` are set (`SHIPGATE_GITHUB_API_URL` for GitHub Enterprise
 /// Server). This function never receives GitHub webhooks, so it needs no webhook secret.
 pub fn github_from_vars(vars: &dyn Vars) -> Result<Option<Arc<dyn GitHubApi>>, SetupError> {
-    use shipgate::config::GitHubSettings as G;
-    let app_id = config::parse_u64(vars, G::APP_ID)?;
-    let key = config::optional_secret(vars, G::PRIVATE_KEY)?;
-    let (app_id, key) = match (app_id, key) {
-        (Some(id), Some(key)) => (id, key),
-        (None, None) => return Ok(None),
-        (Some(_), None) => {
-            return Err(ConfigError::Missing(format!(
-                "{} (set with {})",
-                G::PRIVATE_KEY,
-                G::APP_ID
-            ))
-            .into())
-        }
-        (None, Some(_)) => {
-            return Err(ConfigError::Missing(format!(
-                "{} (set with {})",
-                G::APP_ID,
-                G::PRIVATE_KEY
-            ))
-            .into())
-        }
+    let config::GitHubAppSettings { app, api_url } = config::GitHubAppSettings::from_vars(vars)?;
+    let Some((app_id, key)) = app else {
+        return Ok(None);
     };
-    let api_url = config::base_url(
-        vars,
-        G::API_URL,
-        shipgate::outbound::github::DEFAULT_API_URL,
-    )?;
     let http = shipgate::outbound::http_client()?;
     let app = GitHubApp::new(
         GitHubAppConfig {

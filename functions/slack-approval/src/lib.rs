@@ -29,7 +29,7 @@ use std::time::Duration;
 use http::StatusCode;
 use secrecy::SecretString;
 use serde_json::json;
-use shipgate::config::{self, ConfigError, GitHubSettings, SlackSettings, Vars};
+use shipgate::config::{self, ConfigError, SlackSettings, Vars};
 use shipgate::outbound::github::{GitHubApi, GitHubApp, GitHubAppConfig};
 use shipgate::outbound::{OutboundError, SlackApiPort};
 use shipgate::service::approvals::{self, ClickOutcome};
@@ -347,36 +347,13 @@ impl Settings {
         })?;
         // Not GitHubSettings::from_vars: that one insists on the webhook secret, which this
         // function never uses.
-        let app_id = config::parse_u64(vars, GitHubSettings::APP_ID)?;
-        let key = config::optional_secret(vars, GitHubSettings::PRIVATE_KEY)?;
-        let github_app = match (app_id, key) {
-            (Some(id), Some(key)) => Some((id, key)),
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(ConfigError::Missing(format!(
-                    "{} (set with {})",
-                    GitHubSettings::PRIVATE_KEY,
-                    GitHubSettings::APP_ID
-                )))
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::Missing(format!(
-                    "{} (set with {})",
-                    GitHubSettings::APP_ID,
-                    GitHubSettings::PRIVATE_KEY
-                )))
-            }
-        };
+        let github = config::GitHubAppSettings::from_vars(vars)?;
         Ok(Settings {
             signing_secret,
             bot_token,
             slack_api_url: slack.api_url,
-            github_app,
-            github_api_url: config::base_url(
-                vars,
-                GitHubSettings::API_URL,
-                "https://api.github.com",
-            )?,
+            github_app: github.app,
+            github_api_url: github.api_url,
         })
     }
 

@@ -137,6 +137,24 @@ fn audit_writes(events: &[AuditEvent]) -> Vec<Write> {
         .collect()
 }
 
+/// A record pointing at a deployment (run → deployment, GitHub deployment → deployment).
+/// Pointers are overwritten freely: the latest link wins.
+fn pointer(pk: String, sk: impl Into<String>, deployment_id: impl Into<String>) -> Write {
+    Write::Put {
+        item: Item {
+            pk,
+            sk: sk.into(),
+            version: 1,
+            expires_at: None,
+            timeline: None,
+            data: to_json(&Pointer {
+                deployment_id: deployment_id.into(),
+            }),
+        },
+        condition: Condition::None,
+    }
+}
+
 fn deployment_item(dep: &Deployment) -> Item {
     Item {
         pk: dep_pk(&dep.id),
@@ -238,19 +256,11 @@ impl Repo {
             });
         }
         if let Some(run_id) = dep.run_id {
-            writes.push(Write::Put {
-                item: Item {
-                    pk: format!("RUN#{run_id}"),
-                    sk: env_pk(&dep.environment),
-                    version: 1,
-                    expires_at: None,
-                    timeline: None,
-                    data: to_json(&Pointer {
-                        deployment_id: dep.id.clone(),
-                    }),
-                },
-                condition: Condition::None,
-            });
+            writes.push(pointer(
+                format!("RUN#{run_id}"),
+                env_pk(&dep.environment),
+                dep.id.clone(),
+            ));
         }
         writes.extend(audit_writes(events));
         match self.store.transact(writes).await {
@@ -296,35 +306,11 @@ impl Repo {
             }
         }
         if let Some(gh) = dep.github_deployment_id {
-            writes.push(Write::Put {
-                item: Item {
-                    pk: format!("GHDEP#{gh}"),
-                    sk: "MAP".into(),
-                    version: 1,
-                    expires_at: None,
-                    timeline: None,
-                    data: to_json(&Pointer {
-                        deployment_id: dep.id.clone(),
-                    }),
-                },
-                condition: Condition::None,
-            });
+            writes.push(pointer(format!("GHDEP#{gh}"), "MAP", dep.id.clone()));
         }
         if let Some(rb) = dep.rollback.as_ref().and_then(|r| r.github_deployment_id) {
             if Some(rb) != dep.github_deployment_id {
-                writes.push(Write::Put {
-                    item: Item {
-                        pk: format!("GHDEP#{rb}"),
-                        sk: "MAP".into(),
-                        version: 1,
-                        expires_at: None,
-                        timeline: None,
-                        data: to_json(&Pointer {
-                            deployment_id: dep.id.clone(),
-                        }),
-                    },
-                    condition: Condition::None,
-                });
+                writes.push(pointer(format!("GHDEP#{rb}"), "MAP", dep.id.clone()));
             }
         }
         writes.extend(audit_writes(events));
@@ -392,19 +378,11 @@ impl Repo {
         deployment_id: &str,
     ) -> Result<(), RepoError> {
         self.store
-            .write(Write::Put {
-                item: Item {
-                    pk: format!("RUN#{run_id}"),
-                    sk: env_pk(environment),
-                    version: 1,
-                    expires_at: None,
-                    timeline: None,
-                    data: to_json(&Pointer {
-                        deployment_id: deployment_id.to_string(),
-                    }),
-                },
-                condition: Condition::None,
-            })
+            .write(pointer(
+                format!("RUN#{run_id}"),
+                env_pk(environment),
+                deployment_id.to_string(),
+            ))
             .await?;
         Ok(())
     }
@@ -416,19 +394,11 @@ impl Repo {
         deployment_id: &str,
     ) -> Result<(), RepoError> {
         self.store
-            .write(Write::Put {
-                item: Item {
-                    pk: format!("GHDEP#{github_deployment_id}"),
-                    sk: "MAP".into(),
-                    version: 1,
-                    expires_at: None,
-                    timeline: None,
-                    data: to_json(&Pointer {
-                        deployment_id: deployment_id.to_string(),
-                    }),
-                },
-                condition: Condition::None,
-            })
+            .write(pointer(
+                format!("GHDEP#{github_deployment_id}"),
+                "MAP",
+                deployment_id.to_string(),
+            ))
             .await?;
         Ok(())
     }
