@@ -483,7 +483,7 @@ pub async fn segmented_scan_sees_every_item_once(store: Arc<dyn ItemStore>) {
 
 /// Runs the whole suite as `#[tokio::test]`s against an adapter.
 ///
-/// ```ignore
+/// ```text
 /// shipgate::store_contract_tests!(async { std::sync::Arc::new(SqliteStore::in_memory().unwrap()) });
 /// ```
 #[macro_export]
