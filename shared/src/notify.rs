@@ -107,6 +107,14 @@ pub enum NotificationBody {
         #[serde(default)]
         page: bool,
     },
+    /// A production deployment reached its approvals and the policy names tables to back up
+    /// first (`pre_deploy_backups`). Not for people: the scheduled-jobs function takes these
+    /// (an SNS subscription filtered on `kind`) and answers GitHub once the backups are done.
+    PreDeployBackup {
+        deployment_id: String,
+        environment: String,
+        tables: Vec<String>,
+    },
 }
 
 impl Notification {
@@ -165,6 +173,7 @@ fn kind_of(body: &NotificationBody) -> &'static str {
         NotificationBody::Deployment { .. } => "deployment",
         NotificationBody::Incident { .. } => "incident",
         NotificationBody::Job { .. } => "job",
+        NotificationBody::PreDeployBackup { .. } => "pre_deploy_backup",
     }
 }
 

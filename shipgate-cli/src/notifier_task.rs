@@ -12,14 +12,19 @@
 //! it drains: that sender would keep the channel open forever. It gets a
 //! [`DiscardPublisher`] instead (the notifier publishes nothing anyway).
 //!
+//! Pre-deploy backup requests are not for people: [`RoutingPublisher`] sends them to the
+//! task [`spawn_pre_deploy_backups`] starts, which runs them with the scheduled jobs'
+//! context — what the SNS subscription filter does on AWS.
+//!
 //! [`ChannelPublisher`]: shipgate::notify::ChannelPublisher
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use notifier::{Delivered, Notifier};
-use shipgate::notify::{Notification, PublishError, Publisher};
-use tokio::sync::mpsc::Receiver;
+use shipgate::jobs::{predeploy, JobContext};
+use shipgate::notify::{ChannelPublisher, Notification, NotificationBody, PublishError, Publisher};
+use tokio::sync::mpsc::{self, Receiver};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -37,6 +42,74 @@ impl Publisher for DiscardPublisher {
         tracing::debug!(notification_id = %n.id, "notification discarded (nothing to publish to)");
         Ok(())
     }
+}
+
+/// How many pre-deploy backup requests may wait for the jobs task.
+const PRE_DEPLOY_CAPACITY: usize = 64;
+
+/// The self-hosted server's publisher: pre-deploy backup requests to the jobs task, every
+/// other notification to the notifier's channel.
+pub struct RoutingPublisher {
+    notifications: ChannelPublisher,
+    pre_deploy: mpsc::Sender<String>,
+}
+
+impl RoutingPublisher {
+    /// The publisher and the receiving end for [`spawn_pre_deploy_backups`].
+    pub fn new(notifications: ChannelPublisher) -> (Self, Receiver<String>) {
+        let (pre_deploy, rx) = mpsc::channel(PRE_DEPLOY_CAPACITY);
+        (
+            RoutingPublisher {
+                notifications,
+                pre_deploy,
+            },
+            rx,
+        )
+    }
+}
+
+#[async_trait]
+impl Publisher for RoutingPublisher {
+    async fn publish(&self, n: &Notification) -> Result<(), PublishError> {
+        match &n.body {
+            NotificationBody::PreDeployBackup { deployment_id, .. } => self
+                .pre_deploy
+                .send(deployment_id.clone())
+                .await
+                .map_err(|_| PublishError::Failed {
+                    message: "the pre-deploy backup task has stopped".into(),
+                    source: None,
+                }),
+            _ => self.notifications.publish(n).await,
+        }
+    }
+}
+
+/// Runs pre-deploy backups one at a time as they are requested, until `stop`. A backup cut
+/// short by a shutdown is requested again by the sweeper after the next start.
+pub fn spawn_pre_deploy_backups(
+    mut rx: Receiver<String>,
+    jobs: JobContext,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                next = rx.recv() => match next {
+                    Some(deployment_id) => match predeploy::run(&jobs, &deployment_id).await {
+                        Ok(outcome) => tracing::info!(deployment_id, ?outcome, "pre-deploy backup handled"),
+                        Err(e) => tracing::error!(deployment_id, error = %e, "pre-deploy backup could not run; the sweeper retries"),
+                    },
+                    None => break,
+                },
+                changed = stop.changed() => {
+                    if changed.is_err() || *stop.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+    })
 }
 
 /// Starts the notifier; the handle yields how many notifications it handled (delivered,

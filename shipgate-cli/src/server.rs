@@ -49,7 +49,9 @@ use tokio::task::JoinHandle;
 
 use crate::data;
 use crate::error::CliError;
-use crate::notifier_task::{spawn_notifier, DiscardPublisher};
+use crate::notifier_task::{
+    spawn_notifier, spawn_pre_deploy_backups, DiscardPublisher, RoutingPublisher,
+};
 use crate::scheduler::{spawn_scheduler, Schedule};
 
 /// Notifications buffered between handlers and the notifier before publishing waits.
@@ -207,7 +209,8 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, CliError> {
         })?;
     let local = listener.local_addr().map_err(CliError::Serve)?;
 
-    let (publisher, notifications) = ChannelPublisher::new(NOTIFY_CAPACITY);
+    let (channel, notifications) = ChannelPublisher::new(NOTIFY_CAPACITY);
+    let (publisher, pre_deploy_requests) = RoutingPublisher::new(channel);
     let services = Services {
         repo: repo.clone(),
         policy: Arc::clone(&policy),
@@ -257,6 +260,7 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, CliError> {
     let jobs = JobContext::new(services.clone(), http)
         .with_backups(Arc::new(backups))
         .with_metrics(MetricSink::Off);
+    spawn_pre_deploy_backups(pre_deploy_requests, jobs.clone(), shutdown_rx.clone());
     let scheduler = spawn_scheduler(jobs, cfg.schedule, shutdown_rx.clone());
     let state = AppState {
         github: Arc::new(GitHubWebhook::new(

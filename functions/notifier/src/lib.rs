@@ -409,6 +409,12 @@ pub async fn deliver(app: &Notifier, n: &Notification) -> Result<Delivered, Deli
             details,
             page,
         } => deliver_job(app, n, job, *ok, summary, details, *page).await,
+        // The topic's subscription filter keeps these away from the notifier; one that
+        // arrives anyway (an old filter, the self-hosted channel) is for the jobs runner.
+        NotificationBody::PreDeployBackup { .. } => Ok(vec![Outcome::Skipped {
+            target: "jobs",
+            reason: "a pre-deploy backup request is for the scheduled jobs".into(),
+        }]),
     };
     match result {
         Ok(outcomes) => Ok(Delivered::Sent(outcomes)),
@@ -937,6 +943,7 @@ fn ordering_key(n: &Notification) -> String {
         NotificationBody::Deployment { deployment, .. } => format!("dep#{}", deployment.id),
         NotificationBody::Incident { incident_id, .. } => format!("inc#{incident_id}"),
         NotificationBody::Job { .. } => format!("n#{}", n.id),
+        NotificationBody::PreDeployBackup { deployment_id, .. } => format!("dep#{deployment_id}"),
     }
 }
 

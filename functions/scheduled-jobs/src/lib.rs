@@ -13,9 +13,16 @@
 //!
 //! When a tick is known, it is claimed (`job:{name}:{tick}`): the same tick delivered twice
 //! runs the job once.
+//!
+//! The function is also subscribed to shipgate's notification topic, filtered to
+//! `kind = pre_deploy_backup`: an SNS event whose messages ask for a deployment's pre-deploy
+//! backup ([`shipgate::jobs::predeploy`]). [`handle_invocation`] takes both shapes.
 
+use serde::Serialize;
 use serde_json::Value;
+use shipgate::jobs::predeploy::{self, PreDeployOutcome};
 use shipgate::jobs::{self, JobContext, JobError, JobName, JobReport, UnknownJob};
+use shipgate::notify::{Notification, NotificationBody};
 
 /// What an event asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +41,12 @@ pub enum EventError {
     JobNotAString,
     #[error(transparent)]
     UnknownJob(#[from] UnknownJob),
+    #[error("SNS record {index} does not carry a shipgate notification")]
+    BadSnsMessage {
+        index: usize,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// Why an invocation failed.
@@ -96,4 +109,66 @@ pub async fn handle(
         None => jobs::run(ctx, request.job).await?,
     };
     Ok(report)
+}
+
+/// What one invocation did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Handled {
+    /// A schedule tick (or a hand-made invocation) ran a job.
+    Job(JobReport),
+    /// An SNS delivery asked for pre-deploy backups: one outcome per request, in order.
+    PreDeployBackups(Vec<PreDeployOutcome>),
+}
+
+/// The deployments an SNS event asks pre-deploy backups for, or `None` when the event is not
+/// an SNS event. Notifications of other kinds are skipped: the subscription filter should
+/// keep them away, and they are the notifier's.
+pub fn pre_deploy_requests(event: &Value) -> Result<Option<Vec<String>>, EventError> {
+    let Some(records) = event.get("Records").and_then(Value::as_array) else {
+        return Ok(None);
+    };
+    let is_sns = |r: &Value| {
+        r.get("EventSource").and_then(Value::as_str) == Some("aws:sns")
+            || r.get("eventSource").and_then(Value::as_str) == Some("aws:sns")
+    };
+    if records.is_empty() || !records.iter().all(is_sns) {
+        return Ok(None);
+    }
+    let mut wanted = Vec::new();
+    for (index, record) in records.iter().enumerate() {
+        let message = record
+            .get("Sns")
+            .and_then(|sns| sns.get("Message"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let notification: Notification = serde_json::from_str(message)
+            .map_err(|source| EventError::BadSnsMessage { index, source })?;
+        match notification.body {
+            NotificationBody::PreDeployBackup { deployment_id, .. } => wanted.push(deployment_id),
+            _ => tracing::info!(
+                notification_id = %notification.id,
+                "notification is not a pre-deploy backup request; ignored"
+            ),
+        }
+    }
+    Ok(Some(wanted))
+}
+
+/// The Lambda handler: a schedule tick runs its job ([`handle`]); an SNS delivery runs the
+/// pre-deploy backups it asks for. A backup that could not run fails the invocation, so
+/// Lambda retries it (and the sweeper re-requests it in any case).
+pub async fn handle_invocation(
+    ctx: &JobContext,
+    event: &Value,
+    request_id: Option<&str>,
+) -> Result<Handled, HandlerError> {
+    let Some(deployments) = pre_deploy_requests(event)? else {
+        return handle(ctx, event, request_id).await.map(Handled::Job);
+    };
+    let mut outcomes = Vec::with_capacity(deployments.len());
+    for deployment_id in deployments {
+        outcomes.push(predeploy::run(ctx, &deployment_id).await?);
+    }
+    Ok(Handled::PreDeployBackups(outcomes))
 }

@@ -1,5 +1,5 @@
-//! Lambda entry point of the scheduled-jobs function: cold-start wiring, then [`handle`] per
-//! schedule tick.
+//! Lambda entry point of the scheduled-jobs function: cold-start wiring, then
+//! [`handle_invocation`] per schedule tick or pre-deploy backup request.
 //!
 //! The GitHub App is optional here (`SHIPGATE_GITHUB_APP_ID` + `SHIPGATE_GITHUB_PRIVATE_KEY`):
 //! without it the sweeper cannot answer GitHub and rollback drills cannot run, and both say
@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use lambda_runtime::{service_fn, LambdaEvent};
-use scheduled_jobs::handle;
+use scheduled_jobs::handle_invocation;
 use serde_json::Value;
 use shipgate::bootstrap::{self, BootError};
 use shipgate::config::{self, GitHubSettings, Vars};
@@ -82,7 +82,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let ctx = &ctx;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let request_id = event.context.request_id.clone();
-        handle(ctx, &event.payload, Some(&request_id))
+        handle_invocation(ctx, &event.payload, Some(&request_id))
             .await
             .map_err(lambda_runtime::Error::from)
     }))

@@ -475,6 +475,37 @@ impl BackupJobs for TableBackups {
         Ok(outcome.announced())
     }
 
+    /// Backs up each named table in turn, stopping at the first failure (a deployment waits
+    /// on all of them, so one failure fails the attempt).
+    async fn backup_tables(
+        &self,
+        svc: &Services,
+        tables: &[String],
+    ) -> Result<Vec<Manifest>, JobError> {
+        let now = svc.now();
+        let mut manifests = Vec::with_capacity(tables.len());
+        for name in tables {
+            let table = self.find(name).ok_or_else(|| JobError::Failed {
+                job: JobName::Backup,
+                message: format!(
+                    "table {name} is not one of the backed-up tables ({})",
+                    self.tables().join(", ")
+                ),
+                source: None,
+            })?;
+            let manifest = backup::backup_table(&self.deps, table.source.as_ref(), now, None)
+                .await
+                .map_err(|e| JobError::Failed {
+                    job: JobName::Backup,
+                    message: format!("table {name}: {}", error_chain(&e)),
+                    source: Some(Box::new(e)),
+                })?;
+            self.emit(svc, name, "BackupItems", Unit::Count, manifest.items as f64);
+            manifests.push(manifest);
+        }
+        Ok(manifests)
+    }
+
     /// Drills every table into a fresh scratch table; the outcome is ok only if every drill
     /// ran to the end and passed. Per table the details carry the drill report (RPO, RTO,
     /// counts, digests) or the error that stopped it.

@@ -17,6 +17,7 @@ pub mod tables;
 
 pub mod dora;
 pub mod emf;
+pub mod predeploy;
 pub mod probes;
 pub mod rollback_drill;
 mod runner;
@@ -202,6 +203,13 @@ impl From<RepoError> for JobError {
 pub trait BackupJobs: Send + Sync {
     async fn backup(&self, svc: &Services) -> Result<JobOutcome, JobError>;
     async fn restore_drill(&self, svc: &Services) -> Result<JobOutcome, JobError>;
+    /// Backs up just `tables` (logical names from the policy's `[backups] tables`), without
+    /// pruning: the pre-deploy backups. Returns one manifest per table, in order.
+    async fn backup_tables(
+        &self,
+        svc: &Services,
+        tables: &[String],
+    ) -> Result<Vec<crate::backup::Manifest>, JobError>;
 }
 
 /// Everything the jobs need, built once at cold start.

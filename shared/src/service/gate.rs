@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::{ServiceError, Services};
+use super::{predeploy, ServiceError, Services};
 use crate::domain::deployment::{
     Action, Actor, AuditEvent, BreakGlass, CallbackState, Deployment, DeploymentKind, State,
 };
@@ -115,6 +115,7 @@ fn new_deployment(req: &ProtectionRuleRequest, now: Timestamp) -> Deployment {
         slack: None,
         button_nonce: Some(uuid::Uuid::new_v4().simple().to_string()),
         checks: Vec::new(),
+        rollback_request: None,
     }
 }
 
@@ -397,7 +398,27 @@ pub async fn answer_github(svc: &Services, deployment_id: &str) -> Result<bool, 
         State::Rejected | State::Expired | State::Cancelled => ReviewState::Rejected,
         _ => ReviewState::Approved,
     };
-    let comment = decision_comment(&dep);
+    let mut dep = dep;
+    let mut backed_up = Vec::new();
+    if dep.state == State::Approved {
+        match predeploy::before_approving(svc, &dep).await? {
+            predeploy::Gate::NotNeeded => {}
+            predeploy::Gate::Waiting => return Ok(false),
+            predeploy::Gate::Done(ids) => backed_up = ids,
+            predeploy::Gate::GaveUp(reason) => {
+                dep = cancel_for_backup(svc, deployment_id, &reason).await?;
+            }
+        }
+    }
+    let state = if dep.state == State::Cancelled {
+        ReviewState::Rejected
+    } else {
+        state
+    };
+    let mut comment = decision_comment(&dep);
+    if state == ReviewState::Approved && !backed_up.is_empty() {
+        comment.push_str(&format!("; backed up first: {}", backed_up.join(", ")));
+    }
     github
         .review_protection_rule(
             installation_id,
@@ -424,6 +445,38 @@ pub async fn answer_github(svc: &Services, deployment_id: &str) -> Result<bool, 
     })
     .await?;
     Ok(true)
+}
+
+/// Cancels an approved deployment whose pre-deploy backup could not be made, so GitHub is
+/// told "rejected" with the reason instead of deploying without it.
+async fn cancel_for_backup(
+    svc: &Services,
+    deployment_id: &str,
+    reason: &str,
+) -> Result<Deployment, ServiceError> {
+    let now = svc.now();
+    let saved = update_deployment(svc, deployment_id, |d| {
+        if d.state != State::Approved {
+            return None;
+        }
+        let event = d
+            .apply(Action::Cancel, now, &Actor::system(), reason)
+            .ok()?;
+        d.reason = Some(reason.to_string());
+        Some(vec![event])
+    })
+    .await?
+    .ok_or_else(|| ServiceError::Contended(format!("deployment {deployment_id} disappeared")))?;
+    if saved.state == State::Cancelled {
+        tracing::error!(
+            deployment_id,
+            reason,
+            "deployment cancelled: its pre-deploy backup failed"
+        );
+        svc.publish(Notification::deployment(now, &saved, "cancelled"))
+            .await;
+    }
+    Ok(saved)
 }
 
 /// With `rollback.method = "workflow"`, shipgate dispatches the rollback workflow, whose job

@@ -8,6 +8,7 @@ pub mod approvals;
 pub mod gate;
 pub mod incidents;
 pub mod lifecycle;
+pub mod predeploy;
 pub mod rollback;
 
 use std::sync::Arc;
