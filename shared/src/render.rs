@@ -5,9 +5,12 @@
 //! so [`deployment_message`] renders the whole picture every time: what is deployed, by whom,
 //! which policy checks passed, approvals so far, and the decision. While it awaits approval
 //! the message carries Approve / Reject buttons; while it is verifying or has succeeded, a
-//! Roll back button. A button's `value` is `"{deployment_id}:{button_nonce}"` and nothing
-//! else: Slack echoes it back to whoever clicks, so it must never carry a secret, and the
-//! nonce only lets the approval handler recognise a button from an older message.
+//! Roll back button. While a manual rollback waits for its approvals
+//! ([`deployment_message_with_rollback_request`]), the message shows the request and carries
+//! Approve rollback / Cancel rollback buttons instead. A button's `value` is
+//! `"{deployment_id}:{nonce}"` and nothing else: Slack echoes it back to whoever clicks, so it
+//! must never carry a secret, and the nonce (the deployment's `button_nonce`, or the rollback
+//! request's own) only lets the approval handler recognise a button from an older message.
 //!
 //! Everything that came from outside (refs, reasons, titles) is escaped for Slack's mrkdwn,
 //! so a branch named `<!channel>` cannot ping a channel.
@@ -15,7 +18,7 @@
 use jiff::Timestamp;
 use serde_json::{json, Value};
 
-use crate::domain::deployment::State;
+use crate::domain::deployment::{RollbackRequest, State};
 use crate::notify::DeploymentSummary;
 
 /// `action_id` of the Approve button.
@@ -24,6 +27,10 @@ pub const APPROVE_ACTION_ID: &str = "shipgate_approve";
 pub const REJECT_ACTION_ID: &str = "shipgate_reject";
 /// `action_id` of the Roll back button.
 pub const ROLLBACK_ACTION_ID: &str = "shipgate_rollback";
+/// `action_id` of the Approve rollback button of an open rollback request.
+pub const APPROVE_ROLLBACK_ACTION_ID: &str = "shipgate_rollback_approve";
+/// `action_id` of the Cancel rollback button of an open rollback request.
+pub const CANCEL_ROLLBACK_ACTION_ID: &str = "shipgate_rollback_cancel";
 
 /// Where commits and repositories are linked to unless configured otherwise (GitHub
 /// Enterprise Server has its own host).
@@ -239,7 +246,83 @@ fn button(action_id: &str, label: &str, style: &str, value: &str) -> Value {
     })
 }
 
-fn buttons(dep: &DeploymentSummary) -> Option<Value> {
+/// Who asked for a rollback, for people: a Slack mention, or the CLI user.
+fn requester(requested_by: &str) -> String {
+    match requested_by.split_once(':') {
+        Some(("slack", user)) => mention(user),
+        Some(("cli", user)) => format!("{} (CLI)", escape(user)),
+        _ => escape(requested_by),
+    }
+}
+
+/// "Rollback to `abc1234` requested by @x: 1 of 2 approvals (by @y), expires …".
+fn rollback_request_line(request: &RollbackRequest) -> String {
+    let by = if request.approvals.is_empty() {
+        String::new()
+    } else {
+        let who = request
+            .approvals
+            .iter()
+            .map(|a| mention(&a.approver))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(" (by {who})")
+    };
+    format!(
+        ":leftwards_arrow_with_hook: *Rollback to `{}` requested* by {}: {} of {} approvals{by}, expires {}",
+        escape(request.short_target()),
+        requester(&request.requested_by),
+        request.approval_count(),
+        request.need(),
+        slack_date(request.expires_at)
+    )
+}
+
+fn rollback_request_buttons(dep: &DeploymentSummary, request: &RollbackRequest) -> Value {
+    let value = button_value(&dep.id, &request.nonce);
+    let mut approve = button(
+        APPROVE_ROLLBACK_ACTION_ID,
+        "Approve rollback",
+        "danger",
+        &value,
+    );
+    approve["confirm"] = json!({
+        "title": plain(&truncate(&format!("Approve rolling back {}?", dep.environment), 100)),
+        "text": mrkdwn(&format!(
+            "This approves replacing `{}` in *{}* with `{}`.",
+            escape(short(&dep.sha)),
+            escape(&dep.environment),
+            escape(request.short_target())
+        )),
+        "confirm": plain("Approve rollback"),
+        "deny": plain("Cancel"),
+    });
+    let mut cancel = button(
+        CANCEL_ROLLBACK_ACTION_ID,
+        "Cancel rollback",
+        "primary",
+        &value,
+    );
+    // A plain button: no style, so it does not compete with the decision.
+    if let Some(obj) = cancel.as_object_mut() {
+        obj.remove("style");
+    }
+    json!({
+        "type": "actions",
+        "block_id": "shipgate_rollback_request",
+        "elements": [approve, cancel],
+    })
+}
+
+fn buttons(dep: &DeploymentSummary, rollback_request: Option<&RollbackRequest>) -> Option<Value> {
+    if let Some(request) = rollback_request.filter(|_| {
+        matches!(
+            dep.state,
+            State::Verifying | State::Succeeded | State::Failed
+        )
+    }) {
+        return Some(rollback_request_buttons(dep, request));
+    }
     // Without a nonce the approval handler would refuse every click; show no buttons at all.
     let nonce = dep.button_nonce.as_deref()?;
     let value = button_value(&dep.id, nonce);
@@ -276,6 +359,23 @@ fn buttons(dep: &DeploymentSummary) -> Option<Value> {
 
 /// The message about one deployment, rendered in full from its current summary.
 pub fn deployment_message(dep: &DeploymentSummary, github_web_url: &str) -> SlackMessage {
+    deployment_message_with_rollback_request(dep, None, github_web_url)
+}
+
+/// [`deployment_message`], showing the deployment's open rollback request (its progress and
+/// deadline, with Approve rollback / Cancel rollback buttons) when there is one.
+pub fn deployment_message_with_rollback_request(
+    dep: &DeploymentSummary,
+    rollback_request: Option<&RollbackRequest>,
+    github_web_url: &str,
+) -> SlackMessage {
+    // A request only means something while the deployment can still be rolled back by hand.
+    let rollback_request = rollback_request.filter(|_| {
+        matches!(
+            dep.state,
+            State::Verifying | State::Succeeded | State::Failed
+        )
+    });
     let web = github_web_url.trim_end_matches('/');
     let (emoji, label) = state_label(dep.state);
 
@@ -334,7 +434,11 @@ pub fn deployment_message(dep: &DeploymentSummary, github_web_url: &str) -> Slac
     if let Some(line) = &outcome {
         blocks.push(section(&truncate(line, SECTION_MAX_CHARS)));
     }
-    if let Some(actions) = buttons(dep) {
+    let request_line = rollback_request.map(rollback_request_line);
+    if let Some(line) = &request_line {
+        blocks.push(section(&truncate(line, SECTION_MAX_CHARS)));
+    }
+    if let Some(actions) = buttons(dep, rollback_request) {
         blocks.push(actions);
     }
     let mut footer = format!("Deployment `{}`", escape(&dep.id));
@@ -358,6 +462,13 @@ pub fn deployment_message(dep: &DeploymentSummary, github_web_url: &str) -> Slac
     );
     if dep.state == State::AwaitingApproval {
         text.push_str(&format!(" — {} approvals", approvals_progress(dep)));
+    } else if let Some(request) = rollback_request {
+        text.push_str(&format!(
+            " — rollback to {} requested: {} of {} approvals",
+            escape(request.short_target()),
+            request.approval_count(),
+            request.need()
+        ));
     } else if let Some(line) = &outcome {
         text.push_str(" — ");
         text.push_str(line);
@@ -648,6 +759,70 @@ mod tests {
         assert!(
             all_text(&message).contains("Rolling back to `fedcba9`: critical alert HighErrorRate")
         );
+    }
+
+    fn open_request() -> RollbackRequest {
+        RollbackRequest {
+            target_sha: "fedcba9876543210".into(),
+            target_ref: "main".into(),
+            requested_by: "slack:U0ALICE01".into(),
+            requested_at: "2025-03-04T17:00:00Z".parse().expect("ts"),
+            expires_at: "2025-03-04T18:00:00Z".parse().expect("ts"),
+            approvals_required: 2,
+            approvals: vec![crate::domain::deployment::Approval {
+                approver: "U0BOB0002".into(),
+                at: "2025-03-04T17:05:00Z".parse().expect("ts"),
+            }],
+            nonce: "rb-n0nce".into(),
+        }
+    }
+
+    #[test]
+    fn an_open_rollback_request_shows_its_progress_and_approve_and_cancel_buttons() {
+        let mut dep = awaiting();
+        dep.state = State::Succeeded;
+        let request = open_request();
+        let message =
+            deployment_message_with_rollback_request(&dep, Some(&request), DEFAULT_GITHUB_WEB_URL);
+        let text = all_text(&message);
+        assert!(
+            text.contains("*Rollback to `fedcba9` requested* by <@U0ALICE01>: 1 of 2 approvals (by <@U0BOB0002>), expires <!date^1741111200^"),
+            "{text}"
+        );
+        let buttons = actions(&message);
+        assert_eq!(buttons.len(), 2);
+        assert_eq!(buttons[0]["action_id"], APPROVE_ROLLBACK_ACTION_ID);
+        assert_eq!(buttons[0]["value"], "dep-01:rb-n0nce");
+        assert_eq!(buttons[0]["confirm"]["confirm"]["text"], "Approve rollback");
+        assert_eq!(buttons[1]["action_id"], CANCEL_ROLLBACK_ACTION_ID);
+        assert_eq!(buttons[1]["value"], "dep-01:rb-n0nce");
+        assert!(buttons[1].get("style").is_none());
+        assert_eq!(
+            message.text,
+            "Deployed: acme/shop `main` (0123456) to production — rollback to fedcba9 requested: 1 of 2 approvals"
+        );
+
+        let mut from_cli = open_request();
+        from_cli.requested_by = "cli:<!channel>".into();
+        let text = all_text(&deployment_message_with_rollback_request(
+            &dep,
+            Some(&from_cli),
+            DEFAULT_GITHUB_WEB_URL,
+        ));
+        assert!(text.contains("by &lt;!channel&gt; (CLI)"), "{text}");
+    }
+
+    #[test]
+    fn a_rollback_request_is_not_shown_once_the_deployment_is_rolling_back() {
+        let mut dep = awaiting();
+        dep.state = State::RollingBack;
+        let message = deployment_message_with_rollback_request(
+            &dep,
+            Some(&open_request()),
+            DEFAULT_GITHUB_WEB_URL,
+        );
+        assert!(actions(&message).is_empty());
+        assert!(!all_text(&message).contains("requested* by"));
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 use secrecy::SecretString;
 use serde_json::json;
-use shipgate::domain::deployment::{CallbackState, Deployment, State};
+use shipgate::domain::deployment::{
+    Approval, CallbackState, Deployment, Head, RollbackRequest, State,
+};
 use shipgate::domain::policy::Policy;
 use shipgate::jobs::{self, JobContext, JobName, MetricSink};
 use shipgate::notify::{NotificationBody, RecordingPublisher};
@@ -373,4 +375,107 @@ async fn backup_jobs_without_backup_storage_fail_and_give_the_tick_back() {
         .filter(|n| matches!(&n.body, NotificationBody::Job { job, ok: false, page: true, .. } if job == "backup"))
         .count();
     assert_eq!(paged, 2);
+}
+
+/// A succeeded production deployment that runs now, with a manual rollback request that
+/// expires at `expires_at` (1 of 2 approvals so far).
+async fn running_with_rollback_request(
+    h: &Harness,
+    id: &str,
+    at: Timestamp,
+    expires_at: Timestamp,
+) {
+    let repo = &h.ctx.services.repo;
+    let mut dep = deployment(id, "production", State::Succeeded, 31, at);
+    dep.rollback_request = Some(RollbackRequest {
+        target_sha: "aaaaaaa111".into(),
+        target_ref: "main".into(),
+        requested_by: "cli:ada".into(),
+        requested_at: at,
+        expires_at,
+        approvals_required: 2,
+        approvals: vec![Approval {
+            approver: "U0APPROV1".into(),
+            at,
+        }],
+        nonce: "rb-nonce".into(),
+    });
+    repo.create_deployment(&mut dep, &[], at)
+        .await
+        .expect("create");
+    repo.set_head(
+        "production",
+        Head {
+            sha: dep.sha.clone(),
+            git_ref: dep.git_ref.clone(),
+            deployment_id: id.into(),
+            at,
+        },
+        true,
+    )
+    .await
+    .expect("head");
+}
+
+#[tokio::test]
+async fn expires_a_rollback_request_past_its_ttl_and_says_so_in_slack() {
+    let at = t("2026-03-02T10:00:00Z");
+    let expires_at = t("2026-03-02T11:00:00Z");
+    let h = harness(at, None);
+    running_with_rollback_request(&h, "dep-running", at, expires_at).await;
+
+    // Before the deadline the request stays.
+    h.clock.advance(Duration::from_secs(3599));
+    let early = jobs::run(&h.ctx, JobName::Sweeper).await.expect("sweep");
+    assert_eq!(early.details["rollback_requests_expired"], json!([]));
+    assert!(get(&h, "dep-running").await.rollback_request.is_some());
+
+    h.clock.advance(Duration::from_secs(1));
+    let report = jobs::run(&h.ctx, JobName::Sweeper).await.expect("sweep");
+    assert_eq!(
+        report.details["rollback_requests_expired"],
+        json!(["dep-running"])
+    );
+    assert!(
+        report.summary.contains("1 rollback requests expired"),
+        "{}",
+        report.summary
+    );
+    let after = get(&h, "dep-running").await;
+    assert_eq!(
+        (after.state, after.rollback_request),
+        (State::Succeeded, None)
+    );
+    let expired_notices: Vec<String> = h
+        .published
+        .taken()
+        .into_iter()
+        .filter_map(|n| match n.body {
+            NotificationBody::Deployment { deployment, event } => {
+                Some(format!("{}:{event}", deployment.id))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(expired_notices, ["dep-running:rollback_request_expired"]);
+    let audit = h
+        .ctx
+        .services
+        .repo
+        .audit_for_deployment("dep-running")
+        .await
+        .expect("audit");
+    let last = audit.last().expect("an audit line");
+    assert_eq!(
+        (last.what.as_str(), last.actor.as_str(), last.why.as_str()),
+        (
+            "rollback_request_expired",
+            "shipgate",
+            "rollback to aaaaaaa requested by cli:ada expired with 1 of 2 approvals"
+        )
+    );
+
+    // A second sweep finds nothing left to expire.
+    let again = jobs::run(&h.ctx, JobName::Sweeper).await.expect("sweep");
+    assert_eq!(again.details["rollback_requests_expired"], json!([]));
 }

@@ -1,11 +1,14 @@
 //! `shipgate rollback ENV`: rolls the environment's current deployment back to its previous
-//! good version, as `cli:$USER` (an operator with shell access may roll back an environment
-//! that needs approvals). GitHub is asked through the App from the environment
+//! good version, as `cli:$USER`, under the same approval rules as a deploy. Where the
+//! environment needs no approvals the rollback starts at once; otherwise this opens a
+//! rollback request that the environment's approvers approve in Slack (the CLI user's own
+//! approval does not count where `prevent_self_approval` is on), and the rollback starts when
+//! the last approval needed arrives. GitHub is asked through the App from the environment
 //! (`SHIPGATE_GITHUB_APP_ID`, `SHIPGATE_GITHUB_PRIVATE_KEY`).
 //!
-//! Exit 0 when the rollback started (or was already under way), 1 when it was refused or
-//! GitHub could not be asked (the deployment is then rolling back and the server's sweeper
-//! retries the GitHub call).
+//! Exit 0 when the rollback started (or was already under way) or its request is open and
+//! awaiting approvals, 1 when it was refused or GitHub could not be asked (the deployment is
+//! then rolling back and the server's sweeper retries the GitHub call).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -81,6 +84,20 @@ pub async fn run(opts: RollbackOptions, vars: &dyn Vars) -> Result<(), CliError>
         RollbackOutcome::Skipped(skipped) => {
             (format!("{env}: refused: {skipped:?}"), false)
         }
+        RollbackOutcome::AwaitingApprovals { .. } | RollbackOutcome::ApprovalRecorded { .. } => {
+            (awaiting_line(env, &outcome), true)
+        }
+        RollbackOutcome::NotCounted { refusal, .. } => {
+            (format!("{env}: refused: {refusal}"), false)
+        }
+        RollbackOutcome::RequestCancelled { deployment_id, .. } => (
+            format!("{env}: the rollback request of deployment {deployment_id} was cancelled"),
+            false,
+        ),
+        RollbackOutcome::StaleButton => (
+            format!("{env}: refused: the rollback request changed meanwhile; run the command again"),
+            false,
+        ),
     };
     let mut out = std::io::stdout().lock();
     if opts.json {
@@ -96,9 +113,77 @@ pub async fn run(opts: RollbackOptions, vars: &dyn Vars) -> Result<(), CliError>
     }
 }
 
+/// What an operator is told while a rollback waits for its approvals.
+fn awaiting_line(env: &str, outcome: &RollbackOutcome) -> String {
+    match outcome {
+        RollbackOutcome::AwaitingApprovals {
+            deployment_id,
+            target_sha,
+            requested_by,
+            have,
+            need,
+            expires_at,
+            opened,
+        } => {
+            let what = if *opened {
+                format!("rollback of deployment {deployment_id} to {target_sha} requested")
+            } else {
+                format!("a rollback of deployment {deployment_id} to {target_sha} was already requested by {requested_by}")
+            };
+            let missing = need.saturating_sub(*have);
+            let plural = if missing == 1 { "" } else { "s" };
+            format!(
+                "{env}: {what}; awaiting {missing} approval{plural} in Slack ({have} of {need} so far); request expires at {expires_at}"
+            )
+        }
+        RollbackOutcome::ApprovalRecorded {
+            have,
+            need,
+            expires_at,
+            ..
+        } => {
+            format!("{env}: approval recorded ({have} of {need}); request expires at {expires_at}")
+        }
+        other => format!("{env}: {}", other.as_str()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_open_request_says_how_many_approvals_are_missing_and_when_it_expires() {
+        let outcome = RollbackOutcome::AwaitingApprovals {
+            deployment_id: "dep-1".into(),
+            target_sha: "aaaaaaa111".into(),
+            requested_by: "cli:ada".into(),
+            have: 0,
+            need: 2,
+            expires_at: "2025-06-02T11:00:00Z".parse().unwrap(),
+            opened: true,
+        };
+        assert_eq!(
+            awaiting_line("production", &outcome),
+            "production: rollback of deployment dep-1 to aaaaaaa111 requested; awaiting 2 approvals in Slack (0 of 2 so far); request expires at 2025-06-02T11:00:00Z"
+        );
+        let RollbackOutcome::AwaitingApprovals { expires_at, .. } = outcome else {
+            unreachable!()
+        };
+        let again = RollbackOutcome::AwaitingApprovals {
+            deployment_id: "dep-1".into(),
+            target_sha: "aaaaaaa111".into(),
+            requested_by: "cli:ada".into(),
+            have: 1,
+            need: 2,
+            expires_at,
+            opened: false,
+        };
+        assert_eq!(
+            awaiting_line("production", &again),
+            "production: a rollback of deployment dep-1 to aaaaaaa111 was already requested by cli:ada; awaiting 1 approval in Slack (1 of 2 so far); request expires at 2025-06-02T11:00:00Z"
+        );
+    }
 
     #[test]
     fn the_requester_is_the_shell_user() {

@@ -738,20 +738,300 @@ async fn a_manual_rollback_from_the_cli_returns_to_the_previous_good_version() {
     );
 }
 
-#[tokio::test]
-async fn a_slack_user_who_is_not_an_approver_may_not_roll_back_a_gated_environment() {
-    let policy = POLICY
-        .replace("approvals_required = 0", "approvals_required = 1")
-        .replace("extra_approvals = 1", "extra_approvals = 0");
-    let h = Harness::build(&policy, 201, ALERT_TOKEN).await;
+/// The harness's policy, but production rollbacks (like its deploys) need two approvals
+/// from its approvers, within an hour, and not from whoever asked. U0ALICE00 is the Slack
+/// identity of `alice`, the shell user in these tests.
+const GATED_POLICY: &str = r#"
+[identities]
+U0APPROV1 = "alice-ops"
+U0APPROV2 = "bob-ops"
+U0ALICE00 = "alice"
 
-    let outcome = rollback::start_manual(h.services(), "production", "slack:U0NOBODY")
+[environments.staging]
+verification_window = "10m"
+rollback_on = ["critical"]
+rollback = { method = "workflow", workflow = "rollback.yml" }
+
+[environments.production]
+approvals_required = 2
+approvers = ["U0APPROV1", "U0APPROV2", "U0ALICE00"]
+prevent_self_approval = true
+approval_ttl = "1h"
+verification_window = "30m"
+rollback_on = ["critical"]
+rollback = { method = "redeploy" }
+"#;
+
+/// The harness's services (same store, clock and GitHub) under [`GATED_POLICY`]: the policy
+/// changed after the deploys went out ungated.
+fn gated(h: &Harness) -> shipgate::service::Services {
+    let mut svc = h.services().clone();
+    svc.policy = std::sync::Arc::new(
+        shipgate::domain::policy::Policy::parse("gated.toml", GATED_POLICY).unwrap(),
+    );
+    svc
+}
+
+fn nonce_of(dep: &shipgate::domain::deployment::Deployment) -> String {
+    dep.rollback_request
+        .as_ref()
+        .expect("an open request")
+        .nonce
+        .clone()
+}
+
+#[tokio::test]
+async fn a_cli_rollback_of_a_gated_environment_waits_for_two_approvals_then_starts_once() {
+    let h = Harness::new().await;
+    h.deploy_good("production", SHA_A, 101, 5001).await;
+    let b = h.deploy_good("production", SHA_B, 102, 5002).await;
+    let svc = gated(&h);
+    let expires_at = h.now() + jiff::SignedDuration::from_hours(1);
+
+    let outcome = rollback::start_manual(&svc, "production", "cli:alice")
+        .await
+        .unwrap();
+    let awaiting = |opened: bool, have: u32| RollbackOutcome::AwaitingApprovals {
+        deployment_id: b.clone(),
+        target_sha: SHA_A.into(),
+        requested_by: "cli:alice".into(),
+        have,
+        need: 2,
+        expires_at,
+        opened,
+    };
+    assert_eq!(outcome, awaiting(true, 0));
+    assert_eq!(
+        serde_json::to_value(&outcome).unwrap()["outcome"],
+        json!("awaiting_approvals")
+    );
+    // Asking again reports the open request and changes nothing.
+    let dep = h.deployment(&b).await;
+    assert_eq!(
+        rollback::start_manual(&svc, "production", "cli:alice")
+            .await
+            .unwrap(),
+        awaiting(false, 0)
+    );
+    assert_eq!(h.deployment(&b).await, dep);
+    assert_eq!(dep.state, State::Succeeded);
+    assert!(h.github_calls("/deployments").await.is_empty());
+    assert_eq!(
+        h.deployment_events().last(),
+        Some(&(b.clone(), "rollback_requested".to_string()))
+    );
+
+    let nonce = nonce_of(&dep);
+    let click = |user: &'static str| {
+        let (svc, b, nonce) = (svc.clone(), b.clone(), nonce.clone());
+        async move {
+            rollback::approve_request(&svc, &b, &nonce, user)
+                .await
+                .unwrap()
+        }
+    };
+    let refused = |refusal| RollbackOutcome::NotCounted {
+        deployment_id: b.clone(),
+        refusal,
+    };
+    use shipgate::domain::deployment::RollbackRefused as R;
+    // alice asked from the CLI; her Slack identity may not approve her own request.
+    assert_eq!(click("U0ALICE00").await, refused(R::SelfApproval));
+    assert_eq!(
+        click("U0NOBODY").await,
+        refused(R::NotAnApprover {
+            environment: "production".into()
+        })
+    );
+    assert_eq!(
+        click("U0APPROV1").await,
+        RollbackOutcome::ApprovalRecorded {
+            deployment_id: b.clone(),
+            target_sha: SHA_A.into(),
+            approver: "U0APPROV1".into(),
+            have: 1,
+            need: 2,
+            expires_at,
+        }
+    );
+    assert_eq!(
+        click("U0APPROV1").await,
+        refused(R::AlreadyApproved { have: 1, need: 2 })
+    );
+    assert!(h.github_calls("/deployments").await.is_empty());
+    assert_eq!(
+        rollback::approve_request(&svc, &b, "not-the-nonce", "U0APPROV2")
+            .await
+            .unwrap(),
+        RollbackOutcome::StaleButton
+    );
+
+    assert_eq!(
+        click("U0APPROV2").await,
+        RollbackOutcome::Started {
+            deployment_id: b.clone(),
+            target_sha: SHA_A.into(),
+            github_deployment_id: Some(ROLLBACK_GITHUB_ID),
+        }
+    );
+    let calls = h.github_calls("/deployments").await;
+    assert_eq!(calls.len(), 1);
+    let body: Value = serde_json::from_slice(&calls[0].body).unwrap();
+    assert_eq!(
+        body,
+        json!({
+            "ref": SHA_A,
+            "environment": "production",
+            "description": format!("shipgate rollback of {} to {}", short(SHA_B), short(SHA_A)),
+            "payload": {
+                "shipgate_rollback_of": b,
+                "reason": "manual rollback requested by cli:alice and approved by U0APPROV1, U0APPROV2",
+            },
+            "auto_merge": false,
+            "required_contexts": [],
+            "task": "deploy",
+        })
+    );
+    let done = h.deployment(&b).await;
+    assert_eq!(
+        (done.state, done.rollback_request.is_none()),
+        (State::RollingBack, true)
+    );
+    assert_eq!(done.rollback.unwrap().started_by, "cli:alice");
+    // The request's buttons are stale now, and the CLI finds the rollback under way.
+    assert_eq!(click("U0APPROV1").await, RollbackOutcome::StaleButton);
+    assert_eq!(
+        rollback::start_manual(&svc, "production", "cli:alice")
+            .await
+            .unwrap(),
+        RollbackOutcome::AlreadyRollingBack { deployment_id: b }
+    );
+}
+
+#[tokio::test]
+async fn a_slack_user_who_is_not_an_approver_may_ask_for_a_rollback_but_not_approve_it() {
+    let h = Harness::new().await;
+    h.deploy_good("production", SHA_A, 101, 5001).await;
+    let b = h.deploy_good("production", SHA_B, 102, 5002).await;
+    let svc = gated(&h);
+
+    let outcome = rollback::start_manual(&svc, "production", "slack:U0NOBODY")
         .await
         .unwrap();
 
-    let RollbackOutcome::Refused { reason } = outcome else {
-        panic!("expected a refusal, got {outcome:?}")
-    };
-    assert!(reason.contains("only its approvers"), "{reason}");
-    assert!(h.github_requests().await.is_empty());
+    assert!(
+        matches!(
+            &outcome,
+            RollbackOutcome::AwaitingApprovals { have: 0, need: 2, opened: true, requested_by, .. }
+                if requested_by == "slack:U0NOBODY"
+        ),
+        "{outcome:?}"
+    );
+    let again = rollback::start_manual(&svc, "production", "slack:U0NOBODY")
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        RollbackOutcome::NotCounted {
+            deployment_id: b.clone(),
+            refusal: shipgate::domain::deployment::RollbackRefused::NotAnApprover {
+                environment: "production".into()
+            },
+        }
+    );
+    assert_eq!(h.deployment(&b).await.state, State::Succeeded);
+    assert!(h.github_calls("/deployments").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_requester_may_approve_their_own_rollback_where_self_approval_is_allowed() {
+    let h = Harness::new().await;
+    h.deploy_good("production", SHA_A, 101, 5001).await;
+    let b = h.deploy_good("production", SHA_B, 102, 5002).await;
+    let mut svc = h.services().clone();
+    svc.policy = std::sync::Arc::new(
+        shipgate::domain::policy::Policy::parse(
+            "gated.toml",
+            &GATED_POLICY.replace(
+                "prevent_self_approval = true",
+                "prevent_self_approval = false",
+            ),
+        )
+        .unwrap(),
+    );
+
+    // The requester is an approver: asking counts as the first approval.
+    let outcome = rollback::start_manual(&svc, "production", "slack:U0APPROV1")
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            outcome,
+            RollbackOutcome::AwaitingApprovals {
+                have: 1,
+                need: 2,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    let nonce = nonce_of(&h.deployment(&b).await);
+    let done = rollback::approve_request(&svc, &b, &nonce, "U0APPROV2")
+        .await
+        .unwrap();
+    assert!(matches!(done, RollbackOutcome::Started { .. }), "{done:?}");
+    assert_eq!(h.github_calls("/deployments").await.len(), 1);
+}
+
+#[tokio::test]
+async fn an_alert_rolls_back_a_gated_environment_at_once_and_settles_an_open_request() {
+    let h = Harness::new().await;
+    h.deploy_good("production", SHA_A, 101, 5001).await;
+    let b = h.deploy("production", SHA_B, 102, 5002).await;
+    let svc = gated(&h);
+    let requested = rollback::start_manual(&svc, "production", "cli:alice")
+        .await
+        .unwrap();
+    assert!(
+        matches!(requested, RollbackOutcome::AwaitingApprovals { .. }),
+        "{requested:?}"
+    );
+    let nonce = nonce_of(&h.deployment(&b).await);
+
+    let alerts = alert_webhook::AlertWebhook::new(
+        svc.clone(),
+        secrecy::SecretString::from(ALERT_TOKEN.to_string()),
+    );
+    let body = alertmanager(
+        "firing",
+        "fp-gated",
+        labels("production", "critical", "ApiHighErrorRate"),
+        h.now(),
+        None,
+    );
+    let req = alert_request(
+        ROUTE,
+        Some(&format!("Bearer {ALERT_TOKEN}")),
+        serde_json::to_vec(&body).unwrap(),
+    );
+    let reply = Reply::from(alert_webhook::handle(&alerts, req).await);
+    assert_eq!(reply.count("rollbacks_started"), 1, "{reply:?}");
+
+    let dep = h.deployment(&b).await;
+    assert_eq!(dep.state, State::RollingBack);
+    assert_eq!(
+        dep.rollback_request, None,
+        "the rollback settled the request"
+    );
+    assert_eq!(
+        dep.rollback.unwrap().started_by,
+        "alert:alertmanager:fp-gated"
+    );
+    assert_eq!(h.github_calls("/deployments").await.len(), 1);
+    assert_eq!(
+        rollback::approve_request(&svc, &b, &nonce, "U0APPROV1")
+            .await
+            .unwrap(),
+        RollbackOutcome::StaleButton
+    );
 }

@@ -2,7 +2,9 @@
 //!
 //! Slack posts `application/x-www-form-urlencoded` with one field, `payload`, whose value is
 //! the interaction as JSON. shipgate's buttons carry `action_id` `shipgate_approve`,
-//! `shipgate_reject` or `shipgate_rollback` and `value` `"{deployment_id}:{nonce}"`; the
+//! `shipgate_reject`, `shipgate_rollback`, or (on an open rollback request)
+//! `shipgate_rollback_approve` / `shipgate_rollback_cancel`, and `value`
+//! `"{deployment_id}:{nonce}"`; the
 //! reject-reason dialog is a modal with callback id [`REASON_CALLBACK_ID`] whose
 //! `private_metadata` carries the same `"{deployment_id}:{nonce}"`. Everything else Slack may
 //! send is recognised as [`Interaction::Ignored`] rather than refused: Slack expects a 200
@@ -13,6 +15,8 @@ use serde::Deserialize;
 pub const ACTION_APPROVE: &str = "shipgate_approve";
 pub const ACTION_REJECT: &str = "shipgate_reject";
 pub const ACTION_ROLLBACK: &str = "shipgate_rollback";
+pub const ACTION_APPROVE_ROLLBACK: &str = "shipgate_rollback_approve";
+pub const ACTION_CANCEL_ROLLBACK: &str = "shipgate_rollback_cancel";
 
 /// `callback_id` of the reject-reason modal.
 pub const REASON_CALLBACK_ID: &str = "shipgate_reject_reason";
@@ -26,7 +30,13 @@ pub const REASON_ACTION_ID: &str = "reason";
 pub enum ButtonAction {
     Approve,
     Reject,
+    /// Roll back: opens a rollback request (or starts the rollback where no approvals are
+    /// required).
     Rollback,
+    /// Approve the open rollback request; its nonce is the request's.
+    ApproveRollback,
+    /// Withdraw the open rollback request; its nonce is the request's.
+    CancelRollback,
 }
 
 impl ButtonAction {
@@ -35,6 +45,8 @@ impl ButtonAction {
             ACTION_APPROVE => Some(ButtonAction::Approve),
             ACTION_REJECT => Some(ButtonAction::Reject),
             ACTION_ROLLBACK => Some(ButtonAction::Rollback),
+            ACTION_APPROVE_ROLLBACK => Some(ButtonAction::ApproveRollback),
+            ACTION_CANCEL_ROLLBACK => Some(ButtonAction::CancelRollback),
             _ => None,
         }
     }
@@ -44,6 +56,8 @@ impl ButtonAction {
             ButtonAction::Approve => "approve",
             ButtonAction::Reject => "reject",
             ButtonAction::Rollback => "rollback",
+            ButtonAction::ApproveRollback => "approve_rollback",
+            ButtonAction::CancelRollback => "cancel_rollback",
         }
     }
 }
@@ -285,6 +299,27 @@ mod tests {
         for bad in ["", "dep-1", ":abc", "dep-1:", "a:b:c"] {
             assert!(split_value(bad, "v").is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn action_ids_match_the_rendered_buttons() {
+        use shipgate::render;
+        for (id, action) in [
+            (render::APPROVE_ACTION_ID, ButtonAction::Approve),
+            (render::REJECT_ACTION_ID, ButtonAction::Reject),
+            (render::ROLLBACK_ACTION_ID, ButtonAction::Rollback),
+            (
+                render::APPROVE_ROLLBACK_ACTION_ID,
+                ButtonAction::ApproveRollback,
+            ),
+            (
+                render::CANCEL_ROLLBACK_ACTION_ID,
+                ButtonAction::CancelRollback,
+            ),
+        ] {
+            assert_eq!(ButtonAction::from_action_id(id), Some(action), "{id}");
+        }
+        assert_eq!(ButtonAction::from_action_id("shipgate_other"), None);
     }
 
     #[test]

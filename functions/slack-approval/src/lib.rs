@@ -1,4 +1,5 @@
-//! `POST /webhooks/slack`: Approve / Reject / Rollback clicks from Slack in, decisions out.
+//! `POST /webhooks/slack`: Approve / Reject / Roll back / Approve rollback / Cancel rollback
+//! clicks from Slack in, decisions out.
 //!
 //! The handler authenticates the request (Slack's v0 signature, timestamp within 300 s) before
 //! parsing anything, dedupes the click on `{user}:{action_ts}:{value}`, and hands it to
@@ -180,6 +181,8 @@ async fn on_click(app: &SlackApproval, click: Click) -> Result<Response, ApiErro
         ButtonAction::Approve => approvals::approve(svc, id, nonce, user).await,
         ButtonAction::Reject => approvals::reject(svc, id, nonce, user, None).await,
         ButtonAction::Rollback => approvals::request_rollback(svc, id, nonce, user).await,
+        ButtonAction::ApproveRollback => approvals::approve_rollback(svc, id, nonce, user).await,
+        ButtonAction::CancelRollback => approvals::cancel_rollback(svc, id, nonce, user).await,
     };
     let outcome = match result {
         Ok(outcome) => outcome,

@@ -234,6 +234,94 @@ pub struct RollbackInfo {
     pub finished_at: Option<Timestamp>,
 }
 
+/// A manual rollback that waits for approvals, recorded on the environment's current
+/// deployment. It follows the same rules as a deploy: N distinct approvers from the
+/// environment's list, within the approval TTL, and under `prevent_self_approval` the person
+/// who asked for it is its author, so their own approval does not count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    /// The sha the rollback returns to.
+    pub target_sha: String,
+    /// Its ref (a workflow rollback dispatches on a branch or tag, not a sha).
+    pub target_ref: String,
+    /// `slack:<user id>` or `cli:<user>`.
+    pub requested_by: String,
+    pub requested_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub approvals_required: u32,
+    #[serde(default)]
+    pub approvals: Vec<Approval>,
+    /// Carried by the request's Slack buttons, so a button of an earlier (cancelled or
+    /// expired) request is recognised as stale.
+    pub nonce: String,
+}
+
+impl RollbackRequest {
+    pub fn approval_count(&self) -> u32 {
+        u32::try_from(self.approvals.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Approvals needed; a request exists only where approvals are required, so at least one.
+    pub fn need(&self) -> u32 {
+        self.approvals_required.max(1)
+    }
+
+    /// True once the quorum is reached.
+    pub fn is_approved(&self) -> bool {
+        self.approval_count() >= self.need()
+    }
+
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        now >= self.expires_at
+    }
+
+    pub fn short_target(&self) -> &str {
+        self.target_sha.get(..7).unwrap_or(&self.target_sha)
+    }
+
+    pub fn approvers(&self) -> Vec<String> {
+        self.approvals.iter().map(|a| a.approver.clone()).collect()
+    }
+
+    /// Whether Slack user `user` (mapped to GitHub login `login`) is the one who asked: the
+    /// same Slack user, or, for a request from the CLI, the shell user name equal to the
+    /// clicker's mapped login.
+    pub fn is_requested_by(&self, user: &str, login: Option<&str>) -> bool {
+        match self.requested_by.split_once(':') {
+            Some(("slack", requester)) => requester == user,
+            Some(("cli", requester)) => login.is_some_and(|l| l.eq_ignore_ascii_case(requester)),
+            _ => false,
+        }
+    }
+}
+
+/// What recording one approval of a rollback request did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RollbackApproval {
+    /// Counted; more approvals are needed.
+    Progress { have: u32, need: u32 },
+    /// Counted, and the quorum is reached: the rollback may start.
+    QuorumReached { approvers: Vec<String> },
+}
+
+/// Why a click on a rollback request did not count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(rename_all = "snake_case", tag = "refusal")]
+pub enum RollbackRefused {
+    #[error("you are not an approver for {environment}")]
+    NotAnApprover { environment: String },
+    #[error("you requested this rollback, so you cannot approve it")]
+    SelfApproval,
+    #[error("you already approved this rollback ({have} of {need})")]
+    AlreadyApproved { have: u32, need: u32 },
+    #[error("this rollback request expired at {expired_at}")]
+    Expired { expired_at: Timestamp },
+    #[error("there is no open rollback request")]
+    NoOpenRequest,
+    #[error("only whoever requested this rollback or an approver for {environment} may cancel it")]
+    MayNotCancel { environment: String },
+}
+
 /// A break-glass override of a freeze or an incident block.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BreakGlass {
@@ -314,6 +402,10 @@ pub struct Deployment {
     /// Policy checks that passed at request time, for the approval message.
     #[serde(default)]
     pub checks: Vec<String>,
+    /// A manual rollback of this deployment waiting for its approvals. Absent in records
+    /// written before rollbacks needed approvals, which therefore still load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_request: Option<RollbackRequest>,
 }
 
 /// Who did something.
@@ -538,6 +630,133 @@ impl Deployment {
             return Err(ApprovalRefused::SelfApproval);
         }
         Ok(())
+    }
+}
+
+impl Deployment {
+    /// Opens a rollback request (replacing an expired one). Returns its audit event.
+    pub fn open_rollback_request(
+        &mut self,
+        request: RollbackRequest,
+        now: Timestamp,
+    ) -> AuditEvent {
+        let why = format!(
+            "rollback to {} requested by {}; needs {} approval(s) by {}",
+            request.short_target(),
+            request.requested_by,
+            request.need(),
+            request.expires_at
+        );
+        let actor = Actor(request.requested_by.clone());
+        self.rollback_request = Some(request);
+        self.updated_at = now;
+        self.note(now, &actor, "rollback_request_opened", why)
+    }
+
+    /// Records Slack user `user`'s approval of the open rollback request, under the same rules
+    /// as a deploy's approval. Refusals change nothing. Reaching the quorum does not move the
+    /// deployment: starting the rollback is the caller's next step.
+    pub fn record_rollback_approval(
+        &mut self,
+        user: &str,
+        facts: &ApproverFacts<'_>,
+        now: Timestamp,
+    ) -> Result<(RollbackApproval, AuditEvent), RollbackRefused> {
+        let environment = self.environment.clone();
+        let request = self
+            .rollback_request
+            .as_mut()
+            .ok_or(RollbackRefused::NoOpenRequest)?;
+        if request.is_expired(now) {
+            return Err(RollbackRefused::Expired {
+                expired_at: request.expires_at,
+            });
+        }
+        if !facts.approvers.iter().any(|a| a == user) {
+            return Err(RollbackRefused::NotAnApprover { environment });
+        }
+        if facts.prevent_self_approval && request.is_requested_by(user, facts.clicker_login) {
+            return Err(RollbackRefused::SelfApproval);
+        }
+        let need = request.need();
+        if request.approvals.iter().any(|a| a.approver == user) {
+            return Err(RollbackRefused::AlreadyApproved {
+                have: request.approval_count(),
+                need,
+            });
+        }
+        if request.is_approved() {
+            // Quorum already reached by others; one more changes nothing.
+            return Err(RollbackRefused::AlreadyApproved {
+                have: request.approval_count(),
+                need,
+            });
+        }
+        request.approvals.push(Approval {
+            approver: user.to_string(),
+            at: now,
+        });
+        let have = request.approval_count();
+        let outcome = if request.is_approved() {
+            RollbackApproval::QuorumReached {
+                approvers: request.approvers(),
+            }
+        } else {
+            RollbackApproval::Progress { have, need }
+        };
+        self.updated_at = now;
+        let event = self.note(
+            now,
+            &Actor::slack(user),
+            "rollback_approval_recorded",
+            format!("{have} of {need}"),
+        );
+        Ok((outcome, event))
+    }
+
+    /// Withdraws the open rollback request; its requester or any approver may.
+    pub fn cancel_rollback_request(
+        &mut self,
+        user: &str,
+        facts: &ApproverFacts<'_>,
+        now: Timestamp,
+    ) -> Result<AuditEvent, RollbackRefused> {
+        let request = self
+            .rollback_request
+            .as_ref()
+            .ok_or(RollbackRefused::NoOpenRequest)?;
+        let is_approver = facts.approvers.iter().any(|a| a == user);
+        if !is_approver && !request.is_requested_by(user, facts.clicker_login) {
+            return Err(RollbackRefused::MayNotCancel {
+                environment: self.environment.clone(),
+            });
+        }
+        let why = format!(
+            "rollback to {} requested by {} cancelled by {user}",
+            request.short_target(),
+            request.requested_by
+        );
+        self.rollback_request = None;
+        self.updated_at = now;
+        Ok(self.note(now, &Actor::slack(user), "rollback_request_cancelled", why))
+    }
+
+    /// Clears the rollback request if it expired at `now`; the audit event when it did.
+    pub fn expire_rollback_request(&mut self, now: Timestamp) -> Option<AuditEvent> {
+        let request = self
+            .rollback_request
+            .as_ref()
+            .filter(|r| r.is_expired(now))?;
+        let why = format!(
+            "rollback to {} requested by {} expired with {} of {} approvals",
+            request.short_target(),
+            request.requested_by,
+            request.approval_count(),
+            request.need()
+        );
+        self.rollback_request = None;
+        self.updated_at = now;
+        Some(self.note(now, &Actor::system(), "rollback_request_expired", why))
     }
 }
 

@@ -1,7 +1,8 @@
 //! The sweeper: the time-driven half of the lifecycle, and the retries of work whose first
 //! attempt failed.
 //!
-//! Per policy environment it expires approval requests past their TTL, closes verification
+//! Per policy environment it expires approval requests past their TTL, expires the manual
+//! rollback request of the current deployment past its TTL, closes verification
 //! windows that passed quietly (the deployment succeeds and becomes last known good), resumes
 //! rollbacks whose GitHub call failed, releases locks still held by deployments that ended,
 //! and answers GitHub's protection-rule callbacks still pending for decided deployments. It
@@ -33,6 +34,8 @@ pub const ROLLBACK_RETRY_AFTER: Duration = Duration::from_secs(120);
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct SweepReport {
     pub expired: Vec<String>,
+    /// Deployments whose manual rollback request expired unapproved.
+    pub rollback_requests_expired: Vec<String>,
     pub verified: Vec<String>,
     pub rollbacks_resumed: Vec<String>,
     pub locks_released: Vec<String>,
@@ -54,6 +57,10 @@ impl SweepReport {
         let mut parts = Vec::new();
         for (n, what) in [
             (self.expired.len(), "approvals expired"),
+            (
+                self.rollback_requests_expired.len(),
+                "rollback requests expired",
+            ),
             (self.verified.len(), "verification windows closed"),
             (self.rollbacks_resumed.len(), "rollbacks resumed"),
             (self.locks_released.len(), "stale locks released"),
@@ -148,6 +155,7 @@ pub async fn sweep(svc: &Services) -> SweepReport {
     let environments: Vec<String> = svc.policy.environments().map(|e| e.name.clone()).collect();
     for environment in &environments {
         sweep_active(svc, environment, now, &mut report).await;
+        expire_rollback_request(svc, environment, now, &mut report).await;
         match svc.repo.release_stale_lock(environment).await {
             Ok(true) => {
                 tracing::info!(environment = %environment, "released a lock held by a deployment that ended");
@@ -223,6 +231,52 @@ async fn sweep_active(svc: &Services, environment: &str, now: Timestamp, report:
             }
             _ => {}
         }
+    }
+}
+
+/// Expires the rollback request of the environment's current deployment (the only one a
+/// request can be opened on) once it is past its TTL.
+async fn expire_rollback_request(
+    svc: &Services,
+    environment: &str,
+    now: Timestamp,
+    report: &mut SweepReport,
+) {
+    let current = match svc.repo.heads(environment).await {
+        Ok(heads) => heads.current,
+        Err(e) => {
+            report
+                .errors
+                .push(format!("reading the heads of {environment}: {e}"));
+            return;
+        }
+    };
+    let Some(current) = current else {
+        return;
+    };
+    let due = match svc.repo.get_deployment(&current.deployment_id).await {
+        Ok(dep) => dep
+            .and_then(|d| d.rollback_request)
+            .is_some_and(|r| r.is_expired(now)),
+        Err(e) => {
+            report
+                .errors
+                .push(format!("reading deployment {}: {e}", current.deployment_id));
+            return;
+        }
+    };
+    if !due {
+        return;
+    }
+    match rollback::expire_request(svc, &current.deployment_id).await {
+        Ok(Some(_)) => report
+            .rollback_requests_expired
+            .push(current.deployment_id.clone()),
+        Ok(None) => {}
+        Err(e) => report.errors.push(format!(
+            "expiring the rollback request of {}: {e}",
+            current.deployment_id
+        )),
     }
 }
 

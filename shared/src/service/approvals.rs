@@ -1,5 +1,6 @@
 //! Approve / Reject clicks from Slack: who may decide, what a click counts for, and answering
-//! GitHub once the decision is made.
+//! GitHub once the decision is made. Rollback clicks (Roll back, Approve rollback, Cancel
+//! rollback) are answered here too; their rules live in [`rollback`].
 //!
 //! Every click re-reads the deployment and is applied with [`update_deployment`], so two
 //! approvers clicking at the same instant both count and exactly one of them moves the
@@ -79,8 +80,8 @@ pub enum ClickOutcome {
     },
     /// The clicker may reject, but this environment needs a reason first; nothing changed.
     ReasonRequired { environment: String },
-    /// Rollback was asked for from Slack, which is not available yet; the request was audited.
-    /// A rollback was requested from the deployment's message; the text says what happened.
+    /// A rollback was requested, approved or cancelled from the deployment's message; the
+    /// text says what happened.
     Rollback {
         environment: String,
         message: String,
@@ -349,9 +350,9 @@ pub async fn reject(
 }
 
 /// A "Roll back" click on a deployment's message: the same path as `shipgate rollback ENV`
-/// ([`rollback::start_manual`]), with the same rules — only the environment's current
-/// deployment can be rolled back, and where the environment requires approvals only one of
-/// its approvers may start it (their click counts as their approval).
+/// ([`rollback::start_manual`]), with the same rules. Only the environment's current
+/// deployment can be rolled back; where the environment requires approvals the click opens a
+/// rollback request, or counts the clicker's approval when one is open already.
 pub async fn request_rollback(
     svc: &Services,
     deployment_id: &str,
@@ -383,14 +384,72 @@ pub async fn request_rollback(
         outcome = outcome.as_str(),
         "rollback requested from Slack"
     );
+    Ok(rollback_click(environment, outcome))
+}
+
+/// An "Approve rollback" click on the open rollback request whose buttons carry `nonce`.
+pub async fn approve_rollback(
+    svc: &Services,
+    deployment_id: &str,
+    nonce: &str,
+    slack_user: &str,
+) -> Result<ClickOutcome, ServiceError> {
+    let outcome = rollback::approve_request(svc, deployment_id, nonce, slack_user).await?;
+    tracing::info!(
+        deployment_id,
+        slack_user,
+        outcome = outcome.as_str(),
+        "rollback approval from Slack"
+    );
+    Ok(rollback_click(
+        environment_of(svc, deployment_id).await?,
+        outcome,
+    ))
+}
+
+/// A "Cancel rollback" click on the open rollback request whose buttons carry `nonce`.
+pub async fn cancel_rollback(
+    svc: &Services,
+    deployment_id: &str,
+    nonce: &str,
+    slack_user: &str,
+) -> Result<ClickOutcome, ServiceError> {
+    let outcome = rollback::cancel_request(svc, deployment_id, nonce, slack_user).await?;
+    tracing::info!(
+        deployment_id,
+        slack_user,
+        outcome = outcome.as_str(),
+        "rollback cancellation from Slack"
+    );
+    Ok(rollback_click(
+        environment_of(svc, deployment_id).await?,
+        outcome,
+    ))
+}
+
+async fn environment_of(svc: &Services, deployment_id: &str) -> Result<String, ServiceError> {
+    Ok(svc
+        .repo
+        .get_deployment(deployment_id)
+        .await?
+        .map(|d| d.environment)
+        .unwrap_or_default())
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
+}
+
+/// What the clicker is told about a rollback outcome.
+fn rollback_click(environment: String, outcome: RollbackOutcome) -> ClickOutcome {
     let message = match outcome {
-        RollbackOutcome::Started { target_sha, .. } => format!(
-            "Rolling back {environment} to {}.",
-            target_sha.get(..7).unwrap_or(&target_sha)
-        ),
+        RollbackOutcome::StaleButton => return ClickOutcome::Stale,
+        RollbackOutcome::Started { target_sha, .. } => {
+            format!("Rolling back {environment} to {}.", short(&target_sha))
+        }
         RollbackOutcome::Failed { target_sha, error, .. } => format!(
             "Rolling back {environment} to {}, but GitHub did not accept it yet ({error}); shipgate retries.",
-            target_sha.get(..7).unwrap_or(&target_sha)
+            short(&target_sha)
         ),
         RollbackOutcome::AlreadyRollingBack { .. } => {
             format!("{environment} is already rolling back.")
@@ -400,9 +459,37 @@ pub async fn request_rollback(
         }
         RollbackOutcome::Refused { reason } => format!("Not rolled back: {reason}."),
         RollbackOutcome::Skipped(_) => format!("Not rolled back: nothing to do in {environment}."),
+        RollbackOutcome::AwaitingApprovals {
+            target_sha,
+            have,
+            need,
+            expires_at,
+            opened: true,
+            ..
+        } => format!(
+            "Rollback of {environment} to {} requested: {have} of {need} approvals so far; the request expires at {expires_at}.",
+            short(&target_sha)
+        ),
+        RollbackOutcome::AwaitingApprovals {
+            target_sha,
+            have,
+            need,
+            expires_at,
+            ..
+        } => format!(
+            "A rollback of {environment} to {} is already requested: {have} of {need} approvals; the request expires at {expires_at}.",
+            short(&target_sha)
+        ),
+        RollbackOutcome::ApprovalRecorded { have, need, .. } => {
+            format!("Rollback approval recorded for {environment}: {have} of {need}.")
+        }
+        RollbackOutcome::NotCounted { refusal, .. } => format!("Not counted: {refusal}."),
+        RollbackOutcome::RequestCancelled { .. } => {
+            format!("Rollback request for {environment} cancelled; nothing was rolled back.")
+        }
     };
-    Ok(ClickOutcome::Rollback {
+    ClickOutcome::Rollback {
         environment,
         message,
-    })
+    }
 }

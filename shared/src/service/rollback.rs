@@ -1,6 +1,12 @@
 //! Rollbacks: automatic (a rollback-worthy alert during a deployment's verification window)
 //! and manual (`shipgate rollback ENV`, the Slack "Roll back" button).
 //!
+//! Manual rollbacks follow the same approval rules as a deploy (see [`start_manual`]): where
+//! the environment requires approvals, asking opens a [`RollbackRequest`] on the current
+//! deployment, and the rollback starts when its quorum is reached ([`approve_request`]),
+//! unless it is cancelled ([`cancel_request`]) or expires first ([`expire_request`], the
+//! sweeper). Automatic rollbacks need no approvals: acting without waiting is their point.
+//!
 //! Starting a rollback is one optimistic-concurrency save of the deployment (`verifying` →
 //! `rolling_back` with its [`RollbackInfo`]); only the caller whose save lands goes on to ask
 //! GitHub to carry it out, so twenty alerts arriving together cause exactly one rollback.
@@ -23,7 +29,8 @@ use serde::Serialize;
 use super::gate::update_deployment;
 use super::{ServiceError, Services};
 use crate::domain::deployment::{
-    Action, Actor, Deployment, DeploymentKind, EnvironmentHeads, RollbackInfo, State,
+    Action, Actor, ApproverFacts, Deployment, DeploymentKind, EnvironmentHeads, RollbackApproval,
+    RollbackInfo, RollbackRefused, RollbackRequest, State,
 };
 use crate::domain::incident::Incident;
 use crate::domain::policy::{EnvironmentPolicy, RollbackMethod, Severity};
@@ -74,6 +81,40 @@ pub enum RollbackOutcome {
     NoLastKnownGood { deployment_id: String },
     /// A manual rollback that may not (or cannot) happen.
     Refused { reason: String },
+    /// A manual rollback needs approvals: its request is open and waits for them.
+    AwaitingApprovals {
+        deployment_id: String,
+        target_sha: String,
+        requested_by: String,
+        have: u32,
+        need: u32,
+        expires_at: Timestamp,
+        /// True when this call opened the request, false when it was open already.
+        opened: bool,
+    },
+    /// An approval of the open request counted; more are needed.
+    ApprovalRecorded {
+        deployment_id: String,
+        target_sha: String,
+        /// Slack user id.
+        approver: String,
+        have: u32,
+        need: u32,
+        expires_at: Timestamp,
+    },
+    /// A click on the open request did not count; nothing changed.
+    NotCounted {
+        deployment_id: String,
+        refusal: RollbackRefused,
+    },
+    /// The open request was withdrawn.
+    RequestCancelled {
+        deployment_id: String,
+        cancelled_by: String,
+    },
+    /// The button belongs to no open request (unknown deployment, or a request that was
+    /// cancelled, expired or started meanwhile): nothing changed.
+    StaleButton,
 }
 
 impl RollbackOutcome {
@@ -85,6 +126,11 @@ impl RollbackOutcome {
             RollbackOutcome::Skipped(_) => "skipped",
             RollbackOutcome::NoLastKnownGood { .. } => "no_last_known_good",
             RollbackOutcome::Refused { .. } => "refused",
+            RollbackOutcome::AwaitingApprovals { .. } => "awaiting_approvals",
+            RollbackOutcome::ApprovalRecorded { .. } => "approval_recorded",
+            RollbackOutcome::NotCounted { .. } => "not_counted",
+            RollbackOutcome::RequestCancelled { .. } => "request_cancelled",
+            RollbackOutcome::StaleButton => "stale_button",
         }
     }
 }
@@ -269,7 +315,8 @@ enum Begun {
 }
 
 /// Moves a deployment to `rolling_back` if `allowed` still holds when it is saved. The
-/// version check makes this the single point where concurrent requests are decided.
+/// version check makes this the single point where concurrent requests are decided. A
+/// rollback request still open is settled by the rollback itself, so it is cleared.
 async fn begin(
     svc: &Services,
     deployment_id: &str,
@@ -287,6 +334,7 @@ async fn begin(
         }
         let event = d.apply(Action::StartRollback, now, actor, why).ok()?;
         d.rollback = Some(info.clone());
+        d.rollback_request = None;
         changed = true;
         Some(vec![event])
     })
@@ -452,30 +500,6 @@ pub async fn resume(svc: &Services, deployment_id: &str) -> Result<RollbackOutco
     carry_out(svc, &dep, &target_ref, &env).await
 }
 
-/// Whether `requested_by` may start a manual rollback of `env`, and the audit note about it.
-///
-/// Without required approvals anyone who can reach the entry points may. With them, Slack
-/// users must be on the environment's `approvers` list — starting the rollback counts as
-/// their approval — and CLI users (`cli:<user>`, people with shell access to the control
-/// plane) are always allowed.
-fn authorise(env: &EnvironmentPolicy, requested_by: &str) -> Result<String, String> {
-    if env.approvals_required == 0 {
-        return Ok(format!("started by {requested_by}"));
-    }
-    match requested_by.split_once(':') {
-        Some(("cli", user)) if !user.trim().is_empty() => Ok(format!(
-            "started by {requested_by} (operator with shell access)"
-        )),
-        Some(("slack", user)) if env.is_approver(user) => Ok(format!(
-            "started by {requested_by}; counts as their approval"
-        )),
-        _ => Err(format!(
-            "{requested_by} may not roll back {}: it requires approvals, so only its approvers (from Slack) or an operator (shipgate CLI) may start a rollback",
-            env.name
-        )),
-    }
-}
-
 /// The version a manual rollback of `dep` returns to: the environment's last known good when
 /// it differs from `dep`'s sha, otherwise (the current deployment *is* the last known good) the
 /// most recent earlier succeeded deployment of another sha.
@@ -514,8 +538,60 @@ async fn manual_target(
         }))
 }
 
+/// Deployments a manual rollback may start from: running or finished, not already undone.
+fn rollable(d: &Deployment) -> bool {
+    matches!(d.state, State::Verifying | State::Succeeded | State::Failed)
+}
+
+fn add(t: Timestamp, d: std::time::Duration) -> Timestamp {
+    jiff::SignedDuration::try_from(d)
+        .ok()
+        .and_then(|d| t.checked_add(d).ok())
+        .unwrap_or(Timestamp::MAX)
+}
+
+/// The identity facts of Slack user `user` (when there is one) for `env`.
+fn facts<'a>(
+    svc: &'a Services,
+    env: &'a EnvironmentPolicy,
+    user: Option<&str>,
+) -> ApproverFacts<'a> {
+    ApproverFacts {
+        approvers: &env.approvers,
+        clicker_login: user.and_then(|u| svc.policy.slack_user_login(u)),
+        prevent_self_approval: env.prevent_self_approval,
+    }
+}
+
+/// What one change of a rollback request did, decided inside the optimistic save.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    /// A new request was opened (with the requester's own approval, when it counts).
+    Opened(Option<RollbackApproval>),
+    /// An approval of the open request counted.
+    Counted(RollbackApproval),
+    /// A request is open and nothing changed (the refusal, for a click that did not count).
+    AlreadyOpen(Option<RollbackRefused>),
+    /// The deployment can no longer be rolled back from here.
+    NotRollable(State),
+    /// The button belongs to no open request.
+    Stale,
+}
+
 /// Rolls back the deployment currently running in `environment` (verifying, succeeded or
-/// failed) to the previous good version. `requested_by` is `cli:<user>` or `slack:<user id>`.
+/// failed) to the previous good version, or asks for the approvals to do so.
+/// `requested_by` is `cli:<user>` or `slack:<user id>`.
+///
+/// Manual rollbacks follow the same approval rules as a deploy. Where the environment needs
+/// no approvals the rollback starts at once. Otherwise this opens a rollback request on the
+/// current deployment (anyone who can reach the entry points may ask) and the rollback starts
+/// only once `approvals_required` distinct people from the environment's `approvers` approved
+/// it ([`approve_request`]) before the environment's `approval_ttl` ran out. The requester is
+/// the request's author: under `prevent_self_approval` their own approval does not count (a
+/// CLI requester `cli:<user>` is recognised in Slack through the `[identities]` login
+/// `<user>`); without it, a Slack requester who is an approver counts as the first approval.
+/// Asking again while a request is open counts the Slack clicker's approval, or, from the
+/// CLI, reports the open request. Automatic rollbacks ([`start_automatic`]) need no approvals.
 pub async fn start_manual(
     svc: &Services,
     environment: &str,
@@ -525,10 +601,6 @@ pub async fn start_manual(
     let refuse = |reason: String| Ok(RollbackOutcome::Refused { reason });
     let Some(env) = svc.policy.environment(environment) else {
         return refuse(format!("environment {environment} is not in the policy"));
-    };
-    let note = match authorise(env, requested_by) {
-        Ok(note) => note,
-        Err(reason) => return refuse(reason),
     };
     let heads = svc.repo.heads(environment).await?;
     let Some(current) = heads.current.as_ref() else {
@@ -540,8 +612,6 @@ pub async fn start_manual(
             current.deployment_id
         ));
     };
-    let rollable =
-        |d: &Deployment| matches!(d.state, State::Verifying | State::Succeeded | State::Failed);
     if dep.state == State::RollingBack {
         return Ok(RollbackOutcome::AlreadyRollingBack {
             deployment_id: dep.id,
@@ -558,33 +628,259 @@ pub async fn start_manual(
             "there is no earlier good version of {environment} to roll back to"
         ));
     };
-    // A finished deployment gave its lock up; rolling back deploys again, so it takes the
-    // lock back, and waits its turn if another deployment is under way.
-    if let Some(holder) = svc.repo.try_take_lock(environment, &dep.id, now).await? {
+    if let Some(holder) = svc
+        .repo
+        .lock_holder(environment)
+        .await?
+        .filter(|h| *h != dep.id)
+    {
         return refuse(format!(
             "environment {environment} is locked by deployment {holder}; wait for it to finish"
         ));
     }
-    let reason = format!("manual rollback requested by {requested_by}");
+
+    if env.approvals_required == 0 {
+        let reason = format!("manual rollback requested by {requested_by}");
+        let info = RollbackInfo {
+            target_sha: target.sha.clone(),
+            reason,
+            started_by: requested_by.to_string(),
+            started_at: now,
+            github_deployment_id: None,
+            finished_at: None,
+        };
+        let why = format!(
+            "started by {requested_by}; rolling back to {}",
+            short(&target.sha)
+        );
+        return launch(
+            svc,
+            env,
+            &dep.id,
+            info,
+            &Actor(requested_by.to_string()),
+            &why,
+            &target.git_ref,
+            &rollable,
+        )
+        .await;
+    }
+
+    let slack_user = requested_by
+        .strip_prefix("slack:")
+        .filter(|u| !u.is_empty());
+    let facts = facts(svc, env, slack_user);
+    let mut step = Step::Stale;
+    let saved = update_deployment(svc, &dep.id, |d| {
+        if !rollable(d) {
+            step = Step::NotRollable(d.state);
+            return None;
+        }
+        if d.rollback_request
+            .as_ref()
+            .is_some_and(|r| !r.is_expired(now))
+        {
+            let Some(user) = slack_user else {
+                step = Step::AlreadyOpen(None);
+                return None;
+            };
+            return match d.record_rollback_approval(user, &facts, now) {
+                Ok((counted, event)) => {
+                    step = Step::Counted(counted);
+                    Some(vec![event])
+                }
+                Err(refusal) => {
+                    step = Step::AlreadyOpen(Some(refusal));
+                    None
+                }
+            };
+        }
+        let request = RollbackRequest {
+            target_sha: target.sha.clone(),
+            target_ref: target.git_ref.clone(),
+            requested_by: requested_by.to_string(),
+            requested_at: now,
+            expires_at: add(now, env.approval_ttl),
+            approvals_required: env.approvals_required,
+            approvals: Vec::new(),
+            nonce: uuid::Uuid::new_v4().simple().to_string(),
+        };
+        let mut events = vec![d.open_rollback_request(request, now)];
+        // The requester's own approval, where the self-approval rule lets it count.
+        let own = slack_user.and_then(|user| d.record_rollback_approval(user, &facts, now).ok());
+        let counted = own.map(|(counted, event)| {
+            events.push(event);
+            counted
+        });
+        step = Step::Opened(counted);
+        Some(events)
+    })
+    .await?;
+    let Some(saved) = saved else {
+        return refuse(format!("deployment {} is no longer recorded", dep.id));
+    };
+    tracing::info!(deployment_id = %saved.id, environment, requested_by, step = ?step, "manual rollback requested");
+    settle(svc, env, saved, step, slack_user, now).await
+}
+
+/// Turns what a save did into its outcome: notifies, and starts the rollback when the quorum
+/// was reached (or was reached earlier, but the environment was locked then).
+async fn settle(
+    svc: &Services,
+    env: &EnvironmentPolicy,
+    dep: Deployment,
+    step: Step,
+    clicker: Option<&str>,
+    now: Timestamp,
+) -> Result<RollbackOutcome, ServiceError> {
+    let awaiting = |dep: &Deployment, opened: bool| match dep.rollback_request.as_ref() {
+        Some(r) => RollbackOutcome::AwaitingApprovals {
+            deployment_id: dep.id.clone(),
+            target_sha: r.target_sha.clone(),
+            requested_by: r.requested_by.clone(),
+            have: r.approval_count(),
+            need: r.need(),
+            expires_at: r.expires_at,
+            opened,
+        },
+        None => RollbackOutcome::StaleButton,
+    };
+    let approved = dep
+        .rollback_request
+        .as_ref()
+        .is_some_and(RollbackRequest::is_approved);
+    let actor = clicker.map(Actor::slack);
+    match step {
+        Step::Stale => Ok(RollbackOutcome::StaleButton),
+        Step::NotRollable(State::RollingBack) => Ok(RollbackOutcome::AlreadyRollingBack {
+            deployment_id: dep.id,
+        }),
+        Step::NotRollable(state) => Ok(RollbackOutcome::Refused {
+            reason: format!(
+                "deployment {} is {state}; only a verifying, succeeded or failed deployment can be rolled back",
+                dep.id
+            ),
+        }),
+        Step::Opened(Some(RollbackApproval::QuorumReached { .. }))
+        | Step::Counted(RollbackApproval::QuorumReached { .. }) => {
+            start_approved(svc, env, &dep, actor, now).await
+        }
+        Step::Opened(_) => {
+            svc.publish(Notification::deployment(now, &dep, "rollback_requested"))
+                .await;
+            Ok(awaiting(&dep, true))
+        }
+        Step::Counted(RollbackApproval::Progress { have, need }) => {
+            svc.publish(Notification::deployment(now, &dep, "rollback_approval"))
+                .await;
+            let Some(r) = dep.rollback_request.as_ref() else {
+                return Ok(RollbackOutcome::StaleButton);
+            };
+            Ok(RollbackOutcome::ApprovalRecorded {
+                deployment_id: dep.id.clone(),
+                target_sha: r.target_sha.clone(),
+                approver: clicker.unwrap_or_default().to_string(),
+                have,
+                need,
+                expires_at: r.expires_at,
+            })
+        }
+        // The quorum was reached earlier but the rollback could not start then (another
+        // deployment held the environment): try again. `begin` lets only one caller start it.
+        Step::AlreadyOpen(_) if approved => start_approved(svc, env, &dep, actor, now).await,
+        Step::AlreadyOpen(Some(refusal)) => Ok(RollbackOutcome::NotCounted {
+            deployment_id: dep.id,
+            refusal,
+        }),
+        Step::AlreadyOpen(None) => Ok(awaiting(&dep, false)),
+    }
+}
+
+/// Starts the rollback an approved request asks for. Concurrent callers may all get here;
+/// the version check in [`begin`] lets exactly one of them start it.
+async fn start_approved(
+    svc: &Services,
+    env: &EnvironmentPolicy,
+    dep: &Deployment,
+    actor: Option<Actor>,
+    now: Timestamp,
+) -> Result<RollbackOutcome, ServiceError> {
+    let Some(request) = dep
+        .rollback_request
+        .clone()
+        .filter(RollbackRequest::is_approved)
+    else {
+        return Ok(RollbackOutcome::Refused {
+            reason: format!("deployment {} has no approved rollback request", dep.id),
+        });
+    };
+    let approvers = request.approvers().join(", ");
     let info = RollbackInfo {
-        target_sha: target.sha.clone(),
-        reason: reason.clone(),
-        started_by: requested_by.to_string(),
+        target_sha: request.target_sha.clone(),
+        reason: format!(
+            "manual rollback requested by {} and approved by {approvers}",
+            request.requested_by
+        ),
+        started_by: request.requested_by.clone(),
         started_at: now,
         github_deployment_id: None,
         finished_at: None,
     };
-    let why = format!("{note}; rolling back to {}", short(&target.sha));
-    let dep_id = dep.id.clone();
-    let begun = begin(
+    let why = format!(
+        "requested by {}, approved by {approvers}; rolling back to {}",
+        request.requested_by,
+        request.short_target()
+    );
+    let actor = actor.unwrap_or_else(|| Actor(request.requested_by.clone()));
+    let nonce = request.nonce.clone();
+    launch(
         svc,
-        &dep_id,
+        env,
+        &dep.id,
         info,
-        &Actor(requested_by.to_string()),
+        &actor,
         &why,
-        rollable,
+        &request.target_ref,
+        &move |d: &Deployment| {
+            rollable(d)
+                && d.rollback_request
+                    .as_ref()
+                    .is_some_and(|r| r.nonce == nonce && r.is_approved())
+        },
     )
-    .await;
+    .await
+}
+
+/// The start path every manual rollback shares: take the environment's lock back, move the
+/// deployment to `rolling_back` if `allowed` still holds, then ask GitHub.
+#[allow(clippy::too_many_arguments)]
+async fn launch(
+    svc: &Services,
+    env: &EnvironmentPolicy,
+    deployment_id: &str,
+    info: RollbackInfo,
+    actor: &Actor,
+    why: &str,
+    target_ref: &str,
+    allowed: &(dyn Fn(&Deployment) -> bool + Sync),
+) -> Result<RollbackOutcome, ServiceError> {
+    let environment = env.name.as_str();
+    let now = info.started_at;
+    let target_sha = info.target_sha.clone();
+    // A finished deployment gave its lock up; rolling back deploys again, so it takes the
+    // lock back, and waits its turn if another deployment is under way.
+    if let Some(holder) = svc
+        .repo
+        .try_take_lock(environment, deployment_id, now)
+        .await?
+    {
+        return Ok(RollbackOutcome::Refused {
+            reason: format!(
+                "environment {environment} is locked by deployment {holder}; wait for it to finish"
+            ),
+        });
+    }
+    let begun = begin(svc, deployment_id, info, actor, why, allowed).await;
     let dep = match begun {
         Ok(Begun::Started(dep)) => dep,
         other => {
@@ -599,44 +895,212 @@ pub async fn start_manual(
                         deployment_id: d.id,
                     })
                 }
-                _ => refuse(format!(
-                    "deployment {dep_id} changed while the rollback was being started"
-                )),
+                _ => Ok(RollbackOutcome::Refused {
+                    reason: format!(
+                        "deployment {deployment_id} changed while the rollback was being started"
+                    ),
+                }),
             };
         }
     };
-    tracing::warn!(deployment_id = %dep.id, environment, requested_by, target_sha = %target.sha, "manual rollback started");
+    tracing::warn!(deployment_id = %dep.id, environment, actor = %actor.0, target_sha = %target_sha, "manual rollback started");
     svc.publish(Notification::deployment(now, &dep, "rollback_started"))
         .await;
-    carry_out(svc, &dep, &target.git_ref, env).await
+    carry_out(svc, &dep, target_ref, env).await
 }
 
+/// The open request of `deployment_id` whose buttons carry `nonce`, with its environment's
+/// policy, or the outcome to answer instead.
+async fn requested(
+    svc: &Services,
+    deployment_id: &str,
+    nonce: &str,
+) -> Result<Result<(Deployment, EnvironmentPolicy), RollbackOutcome>, ServiceError> {
+    let Some(dep) = svc.repo.get_deployment(deployment_id).await? else {
+        return Ok(Err(RollbackOutcome::StaleButton));
+    };
+    if nonce.is_empty()
+        || dep
+            .rollback_request
+            .as_ref()
+            .is_none_or(|r| r.nonce != nonce)
+    {
+        return Ok(Err(RollbackOutcome::StaleButton));
+    }
+    let Some(env) = svc.policy.environment(&dep.environment).cloned() else {
+        return Ok(Err(RollbackOutcome::Refused {
+            reason: format!("environment {} is not in the policy", dep.environment),
+        }));
+    };
+    Ok(Ok((dep, env)))
+}
+
+/// An "Approve rollback" click by Slack user `slack_user` on the request whose buttons carry
+/// `nonce`. The click that completes the quorum starts the rollback; concurrent clicks are
+/// decided by the version check, so exactly one of them does.
+pub async fn approve_request(
+    svc: &Services,
+    deployment_id: &str,
+    nonce: &str,
+    slack_user: &str,
+) -> Result<RollbackOutcome, ServiceError> {
+    let now = svc.now();
+    let (dep, env) = match requested(svc, deployment_id, nonce).await? {
+        Ok(found) => found,
+        Err(outcome) => return Ok(outcome),
+    };
+    let current = svc.repo.heads(&dep.environment).await?.current;
+    if current.as_ref().map(|h| h.deployment_id.as_str()) != Some(dep.id.as_str()) {
+        return Ok(RollbackOutcome::Refused {
+            reason: format!(
+                "{} is no longer what runs in {}, so this rollback request no longer applies",
+                dep.short_sha(),
+                dep.environment
+            ),
+        });
+    }
+    let facts = facts(svc, &env, Some(slack_user));
+    let mut step = Step::Stale;
+    let saved = update_deployment(svc, deployment_id, |d| {
+        if d.rollback_request.as_ref().is_none_or(|r| r.nonce != nonce) {
+            step = Step::Stale;
+            return None;
+        }
+        if !rollable(d) {
+            step = Step::NotRollable(d.state);
+            return None;
+        }
+        match d.record_rollback_approval(slack_user, &facts, now) {
+            Ok((counted, event)) => {
+                step = Step::Counted(counted);
+                Some(vec![event])
+            }
+            Err(refusal) => {
+                step = Step::AlreadyOpen(Some(refusal));
+                None
+            }
+        }
+    })
+    .await?;
+    let Some(saved) = saved else {
+        return Ok(RollbackOutcome::StaleButton);
+    };
+    tracing::info!(deployment_id, slack_user, step = ?step, "rollback approval click");
+    settle(svc, &env, saved, step, Some(slack_user), now).await
+}
+
+/// A "Cancel rollback" click: the requester or any approver withdraws the open request.
+pub async fn cancel_request(
+    svc: &Services,
+    deployment_id: &str,
+    nonce: &str,
+    slack_user: &str,
+) -> Result<RollbackOutcome, ServiceError> {
+    let now = svc.now();
+    let (_, env) = match requested(svc, deployment_id, nonce).await? {
+        Ok(found) => found,
+        Err(outcome) => return Ok(outcome),
+    };
+    let facts = facts(svc, &env, Some(slack_user));
+    let mut result: Option<Result<(), RollbackRefused>> = None;
+    let saved = update_deployment(svc, deployment_id, |d| {
+        result = None;
+        if d.rollback_request.as_ref().is_none_or(|r| r.nonce != nonce) {
+            return None;
+        }
+        match d.cancel_rollback_request(slack_user, &facts, now) {
+            Ok(event) => {
+                result = Some(Ok(()));
+                Some(vec![event])
+            }
+            Err(refusal) => {
+                result = Some(Err(refusal));
+                None
+            }
+        }
+    })
+    .await?;
+    match (saved, result) {
+        (Some(dep), Some(Ok(()))) => {
+            tracing::info!(deployment_id, slack_user, "rollback request cancelled");
+            svc.publish(Notification::deployment(
+                now,
+                &dep,
+                "rollback_request_cancelled",
+            ))
+            .await;
+            Ok(RollbackOutcome::RequestCancelled {
+                deployment_id: dep.id,
+                cancelled_by: format!("slack:{slack_user}"),
+            })
+        }
+        (Some(dep), Some(Err(refusal))) => Ok(RollbackOutcome::NotCounted {
+            deployment_id: dep.id,
+            refusal,
+        }),
+        _ => Ok(RollbackOutcome::StaleButton),
+    }
+}
+
+/// Clears `deployment_id`'s rollback request if it expired (the sweeper's step). Returns the
+/// deployment when this call expired it.
+pub async fn expire_request(
+    svc: &Services,
+    deployment_id: &str,
+) -> Result<Option<Deployment>, ServiceError> {
+    let now = svc.now();
+    let mut moved = false;
+    let saved = update_deployment(svc, deployment_id, |d| {
+        let event = d.expire_rollback_request(now);
+        moved = event.is_some();
+        event.map(|e| vec![e])
+    })
+    .await?;
+    match saved {
+        Some(dep) if moved => {
+            tracing::info!(deployment_id, environment = %dep.environment, "rollback request expired");
+            svc.publish(Notification::deployment(
+                now,
+                &dep,
+                "rollback_request_expired",
+            ))
+            .await;
+            Ok(Some(dep))
+        }
+        _ => Ok(None),
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn env(approvals: u32) -> EnvironmentPolicy {
-        let mut env = EnvironmentPolicy::with_defaults("production");
-        env.approvals_required = approvals;
-        env.approvers = vec!["U0APPROV1".into()];
-        env
+    fn dep() -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "id": "dep-1", "repo": "o/r", "environment": "production", "git_ref": "main",
+            "sha": "bbbbbbb2", "requester": "octocat", "kind": "deploy", "state": "succeeded",
+            "version": 1, "created_at": "2025-06-02T10:00:00Z", "updated_at": "2025-06-02T10:00:00Z",
+        }))
+        .expect("deployment")
     }
 
     #[test]
-    fn anyone_may_roll_back_an_environment_without_approvals() {
-        assert!(authorise(&env(0), "slack:U0SOMEONE").is_ok());
+    fn an_old_record_without_a_rollback_request_still_loads() {
+        assert_eq!(dep().rollback_request, None);
     }
 
     #[test]
-    fn only_approvers_and_operators_may_roll_back_a_gated_environment() {
-        let e = env(2);
-        assert_eq!(
-            authorise(&e, "slack:U0APPROV1").as_deref(),
-            Ok("started by slack:U0APPROV1; counts as their approval")
-        );
-        assert!(authorise(&e, "cli:alice").is_ok());
-        assert!(authorise(&e, "slack:U0SOMEONE").is_err());
-        assert!(authorise(&e, "cli:").is_err());
-        assert!(authorise(&e, "U0APPROV1").is_err());
+    fn only_running_or_finished_deployments_can_be_rolled_back_by_hand() {
+        let mut d = dep();
+        for (state, ok) in [
+            (State::Verifying, true),
+            (State::Succeeded, true),
+            (State::Failed, true),
+            (State::RollingBack, false),
+            (State::RolledBack, false),
+            (State::AwaitingApproval, false),
+        ] {
+            d.state = state;
+            assert_eq!(rollable(&d), ok, "{state}");
+        }
     }
 }

@@ -211,6 +211,7 @@ pub fn awaiting_deployment(id: &str) -> Deployment {
         slack: None,
         button_nonce: Some("8c1e4f2a9b7d43e6a0f5c2d1b8e7a694".into()),
         checks: vec!["ref main matches allowed_refs".into()],
+        rollback_request: None,
     }
 }
 

@@ -38,6 +38,10 @@ pub const INSTALLATION_ID: u64 = 777;
 pub const REPO: &str = "octo-org/hello-world";
 pub const SHA: &str = "d6fde92930d4715a2b49857d24b940956b26d2d3";
 pub const BOT_TOKEN: &str = "xoxb-test-bot-token";
+/// The version that ran in production before [`SHA`]: what a rollback returns to.
+pub const PREV_SHA: &str = "aaaaaaa111111111111111111111111111111111";
+/// The id GitHub gives the rollback deployment shipgate creates.
+pub const ROLLBACK_GITHUB_ID: u64 = 9001;
 
 /// Monday 2 June 2025, 10:00 UTC.
 pub fn start_time() -> Timestamp {
@@ -148,6 +152,15 @@ impl Harness {
                 r"^/repos/[^/]+/[^/]+/actions/runs/[0-9]+/deployment_protection_rule$",
             ))
             .respond_with(ResponseTemplate::new(204).set_delay(github_delay))
+            .mount(&github)
+            .await;
+
+        Mock::given(method("POST"))
+            .and(path(format!("/repos/{REPO}/deployments")))
+            .respond_with(
+                ResponseTemplate::new(201)
+                    .set_body_json(json!({ "id": ROLLBACK_GITHUB_ID, "sha": PREV_SHA })),
+            )
             .mount(&github)
             .await;
 
@@ -262,6 +275,75 @@ impl Harness {
         let answer: Value = serde_json::from_str(resp.body()).unwrap();
         let id = answer["deployment_id"].as_str().unwrap().to_string();
         self.deployment(&id).await
+    }
+
+    /// Records that [`PREV_SHA`] and then [`SHA`] went out to production and succeeded: `SHA`
+    /// runs there now and `PREV_SHA` is the last known good. Returns the current deployment.
+    pub async fn seed_running_production(&self) -> Deployment {
+        let now = self.clock.now();
+        let mut ids = Vec::new();
+        for (n, sha) in [(1, PREV_SHA), (2, SHA)] {
+            let at = now - jiff::SignedDuration::from_hours(3 - n);
+            let id = format!("dep-seed-{n}");
+            let mut dep: Deployment = serde_json::from_value(json!({
+                "id": id,
+                "repo": REPO,
+                "environment": "production",
+                "git_ref": "main",
+                "sha": sha,
+                "requester": "octocat",
+                "kind": "deploy",
+                "state": "succeeded",
+                "version": 0,
+                "created_at": at,
+                "updated_at": at,
+                "run_id": 600 + n,
+                "installation_id": INSTALLATION_ID,
+                "button_nonce": format!("seed-nonce-{n}"),
+            }))
+            .unwrap();
+            self.repo
+                .create_deployment(&mut dep, &[], at)
+                .await
+                .unwrap();
+            self.repo
+                .set_head(
+                    "production",
+                    shipgate::domain::deployment::Head {
+                        sha: sha.into(),
+                        git_ref: "main".into(),
+                        deployment_id: id.clone(),
+                        at,
+                    },
+                    n == 1,
+                )
+                .await
+                .unwrap();
+            ids.push(id);
+        }
+        self.deployment(&ids[1]).await
+    }
+
+    /// A click on one of the open rollback request's buttons of `dep`.
+    pub fn rollback_request_click(&self, user: &str, action_id: &str, dep: &Deployment) -> Value {
+        let nonce = dep
+            .rollback_request
+            .as_ref()
+            .map(|r| r.nonce.clone())
+            .unwrap_or_default();
+        self.click_payload_with_value(user, action_id, &format!("{}:{nonce}", dep.id))
+    }
+
+    /// Requests GitHub received at `/repos/{REPO}/deployments`.
+    pub async fn github_deployment_calls(&self) -> Vec<Value> {
+        self.github
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.url.path() == format!("/repos/{REPO}/deployments"))
+            .map(|r| serde_json::from_slice(&r.body).unwrap())
+            .collect()
     }
 
     pub async fn deployment(&self, id: &str) -> Deployment {
