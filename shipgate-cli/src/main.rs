@@ -13,6 +13,7 @@ mod data;
 mod demo;
 mod error;
 mod job_cmd;
+mod load_cmd;
 mod logging;
 mod notifier_task;
 mod ops;
@@ -60,8 +61,12 @@ enum Command {
     /// List, verify and restore the encrypted backups (`shipgate job backup` makes one).
     #[command(subcommand)]
     Backup(BackupCommand),
-    /// Roll an environment back to its previous good version (as `cli:$USER`).
+    /// Roll an environment back to its previous good version (as `cli:$USER`); where approvals
+    /// are required, this opens a rollback request that approvers approve in Slack.
     Rollback(RollbackArgs),
+    /// Drive a server on loopback with signed, mixed webhooks; report throughput, latency
+    /// and correctness from the store (`--spawn` starts one in-process).
+    Load(load_cmd::LoadArgs),
 }
 
 #[derive(Debug, Args)]
@@ -232,6 +237,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Backup(BackupCommand::Verify { .. }) => "backup verify",
         Command::Backup(BackupCommand::Restore { .. }) => "backup restore",
         Command::Rollback(_) => "rollback",
+        Command::Load(_) => "load",
     }
 }
 
@@ -278,6 +284,7 @@ fn run(command: Command) -> Result<(), CliError> {
             runtime()?.block_on(status::history(opts))
         }
         Command::Demo(args) => std::process::exit(i32::from(demo::run(&args))),
+        Command::Load(args) => std::process::exit(i32::from(load_cmd::run(&args))),
         Command::Job(args) => {
             logging::init(LogFormat::Text, "warn");
             let opts = job_cmd::JobOptions {
