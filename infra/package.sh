@@ -18,6 +18,10 @@
 # workspace root, into the shared target/). That shows cargo's own output and timings, which
 # `sam build` hides, and leaves `sam build` with nothing to compile: it finds every crate fresh
 # and only copies the binaries.
+#
+# Profile: the workspace's [profile.release] (third-party crates at opt-level "s", hot crates at 3;
+# see docs/benchmarks-raw/cold-start.md); cargo-lambda adds `panic = "abort"` because that profile
+# leaves it out. sam hard-codes `--release`, so a custom profile would make sam rebuild.
 set -euo pipefail
 
 # shellcheck source=infra/lib.sh
