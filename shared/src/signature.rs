@@ -90,7 +90,8 @@ pub fn verify_slack(
     const SIG: &str = "X-Slack-Signature";
     let ts_str = timestamp.ok_or(SignatureError::Missing(TS))?.trim();
     let ts: i64 = ts_str.parse().map_err(|_| SignatureError::Malformed(TS))?;
-    if (now_unix - ts).abs() > SLACK_MAX_SKEW_SECS {
+    // abs_diff: a timestamp near i64::MIN must be stale, not an overflow.
+    if now_unix.abs_diff(ts) > SLACK_MAX_SKEW_SECS.unsigned_abs() {
         return Err(SignatureError::Stale);
     }
     let value = signature.ok_or(SignatureError::Missing(SIG))?.trim();

@@ -24,23 +24,32 @@ pub fn ref_matches(pattern: &str, git_ref: &str) -> bool {
     match_segments(&pattern, &segments)
 }
 
+/// Whether `pattern` matches all of `segments`. Filled in from the end as a table of
+/// "pattern suffix i matches segment suffix j", so several `**` cost O(patterns × segments)
+/// instead of backtracking exponentially: the ref is chosen by whoever pushes the branch.
 fn match_segments(pattern: &[&str], segments: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => segments.is_empty(),
-        // A trailing `**` matches everything inside (`release/**` is not `release` itself),
-        // elsewhere it swallows zero or more whole segments, as in .gitignore.
-        Some((&"**", [])) => !segments.is_empty(),
-        Some((&"**", rest)) => {
-            (0..=segments.len()).any(|skip| match_segments(rest, &segments[skip..]))
+    let (p_len, s_len) = (pattern.len(), segments.len());
+    let width = s_len + 1;
+    // Row `i` answers for `pattern[i..]`; the row past the end matches only no segments.
+    let mut next: Vec<bool> = (0..width).map(|j| j == s_len).collect();
+    let mut row = vec![false; width];
+    for i in (0..p_len).rev() {
+        for j in (0..width).rev() {
+            row[j] = match pattern[i] {
+                // A trailing `**` matches everything inside (`release/**` is not `release`
+                // itself); elsewhere it swallows zero or more whole segments, as in .gitignore.
+                "**" if i + 1 == p_len => j < s_len,
+                "**" => next[j] || (j < s_len && row[j + 1]),
+                first => {
+                    j < s_len
+                        && match_segment(first.as_bytes(), segments[j].as_bytes())
+                        && next[j + 1]
+                }
+            };
         }
-        Some((first, rest)) => match segments.split_first() {
-            Some((segment, remaining)) => {
-                match_segment(first.as_bytes(), segment.as_bytes())
-                    && match_segments(rest, remaining)
-            }
-            None => false,
-        },
+        std::mem::swap(&mut next, &mut row);
     }
+    next[0]
 }
 
 /// `*` matches any run of characters inside one segment.

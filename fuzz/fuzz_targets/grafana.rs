@@ -1,0 +1,8 @@
+//! Grafana unified-alerting webhook bodies: `alert_webhook::payload::grafana`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = alert_webhook::payload::grafana(data);
+});
