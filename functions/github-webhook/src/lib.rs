@@ -13,6 +13,7 @@ use http::StatusCode;
 use secrecy::SecretString;
 use shipgate::service::{gate, lifecycle, ServiceError, Services};
 use shipgate::signature::verify_github;
+use shipgate::store::repo::{Claim, CLAIM_LEASE};
 use shipgate::web::{self, ApiError, Request, Response};
 
 use events::{GitHubEvent, ParseError};
@@ -101,31 +102,50 @@ async fn handle_inner(
 
     let svc = &app.services;
     let now = svc.now();
-    let fresh = svc
+    match svc
         .repo
-        .claim_event("github", delivery, now, DELIVERY_TTL)
+        .begin_event("github", delivery, now, CLAIM_LEASE)
         .await
-        .map_err(ApiError::internal)?;
-    if !fresh {
-        tracing::info!("duplicate delivery; nothing changed");
-        return Ok(web::ok(
-            "duplicate delivery ignored",
-            serde_json::json!({ "duplicate": true }),
-        ));
-    }
-
-    match dispatch(svc, parsed).await {
-        Ok(resp) => Ok(resp),
-        Err(e) => {
-            // Give the delivery id back when a redelivery could succeed.
-            if e.is_retryable() {
-                if let Err(release) = svc.repo.release_event("github", delivery).await {
-                    tracing::error!(error = %release, "could not release delivery claim");
-                }
-            }
-            Err(service_error(e))
+        .map_err(ApiError::internal)?
+    {
+        Claim::Acquired => {}
+        Claim::Done => {
+            tracing::info!("duplicate delivery; nothing changed");
+            return Ok(web::ok(
+                "duplicate delivery ignored",
+                serde_json::json!({ "duplicate": true }),
+            ));
+        }
+        Claim::InProgress => {
+            // Not a 2xx: if the attempt holding the claim fails, this redelivery must not
+            // have been acknowledged.
+            tracing::info!("delivery is being processed by another attempt");
+            return Err(ApiError::Conflict(
+                "this delivery is being processed; deliver it again later".into(),
+            ));
         }
     }
+
+    let result = dispatch(svc, parsed).await;
+    match &result {
+        // Give the delivery id back when a redelivery could succeed.
+        Err(e) if e.is_retryable() => {
+            if let Err(release) = svc.repo.release_event("github", delivery).await {
+                tracing::error!(error = %release, "could not release delivery claim; a redelivery waits for the claim's lease to run out");
+            }
+        }
+        // Processed, or failed for good: redeliveries are duplicates from now on.
+        _ => {
+            if let Err(confirm) = svc
+                .repo
+                .confirm_event("github", delivery, svc.now(), DELIVERY_TTL)
+                .await
+            {
+                tracing::error!(error = %confirm, "could not confirm delivery claim; a redelivery after its lease is processed again");
+            }
+        }
+    }
+    result.map_err(service_error)
 }
 
 async fn dispatch(svc: &Services, event: GitHubEvent) -> Result<Response, ServiceError> {

@@ -17,8 +17,11 @@
 //!
 //! Each notification is claimed once (`notify` scope, 7 days). A notification that sends to
 //! several places also claims each send (`notify-step`), so a redelivery after a partial
-//! failure repeats only what failed. Any failure gives the claims of what failed back, so the
-//! redelivery tries again.
+//! failure repeats only what failed. A claim is pending for a short lease
+//! ([`CLAIM_LEASE`]) while its send runs and is confirmed once it went out; any failure gives
+//! the claims of what failed back, so the redelivery tries again, and a claim that could not
+//! be given back stops blocking when its lease runs out. A copy that finds a claim pending
+//! fails retryably instead of counting as a duplicate.
 //!
 //! ## Failures and the dead-letter queue
 //! An SQS consumer can only ask for a message again or let it go. Retryable failures (5xx,
@@ -49,7 +52,8 @@ use shipgate::outbound::{
 use shipgate::render::{self, SlackMessage};
 use shipgate::service::gate::update_deployment;
 use shipgate::service::{ServiceError, Services};
-use shipgate::store::RepoError;
+use shipgate::store::repo::{Claim, CLAIM_LEASE};
+use shipgate::store::{Repo, RepoError};
 use tracing::Instrument;
 
 /// Variable with the GitHub web URL commits are linked to (GitHub Enterprise Server).
@@ -297,6 +301,9 @@ pub enum Failure {
         "the first Slack message of deployment {deployment_id} is being posted by another delivery"
     )]
     PostInProgress { deployment_id: String },
+    /// Another delivery holds the claim of this notification (or send) and has not finished.
+    #[error("{what} is being delivered by another attempt")]
+    ClaimInProgress { what: String },
     /// The record's body is not a notification (`what` says which layer failed to parse).
     #[error("not a shipgate notification: {what}: {source}")]
     Malformed {
@@ -324,9 +331,10 @@ impl Failure {
             Failure::Repo(RepoError::Stale { .. }) => false,
             Failure::Repo(RepoError::Corrupt { .. }) => true,
             Failure::Service(e) => !e.is_retryable(),
-            Failure::PostInProgress { .. } | Failure::OutOfTime | Failure::WaitingForEarlier => {
-                false
-            }
+            Failure::PostInProgress { .. }
+            | Failure::ClaimInProgress { .. }
+            | Failure::OutOfTime
+            | Failure::WaitingForEarlier => false,
             Failure::Malformed { .. } | Failure::NotAnSnsNotification { .. } => true,
         }
     }
@@ -365,18 +373,29 @@ impl From<Failure> for DeliverError {
     }
 }
 
-/// Delivers one notification at most once per id. A failure gives the claim back, so a
-/// redelivery of the same notification tries again.
+/// Delivers one notification at most once per id. The claim is confirmed once everything
+/// went out; a failure gives it back, so a redelivery of the same notification tries again.
+/// A copy arriving while another delivery holds the claim fails retryably.
 pub async fn deliver(app: &Notifier, n: &Notification) -> Result<Delivered, DeliverError> {
     let repo = &app.services.repo;
     let now = app.services.now();
-    if !repo
-        .claim_event(NOTIFY_SCOPE, &n.id, now, DEDUPE_TTL)
+    match repo
+        .begin_event(NOTIFY_SCOPE, &n.id, now, CLAIM_LEASE)
         .await
         .map_err(|e| DeliverError::from(Failure::from(e)))?
     {
-        tracing::info!(notification_id = %n.id, "notification delivered before; nothing sent");
-        return Ok(Delivered::Duplicate);
+        Claim::Acquired => {}
+        Claim::Done => {
+            tracing::info!(notification_id = %n.id, "notification delivered before; nothing sent");
+            return Ok(Delivered::Duplicate);
+        }
+        Claim::InProgress => {
+            // Retryable: if the delivery holding the claim fails, this copy's retry is the
+            // one that gets the notification out.
+            return Err(DeliverError::Retryable(Failure::ClaimInProgress {
+                what: format!("notification {}", n.id),
+            }));
+        }
     }
     let result = match &n.body {
         NotificationBody::Deployment { deployment, event } => {
@@ -417,7 +436,10 @@ pub async fn deliver(app: &Notifier, n: &Notification) -> Result<Delivered, Deli
         }]),
     };
     match result {
-        Ok(outcomes) => Ok(Delivered::Sent(outcomes)),
+        Ok(outcomes) => {
+            confirm(repo, NOTIFY_SCOPE, &n.id, app.services.now()).await;
+            Ok(Delivered::Sent(outcomes))
+        }
         Err(failure) => {
             let err = DeliverError::from(failure);
             if err.is_permanent() {
@@ -431,6 +453,14 @@ pub async fn deliver(app: &Notifier, n: &Notification) -> Result<Delivered, Deli
             }
             Err(err)
         }
+    }
+}
+
+/// Marks a claimed notification or send as done. A failure only costs one repeat after the
+/// claim's lease (Slack messages are updated in place, pages deduplicate on their key).
+async fn confirm(repo: &Repo, scope: &str, key: &str, now: jiff::Timestamp) {
+    if let Err(e) = repo.confirm_event(scope, key, now, DEDUPE_TTL).await {
+        tracing::error!(scope, key, error = %e, "could not confirm a delivered claim; a redelivery after its lease repeats it");
     }
 }
 
@@ -483,7 +513,11 @@ async fn deliver_deployment(
                 ts: posted.ts,
             }]);
         };
-        let message = render::deployment_message(&(&stored).into(), &app.github_web_url);
+        let message = render::deployment_message_with_rollback_request(
+            &(&stored).into(),
+            stored.rollback_request.as_ref(),
+            &app.github_web_url,
+        );
         if let Some(existing) = &stored.slack {
             return update(slack, existing, &message).await;
         }
@@ -498,8 +532,11 @@ async fn deliver_deployment(
             return match svc.repo.get_deployment(&stored.id).await? {
                 Some(fresh) => match &fresh.slack {
                     Some(existing) => {
-                        let message =
-                            render::deployment_message(&(&fresh).into(), &app.github_web_url);
+                        let message = render::deployment_message_with_rollback_request(
+                            &(&fresh).into(),
+                            fresh.rollback_request.as_ref(),
+                            &app.github_web_url,
+                        );
                         update(slack, existing, &message).await
                     }
                     None => Err(Failure::PostInProgress {
@@ -613,13 +650,19 @@ impl<'a> Steps<'a> {
         let repo = &self.app.services.repo;
         let key = format!("{}#{step}", self.notification_id);
         match repo
-            .claim_event(STEP_SCOPE, &key, self.app.services.now(), DEDUPE_TTL)
+            .begin_event(STEP_SCOPE, &key, self.app.services.now(), CLAIM_LEASE)
             .await
         {
-            Ok(true) => {}
-            Ok(false) => {
+            Ok(Claim::Acquired) => {}
+            Ok(Claim::Done) => {
                 self.outcomes.push(Outcome::AlreadySent {
                     step: step.to_owned(),
+                });
+                return;
+            }
+            Ok(Claim::InProgress) => {
+                self.failures.push(Failure::ClaimInProgress {
+                    what: format!("send {step} of notification {}", self.notification_id),
                 });
                 return;
             }
@@ -629,7 +672,10 @@ impl<'a> Steps<'a> {
             }
         }
         match send().await {
-            Ok(outcome) => self.outcomes.push(outcome),
+            Ok(outcome) => {
+                confirm(repo, STEP_SCOPE, &key, self.app.services.now()).await;
+                self.outcomes.push(outcome);
+            }
             Err(failure) => {
                 tracing::debug!(step, error = %failure, "send failed");
                 if let Err(e) = repo.release_event(STEP_SCOPE, &key).await {

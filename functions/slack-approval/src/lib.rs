@@ -36,6 +36,7 @@ use shipgate::outbound::{OutboundError, SlackApiPort};
 use shipgate::service::approvals::{self, ClickOutcome};
 use shipgate::service::{ServiceError, Services};
 use shipgate::signature::verify_slack;
+use shipgate::store::repo::{Claim, CLAIM_LEASE};
 use shipgate::web::{self, ApiError, Request, Response};
 use tracing::Instrument;
 
@@ -59,6 +60,9 @@ pub const DIALOG_FAILED: &str =
 
 /// What the reason dialog says under a blank reason.
 pub const REASON_BLANK: &str = "Give a reason for the rejection.";
+/// Shown in the reason dialog when the same submission is still being handled.
+pub const REASON_IN_PROGRESS: &str =
+    "Your rejection is still being recorded; submit again in a moment.";
 
 /// The handler's dependencies, built once at cold start.
 #[derive(Clone)]
@@ -151,20 +155,37 @@ async fn handle_inner(app: &SlackApproval, req: &Request) -> Result<Response, Ap
     }
 }
 
-/// Claims a click id; `false` means Slack (or someone) sent this exact click before.
-async fn claim(svc: &Services, key: &str) -> Result<bool, ApiError> {
+/// Claims a click id for this attempt (pending for [`CLAIM_LEASE`]). [`Claim::Acquired`]
+/// must end in [`confirm`] (the click did what it does) or in a release (a retry of the same
+/// click should count), as [`on_click`] does.
+async fn claim(svc: &Services, key: &str) -> Result<Claim, ApiError> {
     svc.repo
-        .claim_event(CLAIM_SCOPE, key, svc.now(), CLICK_TTL)
+        .begin_event(CLAIM_SCOPE, key, svc.now(), CLAIM_LEASE)
         .await
         .map_err(ApiError::internal)
 }
 
-/// Turns a failed use case into the answer, giving the claim back when a retry may succeed.
+/// Marks a claimed click as handled, so a repeat of it changes nothing. A failure only
+/// costs a repeat after the lease, which the use cases absorb (they are idempotent).
+async fn confirm(svc: &Services, key: &str) {
+    if let Err(e) = svc
+        .repo
+        .confirm_event(CLAIM_SCOPE, key, svc.now(), CLICK_TTL)
+        .await
+    {
+        tracing::error!(error = %e, "could not confirm click claim; a retry after its lease is handled again");
+    }
+}
+
+/// Turns a failed use case into the answer, giving the claim back when a retry may succeed
+/// and confirming it otherwise.
 async fn failed(svc: &Services, key: &str, e: ServiceError) -> ApiError {
     if e.is_retryable() {
         if let Err(release) = svc.repo.release_event(CLAIM_SCOPE, key).await {
-            tracing::error!(error = %release, "could not release click claim");
+            tracing::error!(error = %release, "could not release click claim; a retry waits for its lease to run out");
         }
+    } else {
+        confirm(svc, key).await;
     }
     ApiError::internal(e)
 }
@@ -172,9 +193,20 @@ async fn failed(svc: &Services, key: &str, e: ServiceError) -> ApiError {
 async fn on_click(app: &SlackApproval, click: Click) -> Result<Response, ApiError> {
     let svc = &app.services;
     let key = format!("{}:{}:{}", click.user, click.action_ts, click.value);
-    if !claim(svc, &key).await? {
-        tracing::info!("repeated click; nothing changed");
-        return Ok(empty_ok());
+    match claim(svc, &key).await? {
+        Claim::Acquired => {}
+        Claim::Done => {
+            tracing::info!("repeated click; nothing changed");
+            return Ok(empty_ok());
+        }
+        Claim::InProgress => {
+            // Not a 2xx: if the attempt holding the claim fails, this copy must not have been
+            // taken for handled.
+            tracing::info!("click is being handled by another attempt");
+            return Err(ApiError::Conflict(
+                "this click is still being handled; try again in a moment".into(),
+            ));
+        }
     }
     let (id, nonce, user) = (&click.deployment_id, &click.nonce, &click.user);
     let result = match click.action {
@@ -191,7 +223,10 @@ async fn on_click(app: &SlackApproval, click: Click) -> Result<Response, ApiErro
     let text = match &outcome {
         ClickOutcome::ReasonRequired { environment } => {
             match open_reason_dialog(app, &click, environment).await {
-                Ok(()) => return Ok(empty_ok()),
+                Ok(()) => {
+                    confirm(svc, &key).await;
+                    return Ok(empty_ok());
+                }
                 Err(()) => {
                     // The click did nothing; let the same click count if Slack retries it.
                     if let Err(e) = svc.repo.release_event(CLAIM_SCOPE, &key).await {
@@ -201,7 +236,10 @@ async fn on_click(app: &SlackApproval, click: Click) -> Result<Response, ApiErro
                 }
             }
         }
-        other => other.text(),
+        other => {
+            confirm(svc, &key).await;
+            other.text()
+        }
     };
     if let Some(url) = click.response_url.as_deref() {
         tell_clicker(app, url, &text).await;
@@ -299,9 +337,21 @@ async fn on_reason(app: &SlackApproval, sub: ReasonSubmission) -> Result<Respons
         ));
     }
     let key = format!("{}:{}:{}", sub.user, sub.view_id, sub.metadata);
-    if !claim(svc, &key).await? {
-        tracing::info!("repeated reason submission; nothing changed");
-        return Ok(empty_ok());
+    match claim(svc, &key).await? {
+        Claim::Acquired => {}
+        Claim::Done => {
+            tracing::info!("repeated reason submission; nothing changed");
+            return Ok(empty_ok());
+        }
+        Claim::InProgress => {
+            // Keep the dialog open, so the person can submit again once the first attempt
+            // has finished (or failed).
+            tracing::info!("reason submission is being handled by another attempt");
+            return Ok(web::json(
+                StatusCode::OK,
+                &json!({ "response_action": "errors", "errors": { REASON_BLOCK_ID: REASON_IN_PROGRESS } }),
+            ));
+        }
     }
     let outcome = match approvals::reject(
         svc,
@@ -315,6 +365,7 @@ async fn on_reason(app: &SlackApproval, sub: ReasonSubmission) -> Result<Respons
         Ok(outcome) => outcome,
         Err(e) => return Err(failed(svc, &key, e).await),
     };
+    confirm(svc, &key).await;
     Ok(web::json(
         StatusCode::OK,
         &json!({ "response_action": "update", "view": outcome_view(&outcome.text()) }),

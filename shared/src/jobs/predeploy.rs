@@ -11,11 +11,15 @@ use super::{JobContext, JobError};
 use crate::notify::{Notification, NotificationBody};
 use crate::service::gate::answer_github;
 use crate::service::predeploy::{self, Status};
+use crate::store::repo::Claim;
 
 /// Idempotency scope of pre-deploy backup attempts.
 const CLAIM_SCOPE: &str = "pre-deploy-backup";
-/// How long an attempt's claim is remembered.
+/// How long an attempt's claim is remembered once the attempt finished.
 const CLAIM_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// How long a running attempt keeps redeliveries out: longer than a Lambda can run (15
+/// minutes), so only a crashed attempt is taken over.
+const CLAIM_LEASE: std::time::Duration = std::time::Duration::from_secs(20 * 60);
 /// The job name in notifications and logs.
 pub const JOB: &str = "pre-deploy-backup";
 
@@ -44,7 +48,7 @@ pub async fn run(ctx: &JobContext, deployment_id: &str) -> Result<PreDeployOutco
             why: why.to_string(),
         })
     };
-    let Some(mut record) = predeploy::record(svc, deployment_id).await? else {
+    let Some(record) = predeploy::record(svc, deployment_id).await? else {
         return nothing("no pre-deploy backup was requested for this deployment");
     };
     match record.status {
@@ -62,13 +66,38 @@ pub async fn run(ctx: &JobContext, deployment_id: &str) -> Result<PreDeployOutco
         Status::Requested | Status::Running => {}
     }
     let claim = format!("{deployment_id}:{}", record.attempts);
-    if !svc
+    match svc
         .repo
-        .claim_event(CLAIM_SCOPE, &claim, svc.now(), CLAIM_TTL)
+        .begin_event(CLAIM_SCOPE, &claim, svc.now(), CLAIM_LEASE)
         .await?
     {
-        return nothing("this attempt is already being handled");
+        Claim::Acquired => {}
+        Claim::Done => return nothing("this attempt was handled before"),
+        Claim::InProgress => return nothing("this attempt is already being handled"),
     }
+    let result = attempt(ctx, deployment_id, record).await;
+    if result.is_ok() {
+        if let Err(e) = svc
+            .repo
+            .confirm_event(CLAIM_SCOPE, &claim, svc.now(), CLAIM_TTL)
+            .await
+        {
+            tracing::error!(deployment_id, error = %e, "could not confirm the backup attempt's claim; a redelivery after its lease repeats the attempt");
+        }
+    } else if let Err(e) = svc.repo.release_event(CLAIM_SCOPE, &claim).await {
+        tracing::error!(deployment_id, error = %e, "could not release the backup attempt's claim; a redelivery waits for its lease to run out");
+    }
+    result
+}
+
+/// One claimed attempt: back up, record the result, tell whoever needs to know. An `Err`
+/// means the attempt did not get to record its outcome and a redelivery should run it.
+async fn attempt(
+    ctx: &JobContext,
+    deployment_id: &str,
+    mut record: predeploy::PreDeployBackup,
+) -> Result<PreDeployOutcome, JobError> {
+    let svc = &ctx.services;
     let backups = ctx.backups.as_ref().ok_or(JobError::NotConfigured {
         what: "backup storage (SHIPGATE_BACKUP_BUCKET and SHIPGATE_KMS_KEY_ID, or a local backup directory)",
     });

@@ -10,10 +10,15 @@ use super::{
     dora, probes, rollback_drill, sweeper, JobContext, JobError, JobName, JobOutcome, JobReport,
 };
 use crate::notify::{Notification, NotificationBody};
+use crate::store::repo::Claim;
 
 /// How long a handled tick is remembered. Lambda retries a failed asynchronous invocation for
 /// up to six hours, and EventBridge never repeats a tick days later.
 pub const JOB_CLAIM_TTL: Duration = Duration::from_secs(3 * 24 * 3600);
+
+/// How long a tick being run keeps other invocations out: longer than a Lambda can run
+/// (15 minutes), so a live run is never taken over, while a crashed one is retried.
+const JOB_LEASE: Duration = Duration::from_secs(20 * 60);
 
 /// Runs `job` now, on demand (`shipgate job NAME`): never deduplicated.
 pub async fn run(ctx: &JobContext, job: JobName) -> Result<JobReport, JobError> {
@@ -22,8 +27,10 @@ pub async fn run(ctx: &JobContext, job: JobName) -> Result<JobReport, JobError> 
 
 /// Runs `job` for the schedule tick `tick` (the EventBridge event's `time`, or another id that
 /// is the same for every delivery of one tick). A tick seen before returns a report marked
-/// `duplicate` and changes nothing. When the job cannot run, the claim is given back so a
-/// retry of the same tick runs it.
+/// `duplicate` and changes nothing, as does a tick another invocation is running now. The
+/// claim is pending while the job runs and confirmed when it succeeded; when the job fails,
+/// the claim is given back so a retry of the same tick runs it (and if even that fails, the
+/// retry runs it once the claim's lease is over).
 pub async fn run_scheduled(
     ctx: &JobContext,
     job: JobName,
@@ -32,28 +39,40 @@ pub async fn run_scheduled(
     let svc = &ctx.services;
     let now = svc.now();
     let key = format!("{job}:{tick}");
-    if !svc
-        .repo
-        .claim_event("job", &key, now, JOB_CLAIM_TTL)
-        .await?
-    {
-        tracing::info!(job = %job, tick, "schedule tick already handled; nothing to do");
-        return Ok(JobReport {
-            job,
-            ok: true,
-            summary: format!("tick {tick} was already handled"),
-            details: serde_json::Value::Null,
-            started_at: now,
-            finished_at: now,
-            scheduled_for: Some(tick.to_string()),
-            duplicate: true,
-        });
+    let report = |summary: String| JobReport {
+        job,
+        ok: true,
+        summary,
+        details: serde_json::Value::Null,
+        started_at: now,
+        finished_at: now,
+        scheduled_for: Some(tick.to_string()),
+        duplicate: true,
+    };
+    match svc.repo.begin_event("job", &key, now, JOB_LEASE).await? {
+        Claim::Acquired => {}
+        Claim::Done => {
+            tracing::info!(job = %job, tick, "schedule tick already handled; nothing to do");
+            return Ok(report(format!("tick {tick} was already handled")));
+        }
+        Claim::InProgress => {
+            // Another invocation runs this tick now; if it fails it gives the claim back (or
+            // its lease runs out) and the scheduler's own retry runs the tick.
+            tracing::info!(job = %job, tick, "schedule tick is being handled by another invocation");
+            return Ok(report(format!("tick {tick} is being handled")));
+        }
     }
     let result = execute(ctx, job, Some(tick)).await;
     if result.is_err() {
         if let Err(e) = svc.repo.release_event("job", &key).await {
-            tracing::error!(job = %job, error = %e, "could not release the tick claim; a retry will be skipped");
+            tracing::error!(job = %job, error = %e, "could not release the tick claim; a retry of the tick waits for its lease to run out");
         }
+    } else if let Err(e) = svc
+        .repo
+        .confirm_event("job", &key, svc.now(), JOB_CLAIM_TTL)
+        .await
+    {
+        tracing::error!(job = %job, error = %e, "could not confirm the tick claim; a retry after its lease runs the job again");
     }
     result
 }

@@ -18,7 +18,7 @@ use super::gate::{answer_github, update_deployment};
 use super::rollback::{self, RollbackOutcome};
 use super::{ServiceError, Services};
 use crate::domain::deployment::{
-    Actor, ApprovalOutcome, ApprovalRefused, ApproverFacts, Deployment,
+    Actor, ApprovalOutcome, ApprovalRefused, ApproverFacts, CallbackState, Deployment, State,
 };
 use crate::notify::Notification;
 
@@ -234,6 +234,33 @@ pub async fn approve(
     let break_glass = dep.break_glass.is_some();
     match result {
         None => Ok(ClickOutcome::Stale),
+        Some(Err(ApprovalRefused::AlreadyDecided {
+            state: State::Approved,
+        })) if dep.callback == CallbackState::Pending
+            && dep
+                .approvals
+                .last()
+                .is_some_and(|a| a.approver == slack_user) =>
+        {
+            // This clicker's approval completed the quorum, but the answer to that save was
+            // lost and the click came back: finish it as the original click would have, or
+            // no `approved` notification is ever published for it.
+            tracing::info!(
+                deployment_id,
+                slack_user,
+                "approval quorum was reached by this click before; finishing it"
+            );
+            svc.publish(Notification::deployment(now, &dep, "approved"))
+                .await;
+            let github = answer_within_budget(svc, &dep.id).await;
+            Ok(ClickOutcome::Approved {
+                environment: dep.environment.clone(),
+                short_sha: dep.short_sha().to_string(),
+                approvers: dep.approvals.iter().map(|a| a.approver.clone()).collect(),
+                break_glass,
+                github,
+            })
+        }
         Some(Err(refusal)) => {
             tracing::info!(deployment_id, slack_user, refusal = %refusal, "approval not counted");
             Ok(ClickOutcome::Refused(refusal))

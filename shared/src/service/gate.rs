@@ -231,6 +231,18 @@ pub async fn request(
         // A second request for the same run and environment: answer again if GitHub never
         // got our answer, never decide twice.
         let state = existing.state;
+        if state == State::AwaitingApproval && existing.slack.is_none() {
+            // The request that stored this decision may have failed before announcing it
+            // (its answer from the store was lost): without this no Slack message with the
+            // buttons is ever posted. A repeat is harmless, since the notifier posts one
+            // message per deployment and updates it in place.
+            svc.publish(Notification::deployment(
+                now,
+                &existing,
+                "approval_requested",
+            ))
+            .await;
+        }
         if existing.callback == CallbackState::Pending {
             answer_github(svc, &existing.id).await?;
         }

@@ -6,7 +6,8 @@
 //!   resolved signal closes it and measures the time to restore.
 //! - Each signal is claimed once (`IDEM#alert#…`, keyed by a hash of source, fingerprint,
 //!   status, `startsAt` and `endsAt`, or by the transport's own message id), so a redelivered
-//!   notification changes nothing.
+//!   notification changes nothing. The claim is pending for a short lease until the signal is
+//!   applied, so one whose attempt failed without giving it back is retried after the lease.
 //! - Labels are mapped by the policy's `[alerts]` table. An environment the policy does not know
 //!   is kept as `raw_environment` on an incident with no environment: recorded and notified,
 //!   never dropped. A severity that is missing or not in `severity_map` counts as
@@ -29,6 +30,7 @@ use super::{ServiceError, Services};
 use crate::domain::incident::{Incident, IncidentStatus};
 use crate::domain::policy::{Policy, Severity};
 use crate::notify::{Notification, NotificationBody};
+use crate::store::repo::{Claim, CLAIM_LEASE};
 use crate::store::RepoError;
 
 /// How long an alert notification is remembered for deduplication.
@@ -276,35 +278,54 @@ pub async fn ingest(
 async fn ingest_one(svc: &Services, signal: &AlertSignal) -> Result<IngestItem, ServiceError> {
     let key = signal.claim_key();
     let now = svc.now();
-    if !svc
+    match svc
         .repo
-        .claim_event("alert", &key, now, ALERT_CLAIM_TTL)
+        .begin_event("alert", &key, now, CLAIM_LEASE)
         .await?
     {
-        let mapping = map_labels(&svc.policy, &signal.labels);
-        tracing::info!(source = %signal.source, fingerprint = %signal.fingerprint, "duplicate alert notification; nothing changed");
-        return Ok(IngestItem {
-            incident_id: Incident::id_for(&signal.source, &signal.fingerprint),
-            effect: Effect::Duplicate,
-            environment: mapping.environment,
-            raw_environment: mapping.raw_environment,
-            severity: mapping.severity,
-            caused_by_deployment: None,
-            time_to_restore_secs: None,
-            rollback: None,
-        });
-    }
-    match apply(svc, signal, now).await {
-        Ok(item) => Ok(item),
-        Err(e) => {
-            if e.is_retryable() {
-                if let Err(release) = svc.repo.release_event("alert", &key).await {
-                    tracing::error!(error = %release, "could not release alert claim");
-                }
-            }
-            Err(e)
+        Claim::Acquired => {}
+        Claim::Done => {
+            let mapping = map_labels(&svc.policy, &signal.labels);
+            tracing::info!(source = %signal.source, fingerprint = %signal.fingerprint, "duplicate alert notification; nothing changed");
+            return Ok(IngestItem {
+                incident_id: Incident::id_for(&signal.source, &signal.fingerprint),
+                effect: Effect::Duplicate,
+                environment: mapping.environment,
+                raw_environment: mapping.raw_environment,
+                severity: mapping.severity,
+                caused_by_deployment: None,
+                time_to_restore_secs: None,
+                rollback: None,
+            });
+        }
+        Claim::InProgress => {
+            // A retryable error, not "duplicate": if the attempt holding the claim fails,
+            // the sender's retry is what gets the alert processed.
+            return Err(ServiceError::Contended(format!(
+                "alert {} (being processed by another attempt)",
+                signal.fingerprint
+            )));
         }
     }
+    let result = apply(svc, signal, now).await;
+    match &result {
+        Err(e) if e.is_retryable() => {
+            if let Err(release) = svc.repo.release_event("alert", &key).await {
+                tracing::error!(error = %release, "could not release alert claim; the retry waits for the claim's lease to run out");
+            }
+        }
+        // Applied, or failed for good: a redelivery is a duplicate from now on.
+        _ => {
+            if let Err(confirm) = svc
+                .repo
+                .confirm_event("alert", &key, svc.now(), ALERT_CLAIM_TTL)
+                .await
+            {
+                tracing::error!(error = %confirm, "could not confirm alert claim; a redelivery after its lease is applied again");
+            }
+        }
+    }
+    result
 }
 
 fn new_incident(

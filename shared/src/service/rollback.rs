@@ -36,6 +36,7 @@ use crate::domain::incident::Incident;
 use crate::domain::policy::{EnvironmentPolicy, RollbackMethod, Severity};
 use crate::notify::{Notification, NotificationBody};
 use crate::outbound::github::NewDeployment;
+use crate::store::repo::{Claim, CLAIM_LEASE};
 
 /// How many earlier deployments a manual rollback looks through for a good version.
 const HISTORY_LIMIT: usize = 200;
@@ -258,18 +259,45 @@ async fn page_no_last_known_good(
     incident: &Incident,
     now: Timestamp,
 ) -> Result<(), ServiceError> {
-    let first = svc
+    const SCOPE: &str = "rollback-no-lkg";
+    match svc
         .repo
-        .claim_event(
-            "rollback-no-lkg",
+        .begin_event(SCOPE, &dep.id, now, CLAIM_LEASE)
+        .await?
+    {
+        Claim::Acquired => {}
+        // Paged before, or another alert is paging for this deployment right now (if that
+        // one fails it gives the claim back, or its lease runs out, and a later alert pages).
+        Claim::Done | Claim::InProgress => return Ok(()),
+    }
+    if let Err(e) = page_once(svc, dep, incident, now).await {
+        if let Err(release) = svc.repo.release_event(SCOPE, &dep.id).await {
+            tracing::error!(deployment_id = %dep.id, error = %release, "could not release the no-last-known-good page claim; the next alert after its lease pages");
+        }
+        return Err(e);
+    }
+    if let Err(e) = svc
+        .repo
+        .confirm_event(
+            SCOPE,
             &dep.id,
-            now,
+            svc.now(),
             std::time::Duration::from_secs(30 * 24 * 3600),
         )
-        .await?;
-    if !first {
-        return Ok(());
+        .await
+    {
+        tracing::error!(deployment_id = %dep.id, error = %e, "could not confirm the no-last-known-good page claim; an alert after its lease pages again");
     }
+    Ok(())
+}
+
+/// The page itself, with its audit note.
+async fn page_once(
+    svc: &Services,
+    dep: &Deployment,
+    incident: &Incident,
+    now: Timestamp,
+) -> Result<(), ServiceError> {
     let summary = format!(
         "{} incident \"{}\" in {} during the verification window of {} ({}), but there is no last known good version to roll back to; no automatic action was taken",
         incident.severity,

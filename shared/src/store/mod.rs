@@ -15,4 +15,4 @@ pub mod sqlite;
 pub use item::{
     Condition, Item, ItemStore, Query, StoreError, Timeline, Write, MAX_TRANSACTION_ITEMS,
 };
-pub use repo::{Created, Repo, RepoError};
+pub use repo::{Claim, Created, Repo, RepoError, CLAIM_LEASE};

@@ -13,7 +13,7 @@
 //! | sha facts | `SHA#{repo}@{sha}` | `OK#{env}`, `CI#{workflow}`, `COMMIT` | |
 //! | incident | `INC#{id}` | `INC` | `ENV#{env}#INCIDENTS` / `{ms}#{id}` |
 //! | open incident (index) | `ENV#{env}` | `OPEN#{id}` | |
-//! | idempotency key | `IDEM#{scope}#{key}` | `IDEM` (expires) | |
+//! | idempotency key (pending claim, then confirmed; see [`Repo::begin_event`]) | `IDEM#{scope}#{key}` | `IDEM` (expires) | |
 //! | misc facts | `META#{kind}` | `{name}` | |
 //!
 //! `{ms}` is zero-padded unix milliseconds, so sort-key order is time order.
@@ -155,6 +155,66 @@ fn pointer(pk: String, sk: impl Into<String>, deployment_id: impl Into<String>) 
     }
 }
 
+/// How claiming an inbound event went ([`Repo::begin_event`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "an acquired claim must be confirmed or released"]
+pub enum Claim {
+    /// This attempt holds the event: process it, then confirm or release the claim.
+    Acquired,
+    /// The event was processed before: nothing to do.
+    Done,
+    /// Another attempt claimed the event less than a lease ago and has not finished: answer
+    /// so that the sender tries again later.
+    InProgress,
+}
+
+/// How long an unconfirmed inbound claim keeps other attempts out (longer than one webhook
+/// or notifier invocation runs).
+pub const CLAIM_LEASE: std::time::Duration = std::time::Duration::from_secs(2 * 60);
+
+const IDEM_SK: &str = "IDEM";
+
+fn idem_pk(scope: &str, key: &str) -> String {
+    format!("IDEM#{scope}#{key}")
+}
+
+/// What a claim item holds. Claims written before leases existed (`{"at": …}` only) read as
+/// confirmed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ClaimRecord {
+    at: Timestamp,
+    /// Names the attempt that wrote the claim, so a write whose answer was lost can be told
+    /// apart from another attempt's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pending: bool,
+}
+
+/// Whose claim a key holds after a claim attempt.
+enum ClaimSeen {
+    Ours,
+    Other(ClaimRecord),
+}
+
+fn claim_item(
+    scope: &str,
+    key: &str,
+    now: Timestamp,
+    ttl: std::time::Duration,
+    record: &ClaimRecord,
+) -> Item {
+    let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
+    Item {
+        pk: idem_pk(scope, key),
+        sk: IDEM_SK.into(),
+        version: 1,
+        expires_at: Some(now.as_second().saturating_add(ttl)),
+        timeline: None,
+        data: to_json(record),
+    }
+}
+
 fn deployment_item(dep: &Deployment) -> Item {
     Item {
         pk: dep_pk(&dep.id),
@@ -179,7 +239,70 @@ impl Repo {
     }
 
     /// Claims an inbound event id (GitHub delivery, Slack action, alert notification, SNS
-    /// message...). Returns `true` the first time, `false` for a replay inside `ttl`.
+    /// message, schedule tick...) for this attempt, before processing it.
+    ///
+    /// The claim is written *pending* for `lease`: while it is pending, other attempts get
+    /// [`Claim::InProgress`]; once the lease runs out the claim counts as absent and the next
+    /// attempt takes the event over, so a claim whose holder crashed, or could neither confirm
+    /// nor release it, delays the event by one lease instead of swallowing it.
+    ///
+    /// After [`Claim::Acquired`] the caller must settle the claim:
+    /// - processed, or failed in a way no redelivery can fix: [`Repo::confirm_event`] with the
+    ///   long dedupe TTL (a failed confirm is logged; the worst case is one reprocessing after
+    ///   the lease, which the idempotent use cases absorb);
+    /// - failed in a way a redelivery could fix: [`Repo::release_event`].
+    ///
+    /// A backend error on the write does not say whether it landed, so the claim is read
+    /// back: this attempt's token there means the claim is ours, another attempt's claim
+    /// answers as that claim does, and no claim at all means the write did not land and it is
+    /// tried once more.
+    pub async fn begin_event(
+        &self,
+        scope: &str,
+        key: &str,
+        now: Timestamp,
+        lease: std::time::Duration,
+    ) -> Result<Claim, RepoError> {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let record = ClaimRecord {
+            at: now,
+            token: Some(token.clone()),
+            pending: true,
+        };
+        match self.put_claim(scope, key, now, lease, &record).await? {
+            ClaimSeen::Ours => Ok(Claim::Acquired),
+            ClaimSeen::Other(other) if other.pending => Ok(Claim::InProgress),
+            ClaimSeen::Other(_) => Ok(Claim::Done),
+        }
+    }
+
+    /// Marks an event claimed with [`Repo::begin_event`] as processed: redeliveries inside
+    /// `ttl` get [`Claim::Done`].
+    pub async fn confirm_event(
+        &self,
+        scope: &str,
+        key: &str,
+        now: Timestamp,
+        ttl: std::time::Duration,
+    ) -> Result<(), RepoError> {
+        let record = ClaimRecord {
+            at: now,
+            token: None,
+            pending: false,
+        };
+        self.store
+            .write(Write::Put {
+                item: claim_item(scope, key, now, ttl, &record),
+                condition: Condition::None,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Claims a key for `ttl` outright, with no pending phase: a guard that holds until it
+    /// expires or is released (the notifier's first-post lock), not an inbound event (those
+    /// use [`Repo::begin_event`]). Returns `true` when this call took it. A backend error is
+    /// resolved by reading the key back, as in [`Repo::begin_event`].
     pub async fn claim_event(
         &self,
         scope: &str,
@@ -187,41 +310,104 @@ impl Repo {
         now: Timestamp,
         ttl: std::time::Duration,
     ) -> Result<bool, RepoError> {
-        let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
-        let item = Item {
-            pk: format!("IDEM#{scope}#{key}"),
-            sk: "IDEM".into(),
-            version: 1,
-            expires_at: Some(now.as_second().saturating_add(ttl)),
-            timeline: None,
-            data: to_json(&serde_json::json!({ "at": now })),
+        let record = ClaimRecord {
+            at: now,
+            token: Some(uuid::Uuid::new_v4().simple().to_string()),
+            pending: false,
         };
-        match self
-            .store
-            .write(Write::Put {
-                item,
-                condition: Condition::Absent {
-                    now: now.as_second(),
-                },
-            })
-            .await
-        {
-            Ok(()) => Ok(true),
-            Err(StoreError::ConditionFailed { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
+        Ok(matches!(
+            self.put_claim(scope, key, now, ttl, &record).await?,
+            ClaimSeen::Ours
+        ))
+    }
+
+    /// Writes `record` unless a live claim exists, and finds out whose claim is there when
+    /// the backend's answer was lost.
+    async fn put_claim(
+        &self,
+        scope: &str,
+        key: &str,
+        now: Timestamp,
+        ttl: std::time::Duration,
+        record: &ClaimRecord,
+    ) -> Result<ClaimSeen, RepoError> {
+        let mut attempts_left = 2;
+        loop {
+            attempts_left -= 1;
+            let put = self
+                .store
+                .write(Write::Put {
+                    item: claim_item(scope, key, now, ttl, record),
+                    condition: Condition::Absent {
+                        now: now.as_second(),
+                    },
+                })
+                .await;
+            let error = match put {
+                Ok(()) => return Ok(ClaimSeen::Ours),
+                Err(e) => e,
+            };
+            let conflicted = matches!(error, StoreError::ConditionFailed { .. });
+            // What is there now decides; a read that fails leaves the write's error standing.
+            let stored = match self.read_claim(scope, key, now).await {
+                Ok(stored) => stored,
+                Err(read) if conflicted => return Err(read),
+                Err(_) => return Err(error.into()),
+            };
+            match stored {
+                Some(found) if found.token.is_some() && found.token == record.token => {
+                    return Ok(ClaimSeen::Ours)
+                }
+                Some(found) => return Ok(ClaimSeen::Other(found)),
+                // Gone again (expired or released since the condition failed), or our write
+                // never landed: one more try.
+                None if attempts_left > 0 => continue,
+                None if conflicted => {
+                    return Err(RepoError::Stale {
+                        what: format!("claim {scope}#{key}"),
+                    })
+                }
+                None => return Err(error.into()),
+            }
         }
     }
 
+    /// The live claim under a key, if any.
+    async fn read_claim(
+        &self,
+        scope: &str,
+        key: &str,
+        now: Timestamp,
+    ) -> Result<Option<ClaimRecord>, RepoError> {
+        let Some(item) = self.store.get(&idem_pk(scope, key), IDEM_SK).await? else {
+            return Ok(None);
+        };
+        if item.is_expired(now.as_second()) {
+            return Ok(None);
+        }
+        let record = serde_json::from_str(&item.data).map_err(|source| RepoError::Corrupt {
+            what: format!("claim {scope}#{key}"),
+            source,
+        })?;
+        Ok(Some(record))
+    }
+
     /// Gives an event id back, so a redelivery is processed again (used when processing
-    /// failed after the claim and nothing was written).
+    /// failed after the claim in a way a redelivery could fix). A backend failure is tried
+    /// once more: a claim left behind costs the event a lease's delay.
     pub async fn release_event(&self, scope: &str, key: &str) -> Result<(), RepoError> {
-        self.store
-            .write(Write::Delete {
-                pk: format!("IDEM#{scope}#{key}"),
-                sk: "IDEM".into(),
-                condition: Condition::None,
-            })
-            .await?;
+        let delete = || Write::Delete {
+            pk: idem_pk(scope, key),
+            sk: IDEM_SK.into(),
+            condition: Condition::None,
+        };
+        match self.store.write(delete()).await {
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, "releasing a claim failed; trying once more");
+                self.store.write(delete()).await?;
+            }
+            other => other?,
+        }
         Ok(())
     }
 
@@ -855,5 +1041,260 @@ impl Repo {
         Err(RepoError::Stale {
             what: format!("lock of {environment}"),
         })
+    }
+}
+
+#[cfg(test)]
+mod claim_tests {
+    //! The claim lifecycle against the SQLite adapter, with a wrapper that loses the answer
+    //! of chosen writes (the write lands, the caller sees a backend error).
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    /// Passes every call through; the writes counted in `lose` land and then report failure,
+    /// those in `refuse` fail without landing.
+    struct Lossy {
+        inner: SqliteStore,
+        lose: AtomicUsize,
+        refuse: AtomicUsize,
+    }
+
+    fn take(counter: &AtomicUsize) -> bool {
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    fn lost() -> StoreError {
+        StoreError::Backend {
+            message: "answer lost".into(),
+            source: None,
+        }
+    }
+
+    #[async_trait]
+    impl ItemStore for Lossy {
+        async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
+            self.inner.get(pk, sk).await
+        }
+        async fn write(&self, write: Write) -> Result<(), StoreError> {
+            if take(&self.refuse) {
+                return Err(lost());
+            }
+            self.inner.write(write).await?;
+            if take(&self.lose) {
+                return Err(lost());
+            }
+            Ok(())
+        }
+        async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+            self.inner.transact(writes).await
+        }
+        async fn query(&self, query: Query) -> Result<Vec<Item>, StoreError> {
+            self.inner.query(query).await
+        }
+        async fn scan(
+            &self,
+            segment: u32,
+            total_segments: u32,
+            cursor: Option<String>,
+        ) -> Result<(Vec<Item>, Option<String>), StoreError> {
+            self.inner.scan(segment, total_segments, cursor).await
+        }
+    }
+
+    fn repo() -> (Repo, Arc<Lossy>) {
+        let store = Arc::new(Lossy {
+            inner: SqliteStore::in_memory().expect("sqlite"),
+            lose: AtomicUsize::new(0),
+            refuse: AtomicUsize::new(0),
+        });
+        (Repo::new(store.clone()), store)
+    }
+
+    fn t0() -> Timestamp {
+        "2025-06-02T10:00:00Z".parse().expect("timestamp")
+    }
+
+    const LEASE: Duration = Duration::from_secs(120);
+    const TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+    #[tokio::test]
+    async fn a_pending_claim_keeps_others_out_until_confirmed_then_counts_as_done() {
+        let (repo, _) = repo();
+        let now = t0();
+        assert_eq!(
+            repo.begin_event("github", "d-1", now, LEASE).await.unwrap(),
+            Claim::Acquired
+        );
+        assert_eq!(
+            repo.begin_event("github", "d-1", now, LEASE).await.unwrap(),
+            Claim::InProgress
+        );
+        repo.confirm_event("github", "d-1", now, TTL).await.unwrap();
+        // Long past the lease, well inside the TTL.
+        let later = now + jiff::SignedDuration::from_hours(24);
+        assert_eq!(
+            repo.begin_event("github", "d-1", later, LEASE)
+                .await
+                .unwrap(),
+            Claim::Done
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unconfirmed_claim_is_taken_over_once_its_lease_ran_out() {
+        let (repo, _) = repo();
+        let now = t0();
+        assert_eq!(
+            repo.begin_event("alert", "a-1", now, LEASE).await.unwrap(),
+            Claim::Acquired
+        );
+        let just_before = now + jiff::SignedDuration::from_secs(119);
+        assert_eq!(
+            repo.begin_event("alert", "a-1", just_before, LEASE)
+                .await
+                .unwrap(),
+            Claim::InProgress
+        );
+        let after = now + jiff::SignedDuration::from_secs(120);
+        assert_eq!(
+            repo.begin_event("alert", "a-1", after, LEASE)
+                .await
+                .unwrap(),
+            Claim::Acquired
+        );
+    }
+
+    #[tokio::test]
+    async fn a_released_claim_is_claimed_afresh() {
+        let (repo, _) = repo();
+        let now = t0();
+        assert_eq!(
+            repo.begin_event("job", "tick", now, LEASE).await.unwrap(),
+            Claim::Acquired
+        );
+        repo.release_event("job", "tick").await.unwrap();
+        assert_eq!(
+            repo.begin_event("job", "tick", now, LEASE).await.unwrap(),
+            Claim::Acquired
+        );
+    }
+
+    #[tokio::test]
+    async fn a_claim_whose_answer_was_lost_is_recognised_as_ours_by_its_token() {
+        let (repo, store) = repo();
+        let now = t0();
+        store.lose.store(1, Ordering::SeqCst);
+        assert_eq!(
+            repo.begin_event("github", "d-2", now, LEASE).await.unwrap(),
+            Claim::Acquired
+        );
+        // The claim is really there, pending, for everyone else.
+        assert_eq!(
+            repo.begin_event("github", "d-2", now, LEASE).await.unwrap(),
+            Claim::InProgress
+        );
+    }
+
+    #[tokio::test]
+    async fn a_claim_write_that_did_not_land_is_tried_once_more() {
+        let (repo, store) = repo();
+        let now = t0();
+        store.refuse.store(1, Ordering::SeqCst);
+        assert_eq!(
+            repo.begin_event("github", "d-3", now, LEASE).await.unwrap(),
+            Claim::Acquired
+        );
+        store.refuse.store(2, Ordering::SeqCst);
+        let failed = repo.begin_event("github", "d-4", now, LEASE).await;
+        assert!(
+            matches!(failed, Err(RepoError::Store(StoreError::Backend { .. }))),
+            "{failed:?}"
+        );
+        assert_eq!(
+            repo.begin_event("github", "d-4", now, LEASE).await.unwrap(),
+            Claim::Acquired,
+            "the refused writes left nothing behind"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lost_answer_with_someone_elses_claim_there_is_not_ours() {
+        let (repo, store) = repo();
+        let now = t0();
+        repo.confirm_event("github", "d-5", now, TTL).await.unwrap();
+        // The put is refused by its condition; a backend error instead must not make it ours.
+        store.refuse.store(1, Ordering::SeqCst);
+        assert_eq!(
+            repo.begin_event("github", "d-5", now, LEASE).await.unwrap(),
+            Claim::Done
+        );
+    }
+
+    #[tokio::test]
+    async fn a_release_that_fails_once_is_tried_again() {
+        let (repo, store) = repo();
+        let now = t0();
+        assert_eq!(
+            repo.begin_event("github", "d-6", now, LEASE).await.unwrap(),
+            Claim::Acquired
+        );
+        store.refuse.store(1, Ordering::SeqCst);
+        repo.release_event("github", "d-6").await.unwrap();
+        assert_eq!(
+            repo.begin_event("github", "d-6", now, LEASE).await.unwrap(),
+            Claim::Acquired
+        );
+    }
+
+    #[tokio::test]
+    async fn a_guard_claim_holds_for_its_ttl_and_survives_a_lost_answer() {
+        let (repo, store) = repo();
+        let now = t0();
+        store.lose.store(1, Ordering::SeqCst);
+        assert!(repo
+            .claim_event("notify-post", "dep-1", now, LEASE)
+            .await
+            .unwrap());
+        assert!(!repo
+            .claim_event("notify-post", "dep-1", now, LEASE)
+            .await
+            .unwrap());
+        let after = now + jiff::SignedDuration::from_secs(120);
+        assert!(repo
+            .claim_event("notify-post", "dep-1", after, LEASE)
+            .await
+            .unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_claim_stored_before_leases_existed_reads_as_done() {
+        let (repo, store) = repo();
+        let now = t0();
+        store
+            .write(Write::Put {
+                item: Item {
+                    pk: "IDEM#github#old".into(),
+                    sk: "IDEM".into(),
+                    version: 1,
+                    expires_at: Some(now.as_second() + 3600),
+                    timeline: None,
+                    data: format!(r#"{{"at":"{now}"}}"#),
+                },
+                condition: Condition::None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            repo.begin_event("github", "old", now, LEASE).await.unwrap(),
+            Claim::Done
+        );
     }
 }
