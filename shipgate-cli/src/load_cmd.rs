@@ -587,7 +587,14 @@ struct Shared {
     next_id: AtomicU64,
     nonce: u64,
     tracking: Mutex<Tracking>,
+    /// Requests answered "being processed" (409) or 5xx and sent again.
+    resent: AtomicU64,
 }
+
+/// How often a request answered 409 or 5xx is sent again, as GitHub's redelivery, Slack's
+/// retries and Alertmanager's retries would: the first answer for an event whose copy is
+/// still being processed is "try again", never "done".
+const RESENDS: u32 = 6;
 
 /// A small, fast, deterministic-enough generator for the traffic mix (not for secrets).
 struct Rng(u64);
@@ -729,7 +736,9 @@ impl Shared {
     }
 }
 
-/// The answer's JSON, or `Null` when it is not JSON.
+/// The final answer's status and JSON (`Null` when it is not JSON), and the time from the first
+/// attempt to it. A 409 or 5xx answer is sent again after a short backoff, up to [`RESENDS`]
+/// times, and counted in `shared.resent`.
 async fn post(
     shared: &Shared,
     path: &str,
@@ -737,24 +746,35 @@ async fn post(
     body: Bytes,
 ) -> (u16, Value, Duration) {
     let started = Instant::now();
-    let mut req = shared
-        .http
-        .post(format!("{}{path}", shared.base))
-        .header("content-type", "application/json");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let result = match req.body(body).send().await {
-        Ok(resp) => {
-            let status = resp.status().as_u16();
-            match resp.bytes().await {
-                Ok(b) => (status, serde_json::from_slice(&b).unwrap_or(Value::Null)),
-                Err(_) => (0, Value::Null),
-            }
+    let mut backoff = Duration::from_millis(5);
+    let mut attempt = 0;
+    loop {
+        let mut req = shared
+            .http
+            .post(format!("{}{path}", shared.base))
+            .header("content-type", "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
         }
-        Err(_) => (0, Value::Null),
-    };
-    (result.0, result.1, started.elapsed())
+        let result = match req.body(body.clone()).send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                match resp.bytes().await {
+                    Ok(b) => (status, serde_json::from_slice(&b).unwrap_or(Value::Null)),
+                    Err(_) => (0, Value::Null),
+                }
+            }
+            Err(_) => (0, Value::Null),
+        };
+        let again = result.0 == 409 || result.0 >= 500;
+        if !again || attempt >= RESENDS {
+            return (result.0, result.1, started.elapsed());
+        }
+        attempt += 1;
+        shared.resent.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(backoff).await;
+        backoff = backoff.saturating_mul(2);
+    }
 }
 
 async fn client(shared: Arc<Shared>, seed: u64) -> Vec<Sample> {
@@ -1173,6 +1193,7 @@ async fn load(args: &LoadArgs) -> Result<Report, LoadError> {
         next_id: AtomicU64::new(1),
         nonce: seed % 1_000_000_007,
         tracking: Mutex::new(Tracking::default()),
+        resent: AtomicU64::new(0),
     });
 
     let run_started = Timestamp::now();
@@ -1215,6 +1236,12 @@ async fn load(args: &LoadArgs) -> Result<Report, LoadError> {
             "store checks skipped: give --data DIR (the server's data directory) to run them"
                 .into(),
         ),
+    }
+    let resent = shared.resent.load(Ordering::Relaxed);
+    if resent > 0 {
+        report.notes.push(format!(
+            "{resent} answers were 409 or 5xx (an event whose copy was still being processed) and were sent again, as the senders would"
+        ));
     }
     report.finish();
     if let Some((running, dir)) = setup.spawned {
