@@ -55,7 +55,10 @@ fn malformed(event: &str, message: impl Into<String>) -> ParseError {
 
 fn from_json<'a, T: Deserialize<'a>>(event: &str, body: &'a [u8]) -> Result<T, ParseError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
-    json_error(event, T::deserialize(de))
+    let value = json_error(event, T::deserialize(&mut *de))?;
+    // One JSON document per delivery: anything after it is a malformed body, not ignored.
+    json_error(event, de.end())?;
+    Ok(value)
 }
 
 // serde_json's own error already names line/column and the missing field.

@@ -52,6 +52,20 @@ fn hostile_bodies_are_refused_for_every_event() {
 }
 
 #[test]
+fn bytes_after_the_json_document_make_the_body_malformed() {
+    assert!(parse("ping", b"{}").is_ok());
+    for body in [&b"{} {}"[..], b"{}x", b"{}\n{\"zen\":1}"] {
+        assert!(
+            parse("ping", body).is_err(),
+            "accepted {:?}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    // Whitespace after the document is still fine (a trailing newline is common).
+    assert!(parse("ping", b"{}\n").is_ok());
+}
+
+#[test]
 fn protection_rule_callbacks_without_a_usable_run_id_are_malformed() {
     for url in [
         "",

@@ -339,7 +339,9 @@ impl TimeOfDay {
     /// Parses `HH:MM` (`24:00` allowed as an end of day).
     pub fn parse(text: &str) -> Option<TimeOfDay> {
         let (h, m) = text.split_once(':')?;
-        if h.len() != 2 || m.len() != 2 {
+        // Two ASCII digits each: `u8::from_str` alone would also take `+1`.
+        let two_digits = |s: &str| s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit());
+        if !two_digits(h) || !two_digits(m) {
             return None;
         }
         TimeOfDay::from_hm(h.parse().ok()?, m.parse().ok()?)
