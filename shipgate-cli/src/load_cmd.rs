@@ -777,6 +777,20 @@ async fn post(
     }
 }
 
+/// Posts an Alertmanager notification the way Alertmanager does (its user agent, the bearer token).
+async fn post_alert(shared: &Shared, body: Bytes) -> (u16, Value, Duration) {
+    post(
+        shared,
+        "/webhooks/alertmanager",
+        &[
+            ("user-agent", "Alertmanager/0.27.0"),
+            ("authorization", &shared.alert_auth),
+        ],
+        body,
+    )
+    .await
+}
+
 async fn client(shared: Arc<Shared>, seed: u64) -> Vec<Sample> {
     let mut rng = Rng(seed);
     let mut samples = Vec::new();
@@ -831,16 +845,7 @@ async fn client(shared: Arc<Shared>, seed: u64) -> Vec<Sample> {
             }
             Job::Alert { incident, variant } => {
                 let body = shared.alert_body(&incident, "firing", variant);
-                let (status, answer, took) = post(
-                    &shared,
-                    "/webhooks/alertmanager",
-                    &[
-                        ("user-agent", "Alertmanager/0.27.0"),
-                        ("authorization", &shared.alert_auth),
-                    ],
-                    body,
-                )
-                .await;
+                let (status, answer, took) = post_alert(&shared, body).await;
                 samples.push(Sample {
                     kind: "alert",
                     status,
@@ -850,16 +855,7 @@ async fn client(shared: Arc<Shared>, seed: u64) -> Vec<Sample> {
             }
             Job::Resolve { incident } => {
                 let body = shared.alert_body(&incident, "resolved", 0);
-                let (status, _, took) = post(
-                    &shared,
-                    "/webhooks/alertmanager",
-                    &[
-                        ("user-agent", "Alertmanager/0.27.0"),
-                        ("authorization", &shared.alert_auth),
-                    ],
-                    body,
-                )
-                .await;
+                let (status, _, took) = post_alert(&shared, body).await;
                 samples.push(Sample {
                     kind: "alert_resolved",
                     status,

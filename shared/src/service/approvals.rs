@@ -422,16 +422,14 @@ pub async fn approve_rollback(
     slack_user: &str,
 ) -> Result<ClickOutcome, ServiceError> {
     let outcome = rollback::approve_request(svc, deployment_id, nonce, slack_user).await?;
-    tracing::info!(
+    request_click(
+        svc,
         deployment_id,
         slack_user,
-        outcome = outcome.as_str(),
-        "rollback approval from Slack"
-    );
-    Ok(rollback_click(
-        environment_of(svc, deployment_id).await?,
         outcome,
-    ))
+        "rollback approval from Slack",
+    )
+    .await
 }
 
 /// A "Cancel rollback" click on the open rollback request whose buttons carry `nonce`.
@@ -442,11 +440,29 @@ pub async fn cancel_rollback(
     slack_user: &str,
 ) -> Result<ClickOutcome, ServiceError> {
     let outcome = rollback::cancel_request(svc, deployment_id, nonce, slack_user).await?;
+    request_click(
+        svc,
+        deployment_id,
+        slack_user,
+        outcome,
+        "rollback cancellation from Slack",
+    )
+    .await
+}
+
+/// Logs what a click on a rollback request's buttons did and words it for the clicker.
+async fn request_click(
+    svc: &Services,
+    deployment_id: &str,
+    slack_user: &str,
+    outcome: RollbackOutcome,
+    what: &'static str,
+) -> Result<ClickOutcome, ServiceError> {
     tracing::info!(
         deployment_id,
         slack_user,
         outcome = outcome.as_str(),
-        "rollback cancellation from Slack"
+        "{what}"
     );
     Ok(rollback_click(
         environment_of(svc, deployment_id).await?,
