@@ -40,6 +40,10 @@ pub const MIN_CHUNK_SIZE: u32 = 1 << 10;
 pub const MAX_CHUNK_SIZE: u32 = 64 << 20;
 /// Backup ids end up in object keys and in the header's one-byte length field.
 pub const MAX_BACKUP_ID_LEN: usize = 128;
+/// Longest record, without its newline, that a backup may hold. DynamoDB caps an item at
+/// 400 KB; the cap is far above that and exists so that reading a backup holds a bounded amount
+/// of memory per record, whatever the (authenticated) stream says.
+pub const MAX_RECORD_LEN: usize = 16 << 20;
 
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
@@ -242,6 +246,15 @@ impl<W: Write> BackupWriter<W> {
         if record.contains(&b'\n') {
             return Err(BackupError::BadRecord {
                 reason: format!("record {} contains a newline", self.items),
+            });
+        }
+        if record.len() > MAX_RECORD_LEN {
+            return Err(BackupError::BadRecord {
+                reason: format!(
+                    "record {} is {} bytes, more than the {MAX_RECORD_LEN} a backup holds",
+                    self.items,
+                    record.len()
+                ),
             });
         }
         self.encoder.write_all(record)?;
@@ -567,9 +580,19 @@ impl<R: Read> BackupReader<R> {
     }
 
     fn read_line(&mut self, record: &mut Vec<u8>) -> Result<bool, BackupError> {
-        let n = self.lines.read_until(b'\n', record)?;
+        // One byte more than the longest record and its newline tells "too long" from "last".
+        let limit = MAX_RECORD_LEN as u64 + 2;
+        let n = (&mut self.lines).take(limit).read_until(b'\n', record)?;
         if n == 0 {
             return Ok(false);
+        }
+        if record.len() > MAX_RECORD_LEN + 1 {
+            return Err(BackupError::BadRecord {
+                reason: format!(
+                    "record {} is longer than the {MAX_RECORD_LEN} bytes a backup holds",
+                    self.items
+                ),
+            });
         }
         if record.last() != Some(&b'\n') {
             return Err(BackupError::BadRecord {
@@ -697,4 +720,60 @@ pub fn verify<R: Read>(
         }
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: [u8; 32] = [7; 32];
+
+    fn read_all(bytes: &[u8]) -> Result<Vec<usize>, BackupError> {
+        let mut reader = BackupReader::new(bytes, &KEY, "b1")?;
+        let mut record = Vec::new();
+        let mut lengths = Vec::new();
+        while reader.read_record(&mut record)? {
+            lengths.push(record.len());
+        }
+        Ok(lengths)
+    }
+
+    #[test]
+    fn writer_refuses_a_record_longer_than_the_cap() {
+        let mut writer = BackupWriter::new(Vec::new(), &KEY, "b1").unwrap();
+        let err = writer.write_record(&vec![b'a'; MAX_RECORD_LEN + 1]).unwrap_err();
+        assert!(
+            matches!(&err, BackupError::BadRecord { reason } if reason.contains("more than")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn reader_reads_a_record_exactly_at_the_cap() {
+        let mut bytes = Vec::new();
+        let mut writer = BackupWriter::new(&mut bytes, &KEY, "b1").unwrap();
+        writer.write_record(&vec![b'a'; MAX_RECORD_LEN]).unwrap();
+        writer.write_record(b"{}").unwrap();
+        writer.finish().unwrap();
+        assert_eq!(read_all(&bytes).unwrap(), vec![MAX_RECORD_LEN, 2]);
+    }
+
+    #[test]
+    fn reader_stops_at_an_authenticated_record_longer_than_the_cap() {
+        // The writer refuses such a record, so write the plaintext past it: this is a stream
+        // sealed with the right key, which is the only way to reach the reader's line splitting.
+        for overshoot in [1usize, 2, 4096] {
+            let mut writer = BackupWriter::new(Vec::new(), &KEY, "b1").unwrap();
+            let mut line = vec![b'a'; MAX_RECORD_LEN + overshoot];
+            line.push(b'\n');
+            writer.encoder.write_all(&line).unwrap();
+            let mut sink = writer.encoder.finish().unwrap();
+            sink.seal(true).unwrap();
+            let err = read_all(&sink.inner).unwrap_err();
+            assert!(
+                matches!(&err, BackupError::BadRecord { reason } if reason.contains("longer than")),
+                "overshoot {overshoot}: {err:?}"
+            );
+        }
+    }
 }
