@@ -14,6 +14,54 @@ async fn fresh() -> Arc<dyn ItemStore> {
 
 shipgate::store_contract_tests!(fresh());
 
+/// The same suite on a database file, where reads use their own connection and writes are
+/// committed in groups.
+mod file_backed {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use shipgate::store::sqlite::{Durability, SqliteStore};
+    use shipgate::store::{Item, ItemStore, Query, StoreError, Write};
+
+    /// A file-backed store that removes its directory when dropped.
+    struct FileStore {
+        store: SqliteStore,
+        _dir: tempfile::TempDir,
+    }
+
+    #[async_trait]
+    impl ItemStore for FileStore {
+        async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
+            self.store.get(pk, sk).await
+        }
+        async fn write(&self, write: Write) -> Result<(), StoreError> {
+            self.store.write(write).await
+        }
+        async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+            self.store.transact(writes).await
+        }
+        async fn query(&self, query: Query) -> Result<Vec<Item>, StoreError> {
+            self.store.query(query).await
+        }
+        async fn scan(
+            &self,
+            segment: u32,
+            total_segments: u32,
+            cursor: Option<String>,
+        ) -> Result<(Vec<Item>, Option<String>), StoreError> {
+            self.store.scan(segment, total_segments, cursor).await
+        }
+    }
+
+    async fn fresh() -> Arc<dyn ItemStore> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path().join("state.db"), Durability::Full).expect("open");
+        Arc::new(FileStore { store, _dir: dir })
+    }
+
+    shipgate::store_contract_tests!(fresh());
+}
+
 #[tokio::test]
 async fn suite_catches_an_adapter_that_ignores_versions() {
     let broken: Arc<dyn ItemStore> =

@@ -218,6 +218,55 @@ pub async fn failed_transaction_leaves_nothing_behind(store: Arc<dyn ItemStore>)
     assert_eq!(lock.data, "holder");
 }
 
+/// Concurrent, unrelated writes and transactions decide each on its own: a failed condition
+/// in one of them undoes only that one, even when the adapter commits them together.
+pub async fn concurrent_writes_fail_alone(store: Arc<dyn ItemStore>) {
+    let mut tasks = Vec::new();
+    for n in 0..48u32 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let pk = format!("B#{n}");
+            let outcome = match n % 3 {
+                // Succeeds: a fresh item.
+                0 => {
+                    store
+                        .write(put(item(&pk, "A", 1, "ok"), Condition::Absent { now: NOW }))
+                        .await
+                }
+                // Fails: an update of an item that does not exist.
+                1 => {
+                    store
+                        .write(put(item(&pk, "A", 2, "lost"), Condition::Version(1)))
+                        .await
+                }
+                // Fails as a whole: its second write's condition is false.
+                _ => {
+                    store
+                        .transact(vec![
+                            put(item(&pk, "A", 1, "half"), Condition::Absent { now: NOW }),
+                            put(item(&pk, "B", 2, "half"), Condition::Version(1)),
+                        ])
+                        .await
+                }
+            };
+            (n, outcome)
+        }));
+    }
+    for t in tasks {
+        let (n, outcome) = t.await.expect("task");
+        let pk = format!("B#{n}");
+        let kept = store.get(&pk, "A").await.expect("get").map(|i| i.data);
+        if n % 3 == 0 {
+            assert!(outcome.is_ok(), "write {n}: {outcome:?}");
+            assert_eq!(kept.as_deref(), Some("ok"), "write {n}");
+        } else {
+            assert!(is_condition_failed(&outcome), "write {n}: {outcome:?}");
+            assert_eq!(kept, None, "write {n} left something behind");
+            assert!(store.get(&pk, "B").await.expect("get").is_none());
+        }
+    }
+}
+
 /// Two transactions that each take the lock and write a deployment: one lands whole.
 pub async fn lock_and_record_transaction_has_one_winner(store: Arc<dyn ItemStore>) {
     let mut tasks = Vec::new();
@@ -503,6 +552,7 @@ macro_rules! store_contract_tests {
             timeline_query_is_ordered_and_half_open,
             partition_query_filters_by_prefix,
             segmented_scan_sees_every_item_once,
+            concurrent_writes_fail_alone,
         );
     };
     (@cases $make:expr; $($case:ident),+ $(,)?) => {
