@@ -20,12 +20,46 @@ pub fn db_path(data_dir: &Path) -> PathBuf {
 }
 
 /// Opens the state for the server, creating the directory and the database when missing.
-pub fn create_or_open(data_dir: &Path) -> Result<Repo, CliError> {
+/// `--sync`: how hard each commit of the embedded store waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SyncMode {
+    /// `synchronous=FULL`: an answered event survives a power loss.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: an answered event survives a crash of shipgate; the last commits
+    /// before a power loss may be lost (the database stays consistent).
+    Normal,
+}
+
+impl SyncMode {
+    /// What a report says about the store.
+    pub fn describe(self) -> &'static str {
+        match self {
+            SyncMode::Full => {
+                "SQLite, WAL, synchronous=FULL, group commit (every event on disk before its answer)"
+            }
+            SyncMode::Normal => {
+                "SQLite, WAL, synchronous=NORMAL, group commit (every event committed before its answer; the last ones may be lost on power loss)"
+            }
+        }
+    }
+}
+
+impl From<SyncMode> for Durability {
+    fn from(mode: SyncMode) -> Self {
+        match mode {
+            SyncMode::Full => Durability::Full,
+            SyncMode::Normal => Durability::Normal,
+        }
+    }
+}
+
+pub fn create_or_open(data_dir: &Path, durability: Durability) -> Result<Repo, CliError> {
     std::fs::create_dir_all(data_dir).map_err(|source| CliError::DataDir {
         path: data_dir.to_path_buf(),
         source,
     })?;
-    open_path(db_path(data_dir))
+    open_path(db_path(data_dir), durability)
 }
 
 /// Opens existing state for the operator commands; a wrong `--data` must not silently
@@ -35,11 +69,11 @@ pub fn open_existing(data_dir: &Path) -> Result<Repo, CliError> {
     if !path.is_file() {
         return Err(CliError::NoDatabase { path });
     }
-    open_path(path)
+    open_path(path, Durability::Full)
 }
 
-fn open_path(path: PathBuf) -> Result<Repo, CliError> {
-    let store = SqliteStore::open(&path, Durability::Full)
+fn open_path(path: PathBuf, durability: Durability) -> Result<Repo, CliError> {
+    let store = SqliteStore::open(&path, durability)
         .map_err(|source| CliError::Store { path, source })?;
     Ok(Repo::new(Arc::new(store)))
 }

@@ -50,6 +50,7 @@ use shipgate::signature::sign_github;
 use shipgate::store::sqlite::{Durability, SqliteStore};
 use shipgate::store::{Repo, RepoError};
 
+use crate::data::SyncMode;
 use crate::error::CliError;
 use crate::logging::{self, LogFormat};
 use crate::scheduler::Schedule;
@@ -97,6 +98,10 @@ pub struct LoadArgs {
     /// Environments of the load policy (`load-00`, `load-01`...).
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub environments: u32,
+    /// With `--spawn`: how hard the spawned server's commits wait for the disk (as `serve
+    /// --sync`).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = SyncMode::Full, requires = "spawn")]
+    pub sync: SyncMode,
     /// The target server's data directory, read to check correctness (with `--target`;
     /// without it only throughput and latency are reported).
     #[arg(long, value_name = "DIR", conflicts_with = "spawn")]
@@ -589,6 +594,9 @@ struct Shared {
     tracking: Mutex<Tracking>,
     /// Requests answered "being processed" (409) or 5xx and sent again.
     resent: AtomicU64,
+    /// Every HTTP exchange, first sends and resends alike: microseconds from sending to the
+    /// whole answer, the server's latency without the senders' backoff.
+    exchanges: Mutex<Vec<u64>>,
 }
 
 /// How often a request answered 409 or 5xx is sent again, as GitHub's redelivery, Slack's
@@ -756,6 +764,7 @@ async fn post(
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
+        let sent = Instant::now();
         let result = match req.body(body.clone()).send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
@@ -766,6 +775,8 @@ async fn post(
             }
             Err(_) => (0, Value::Null),
         };
+        let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+        lock(&shared.exchanges).push(micros);
         let again = result.0 == 409 || result.0 >= 500;
         if !again || attempt >= RESENDS {
             return (result.0, result.1, started.elapsed());
@@ -1106,6 +1117,7 @@ async fn setup(args: &LoadArgs, seed: u64) -> Result<Setup, LoadError> {
             policy_file,
             vars: Arc::new(vars),
             schedule,
+            durability: args.sync.into(),
         };
         let running = server::start(cfg).await.map_err(LoadError::Server)?;
         let reader = open_reader(&crate::data::db_path(dir.path()))?;
@@ -1190,6 +1202,7 @@ async fn load(args: &LoadArgs) -> Result<Report, LoadError> {
         nonce: seed % 1_000_000_007,
         tracking: Mutex::new(Tracking::default()),
         resent: AtomicU64::new(0),
+        exchanges: Mutex::new(Vec::new()),
     });
 
     let run_started = Timestamp::now();
@@ -1219,6 +1232,10 @@ async fn load(args: &LoadArgs) -> Result<Report, LoadError> {
 
     let tracking = std::mem::take(&mut *lock(&shared.tracking));
     let mut report = Report::new(&setup, args, elapsed, &samples);
+    let mut exchanges = std::mem::take(&mut *lock(&shared.exchanges));
+    report.exchanges = exchanges.len() as u64;
+    report.exchanges_per_sec = per_sec(exchanges.len(), elapsed);
+    report.exchange_latency = latency(&mut exchanges);
     let client_checks = client_checks(&tracking);
     report.checks.extend(client_checks);
     match &setup.reader {
@@ -1631,6 +1648,15 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+fn per_sec(count: usize, elapsed: Duration) -> f64 {
+    let secs = elapsed.as_secs_f64();
+    if secs > 0.0 {
+        count as f64 / secs
+    } else {
+        0.0
+    }
+}
+
 fn latency(micros: &mut [u64]) -> Latency {
     micros.sort_unstable();
     let ms = |v: u64| v as f64 / 1000.0;
@@ -1653,7 +1679,13 @@ pub struct Report {
     pub requests: u64,
     pub elapsed_secs: f64,
     pub throughput_per_sec: f64,
+    /// From an event's first send to its final answer, resends and their backoff included.
     pub latency: Latency,
+    /// HTTP exchanges, resends included; each one a signed request the server checked.
+    pub exchanges: u64,
+    pub exchanges_per_sec: f64,
+    /// From sending one exchange to reading its whole answer: the server's own latency.
+    pub exchange_latency: Latency,
     /// HTTP status → requests; `error` for requests that got no answer.
     pub by_status: BTreeMap<String, u64>,
     pub by_kind: BTreeMap<&'static str, u64>,
@@ -1677,22 +1709,22 @@ impl Report {
             *by_kind.entry(s.kind).or_insert(0) += 1;
             micros.push(s.micros);
         }
-        let secs = elapsed.as_secs_f64();
         Report {
             target: setup.base.clone(),
             mode: setup.mode,
-            store:
-                "SQLite, WAL, synchronous=FULL (every event committed to disk before the answer)",
+            store: match setup.mode {
+                "spawned" => args.sync.describe(),
+                _ => "the target's own (see its `--sync`)",
+            },
             clients: args.clients,
             environments: args.environments,
             requests: samples.len() as u64,
-            elapsed_secs: secs,
-            throughput_per_sec: if secs > 0.0 {
-                samples.len() as f64 / secs
-            } else {
-                0.0
-            },
+            elapsed_secs: elapsed.as_secs_f64(),
+            throughput_per_sec: per_sec(samples.len(), elapsed),
             latency: latency(&mut micros),
+            exchanges: 0,
+            exchanges_per_sec: 0.0,
+            exchange_latency: latency(&mut []),
             by_status,
             by_kind,
             checks: Vec::new(),
@@ -1722,12 +1754,19 @@ impl Report {
         ));
         out.push_str(&format!("  store       {}\n", self.store));
         out.push_str(&format!(
-            "  elapsed     {:.2} s\n  throughput  {:.0} requests/s\n",
-            self.elapsed_secs, self.throughput_per_sec
+            "  elapsed     {:.2} s\n  throughput  {:.0} requests/s to a final answer; {:.0} HTTP exchanges/s ({} with resends)\n",
+            self.elapsed_secs, self.throughput_per_sec, self.exchanges_per_sec, self.exchanges
         ));
+        let line = |l: &Latency| {
+            format!(
+                "p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+                l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
+            )
+        };
         out.push_str(&format!(
-            "  latency     p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms\n",
-            self.latency.p50_ms, self.latency.p90_ms, self.latency.p99_ms, self.latency.max_ms
+            "  latency     each exchange: {}\n              to the final answer, resend backoff included: {}\n",
+            line(&self.exchange_latency),
+            line(&self.latency)
         ));
         let join = |m: Vec<String>| m.join("  ");
         out.push_str(&format!(

@@ -169,6 +169,10 @@ struct ServeArgs {
     /// Run no scheduled jobs (run them with `shipgate job NAME` from another timer instead).
     #[arg(long, conflicts_with = "schedule")]
     no_schedule: bool,
+    /// How hard each commit waits for the disk: `full` (an answered event survives a power
+    /// loss) or `normal` (it survives a crash of shipgate; faster).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = data::SyncMode::Full, env = "SHIPGATE_SYNC")]
+    sync: data::SyncMode,
 }
 
 #[derive(Debug, Subcommand)]
@@ -253,6 +257,7 @@ fn run(command: Command) -> Result<(), CliError> {
         Command::Serve(args) => {
             logging::init(args.log_format, "info");
             let mut config = server::ServeConfig::new(args.listen, args.data.data, args.policy);
+            config.durability = args.sync.into();
             if args.no_schedule {
                 config.schedule = scheduler::Schedule::none();
             }

@@ -41,6 +41,7 @@ use shipgate::jobs::{JobContext, MetricSink};
 use shipgate::notify::ChannelPublisher;
 use shipgate::outbound::{OutboundError, SlackApi, SlackApiPort, SlackConfig, SlackMessageRef};
 use shipgate::service::{Services, SystemClock};
+use shipgate::store::sqlite::Durability;
 use shipgate::store::Repo;
 use shipgate::web::{self, ApiError};
 use slack_approval::SlackApproval;
@@ -73,6 +74,8 @@ pub struct ServeConfig {
     pub vars: Arc<dyn Vars + Send + Sync>,
     /// Which jobs run, how often.
     pub schedule: Schedule,
+    /// How hard each commit waits for the disk (`--sync`).
+    pub durability: Durability,
 }
 
 impl ServeConfig {
@@ -84,6 +87,7 @@ impl ServeConfig {
             policy_file,
             vars: Arc::new(ProcessEnv),
             schedule: Schedule::standard(),
+            durability: Durability::Full,
         }
     }
 }
@@ -179,7 +183,7 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, CliError> {
     let slack = SlackSettings::from_vars(vars).map_err(config_error)?;
     let pagerduty = PagerDutySettings::from_vars(vars).map_err(config_error)?;
     let alert_token = config::optional_secret(vars, config::ALERT_TOKEN).map_err(config_error)?;
-    let repo = data::create_or_open(&cfg.data_dir)?;
+    let repo = data::create_or_open(&cfg.data_dir, cfg.durability)?;
     let http = shipgate::outbound::http_client()?;
     let github = shipgate::bootstrap::github_client(&github_settings, http.clone())
         .map_err(CliError::GitHubClient)?;

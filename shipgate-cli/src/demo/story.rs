@@ -230,6 +230,7 @@ pub async fn play(tl: &Timeline, data_dir: &Path) -> Result<Summary, DemoError> 
         // The story runs the jobs itself, when the story needs them; nothing else may run
         // meanwhile (the health probes would call example.com).
         schedule: Schedule::none(),
+        durability: shipgate::store::sqlite::Durability::Full,
     };
     let running = server::start(cfg).await.map_err(DemoError::Server)?;
     let backups = TableBackups::embedded(data_dir, Arc::clone(running.services.repo.store()))
