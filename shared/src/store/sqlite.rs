@@ -5,14 +5,14 @@
 //! and writes applied inside one `BEGIN IMMEDIATE` transaction, so a write either happens with
 //! its condition true or not at all.
 //!
-//! SQLite calls are short (a few indexed statements, and a WAL append and sync for a commit),
-//! so they run on the async worker that awaits them rather than being handed to a blocking
-//! thread and back: on a busy server those hand-offs cost more than the statements. Waiting
-//! for a connection is an async lock, so a worker never blocks on another task's call.
+//! Reads are a few indexed statements, so they run on the async worker that awaits them
+//! rather than being handed to a blocking thread and back: on a busy server those hand-offs
+//! cost more than the statements. Waiting for a connection is an async lock, so a worker never
+//! blocks on another task's call. Commits wait for the disk, so they run on a blocking thread.
 //!
 //! **Group commit.** SQLite allows one writer at a time, and with `synchronous=FULL` each
 //! commit waits for the disk, so committing every write on its own caps throughput at the
-//! disk's sync rate. Writes are therefore queued, and whichever blocking task holds the write
+//! disk's sync rate. Writes are therefore queued, and whichever task holds the write
 //! connection next commits everything queued so far in one transaction: each queued write (or
 //! transaction) runs inside its own `SAVEPOINT`, so a failed condition undoes only that write,
 //! and nobody is answered before the `COMMIT` that holds their write has returned. Under light
