@@ -39,14 +39,31 @@ pub enum BootError {
 }
 
 /// JSON logs for CloudWatch, level from `RUST_LOG` (default `info`).
+///
+/// `RUST_LOG` takes a level and `target=level` pairs (`warn,shipgate=debug`); span and field
+/// filters are not supported here. That filter needs no regular expressions, which keeps a
+/// regex engine out of every function binary.
 pub fn init_lambda_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    let default = || Targets::new().with_default(LevelFilter::INFO);
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.trim().is_empty() => spec.parse::<Targets>().unwrap_or_else(|e| {
+            // Logging is not up yet; say it on stderr, which Lambda also sends to CloudWatch.
+            eprintln!("RUST_LOG={spec:?} is not `level` or `target=level` pairs ({e}); using info");
+            default()
+        }),
+        _ => default(),
+    };
+    let json = tracing_subscriber::fmt::layer()
         .json()
-        .with_env_filter(filter)
         .with_current_span(true)
-        .without_time() // CloudWatch stamps every line already.
+        .without_time(); // CloudWatch stamps every line already.
+    let _ = tracing_subscriber::registry()
+        .with(json)
+        .with(filter)
         .try_init();
 }
 

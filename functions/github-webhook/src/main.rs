@@ -5,7 +5,9 @@ use github_webhook::GitHubWebhook;
 use shipgate::bootstrap;
 use shipgate::config::GitHubSettings;
 
-#[tokio::main]
+// One event at a time per sandbox: a single-threaded runtime spends no CPU handing work
+// between threads. (scheduled-jobs keeps the multi-threaded runtime for its long backup runs.)
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     bootstrap::init_lambda_tracing();
     let sdk = bootstrap::aws_config().await;

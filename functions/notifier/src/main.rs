@@ -6,7 +6,9 @@ use lambda_runtime::{service_fn, LambdaEvent};
 use shipgate::bootstrap;
 use shipgate::config::{PagerDutySettings, SlackSettings};
 
-#[tokio::main]
+// One event at a time per sandbox: a single-threaded runtime spends no CPU handing work
+// between threads. (scheduled-jobs keeps the multi-threaded runtime for its long backup runs.)
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     bootstrap::init_lambda_tracing();
     let sdk = bootstrap::aws_config().await;

@@ -7,7 +7,9 @@ use shipgate::bootstrap;
 use shipgate::outbound::{http_client, SlackApi, SlackConfig};
 use slack_approval::{Settings, SlackApproval};
 
-#[tokio::main]
+// One event at a time per sandbox: a single-threaded runtime spends no CPU handing work
+// between threads. (scheduled-jobs keeps the multi-threaded runtime for its long backup runs.)
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     bootstrap::init_lambda_tracing();
     let sdk = bootstrap::aws_config().await;
