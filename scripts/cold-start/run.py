@@ -11,6 +11,12 @@ one typical event, and measures, from just before exec:
   * resp_ms  - until the response for that event has been POSTed (init + one invocation);
   * rss_mib  - peak RSS (VmHWM from /proc/<pid>/status, read before the process is killed).
 
+With `--warm N`, each run then hands the same process N more events, one after another, each
+freshly made (a new delivery id, a new signature), and reports the CPU the function's own
+process spent per warm event: utime + stime from /proc/<pid>/stat, read when the cold event's
+response arrives and again when the N-th warm response arrives. The stand-in, moto and this
+script run in other processes, so their CPU is not counted.
+
 AWS calls go to a moto server this script starts on loopback (AWS_ENDPOINT_URL), with a fresh
 DynamoDB table per run, so every run does the same work. Slack, PagerDuty and GitHub response
 URLs point at stubs on the stand-in server. Runs are interleaved across targets (run i of every
@@ -20,7 +26,7 @@ Python 3.11 standard library only (moto and awslambdaric run as separate process
 
 Usage:
   scripts/cold-start/run.py [--runs 20] [--bin-dir target/release] [--only github-webhook,python]
-                            [--secrets-manager] [--json out.json]
+                            [--secrets-manager] [--ssl-cert-file PATH] [--warm 1000] [--json out.json]
 The Python baseline needs scripts/cold-start/.venv (`python3.11 -m venv scripts/cold-start/.venv
 && scripts/cold-start/.venv/bin/pip install awslambdaric boto3`); it is skipped with a warning
 when that venv is missing.
@@ -72,13 +78,42 @@ RUNTIME_PREFIX = "/2018-06-01/runtime"
 # ------------------------------------------------------------------------------------------
 
 
-class Invocation:
-    """One cold start: the single event handed out and what came back."""
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
-    def __init__(self, event: bytes, timeout_ms: int = 30_000):
+
+def cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a whole process (every thread, live or exited), from /proc/<pid>/stat."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+class Invocation:
+    """One cold start: the first event handed out and what came back, then any warm events."""
+
+    def __init__(self, event: bytes, timeout_ms: int = 30_000, warm: int = 0, make_event=None):
         self.request_id = str(uuid.uuid4())
         self.event = event
         self.timeout_ms = timeout_ms
+        self.pid: int | None = None
+        # Warm phase: `warm` more events from `make_event`, served after the cold response.
+        self.make_event = make_event
+        self.warm_left = warm
+        self.warm_total = warm
+        self.warm_ids: set[str] = set()
+        self.warm_answered = 0
+        self.warm_statuses: dict[str, int] = {}
+        self.cpu_at_cold: float | None = None
+        self.cpu_at_warm_end: float | None = None
+        self.warm_started_ns: int | None = None
+        self.warm_done_ns: int | None = None
+        self.warm_done = threading.Event()
+        if warm == 0:
+            self.warm_done.set()
         self.lock = threading.Lock()
         self.delivered = False
         self.first_next_ns: int | None = None
@@ -95,7 +130,38 @@ class Invocation:
                 self.done_ns = time.monotonic_ns()
                 self.outcome = outcome
                 self.body = body
+                if self.pid is not None and self.warm_total:
+                    self.cpu_at_cold = cpu_seconds(self.pid)
+                    self.warm_started_ns = time.monotonic_ns()
+            if outcome != "response":
+                self.warm_left = 0
+                self.warm_done.set()
         self.done.set()
+
+    def next_warm(self) -> tuple[str, bytes] | None:
+        """The next warm event, once the cold one was answered; None when there is none."""
+        with self.lock:
+            if self.outcome != "response" or self.warm_left == 0:
+                return None
+            self.warm_left -= 1
+            request_id = str(uuid.uuid4())
+            self.warm_ids.add(request_id)
+        return request_id, self.make_event()
+
+    def finish_warm(self, request_id: str, outcome: str, body: bytes) -> bool:
+        with self.lock:
+            if request_id not in self.warm_ids:
+                return False
+            self.warm_ids.discard(request_id)
+            self.warm_answered += 1
+            key = status_of(body) if outcome == "response" else outcome
+            self.warm_statuses[key] = self.warm_statuses.get(key, 0) + 1
+            if self.warm_answered == self.warm_total:
+                if self.pid is not None:
+                    self.cpu_at_warm_end = cpu_seconds(self.pid)
+                self.warm_done_ns = time.monotonic_ns()
+                self.warm_done.set()
+        return True
 
 
 class StandIn(http.server.ThreadingHTTPServer):
@@ -153,18 +219,22 @@ class RuntimeApiHandler(http.server.BaseHTTPRequestHandler):
             if first:
                 inv.delivered = True
                 inv.first_next_ns = now
+        request_id, event = inv.request_id, inv.event
         if not first:
-            inv.released.wait(60)
-            self.close_connection = True
-            return
+            warm = inv.next_warm()
+            if warm is None:
+                inv.released.wait(60)
+                self.close_connection = True
+                return
+            request_id, event = warm
         deadline_ms = int(time.time() * 1000) + inv.timeout_ms
         trace = f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Parent={uuid.uuid4().hex[:16]};Sampled=0"
         self._send(
             200,
-            inv.event,
+            event,
             {
                 "Content-Type": "application/json",
-                "Lambda-Runtime-Aws-Request-Id": inv.request_id,
+                "Lambda-Runtime-Aws-Request-Id": request_id,
                 "Lambda-Runtime-Deadline-Ms": str(deadline_ms),
                 "Lambda-Runtime-Invoked-Function-Arn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:coldstart",
                 "Lambda-Runtime-Trace-Id": trace,
@@ -179,6 +249,8 @@ class RuntimeApiHandler(http.server.BaseHTTPRequestHandler):
         if m:
             if inv is not None and m.group(1) == inv.request_id:
                 inv.finish(m.group(2), body)
+                self._send(202, b'{"status":"OK"}')
+            elif inv is not None and inv.finish_warm(m.group(1), m.group(2), body):
                 self._send(202, b'{"status":"OK"}')
             else:
                 self._send(400, b'{"errorMessage":"unknown request id"}')
@@ -385,6 +457,8 @@ class Target:
     env: dict[str, str]
     secrets: dict[str, str]  # SHIPGATE_ variables that production keeps in Secrets Manager
     cwd: Path = ROOT
+    # The function's Timeout in template.yaml: the deadline the stand-in gives each event.
+    timeout_ms: int = 10_000
     samples: list[dict] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
@@ -402,24 +476,35 @@ def bin_dirs(args) -> list[tuple[str, Path]]:
 def build_targets(args, stub: str) -> list[Target]:
     slack_api = {"SHIPGATE_SLACK_API_URL": f"{stub}/slack/api"}
     functions = [
-        ("github-webhook", github_event, {}, {"SHIPGATE_GITHUB_WEBHOOK_SECRET": GITHUB_SECRET}),
+        ("github-webhook", github_event, {}, {"SHIPGATE_GITHUB_WEBHOOK_SECRET": GITHUB_SECRET}, 10),
         ("slack-approval", lambda: slack_event(stub), slack_api,
-         {"SHIPGATE_SLACK_SIGNING_SECRET": SLACK_SECRET, "SHIPGATE_SLACK_BOT_TOKEN": SLACK_BOT_TOKEN}),
-        ("alert-webhook", alert_event, {}, {"SHIPGATE_ALERT_TOKEN": ALERT_TOKEN}),
-        ("scheduled-jobs", jobs_event, {}, {}),
+         {"SHIPGATE_SLACK_SIGNING_SECRET": SLACK_SECRET, "SHIPGATE_SLACK_BOT_TOKEN": SLACK_BOT_TOKEN}, 10),
+        ("alert-webhook", alert_event, {}, {"SHIPGATE_ALERT_TOKEN": ALERT_TOKEN}, 10),
+        ("scheduled-jobs", jobs_event, {}, {}, 900),
+        # The notifier starts a record only with 30 s of its 60 s left (DEFAULT_DELIVERY_BUDGET).
         ("notifier", notifier_event, {**slack_api, "SHIPGATE_PAGERDUTY_URL": f"{stub}/pagerduty"},
-         {"SHIPGATE_SLACK_BOT_TOKEN": SLACK_BOT_TOKEN, "SHIPGATE_PD_KEY_CRITICAL": "coldstart-routing-key"}),
+         {"SHIPGATE_SLACK_BOT_TOKEN": SLACK_BOT_TOKEN, "SHIPGATE_PD_KEY_CRITICAL": "coldstart-routing-key"}, 60),
     ]
+    if args.warm:
+        # The Python baseline's work per warm event: check, parse, one conditional PutItem.
+        # The same delivery sent again does that in the Rust function (the claim is refused
+        # as a duplicate, then read back), so this pair compares like with like.
+        def redelivery():
+            first = github_event()
+            return lambda: first
+
+        functions.append(("github-webhook", redelivery(), {}, {"SHIPGATE_GITHUB_WEBHOOK_SECRET": GITHUB_SECRET},
+                          10, " (same delivery again)"))
     dirs = bin_dirs(args)
     targets = []
-    for name, event, env, secrets in functions:
+    for name, event, env, secrets, timeout_s, *variant in functions:
         for label, directory in dirs:
             binary = directory / name
             if not binary.exists():
                 print(f"warning: {binary} missing (cargo build --release -p {name}); skipped", file=sys.stderr)
                 continue
-            shown = name if len(dirs) == 1 else f"{name} [{label}]"
-            targets.append(Target(shown, [str(binary)], event, env, secrets))
+            shown = (name if len(dirs) == 1 else f"{name} [{label}]") + "".join(variant)
+            targets.append(Target(shown, [str(binary)], event, env, secrets, timeout_ms=timeout_s * 1000))
     py = HERE / ".venv" / "bin" / "python"
     if py.exists():
         targets.append(
@@ -490,10 +575,13 @@ def status_of(body: bytes) -> str:
 
 
 def run_once(server: StandIn, runtime_api: str, moto: Moto, target: Target, index: int,
-             secrets_manager: bool, logs: Path, timeout: float) -> dict | None:
+             secrets_manager: bool, logs: Path, timeout: float, warm: int = 0,
+             ssl_cert_file: str | None = None) -> dict | None:
     table = f"shipgate-cs-{index}-{uuid.uuid4().hex[:8]}"
     moto.create_table(table)
     env = base_env(target.name.split()[0], runtime_api, moto, table, str(logs))
+    if ssl_cert_file:
+        env["SSL_CERT_FILE"] = ssl_cert_file
     env.update(target.env)
     if secrets_manager and target.secrets:
         name = f"shipgate/coldstart/{uuid.uuid4().hex[:8]}"
@@ -501,13 +589,15 @@ def run_once(server: StandIn, runtime_api: str, moto: Moto, target: Target, inde
         env["SHIPGATE_SECRETS"] = name
     else:
         env.update(target.secrets)
-    inv = Invocation(target.event())
+    inv = Invocation(target.event(), target.timeout_ms, warm=warm, make_event=target.event)
     server.current = inv
     log_path = logs / f"{target.name.split()[0]}-{index}.log"
     with open(log_path, "wb") as log:
         t0 = time.monotonic_ns()
         proc = subprocess.Popen(target.argv, env=env, cwd=target.cwd, stdout=log, stderr=subprocess.STDOUT)
+        inv.pid = proc.pid
         finished = inv.done.wait(timeout)
+        warm_finished = inv.warm_done.wait(timeout + warm * 1.0) if finished else False
         rss = peak_rss_kib(proc.pid)
         proc.kill()
         _, _, usage = os.wait4(proc.pid, 0)
@@ -519,8 +609,22 @@ def run_once(server: StandIn, runtime_api: str, moto: Moto, target: Target, inde
         what = "timed out" if not finished else f"{inv.outcome}: {inv.body[:300]!r}"
         target.failures.append(f"run {index}: {what} (log {log_path})")
         return None
+    warm_sample = {}
+    if warm:
+        failed_warm = {k: v for k, v in inv.warm_statuses.items() if k in ("error", "non-JSON") or k.startswith("5")}
+        if not warm_finished or inv.cpu_at_cold is None or inv.cpu_at_warm_end is None or failed_warm:
+            what = f"{inv.warm_answered}/{warm} warm events answered: {inv.warm_statuses}"
+            target.failures.append(f"run {index}: {what} (log {log_path})")
+            return None
+        warm_sample = {
+            "warm_events": warm,
+            "warm_cpu_us_per_event": (inv.cpu_at_warm_end - inv.cpu_at_cold) * 1e6 / warm,
+            "warm_wall_ms_per_event": (inv.warm_done_ns - inv.warm_started_ns) / 1e6 / warm,
+            "warm_statuses": inv.warm_statuses,
+        }
     log_path.unlink()
     return {
+        **warm_sample,
         "next_ms": (inv.first_next_ns - t0) / 1e6 if inv.first_next_ns else None,
         "resp_ms": (inv.done_ns - t0) / 1e6,
         "rss_kib": rss if rss is not None else usage.ru_maxrss,
@@ -555,6 +659,11 @@ def summarise(t: Target) -> dict:
         "statuses": sorted({x["status"] for x in s}),
         "items_written": sorted({x["items"] for x in s}),
         "binary_bytes": None if t.name.startswith("python") else os.path.getsize(t.argv[0]),
+        "warm_cpu_us_median": statistics.median(w) if (w := [x["warm_cpu_us_per_event"] for x in s
+                                                             if "warm_cpu_us_per_event" in x]) else None,
+        "warm_wall_ms_median": statistics.median(w) if (w := [x["warm_wall_ms_per_event"] for x in s
+                                                              if "warm_wall_ms_per_event" in x]) else None,
+        "warm_statuses": sorted({k for x in s for k in x.get("warm_statuses", {})}),
     }
 
 
@@ -573,6 +682,11 @@ def main() -> int:
                     help="put the secrets in moto's Secrets Manager (SHIPGATE_SECRETS) instead of plain env")
     ap.add_argument("--moto", default=str(ROOT / ".venv" / "bin" / "moto_server"))
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds per run before it counts as failed")
+    ap.add_argument("--ssl-cert-file", metavar="PATH",
+                    help="set SSL_CERT_FILE for every process, so TLS roots come from this one bundle "
+                         "instead of the bundle plus every file of the system's certificate directory")
+    ap.add_argument("--warm", type=int, default=0,
+                    help="after the cold event, hand each process N more events and report its CPU per event")
     ap.add_argument("--json", help="also write every sample and the summary here")
     args = ap.parse_args()
 
@@ -593,11 +707,13 @@ def main() -> int:
                             str(HERE / "python_baseline")], check=False, stdout=subprocess.DEVNULL)
         for t in targets:
             for w in range(args.warmup):
-                run_once(server, runtime_api, moto, t, -1 - w, args.secrets_manager, work, args.timeout)
+                run_once(server, runtime_api, moto, t, -1 - w, args.secrets_manager, work, args.timeout,
+                         0, args.ssl_cert_file)
             t.failures.clear()
         for i in range(args.runs):
             for t in targets:
-                sample = run_once(server, runtime_api, moto, t, i, args.secrets_manager, work, args.timeout)
+                sample = run_once(server, runtime_api, moto, t, i, args.secrets_manager, work, args.timeout,
+                                  args.warm, args.ssl_cert_file)
                 if sample:
                     t.samples.append(sample)
             print(f"run {i + 1}/{args.runs} done", file=sys.stderr)
@@ -609,6 +725,7 @@ def main() -> int:
     print(f"\n{platform.node()} {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}; "
           f"runs {args.runs} (+{args.warmup} warm-up); secrets from "
           f"{'Secrets Manager (moto)' if args.secrets_manager else 'plain env'}; "
+          f"TLS roots: {args.ssl_cert_file or 'system default'}; "
           f"binaries: {', '.join(f'{label}={d}' for label, d in bin_dirs(args))}")
     print("\n| target | to first /next, median (p90) ms | to first response, median (p90) ms "
           "| peak RSS median (max) MiB | binary MiB | answer | ok runs |")
@@ -630,6 +747,20 @@ def main() -> int:
             print(f"| {s['target']} | {base['next_median_ms'] / s['next_median_ms']:.1f}x "
                   f"| {base['resp_median_ms'] / s['resp_median_ms']:.1f}x "
                   f"| {base['rss_median_mib'] / s['rss_median_mib']:.1f}x |")
+    if args.warm:
+        print(f"\nWarm events: {args.warm} per process after the cold one; CPU of the function's process "
+              "only (utime + stime), median over runs:\n")
+        print("| target | CPU per warm event, µs | wall per warm event, ms | answers |")
+        print("|---|---:|---:|---|")
+        for s in summary:
+            print(f"| {s['target']} | {fmt(s['warm_cpu_us_median'], 0)} | {fmt(s['warm_wall_ms_median'], 2)} "
+                  f"| {', '.join(s['warm_statuses']) or '-'} |")
+        if base and base["warm_cpu_us_median"]:
+            print("\n| function | Python CPU per event / function CPU per event |")
+            print("|---|---:|")
+            for s in summary:
+                if s is not base and s["warm_cpu_us_median"]:
+                    print(f"| {s['target']} | {base['warm_cpu_us_median'] / s['warm_cpu_us_median']:.1f}x |")
     for t in targets:
         for f in t.failures:
             print(f"FAILED {t.name} {f}", file=sys.stderr)
