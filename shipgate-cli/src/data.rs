@@ -73,8 +73,8 @@ pub fn open_existing(data_dir: &Path) -> Result<Repo, CliError> {
 }
 
 fn open_path(path: PathBuf, durability: Durability) -> Result<Repo, CliError> {
-    let store = SqliteStore::open(&path, durability)
-        .map_err(|source| CliError::Store { path, source })?;
+    let store =
+        SqliteStore::open(&path, durability).map_err(|source| CliError::Store { path, source })?;
     Ok(Repo::new(Arc::new(store)))
 }
 

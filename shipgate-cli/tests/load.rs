@@ -143,12 +143,18 @@ fn a_spawned_load_of_500_requests_passes_every_correctness_check_and_adds_up() {
         let p50 = percentiles["p50_ms"].as_f64().expect("p50");
         let p99 = percentiles["p99_ms"].as_f64().expect("p99");
         let max = percentiles["max_ms"].as_f64().expect("max");
-        assert!(p50 > 0.0 && p50 <= p99 && p99 <= max, "{key}: {percentiles}");
+        assert!(
+            p50 > 0.0 && p50 <= p99 && p99 <= max,
+            "{key}: {percentiles}"
+        );
     }
     // Every request is at least one exchange; resends add more.
     let requests = report["requests"].as_u64().expect("requests");
     let exchanges = report["exchanges"].as_u64().expect("exchanges");
-    assert!(exchanges >= requests, "{exchanges} exchanges for {requests} requests");
+    assert!(
+        exchanges >= requests,
+        "{exchanges} exchanges for {requests} requests"
+    );
 }
 
 #[test]

@@ -741,7 +741,9 @@ mod tests {
     #[test]
     fn writer_refuses_a_record_longer_than_the_cap() {
         let mut writer = BackupWriter::new(Vec::new(), &KEY, "b1").unwrap();
-        let err = writer.write_record(&vec![b'a'; MAX_RECORD_LEN + 1]).unwrap_err();
+        let err = writer
+            .write_record(&vec![b'a'; MAX_RECORD_LEN + 1])
+            .unwrap_err();
         assert!(
             matches!(&err, BackupError::BadRecord { reason } if reason.contains("more than")),
             "{err:?}"
