@@ -4,7 +4,6 @@
 //! wiremock server where a test needs one.
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Arc;
@@ -27,13 +26,6 @@ fn shipgate() -> Command {
         }
     }
     cmd
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 /// A temporary data directory with a policy beside it (the example policy by default).
@@ -76,39 +68,50 @@ impl Server {
     }
 
     /// `serve` on `ws` with extra variables and arguments.
+    /// Starts `shipgate serve` on port 0 and learns the port from its own "shipgate is serving"
+    /// log line. (Probing for a free port first would race: another test's server could take
+    /// the port, answer this one's health check and then receive its requests.)
     async fn launch(ws: Workspace, envs: &[(&str, &str)], args: &[&str]) -> Server {
-        for _ in 0..3 {
-            let port = free_port();
-            let log = std::fs::File::options()
-                .create(true)
-                .append(true)
-                .open(ws.log())
-                .expect("log file");
-            let mut child = shipgate()
-                .arg("serve")
-                .arg("--listen")
-                .arg(format!("127.0.0.1:{port}"))
-                .arg("--data")
-                .arg(ws.data())
-                .arg("--policy")
-                .arg(ws.policy())
-                .args(args)
-                .env("SHIPGATE_GITHUB_WEBHOOK_SECRET", SECRET)
-                .envs(envs.iter().copied())
-                .env("RUST_LOG", "debug")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("spawn shipgate serve");
-            let base = format!("http://127.0.0.1:{port}");
-            if wait_healthy(&mut child, &base).await {
-                return Server { child, base, ws };
+        let log_path = ws.log();
+        let from = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("log file");
+        let mut child = shipgate()
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data")
+            .arg(ws.data())
+            .arg("--policy")
+            .arg(ws.policy())
+            .args(args)
+            .env("SHIPGATE_GITHUB_WEBHOOK_SECRET", SECRET)
+            .envs(envs.iter().copied())
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn shipgate serve");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
             }
-            // Most likely another test took the port between probing and binding.
-            let _ = child.kill();
-            let _ = child.wait();
+            if let Some(addr) = serving_address(&log_path, from) {
+                let base = format!("http://{addr}");
+                if wait_healthy(&mut child, &base).await {
+                    return Server { child, base, ws };
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let logs = std::fs::read_to_string(ws.log()).unwrap_or_default();
+        let _ = child.kill();
+        let _ = child.wait();
+        let logs = std::fs::read_to_string(&log_path).unwrap_or_default();
         panic!("shipgate serve never became healthy:\n{logs}");
     }
 
@@ -130,6 +133,19 @@ impl Server {
         assert!(status.success(), "kill -TERM failed");
         wait_with_timeout(&mut self.child, within)
     }
+}
+
+/// The `listen=` address of the first "shipgate is serving" line written after byte `from`.
+fn serving_address(log: &Path, from: u64) -> Option<String> {
+    let bytes = std::fs::read(log).ok()?;
+    let fresh = bytes.get(usize::try_from(from).ok()?..)?;
+    String::from_utf8_lossy(fresh)
+        .lines()
+        .filter(|line| line.contains("shipgate is serving"))
+        .find_map(|line| {
+            let rest = &line[line.find("listen=")? + "listen=".len()..];
+            Some(rest.split_whitespace().next()?.to_string())
+        })
 }
 
 async fn wait_healthy(child: &mut Child, base: &str) -> bool {
@@ -449,7 +465,7 @@ async fn sigterm_lets_a_request_in_flight_finish_before_exiting() {
 fn serve_refuses_to_start_without_the_webhook_secret() {
     let ws = Workspace::new();
     let mut child = shipgate()
-        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["serve", "--listen", "127.0.0.1:0"])
         .arg("--data")
         .arg(ws.data())
         .arg("--policy")
