@@ -111,9 +111,6 @@ impl SqliteStore {
     /// Opens (creating if needed) the database file at `path`.
     pub fn open(path: impl AsRef<Path>, durability: Durability) -> Result<Self, StoreError> {
         let writer = Connection::open(path.as_ref()).map_err(|e| db_err("open", e))?;
-        writer
-            .execute_batch(CONNECTION_PRAGMAS)
-            .map_err(|e| db_err("pragmas", e))?;
         let writer = Self::prepare(writer, durability)?;
         // Opened after the writer switched the file to WAL and created the schema.
         let mut readers = Vec::with_capacity(READERS);
@@ -142,7 +139,7 @@ impl SqliteStore {
             Durability::Normal => "NORMAL",
         };
         conn.execute_batch(&format!(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA busy_timeout=5000;"
+            "{CONNECTION_PRAGMAS} PRAGMA journal_mode=WAL; PRAGMA synchronous={sync};"
         ))
         .map_err(|e| db_err("pragmas", e))?;
         conn.execute_batch(SCHEMA)
