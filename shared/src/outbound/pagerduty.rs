@@ -240,7 +240,7 @@ mod tests {
 
     fn fixture(name: &str) -> serde_json::Value {
         let path = format!(
-            "{}/../../shared/fixtures/pagerduty/{name}",
+            "{}/tests/data/pagerduty/{name}",
             env!("CARGO_MANIFEST_DIR")
         );
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
