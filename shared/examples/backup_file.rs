@@ -28,8 +28,9 @@ use base64::Engine as _;
 use secrecy::ExposeSecret;
 use shipgate::backup::{
     backup_context, key_check, verify, BackupWriter, DataKeyProvider, KeyInfo, KeyProviderKind,
-    LocalKeyFile, Manifest, DEFAULT_CHUNK_SIZE,
+    Manifest, DEFAULT_CHUNK_SIZE,
 };
+use shipgate::embedded::LocalKeyFile;
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 

@@ -218,6 +218,24 @@ impl PagerDutySettings {
 /// The bearer token alert sources must present.
 pub const ALERT_TOKEN: &str = "SHIPGATE_ALERT_TOKEN";
 
+/// AWS: the DynamoDB table of shipgate's state.
+pub const STATE_TABLE_VAR: &str = "SHIPGATE_TABLE";
+/// AWS: the SNS topic notifications are published to.
+pub const TOPIC_ARN_VAR: &str = "SHIPGATE_TOPIC_ARN";
+/// AWS: the S3 bucket the backups go to.
+pub const BACKUP_BUCKET_VAR: &str = "SHIPGATE_BACKUP_BUCKET";
+/// AWS: the KMS key (id, ARN or alias) that wraps each backup's data key.
+pub const KMS_KEY_VAR: &str = "SHIPGATE_KMS_KEY_ID";
+/// AWS: prefix of the throw-away tables restore drills create; IAM scopes `CreateTable` and
+/// `DeleteTable` to it. Defaults to `{SHIPGATE_TABLE}-scratch-`.
+pub const SCRATCH_PREFIX_VAR: &str = "SHIPGATE_SCRATCH_TABLE_PREFIX";
+/// The policy file.
+pub const POLICY_FILE_VAR: &str = "SHIPGATE_POLICY_FILE";
+/// The policy, inline.
+pub const POLICY_VAR: &str = "SHIPGATE_POLICY";
+/// AWS: the SSM parameter holding the policy.
+pub const POLICY_PARAMETER_VAR: &str = "SHIPGATE_POLICY_PARAMETER";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,16 +12,25 @@
 //! - [`outbound`]: clients for the third-party APIs shipgate calls (GitHub App, Slack Web API,
 //!   PagerDuty Events v2), with retries.
 //! - [`render`]: Slack Block Kit rendering of notifications.
-//! - [`backup`]: the encrypted, chunked, streaming backup format and its verifier.
+//! - [`backup`]: the encrypted, chunked, streaming backup format, its ports and operations
+//!   (back up, verify, restore, prune, drill).
 //! - [`notify`]: typed notifications and the port that carries them to the notifier.
 //! - [`web`]: the HTTP request/response types and error mapping of the webhook routes.
-//! - [`bootstrap`]: cold-start wiring for the Lambda functions (secrets, policy, clients).
 //! - [`config`]: typed configuration read once from `SHIPGATE_` variables.
+//! - `aws` (feature `aws`): every AWS adapter — DynamoDB, S3, KMS, SNS, Secrets Manager and
+//!   SSM — and, with feature `lambda`, the Lambda runtime side of a function.
+//! - `embedded` (feature `embedded`): every adapter of the self-hosted backend — SQLite,
+//!   a directory of objects, a key file, the in-process notification channel.
+//!
+//! Adapter code lives only in `aws` and `embedded`; everything else speaks to ports.
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod backup;
-pub mod bootstrap;
 pub mod config;
 pub mod domain;
+#[cfg(feature = "embedded")]
+pub mod embedded;
 pub mod jobs;
 pub mod notify;
 pub mod outbound;

@@ -11,10 +11,12 @@ use base64::Engine as _;
 use futures::StreamExt;
 use rand::RngCore;
 use secrecy::ExposeSecret;
+use shipgate::aws::s3::s3_client;
+use shipgate::aws::KmsKeys;
+use shipgate::aws::S3Objects;
 use shipgate::backup::{
-    backup_context, key_check, s3_client, verify, BackupObjects, BackupReader, BackupWriter,
-    DataKeyProvider, KeyError, KeyInfo, KeyProviderKind, KmsKeys, Manifest, ObjectError, S3Objects,
-    UploadWriter,
+    backup_context, key_check, verify, BackupObjects, BackupReader, BackupWriter, DataKeyProvider,
+    KeyError, KeyInfo, KeyProviderKind, Manifest, ObjectError, UploadWriter,
 };
 
 /// AWS configuration for the emulator. Fails loudly without one: a test that silently passed

@@ -12,9 +12,11 @@ use shipgate::backup::format::MAX_BACKUP_ID_LEN;
 use shipgate::backup::keys::{CONTEXT_BACKUP_ID, CONTEXT_TABLE};
 use shipgate::backup::{
     backup_context, key_check, verify, BackupError, BackupObjects, BackupReader, BackupStats,
-    BackupWriter, DataKeyProvider, KeyError, KeyInfo, KeyProviderKind, LocalDirObjects,
-    LocalKeyFile, Manifest, ObjectError, UploadWriter, DEFAULT_CHUNK_SIZE,
+    BackupWriter, DataKeyProvider, KeyError, KeyInfo, KeyProviderKind, Manifest, ObjectError,
+    UploadWriter, DEFAULT_CHUNK_SIZE,
 };
+use shipgate::embedded::LocalDirObjects;
+use shipgate::embedded::LocalKeyFile;
 
 const KEY: [u8; 32] = [7; 32];
 const ID: &str = "bk-0001";

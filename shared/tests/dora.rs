@@ -431,11 +431,11 @@ mod job {
     use serde_json::{json, Value};
     use shipgate::domain::deployment::{Action, Actor, Deployment, State};
     use shipgate::domain::policy::Policy;
+    use shipgate::embedded::sqlite::SqliteStore;
     use shipgate::jobs::{self, JobContext, JobName, MetricSink};
     use shipgate::notify::{NotificationBody, RecordingPublisher};
     use shipgate::service::lifecycle::commit_seen;
     use shipgate::service::{ManualClock, Services};
-    use shipgate::store::sqlite::SqliteStore;
     use shipgate::store::Repo;
 
     use super::t;

@@ -13,14 +13,18 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use jiff::Timestamp;
+use shipgate::backup::operations::{
+    self as backup, BackupDeps, JobError, KeepReason, RestorePhase,
+};
+use shipgate::backup::tables::{ScanPage, ScratchTable, StoreTable, TableError, TableSource};
 use shipgate::backup::{
-    BackupError, BackupObjects, DataKeyProvider, KeyError, LocalDirObjects, LocalKeyFile, Manifest,
-    ObjectError, ObjectInfo, MIN_CHUNK_SIZE,
+    BackupError, BackupObjects, DataKeyProvider, KeyError, Manifest, ObjectError, ObjectInfo,
+    MIN_CHUNK_SIZE,
 };
 use shipgate::domain::policy::BackupsPolicy;
-use shipgate::jobs::backup::{self, BackupDeps, JobError, KeepReason, RestorePhase};
-use shipgate::jobs::tables::{ScanPage, ScratchTable, StoreTable, TableError, TableSource};
-use shipgate::store::sqlite::{Durability, SqliteStore};
+use shipgate::embedded::sqlite::{Durability, SqliteStore};
+use shipgate::embedded::LocalDirObjects;
+use shipgate::embedded::LocalKeyFile;
 use shipgate::store::{Condition, Item, ItemStore, Timeline, Write};
 
 const PREFIX: &str = "backups";

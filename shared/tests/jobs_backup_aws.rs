@@ -13,9 +13,13 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
     KeyType, Projection, ProjectionType, PutRequest, ScalarAttributeType, WriteRequest,
 };
-use shipgate::backup::{s3_client, KeyError, KmsKeys, Manifest, S3Objects};
-use shipgate::jobs::backup::{self, BackupDeps, JobError};
-use shipgate::jobs::tables::{item_to_json, DynamoTable, ScratchTable, TableError, TableSink};
+use shipgate::aws::dynamodb::table::{item_to_json, DynamoTable};
+use shipgate::aws::s3::s3_client;
+use shipgate::aws::KmsKeys;
+use shipgate::aws::S3Objects;
+use shipgate::backup::operations::{self as backup, BackupDeps, JobError};
+use shipgate::backup::tables::{ScratchTable, TableError, TableSink};
+use shipgate::backup::{KeyError, Manifest};
 
 const ITEMS: usize = 10_000;
 

@@ -8,15 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use shipgate::backup::operations::{self as backup, BackupDeps};
 use shipgate::config::ConfigError;
 use shipgate::domain::policy::{Policy, EXAMPLE_POLICY};
-use shipgate::jobs::backup::{self, BackupDeps};
-use shipgate::jobs::backup_jobs::{BackupConfigError, TableBackups};
+use shipgate::embedded::sqlite::{Durability, SqliteStore};
+use shipgate::jobs::backup::{BackupConfigError, TableBackups};
 use shipgate::jobs::{self, JobContext, JobError, JobName, JobReport, MetricSink};
 use shipgate::notify::{Notification, NotificationBody, RecordingPublisher};
 use shipgate::outbound::http_client;
 use shipgate::service::{ManualClock, Services};
-use shipgate::store::sqlite::{Durability, SqliteStore};
 use shipgate::store::{Condition, Item, ItemStore, Repo, Write};
 
 const ITEMS: usize = 300;

@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use shipgate::backup::Manifest;
 use shipgate::domain::deployment::{CallbackState, Deployment, State};
 use shipgate::domain::policy::Policy;
-use shipgate::jobs::backup_jobs::TableBackups;
+use shipgate::embedded::sqlite::SqliteStore;
+use shipgate::jobs::backup::TableBackups;
 use shipgate::jobs::predeploy::{self, PreDeployOutcome};
 use shipgate::jobs::{self, BackupJobs, JobContext, JobError, JobName, JobOutcome, MetricSink};
 use shipgate::notify::{NotificationBody, RecordingPublisher};
@@ -20,7 +21,6 @@ use shipgate::outbound::{http_client, GitHubApi, GitHubApp, GitHubAppConfig, Ret
 use shipgate::service::gate::answer_github;
 use shipgate::service::predeploy::{PreDeployBackup, Status, MAX_ATTEMPTS, META_KIND};
 use shipgate::service::{ManualClock, Services};
-use shipgate::store::sqlite::SqliteStore;
 use shipgate::store::{ItemStore, Repo};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -330,12 +330,12 @@ async fn the_backup_written_before_a_deploy_verifies_and_is_listed() {
         .await
         .expect("backup");
     assert_eq!(manifests.len(), 1);
-    let listed = jobs::backup::list(backups.deps(), Some("shipgate"))
+    let listed = shipgate::backup::operations::list(backups.deps(), Some("shipgate"))
         .await
         .expect("list");
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].backup_id, manifests[0].backup_id);
-    jobs::backup::verify(backups.deps(), &manifests[0].backup_id, None)
+    shipgate::backup::operations::verify(backups.deps(), &manifests[0].backup_id, None)
         .await
         .expect("verifies");
 

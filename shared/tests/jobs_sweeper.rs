@@ -11,11 +11,11 @@ use shipgate::domain::deployment::{
     Approval, CallbackState, Deployment, Head, RollbackRequest, State,
 };
 use shipgate::domain::policy::Policy;
+use shipgate::embedded::sqlite::SqliteStore;
 use shipgate::jobs::{self, JobContext, JobName, MetricSink};
 use shipgate::notify::{NotificationBody, RecordingPublisher};
 use shipgate::outbound::{http_client, GitHubApi, GitHubApp, GitHubAppConfig, RetryPolicy};
 use shipgate::service::{ManualClock, Services};
-use shipgate::store::sqlite::SqliteStore;
 use shipgate::store::{Condition, Repo, Write};
 use wiremock::matchers::{body_json, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};

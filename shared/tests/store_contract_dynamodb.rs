@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use shipgate::store::dynamodb::DynamoStore;
+use shipgate::aws::dynamodb::DynamoStore;
 use shipgate::store::{Condition, Item, ItemStore, Query, StoreError, Timeline, Write};
 
 const NOW: i64 = 1_800_000_000;

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use futures::FutureExt;
+use shipgate::embedded::sqlite::{Durability, SqliteStore};
 use shipgate::store::contract::{self, IgnoresVersions};
-use shipgate::store::sqlite::{Durability, SqliteStore};
 use shipgate::store::ItemStore;
 
 async fn fresh() -> Arc<dyn ItemStore> {
@@ -20,7 +20,7 @@ mod file_backed {
     use std::sync::Arc;
 
     use async_trait::async_trait;
-    use shipgate::store::sqlite::{Durability, SqliteStore};
+    use shipgate::embedded::sqlite::{Durability, SqliteStore};
     use shipgate::store::{Item, ItemStore, Query, StoreError, Write};
 
     /// A file-backed store that removes its directory when dropped.

@@ -16,10 +16,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::json;
-use shipgate::jobs::backup::{self, RestorePhase};
-use shipgate::jobs::backup_jobs::TableBackups;
-use shipgate::jobs::tables::StoreTable;
-use shipgate::store::sqlite::{Durability, SqliteStore};
+use shipgate::backup::operations::{self as backup, RestorePhase};
+use shipgate::backup::tables::StoreTable;
+use shipgate::embedded::sqlite::{Durability, SqliteStore};
+use shipgate::jobs::backup::TableBackups;
 
 use crate::data;
 use crate::error::CliError;

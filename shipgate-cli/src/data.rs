@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use shipgate::domain::policy::{Policy, PolicyLoadError};
-use shipgate::store::sqlite::{Durability, SqliteStore};
+use shipgate::embedded::sqlite::{Durability, SqliteStore};
 use shipgate::store::Repo;
 
 use crate::error::CliError;

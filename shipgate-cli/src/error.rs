@@ -62,13 +62,13 @@ pub enum CliError {
     #[error("HTTP client: {0}")]
     Http(#[from] reqwest::Error),
     #[error("GitHub App client: {0}")]
-    GitHubClient(#[source] shipgate::bootstrap::BootError),
+    GitHubClient(#[source] shipgate::aws::bootstrap::BootError),
     #[error("{0}")]
     GitHubSetup(#[source] alert_webhook::SetupError),
     /// A backup could not be listed, verified or restored; the message walks the causes down
     /// to the specific one (tampered chunk, truncated, wrong key...).
     #[error("{}", chain(.0))]
-    Backup(#[source] shipgate::jobs::backup::JobError),
+    Backup(#[source] shipgate::backup::operations::JobError),
     /// A job could not run at all (as opposed to running and reporting a problem).
     #[error("{}", chain(.0))]
     Job(#[source] shipgate::jobs::JobError),
@@ -78,7 +78,7 @@ pub enum CliError {
     #[error("{0}")]
     Reported(String),
     #[error("backups: {0}")]
-    Backups(#[source] shipgate::jobs::backup_jobs::BackupConfigError),
+    Backups(#[source] shipgate::jobs::backup::BackupConfigError),
     #[error("notifier: {0}")]
     Notifier(#[source] notifier::NotifierConfigError),
     #[error("cannot start the async runtime: {0}")]

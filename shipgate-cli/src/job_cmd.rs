@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use shipgate::config::Vars;
-use shipgate::jobs::backup_jobs::TableBackups;
+use shipgate::jobs::backup::TableBackups;
 use shipgate::jobs::{self, JobContext, JobName, MetricSink};
 
 use crate::error::CliError;

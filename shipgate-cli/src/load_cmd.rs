@@ -45,9 +45,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde_json::{json, Value};
 use shipgate::domain::deployment::State;
+use shipgate::embedded::sqlite::{Durability, SqliteStore};
 use shipgate::jobs::JobName;
 use shipgate::signature::sign_github;
-use shipgate::store::sqlite::{Durability, SqliteStore};
 use shipgate::store::{Repo, RepoError};
 
 use crate::data::SyncMode;

@@ -22,8 +22,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use notifier::{Delivered, Notifier};
+use shipgate::embedded::ChannelPublisher;
 use shipgate::jobs::{predeploy, JobContext};
-use shipgate::notify::{ChannelPublisher, Notification, NotificationBody, PublishError, Publisher};
+use shipgate::notify::{Notification, NotificationBody, PublishError, Publisher};
 use tokio::sync::mpsc::{self, Receiver};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -194,10 +195,11 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use shipgate::domain::policy::Policy;
-    use shipgate::notify::{ChannelPublisher, NotificationBody};
+    use shipgate::embedded::sqlite::SqliteStore;
+    use shipgate::embedded::ChannelPublisher;
+    use shipgate::notify::NotificationBody;
     use shipgate::outbound::{SlackApiPort, SlackMessageRef};
     use shipgate::service::{Services, SystemClock};
-    use shipgate::store::sqlite::SqliteStore;
     use shipgate::store::Repo;
 
     use super::*;

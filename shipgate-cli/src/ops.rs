@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shipgate::config::{PagerDutySettings, SlackSettings, Vars};
-use shipgate::notify::ChannelPublisher;
+use shipgate::embedded::ChannelPublisher;
 use shipgate::service::{Services, SystemClock};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;

@@ -275,9 +275,9 @@ mod tests {
     use std::sync::Arc;
 
     use shipgate::domain::policy::Policy;
+    use shipgate::embedded::sqlite::SqliteStore;
     use shipgate::notify::RecordingPublisher;
     use shipgate::service::{ManualClock, Services};
-    use shipgate::store::sqlite::SqliteStore;
     use shipgate::store::Repo;
 
     use super::*;

@@ -36,12 +36,12 @@ use secrecy::SecretString;
 use shipgate::config::{
     self, ConfigError, GitHubSettings, PagerDutySettings, ProcessEnv, SlackSettings, Vars,
 };
-use shipgate::jobs::backup_jobs::TableBackups;
+use shipgate::embedded::sqlite::Durability;
+use shipgate::embedded::ChannelPublisher;
+use shipgate::jobs::backup::TableBackups;
 use shipgate::jobs::{JobContext, MetricSink};
-use shipgate::notify::ChannelPublisher;
 use shipgate::outbound::{OutboundError, SlackApi, SlackApiPort, SlackConfig, SlackMessageRef};
 use shipgate::service::{Services, SystemClock};
-use shipgate::store::sqlite::Durability;
 use shipgate::store::Repo;
 use shipgate::web::{self, ApiError};
 use slack_approval::SlackApproval;
@@ -185,7 +185,7 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, CliError> {
     let alert_token = config::optional_secret(vars, config::ALERT_TOKEN).map_err(config_error)?;
     let repo = data::create_or_open(&cfg.data_dir, cfg.durability)?;
     let http = shipgate::outbound::http_client()?;
-    let github = shipgate::bootstrap::github_client(&github_settings, http.clone())
+    let github = shipgate::aws::bootstrap::github_client(&github_settings, http.clone())
         .map_err(CliError::GitHubClient)?;
     // EMF metric lines are for CloudWatch; a self-hosted server keeps stdout quiet.
     let backups = TableBackups::embedded(&cfg.data_dir, Arc::clone(repo.store()))

@@ -5,15 +5,15 @@
 
 use alert_webhook::AlertWebhook;
 use lambda_runtime::{service_fn, LambdaEvent};
-use shipgate::bootstrap;
+use shipgate::aws::{bootstrap, lambda};
 use shipgate::config;
 
 // One event at a time per sandbox: a single-threaded runtime spends no CPU handing work
 // between threads. (scheduled-jobs keeps the multi-threaded runtime for its long backup runs.)
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    bootstrap::init_lambda_tracing();
-    let sdk = bootstrap::aws_config().await;
+    lambda::init_lambda_tracing();
+    let sdk = shipgate::aws::sdk_config().await;
     let vars = bootstrap::resolve_vars(&sdk).await?;
     let token = config::required_secret(&vars, config::ALERT_TOKEN)?;
     let github = alert_webhook::github_from_vars(&vars)?;

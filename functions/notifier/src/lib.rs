@@ -1096,9 +1096,9 @@ fn report(
 mod tests {
     use super::*;
     use shipgate::domain::policy::Policy;
+    use shipgate::embedded::sqlite::SqliteStore;
     use shipgate::notify::RecordingPublisher;
     use shipgate::service::SystemClock;
-    use shipgate::store::sqlite::SqliteStore;
     use shipgate::store::Repo;
 
     fn services() -> Services {

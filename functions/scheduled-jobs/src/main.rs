@@ -15,9 +15,11 @@ use std::sync::Arc;
 use lambda_runtime::{service_fn, LambdaEvent};
 use scheduled_jobs::handle_invocation;
 use serde_json::Value;
-use shipgate::bootstrap::{self, BootError};
+use shipgate::aws::bootstrap::{self, BootError};
+use shipgate::aws::lambda;
 use shipgate::config::{self, GitHubSettings, Vars};
-use shipgate::jobs::backup_jobs::{TableBackups, BACKUP_BUCKET_VAR, KMS_KEY_VAR};
+use shipgate::config::{BACKUP_BUCKET_VAR, KMS_KEY_VAR};
+use shipgate::jobs::backup::TableBackups;
 use shipgate::jobs::JobContext;
 use shipgate::outbound::github::{GitHubApi, GitHubApp, GitHubAppConfig};
 
@@ -67,8 +69,8 @@ fn backups_configured(vars: &dyn Vars) -> bool {
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    bootstrap::init_lambda_tracing();
-    let sdk = bootstrap::aws_config().await;
+    lambda::init_lambda_tracing();
+    let sdk = shipgate::aws::sdk_config().await;
     let vars = bootstrap::resolve_vars(&sdk).await?;
     let http = shipgate::outbound::http_client()?;
     let github = github_app(&vars, http)?;

@@ -10,7 +10,7 @@ use scheduled_jobs::{handle_invocation, pre_deploy_requests, Handled};
 use serde_json::{json, Value};
 use shipgate::domain::deployment::{CallbackState, Deployment};
 use shipgate::domain::policy::EXAMPLE_POLICY;
-use shipgate::jobs::backup_jobs::TableBackups;
+use shipgate::jobs::backup::TableBackups;
 use shipgate::jobs::predeploy::PreDeployOutcome;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};

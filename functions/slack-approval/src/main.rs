@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use shipgate::bootstrap;
+use shipgate::aws::{bootstrap, lambda};
 use shipgate::outbound::{http_client, SlackApi, SlackConfig};
 use slack_approval::{Settings, SlackApproval};
 
@@ -11,8 +11,8 @@ use slack_approval::{Settings, SlackApproval};
 // between threads. (scheduled-jobs keeps the multi-threaded runtime for its long backup runs.)
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
-    bootstrap::init_lambda_tracing();
-    let sdk = bootstrap::aws_config().await;
+    lambda::init_lambda_tracing();
+    let sdk = shipgate::aws::sdk_config().await;
     let vars = bootstrap::resolve_vars(&sdk).await?;
     let settings = Settings::from_vars(&vars)?;
     let http = http_client()?;
@@ -31,5 +31,5 @@ async fn main() -> Result<(), lambda_http::Error> {
         http,
     );
     let app = SlackApproval::new(services, settings.signing_secret.clone(), Arc::new(slack));
-    bootstrap::run_http(|req| slack_approval::handle(&app, req)).await
+    lambda::run_http(|req| slack_approval::handle(&app, req)).await
 }

@@ -10,25 +10,30 @@
 //! - [`manifest`]: the JSON document stored beside the object (counts, checksum, sizes, the
 //!   wrapped data key).
 //! - [`keys`]: one fresh data key per backup, wrapped by KMS or by a local master key file.
-//! - [`objects`]: the object-store port with its S3 and local-directory adapters, and the
-//!   blocking bridges that join the synchronous format code to them.
+//! - [`objects`]: the object-store port and the blocking bridges that join the synchronous
+//!   format code to its adapters.
+//! - [`tables`]: what a backup reads and a restore writes (table source, sink and scratch
+//!   ports), and the adapter over shipgate's own item store.
+//! - [`operations`]: back a table up, list, verify, restore, prune and drill.
+//!
+//! The adapters live with their backend: S3 objects, KMS keys and DynamoDB tables in
+//! `crate::aws`, a local directory, a key file and SQLite scratch stores in `crate::embedded`.
+//! The scheduled `backup` and `restore-drill` jobs are `crate::jobs::backup`.
 
 pub mod format;
 pub mod keys;
 pub mod manifest;
 pub mod objects;
+pub mod operations;
+pub mod tables;
 
 pub use format::{
     verify, BackupReader, BackupStats, BackupWriter, VerifyReport, DEFAULT_CHUNK_SIZE,
     FORMAT_VERSION, MAGIC, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE,
 };
-pub use keys::{
-    backup_context, key_check, DataKey, DataKeyProvider, KeyError, KmsKeys, LocalKeyFile,
-};
+pub use keys::{backup_context, key_check, DataKey, DataKeyProvider, KeyError};
 pub use manifest::{KeyInfo, KeyProviderKind, Manifest};
-pub use objects::{
-    s3_client, BackupObjects, LocalDirObjects, ObjectError, ObjectInfo, S3Objects, UploadWriter,
-};
+pub use objects::{BackupObjects, ObjectError, ObjectInfo, UploadWriter};
 
 /// Why a backup could not be written, read or verified.
 ///

@@ -12,9 +12,6 @@
 //! unreachable, backups not configured) and the invocation should count as failed.
 
 pub mod backup;
-pub mod backup_jobs;
-pub mod tables;
-
 pub mod dora;
 pub mod emf;
 pub mod predeploy;

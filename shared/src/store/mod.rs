@@ -3,14 +3,12 @@
 //! [`ItemStore`] is the port: a small key/item store with the conditional-write semantics
 //! shipgate relies on (create-if-absent, update-if-version-matches, all-or-nothing
 //! transactions, expiring items, per-partition and timeline queries). Two adapters implement
-//! it — [`dynamodb::DynamoStore`] for AWS and [`sqlite::SqliteStore`] for the self-hosted
-//! binary — and one contract suite (`tests/store_contract.rs`) holds both to the same rules.
+//! it — `crate::aws::dynamodb::DynamoStore` for AWS and `crate::embedded::sqlite::SqliteStore`
+//! for the self-hosted binary — and one contract suite holds both to the same rules.
 
 pub mod contract;
-pub mod dynamodb;
 pub mod item;
 pub mod repo;
-pub mod sqlite;
 
 pub use item::{
     Condition, Item, ItemStore, Query, StoreError, Timeline, Write, MAX_TRANSACTION_ITEMS,

@@ -1055,7 +1055,7 @@ mod claim_tests {
     use async_trait::async_trait;
 
     use super::*;
-    use crate::store::sqlite::SqliteStore;
+    use crate::embedded::sqlite::SqliteStore;
 
     /// Passes every call through; the writes counted in `lose` land and then report failure,
     /// those in `refuse` fail without landing.

@@ -61,7 +61,7 @@ pub enum DemoError {
     #[error("shipgate server: {0}")]
     Server(#[source] CliError),
     #[error("backups: {0}")]
-    Backups(#[source] shipgate::jobs::backup_jobs::BackupConfigError),
+    Backups(#[source] shipgate::jobs::backup::BackupConfigError),
     #[error("HTTP: {0}")]
     Http(#[source] reqwest::Error),
     #[error("JSON: {0}")]

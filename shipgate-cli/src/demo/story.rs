@@ -25,7 +25,7 @@ use jiff::{SignedDuration, Timestamp};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use shipgate::domain::deployment::{Deployment, State};
-use shipgate::jobs::backup_jobs::TableBackups;
+use shipgate::jobs::backup::TableBackups;
 use shipgate::jobs::{self, JobContext, JobName, MetricSink};
 use shipgate::render::APPROVE_ACTION_ID;
 use shipgate::service::Services;
@@ -230,7 +230,7 @@ pub async fn play(tl: &Timeline, data_dir: &Path) -> Result<Summary, DemoError> 
         // The story runs the jobs itself, when the story needs them; nothing else may run
         // meanwhile (the health probes would call example.com).
         schedule: Schedule::none(),
-        durability: shipgate::store::sqlite::Durability::Full,
+        durability: shipgate::embedded::sqlite::Durability::Full,
     };
     let running = server::start(cfg).await.map_err(DemoError::Server)?;
     let backups = TableBackups::embedded(data_dir, Arc::clone(running.services.repo.store()))

@@ -18,6 +18,7 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 use shipgate::domain::deployment::{AuditEvent, Deployment};
 use shipgate::domain::policy::Policy;
+use shipgate::embedded::sqlite::SqliteStore;
 use shipgate::notify::{Notification, NotificationBody, RecordingPublisher};
 use shipgate::outbound::{
     http_client, GitHubApp, GitHubAppConfig, RetryPolicy, SlackApi, SlackConfig,
@@ -25,7 +26,6 @@ use shipgate::outbound::{
 use shipgate::service::{Clock, ManualClock, Services};
 use shipgate::signature::{sign_github, sign_slack};
 use shipgate::store::repo::ShaFact;
-use shipgate::store::sqlite::SqliteStore;
 use shipgate::store::{Item, ItemStore, Repo};
 use slack_approval::SlackApproval;
 use wiremock::matchers::{method, path, path_regex};

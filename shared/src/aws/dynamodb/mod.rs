@@ -22,6 +22,8 @@
 //! if its first response is lost the retry can report `ConditionFailed` for a write that did
 //! land (a DynamoDB property, not one of this adapter) — callers that care re-read the item.
 
+pub mod table;
+
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -36,7 +38,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use base64::Engine as _;
 
-use super::item::{
+use crate::store::item::{
     Condition, Item, ItemStore, Query, StoreError, Timeline, Write, MAX_TRANSACTION_ITEMS,
 };
 
