@@ -18,7 +18,7 @@ use shipgate::jobs::predeploy::{self, PreDeployOutcome};
 use shipgate::jobs::{self, BackupJobs, JobContext, JobError, JobName, JobOutcome, MetricSink};
 use shipgate::notify::{NotificationBody, RecordingPublisher};
 use shipgate::outbound::{http_client, GitHubApi, GitHubApp, GitHubAppConfig, RetryPolicy};
-use shipgate::service::gate::answer_github;
+use shipgate::service::answer::answer_github;
 use shipgate::service::predeploy::{PreDeployBackup, Status, MAX_ATTEMPTS, META_KIND};
 use shipgate::service::{ManualClock, Services};
 use shipgate::store::{ItemStore, Repo};

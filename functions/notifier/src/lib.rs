@@ -50,7 +50,7 @@ use shipgate::outbound::{
     PagerDutyPort, PagerDutySeverity, SlackApi, SlackApiPort, SlackConfig,
 };
 use shipgate::render::{self, SlackMessage};
-use shipgate::service::gate::update_deployment;
+use shipgate::service::update_deployment;
 use shipgate::service::{ServiceError, Services};
 use shipgate::store::repo::{Claim, CLAIM_LEASE};
 use shipgate::store::{Repo, RepoError};

@@ -12,7 +12,7 @@ use shipgate::domain::deployment::{Approval, SlackRef, State};
 use shipgate::notify::{DeploymentSummary, Notification, NotificationBody};
 use shipgate::outbound::PagerDutyAction;
 use shipgate::render;
-use shipgate::service::gate::update_deployment;
+use shipgate::service::update_deployment;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 

@@ -86,7 +86,7 @@ async fn an_sns_request_backs_up_and_approves_the_deployment_once() {
         .await
         .expect("create");
     // The approval path asked for the backup (what put the message on the topic).
-    assert!(!shipgate::service::gate::answer_github(svc, "dep-prod")
+    assert!(!shipgate::service::answer::answer_github(svc, "dep-prod")
         .await
         .expect("answer"));
 

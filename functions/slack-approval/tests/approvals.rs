@@ -430,7 +430,11 @@ async fn a_slow_github_does_not_hold_up_the_click_and_the_answer_stays_pending()
     );
 
     // What the sweeper does later: the answer goes out and is recorded.
-    assert!(gate::answer_github(h.services(), &dep.id).await.unwrap());
+    assert!(
+        shipgate::service::answer::answer_github(h.services(), &dep.id)
+            .await
+            .unwrap()
+    );
     assert_eq!(
         h.deployment(&dep.id).await.callback,
         CallbackState::Answered

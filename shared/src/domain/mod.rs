@@ -6,4 +6,5 @@
 pub mod deployment;
 pub mod dora;
 pub mod incident;
+pub mod job;
 pub mod policy;

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{JobContext, JobError};
 use crate::notify::{Notification, NotificationBody};
-use crate::service::gate::answer_github;
+use crate::service::answer::answer_github;
 use crate::service::predeploy::{self, Status};
 use crate::store::repo::Claim;
 

@@ -14,12 +14,13 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
-use super::{rollback_drill, JobContext, JobError, JobOutcome};
+use super::{JobContext, JobError, JobOutcome};
 use crate::domain::deployment::{Action, Actor, CallbackState, Deployment, State};
 use crate::notify::Notification;
-use crate::service::gate::{answer_github, update_deployment};
+use crate::service::answer::answer_github;
 use crate::service::lifecycle::{finish_verification, LifecycleOutcome};
 use crate::service::rollback::{self, RollbackOutcome};
+use crate::service::update_deployment;
 use crate::service::{ServiceError, Services};
 
 /// How far back the sweeper looks. GitHub waits at most 30 days on a protection rule, so
@@ -166,7 +167,7 @@ pub async fn sweep(svc: &Services) -> SweepReport {
         }
         answer_pending(svc, environment, now, &mut report).await;
     }
-    match rollback_drill::time_out_stale(svc).await {
+    match crate::service::drill::time_out_stale(svc).await {
         Ok(timed_out) => report.drills_timed_out.extend(timed_out),
         Err(e) => report.errors.push(format!("rollback drills: {e}")),
     }

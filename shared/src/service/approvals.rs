@@ -14,8 +14,9 @@
 
 use std::time::Duration;
 
-use super::gate::{answer_github, update_deployment};
+use super::answer::answer_github;
 use super::rollback::{self, RollbackOutcome};
+use super::update_deployment;
 use super::{ServiceError, Services};
 use crate::domain::deployment::{
     Actor, ApprovalOutcome, ApprovalRefused, ApproverFacts, CallbackState, Deployment, State,

@@ -7,7 +7,7 @@
 
 use jiff::Timestamp;
 
-use super::gate::update_deployment;
+use super::update_deployment;
 use super::{ServiceError, Services};
 use crate::domain::deployment::{Action, Actor, Deployment, Head, State};
 use crate::notify::Notification;
@@ -186,7 +186,7 @@ pub async fn deployment_status(
     // Rollback drills deploy on purpose through GitHub deployments shipgate created; their
     // statuses time the drill's legs and must not move any gated deployment (the lock holder
     // lookup below would otherwise match a drill leg of the current sha).
-    if let Some(outcome) = crate::jobs::rollback_drill::on_deployment_status(svc, ev).await? {
+    if let Some(outcome) = crate::service::drill::on_deployment_status(svc, ev).await? {
         return Ok(outcome);
     }
     let Some(dep) = find(

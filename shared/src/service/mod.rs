@@ -4,7 +4,9 @@
 //! then calls one of these. They read facts from the [`Repo`], ask the pure domain to decide,
 //! persist the result with optimistic concurrency, answer GitHub and publish notifications.
 
+pub mod answer;
 pub mod approvals;
+pub mod drill;
 pub mod gate;
 pub mod incidents;
 pub mod lifecycle;
@@ -15,6 +17,7 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
+use crate::domain::deployment::{AuditEvent, Deployment};
 use crate::domain::policy::Policy;
 use crate::notify::{Notification, Publisher};
 use crate::outbound::github::GitHubApi;
@@ -121,4 +124,32 @@ impl Services {
             tracing::error!(error = %e, notification_id = %notification.id, "could not publish notification");
         }
     }
+}
+
+const UPDATE_ATTEMPTS: usize = 8;
+
+/// Re-reads, changes and saves a deployment until the save is not stale. `change` returns the
+/// audit events of its change, or `None` when there is nothing to change.
+pub async fn update_deployment<F>(
+    svc: &Services,
+    id: &str,
+    mut change: F,
+) -> Result<Option<Deployment>, ServiceError>
+where
+    F: FnMut(&mut Deployment) -> Option<Vec<AuditEvent>>,
+{
+    for _ in 0..UPDATE_ATTEMPTS {
+        let Some(mut dep) = svc.repo.get_deployment(id).await? else {
+            return Ok(None);
+        };
+        let Some(events) = change(&mut dep) else {
+            return Ok(Some(dep));
+        };
+        match svc.repo.save_deployment(&mut dep, &events).await {
+            Ok(()) => return Ok(Some(dep)),
+            Err(RepoError::Stale { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ServiceError::Contended(format!("deployment {id}")))
 }

@@ -4,7 +4,7 @@
 //!
 //! The approval itself is never held up: the click (or the gate, when no approvals are needed)
 //! records the decision as usual. Only the answer to GitHub waits. [`before_approving`], called
-//! by [`answer_github`](super::gate::answer_github) just before it would say "approved",
+//! by [`answer_github`](super::answer::answer_github) just before it would say "approved",
 //! requests the backup once — a [`NotificationBody::PreDeployBackup`] that the scheduled-jobs
 //! function receives through an SNS subscription filtered on its kind (the self-hosted server
 //! routes it to its jobs task) — and answers "not yet". The job backs the tables up, records

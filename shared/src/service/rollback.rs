@@ -26,7 +26,7 @@
 use jiff::Timestamp;
 use serde::Serialize;
 
-use super::gate::update_deployment;
+use super::update_deployment;
 use super::{ServiceError, Services};
 use crate::domain::deployment::{
     Action, Actor, ApproverFacts, Deployment, DeploymentKind, EnvironmentHeads, RollbackApproval,

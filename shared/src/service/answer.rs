@@ -1,0 +1,160 @@
+//! The answer to GitHub: once a deployment is decided, its protection-rule callback is
+//! answered (`approved` or `rejected`, with a comment naming the rule or the approvers) and the
+//! deployment marked answered. An approval whose pre-deploy backup could not be made is
+//! cancelled and answered `rejected` with the reason instead.
+
+use super::{predeploy, update_deployment, ServiceError, Services};
+use crate::domain::deployment::{Action, Actor, CallbackState, Deployment, State};
+use crate::notify::Notification;
+use crate::outbound::github::ReviewState;
+
+/// The comment GitHub shows for a decided deployment.
+pub fn decision_comment(dep: &Deployment) -> String {
+    match dep.state {
+        State::Rejected | State::Expired | State::Cancelled => format!(
+            "shipgate rejected this deployment to {}: {}",
+            dep.environment,
+            dep.reason.as_deref().unwrap_or("no reason recorded")
+        ),
+        _ if dep.approvals.is_empty() => format!(
+            "shipgate approved this deployment to {}: policy checks passed ({})",
+            dep.environment,
+            if dep.checks.is_empty() {
+                "no checks configured".to_string()
+            } else {
+                dep.checks.join("; ")
+            }
+        ),
+        _ => format!(
+            "shipgate approved this deployment to {}: approved by {}",
+            dep.environment,
+            dep.approvals
+                .iter()
+                .map(|a| a.approver.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Answers GitHub's protection-rule callback for a decided deployment whose answer is still
+/// pending, then marks it answered. Returns true when an answer was sent now. A deployment
+/// still awaiting approval gets a status comment instead (and stays pending).
+pub async fn answer_github(svc: &Services, deployment_id: &str) -> Result<bool, ServiceError> {
+    let Some(dep) = svc.repo.get_deployment(deployment_id).await? else {
+        return Ok(false);
+    };
+    if dep.callback != CallbackState::Pending {
+        return Ok(false);
+    }
+    let (Some(github), Some(run_id), Some(installation_id)) =
+        (svc.github.as_ref(), dep.run_id, dep.installation_id)
+    else {
+        tracing::warn!(
+            deployment_id,
+            "cannot answer GitHub: no GitHub App configured or no installation id"
+        );
+        return Ok(false);
+    };
+    let state = match dep.state {
+        State::AwaitingApproval => {
+            let comment = format!(
+                "shipgate: waiting for {} approval(s) in Slack ({} so far)",
+                dep.approvals_required,
+                dep.approvals.len()
+            );
+            github
+                .report_protection_rule_status(
+                    installation_id,
+                    &dep.repo,
+                    run_id,
+                    &dep.environment,
+                    &comment,
+                )
+                .await?;
+            return Ok(false);
+        }
+        State::Requested => return Ok(false),
+        State::Rejected | State::Expired | State::Cancelled => ReviewState::Rejected,
+        _ => ReviewState::Approved,
+    };
+    let mut dep = dep;
+    let mut backed_up = Vec::new();
+    if dep.state == State::Approved {
+        match predeploy::before_approving(svc, &dep).await? {
+            predeploy::Gate::NotNeeded => {}
+            predeploy::Gate::Waiting => return Ok(false),
+            predeploy::Gate::Done(ids) => backed_up = ids,
+            predeploy::Gate::GaveUp(reason) => {
+                dep = cancel_for_backup(svc, deployment_id, &reason).await?;
+            }
+        }
+    }
+    let state = if dep.state == State::Cancelled {
+        ReviewState::Rejected
+    } else {
+        state
+    };
+    let mut comment = decision_comment(&dep);
+    if state == ReviewState::Approved && !backed_up.is_empty() {
+        comment.push_str(&format!("; backed up first: {}", backed_up.join(", ")));
+    }
+    github
+        .review_protection_rule(
+            installation_id,
+            &dep.repo,
+            run_id,
+            &dep.environment,
+            state,
+            &comment,
+        )
+        .await?;
+    let now = svc.now();
+    update_deployment(svc, deployment_id, |d| {
+        if d.callback != CallbackState::Pending {
+            return None;
+        }
+        d.callback = CallbackState::Answered;
+        let note = d.note(
+            now,
+            &Actor::system(),
+            "github_answered",
+            format!("{state:?}").to_lowercase(),
+        );
+        Some(vec![note])
+    })
+    .await?;
+    Ok(true)
+}
+
+/// Cancels an approved deployment whose pre-deploy backup could not be made, so GitHub is
+/// told "rejected" with the reason instead of deploying without it.
+async fn cancel_for_backup(
+    svc: &Services,
+    deployment_id: &str,
+    reason: &str,
+) -> Result<Deployment, ServiceError> {
+    let now = svc.now();
+    let saved = update_deployment(svc, deployment_id, |d| {
+        if d.state != State::Approved {
+            return None;
+        }
+        let event = d
+            .apply(Action::Cancel, now, &Actor::system(), reason)
+            .ok()?;
+        d.reason = Some(reason.to_string());
+        Some(vec![event])
+    })
+    .await?
+    .ok_or_else(|| ServiceError::Contended(format!("deployment {deployment_id} disappeared")))?;
+    if saved.state == State::Cancelled {
+        tracing::error!(
+            deployment_id,
+            reason,
+            "deployment cancelled: its pre-deploy backup failed"
+        );
+        svc.publish(Notification::deployment(now, &saved, "cancelled"))
+            .await;
+    }
+    Ok(saved)
+}
