@@ -6,7 +6,8 @@
 //! header, the backup id, its own index and whether it is the last one, so a reordered,
 //! truncated, extended or transplanted stream is refused, not silently restored.
 //!
-//! - [`format`](mod@format): [`BackupWriter`], [`BackupReader`] and [`verify`].
+//! - [`format`](mod@format): [`BackupWriter`] and [`BackupReader`].
+//! - [`verify`](mod@verify): a backup checked against its manifest.
 //! - [`manifest`]: the JSON document stored beside the object (counts, checksum, sizes, the
 //!   wrapped data key).
 //! - [`keys`]: one fresh data key per backup, wrapped by KMS or by a local master key file.
@@ -26,14 +27,16 @@ pub mod manifest;
 pub mod objects;
 pub mod operations;
 pub mod tables;
+pub mod verify;
 
 pub use format::{
-    verify, BackupReader, BackupStats, BackupWriter, VerifyReport, DEFAULT_CHUNK_SIZE,
-    FORMAT_VERSION, MAGIC, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE,
+    BackupReader, BackupStats, BackupWriter, VerifyReport, DEFAULT_CHUNK_SIZE, FORMAT_VERSION,
+    MAGIC, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE,
 };
 pub use keys::{backup_context, key_check, DataKey, DataKeyProvider, KeyError};
 pub use manifest::{KeyInfo, KeyProviderKind, Manifest};
 pub use objects::{BackupObjects, ObjectError, ObjectInfo, UploadWriter};
+pub use verify::verify;
 
 /// Why a backup could not be written, read or verified.
 ///

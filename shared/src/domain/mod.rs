@@ -5,6 +5,7 @@
 
 pub mod deployment;
 pub mod dora;
+pub mod events;
 pub mod incident;
 pub mod job;
 pub mod policy;

@@ -19,10 +19,10 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::deployment::State;
+use crate::domain::events::DeploymentStatus;
 use crate::domain::job::{JobName, JobReport};
 use crate::notify::{Notification, NotificationBody};
 use crate::outbound::github::NewDeployment;
-use crate::service::lifecycle::{DeploymentStatus, LifecycleOutcome};
 use crate::service::{ServiceError, Services};
 use crate::store::{Condition, Item, RepoError, StoreError, Write};
 
@@ -383,29 +383,29 @@ async fn finish(svc: &Services, drill: &Drill) {
 }
 
 /// The lifecycle's hook: when `ev` is a status of a drill's GitHub deployment, records it
-/// against the drill (starting the next leg on success) and returns the outcome the lifecycle
-/// should report; `None` for every other deployment.
+/// against the drill (starting the next leg on success) and returns true: the lifecycle then
+/// reports the status as untracked. False for every other deployment.
 pub async fn on_deployment_status(
     svc: &Services,
     ev: &DeploymentStatus,
-) -> Result<Option<LifecycleOutcome>, ServiceError> {
+) -> Result<bool, ServiceError> {
     let Some(ptr) = svc
         .repo
         .get_meta::<LegPointer>(LEG_META, &ev.github_deployment_id.to_string())
         .await?
     else {
-        return Ok(None);
+        return Ok(false);
     };
     let terminal = matches!(ev.state.as_str(), "success" | "failure" | "error");
     if !terminal {
-        return Ok(Some(LifecycleOutcome::Untracked));
+        return Ok(true);
     }
     for _ in 0..8 {
         let Some((mut drill, version)) = load(svc, &ptr.environment).await? else {
-            return Ok(Some(LifecycleOutcome::Untracked));
+            return Ok(true);
         };
         if drill.id != ptr.drill_id || drill.status != DrillStatus::Running {
-            return Ok(Some(LifecycleOutcome::Untracked));
+            return Ok(true);
         }
         let now = svc.now();
         let Some(leg) = drill
@@ -413,10 +413,10 @@ pub async fn on_deployment_status(
             .iter_mut()
             .find(|l| l.github_deployment_id == ev.github_deployment_id)
         else {
-            return Ok(Some(LifecycleOutcome::Untracked));
+            return Ok(true);
         };
         if leg.finished_at.is_some() {
-            return Ok(Some(LifecycleOutcome::Untracked));
+            return Ok(true);
         }
         leg.finished_at = Some(now);
         leg.state = Some(ev.state.clone());
@@ -450,7 +450,7 @@ pub async fn on_deployment_status(
         }
         if drill.status != DrillStatus::Running {
             finish(svc, &drill).await;
-            return Ok(Some(LifecycleOutcome::Untracked));
+            return Ok(true);
         }
         let current = drill.current_sha.clone();
         match create_leg(svc, &drill, LegName::Restore, &current).await {
@@ -464,7 +464,7 @@ pub async fn on_deployment_status(
         if save(svc, &drill, version + 1).await? && drill.status != DrillStatus::Running {
             finish(svc, &drill).await;
         }
-        return Ok(Some(LifecycleOutcome::Untracked));
+        return Ok(true);
     }
     Err(ServiceError::Contended(format!(
         "rollback drill of {}",

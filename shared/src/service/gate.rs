@@ -20,23 +20,7 @@ use crate::notify::Notification;
 use crate::outbound::github::ReviewState;
 use crate::store::Created;
 
-/// What GitHub told us in a `deployment_protection_rule` / `requested` delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProtectionRuleRequest {
-    /// `owner/name`.
-    pub repo: String,
-    pub environment: String,
-    /// The event that triggered the run (`push`, `workflow_dispatch`...).
-    pub event: String,
-    pub git_ref: String,
-    pub sha: String,
-    pub run_id: u64,
-    pub installation_id: Option<u64>,
-    /// GitHub login of the sender.
-    pub requester: String,
-    /// A break-glass reason, when the run asked for one.
-    pub break_glass_reason: Option<String>,
-}
+pub use crate::domain::events::ProtectionRuleRequest;
 
 /// What the gate decided.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,34 +13,7 @@ use crate::domain::deployment::{Action, Actor, Deployment, Head, State};
 use crate::notify::Notification;
 use crate::store::repo::ShaFact;
 
-/// A GitHub deployment was created (`deployment` / `created`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeploymentCreated {
-    pub github_deployment_id: u64,
-    pub repo: String,
-    pub environment: String,
-    pub sha: String,
-    pub git_ref: String,
-    /// The workflow run that created it, when GitHub Actions did.
-    pub run_id: Option<u64>,
-    /// A shipgate deployment id found in the deployment's payload (`shipgate_rollback_of`).
-    pub rollback_of: Option<String>,
-}
-
-/// A GitHub deployment status (`deployment_status` / `created`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeploymentStatus {
-    pub github_deployment_id: u64,
-    pub repo: String,
-    pub environment: String,
-    pub sha: String,
-    pub git_ref: String,
-    /// `queued`, `pending`, `in_progress`, `success`, `failure`, `error` or `inactive`.
-    pub state: String,
-    pub description: Option<String>,
-    pub run_id: Option<u64>,
-    pub rollback_of: Option<String>,
-}
+pub use crate::domain::events::{DeploymentCreated, DeploymentStatus};
 
 /// What a lifecycle event did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,8 +159,8 @@ pub async fn deployment_status(
     // Rollback drills deploy on purpose through GitHub deployments shipgate created; their
     // statuses time the drill's legs and must not move any gated deployment (the lock holder
     // lookup below would otherwise match a drill leg of the current sha).
-    if let Some(outcome) = crate::service::drill::on_deployment_status(svc, ev).await? {
-        return Ok(outcome);
+    if crate::service::drill::on_deployment_status(svc, ev).await? {
+        return Ok(LifecycleOutcome::Untracked);
     }
     let Some(dep) = find(
         svc,
