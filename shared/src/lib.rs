@@ -32,6 +32,7 @@ pub mod domain;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod jobs;
+pub mod notifier;
 pub mod notify;
 pub mod outbound;
 pub mod render;
