@@ -6,7 +6,12 @@
 //! error at start-up — never a silent default — and error messages name the variable, never
 //! its value.
 
+use std::sync::Arc;
+
 use secrecy::SecretString;
+
+use crate::outbound::github::{GitHubApi, GitHubApp, GitHubAppConfig};
+use crate::outbound::OutboundError;
 
 /// Where variables come from: the process environment, or a map in tests.
 pub trait Vars {
@@ -122,9 +127,8 @@ pub fn parse_u64(vars: &dyn Vars, name: &str) -> Result<Option<u64>, ConfigError
 #[derive(Debug, Clone)]
 pub struct GitHubSettings {
     pub webhook_secret: SecretString,
-    /// App id and private key; without them shipgate can record but not answer GitHub.
-    pub app: Option<(u64, SecretString)>,
-    pub api_url: String,
+    /// The App; without it shipgate can record but not answer GitHub.
+    pub app: GitHubAppSettings,
 }
 
 impl GitHubSettings {
@@ -135,11 +139,9 @@ impl GitHubSettings {
 
     pub fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
         let webhook_secret = required_secret(vars, Self::WEBHOOK_SECRET)?;
-        let GitHubAppSettings { app, api_url } = GitHubAppSettings::from_vars(vars)?;
         Ok(GitHubSettings {
             webhook_secret,
-            app,
-            api_url,
+            app: GitHubAppSettings::from_vars(vars)?,
         })
     }
 }
@@ -171,6 +173,20 @@ impl GitHubAppSettings {
             app,
             api_url: base_url(vars, GitHubSettings::API_URL, "https://api.github.com")?,
         })
+    }
+
+    /// The GitHub App client, when the App is configured: the one place every entry point
+    /// builds it (`SHIPGATE_GITHUB_API_URL` for GitHub Enterprise Server).
+    pub fn client(
+        &self,
+        http: reqwest::Client,
+    ) -> Result<Option<Arc<dyn GitHubApi>>, OutboundError> {
+        let Some((app_id, key)) = &self.app else {
+            return Ok(None);
+        };
+        let mut cfg = GitHubAppConfig::new(*app_id, key.clone());
+        cfg.api_url = self.api_url.clone();
+        Ok(Some(Arc::new(GitHubApp::new(cfg, http)?)))
     }
 }
 
@@ -217,6 +233,64 @@ impl PagerDutySettings {
 
 /// The bearer token alert sources must present.
 pub const ALERT_TOKEN: &str = "SHIPGATE_ALERT_TOKEN";
+/// The GitHub web URL commits are linked to (GitHub Enterprise Server).
+pub const GITHUB_WEB_URL_VAR: &str = "SHIPGATE_GITHUB_WEB_URL";
+/// The Slack channel for job summaries and incidents without an environment.
+pub const OPS_CHANNEL_VAR: &str = "SHIPGATE_SLACK_OPS_CHANNEL";
+
+/// What the Slack approval function needs, checked at cold start: the signing secret that
+/// verifies every click, the bot token that opens the reject-reason dialog, and the GitHub App
+/// (optional: without it clicks are recorded but GitHub is not answered). It never receives
+/// GitHub webhooks, so it needs no webhook secret.
+#[derive(Debug, Clone)]
+pub struct SlackApprovalSettings {
+    pub signing_secret: SecretString,
+    pub bot_token: SecretString,
+    pub slack_api_url: String,
+    pub github: GitHubAppSettings,
+}
+
+impl SlackApprovalSettings {
+    pub fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
+        let slack = SlackSettings::from_vars(vars)?;
+        let signing_secret = slack.signing_secret.ok_or_else(|| {
+            ConfigError::Missing(format!(
+                "{0} (or {0}_FILE), which verifies every Slack click,",
+                SlackSettings::SIGNING_SECRET
+            ))
+        })?;
+        let bot_token = slack.bot_token.ok_or_else(|| {
+            ConfigError::Missing(format!(
+                "{0} (or {0}_FILE), which opens the reject-reason dialog,",
+                SlackSettings::BOT_TOKEN
+            ))
+        })?;
+        Ok(SlackApprovalSettings {
+            signing_secret,
+            bot_token,
+            slack_api_url: slack.api_url,
+            github: GitHubAppSettings::from_vars(vars)?,
+        })
+    }
+}
+
+/// What the alert function needs: the bearer token alert sources present, and the GitHub App
+/// that carries out rollbacks (optional: without it incidents are recorded, rollbacks not
+/// carried out).
+#[derive(Debug, Clone)]
+pub struct AlertSettings {
+    pub token: SecretString,
+    pub github: GitHubAppSettings,
+}
+
+impl AlertSettings {
+    pub fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
+        Ok(AlertSettings {
+            token: required_secret(vars, ALERT_TOKEN)?,
+            github: GitHubAppSettings::from_vars(vars)?,
+        })
+    }
+}
 
 /// AWS: the DynamoDB table of shipgate's state.
 pub const STATE_TABLE_VAR: &str = "SHIPGATE_TABLE";
@@ -272,7 +346,7 @@ mod tests {
         let vars = [("SHIPGATE_GITHUB_WEBHOOK_SECRET_FILE", p.as_str())];
         let s = GitHubSettings::from_vars(&vars).expect("settings");
         assert_eq!(s.webhook_secret.expose_secret(), "from-file");
-        assert_eq!(s.api_url, "https://api.github.com");
+        assert_eq!(s.app.api_url, "https://api.github.com");
     }
 
     #[test]
@@ -293,5 +367,54 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("SHIPGATE_GITHUB_API_URL") && !err.contains("hunter2"));
+    }
+
+    #[test]
+    fn start_up_names_the_missing_signing_secret() {
+        let err = SlackApprovalSettings::from_vars(&[("SHIPGATE_SLACK_BOT_TOKEN", "xoxb-1")])
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("SHIPGATE_SLACK_SIGNING_SECRET (or SHIPGATE_SLACK_SIGNING_SECRET_FILE), which verifies every Slack click, is not set")
+        );
+    }
+
+    #[test]
+    fn start_up_needs_no_github_webhook_secret_and_no_github_app() {
+        let s = SlackApprovalSettings::from_vars(&[
+            ("SHIPGATE_SLACK_SIGNING_SECRET", "s"),
+            ("SHIPGATE_SLACK_BOT_TOKEN", "xoxb-1"),
+        ])
+        .unwrap();
+        assert!(s.github.app.is_none());
+        assert_eq!(s.github.api_url, "https://api.github.com");
+        assert_eq!(s.slack_api_url, "https://slack.com/api");
+    }
+
+    #[test]
+    fn a_github_app_id_without_its_key_is_refused_at_start_up() {
+        let err = SlackApprovalSettings::from_vars(&[
+            ("SHIPGATE_SLACK_SIGNING_SECRET", "s"),
+            ("SHIPGATE_SLACK_BOT_TOKEN", "xoxb-1"),
+            ("SHIPGATE_GITHUB_APP_ID", "12"),
+        ])
+        .err()
+        .map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("SHIPGATE_GITHUB_PRIVATE_KEY (set with SHIPGATE_GITHUB_APP_ID) is not set")
+        );
+    }
+
+    #[test]
+    fn settings_debug_output_hides_secrets() {
+        let s = SlackApprovalSettings::from_vars(&[
+            ("SHIPGATE_SLACK_SIGNING_SECRET", "signing-hunter2"),
+            ("SHIPGATE_SLACK_BOT_TOKEN", "xoxb-hunter2"),
+        ])
+        .unwrap();
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
     }
 }

@@ -39,7 +39,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{self, ConfigError, PagerDutySettings, SlackSettings, Vars};
+use crate::config::{
+    self, ConfigError, PagerDutySettings, SlackSettings, Vars, GITHUB_WEB_URL_VAR, OPS_CHANNEL_VAR,
+};
 use crate::domain::deployment::SlackRef;
 use crate::domain::policy::Severity;
 use crate::notify::{DeploymentSummary, Notification, NotificationBody};
@@ -54,11 +56,6 @@ use crate::store::repo::{Claim, CLAIM_LEASE};
 use crate::store::{Repo, RepoError};
 use secrecy::SecretString;
 use tracing::Instrument;
-
-/// Variable with the GitHub web URL commits are linked to (GitHub Enterprise Server).
-pub const GITHUB_WEB_URL_VAR: &str = "SHIPGATE_GITHUB_WEB_URL";
-/// Variable naming the Slack channel for job summaries and incidents without an environment.
-pub const OPS_CHANNEL_VAR: &str = "SHIPGATE_SLACK_OPS_CHANNEL";
 
 /// Idempotency scope of whole notifications.
 const NOTIFY_SCOPE: &str = "notify";

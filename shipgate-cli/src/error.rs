@@ -62,9 +62,7 @@ pub enum CliError {
     #[error("HTTP client: {0}")]
     Http(#[from] reqwest::Error),
     #[error("GitHub App client: {0}")]
-    GitHubClient(#[source] shipgate::aws::bootstrap::BootError),
-    #[error("{0}")]
-    GitHubSetup(#[source] alert_webhook::SetupError),
+    GitHubClient(#[source] shipgate::outbound::OutboundError),
     /// A backup could not be listed, verified or restored; the message walks the causes down
     /// to the specific one (tampered chunk, truncated, wrong key...).
     #[error("{}", chain(.0))]
@@ -80,7 +78,7 @@ pub enum CliError {
     #[error("backups: {0}")]
     Backups(#[source] shipgate::jobs::backup::BackupConfigError),
     #[error("notifier: {0}")]
-    Notifier(#[source] notifier::NotifierConfigError),
+    Notifier(#[source] shipgate::notifier::NotifierConfigError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
     #[error("writing output: {0}")]

@@ -1,7 +1,7 @@
 //! The in-process notifier: drains the [`ChannelPublisher`]'s channel, the self-hosted
 //! counterpart of SNS → SQS → the notifier function.
 //!
-//! Each notification goes through [`notifier::deliver`], the notifier function's own delivery
+//! Each notification goes through [`shipgate::notifier::deliver`], the notifier function's own delivery
 //! (Slack Block Kit messages posted then updated in place, PagerDuty trigger/resolve). What
 //! SQS redelivery does on AWS is done here with a few retries and a backoff; a permanent
 //! failure, or a retryable one that keeps failing, is logged and dropped, since there is no
@@ -21,16 +21,16 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use notifier::{Delivered, Notifier};
 use shipgate::embedded::ChannelPublisher;
 use shipgate::jobs::{predeploy, JobContext};
+use shipgate::notifier::{Delivered, Notifier};
 use shipgate::notify::{Notification, NotificationBody, PublishError, Publisher};
 use tokio::sync::mpsc::{self, Receiver};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Attempts per notification, like the queue's `maxReceiveCount` on AWS.
-pub const ATTEMPTS: u32 = notifier::MAX_RECEIVES;
+pub const ATTEMPTS: u32 = shipgate::notifier::MAX_RECEIVES;
 /// Wait before the first retry; doubled for each further one.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 
@@ -162,7 +162,7 @@ pub enum Fate {
 pub async fn deliver_with_retries(app: &Notifier, n: &Notification, backoff: Duration) -> Fate {
     let mut wait = backoff;
     for attempt in 1..=ATTEMPTS {
-        match notifier::deliver(app, n).await {
+        match shipgate::notifier::deliver(app, n).await {
             Ok(Delivered::Duplicate) => {
                 tracing::debug!(notification_id = %n.id, "notification was delivered before");
                 return Fate::Delivered;

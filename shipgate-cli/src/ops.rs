@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shipgate::config::{PagerDutySettings, SlackSettings, Vars};
+use shipgate::config::{GitHubAppSettings, PagerDutySettings, SlackSettings, Vars};
 use shipgate::embedded::ChannelPublisher;
 use shipgate::service::{Services, SystemClock};
 use tokio::sync::watch;
@@ -42,10 +42,13 @@ impl Operator {
     ) -> Result<Operator, CliError> {
         let policy = Arc::new(data::load_policy(policy_file)?);
         let repo = data::open_existing(data_dir)?;
-        let github = alert_webhook::github_from_vars(vars).map_err(CliError::GitHubSetup)?;
+        let http = shipgate::outbound::http_client()?;
+        let github = GitHubAppSettings::from_vars(vars)
+            .map_err(config_error)?
+            .client(http.clone())
+            .map_err(CliError::GitHubClient)?;
         let slack = SlackSettings::from_vars(vars).map_err(config_error)?;
         let pagerduty = PagerDutySettings::from_vars(vars).map_err(config_error)?;
-        let http = shipgate::outbound::http_client()?;
 
         let notifier_services = Services {
             repo: repo.clone(),
@@ -54,9 +57,14 @@ impl Operator {
             publisher: Arc::new(DiscardPublisher),
             clock: Arc::new(SystemClock),
         };
-        let notifier =
-            notifier::from_settings(notifier_services, &slack, &pagerduty, vars, http.clone())
-                .map_err(CliError::Notifier)?;
+        let notifier = shipgate::notifier::from_settings(
+            notifier_services,
+            &slack,
+            &pagerduty,
+            vars,
+            http.clone(),
+        )
+        .map_err(CliError::Notifier)?;
         let (publisher, rx) = ChannelPublisher::new(CAPACITY);
         let (stop, stop_rx) = watch::channel(false);
         let notifier = spawn_notifier(rx, notifier, stop_rx);

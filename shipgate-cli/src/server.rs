@@ -185,7 +185,9 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, CliError> {
     let alert_token = config::optional_secret(vars, config::ALERT_TOKEN).map_err(config_error)?;
     let repo = data::create_or_open(&cfg.data_dir, cfg.durability)?;
     let http = shipgate::outbound::http_client()?;
-    let github = shipgate::aws::bootstrap::github_client(&github_settings, http.clone())
+    let github = github_settings
+        .app
+        .client(http.clone())
         .map_err(CliError::GitHubClient)?;
     // EMF metric lines are for CloudWatch; a self-hosted server keeps stdout quiet.
     let backups = TableBackups::embedded(&cfg.data_dir, Arc::clone(repo.store()))
@@ -201,9 +203,14 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, CliError> {
         publisher: Arc::new(DiscardPublisher),
         clock: Arc::new(SystemClock),
     };
-    let notifier =
-        notifier::from_settings(notifier_services, &slack, &pagerduty, vars, http.clone())
-            .map_err(CliError::Notifier)?;
+    let notifier = shipgate::notifier::from_settings(
+        notifier_services,
+        &slack,
+        &pagerduty,
+        vars,
+        http.clone(),
+    )
+    .map_err(CliError::Notifier)?;
 
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

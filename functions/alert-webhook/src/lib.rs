@@ -8,16 +8,14 @@
 //! [`handle`] serves Lambda and the self-hosted server; [`lambda::handle_event`] adapts the
 //! one Lambda function's two event shapes (API Gateway HTTP API v2 and SNS).
 
+#[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod payload;
 
-use std::sync::Arc;
-
+#[cfg(feature = "lambda")]
 use aws_lambda_events::sns::SnsEvent;
 use secrecy::SecretString;
 use serde::Serialize;
-use shipgate::config::{self, ConfigError, Vars};
-use shipgate::outbound::{GitHubApi, GitHubApp, GitHubAppConfig, OutboundError};
 use shipgate::service::incidents::{self, Effect, IngestReport};
 use shipgate::service::{ServiceError, Services};
 use shipgate::signature::verify_bearer;
@@ -50,37 +48,6 @@ impl AlertWebhook {
             max_body_bytes: web::MAX_BODY_BYTES,
         }
     }
-}
-
-/// Why the function could not be configured at cold start.
-#[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("GitHub App: {0}")]
-    GitHub(#[from] OutboundError),
-    #[error("HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
-}
-
-/// The GitHub App, for carrying out rollbacks, when `SHIPGATE_GITHUB_APP_ID` and
-/// `SHIPGATE_GITHUB_PRIVATE_KEY` are set (`SHIPGATE_GITHUB_API_URL` for GitHub Enterprise
-/// Server). This function never receives GitHub webhooks, so it needs no webhook secret.
-pub fn github_from_vars(vars: &dyn Vars) -> Result<Option<Arc<dyn GitHubApi>>, SetupError> {
-    let config::GitHubAppSettings { app, api_url } = config::GitHubAppSettings::from_vars(vars)?;
-    let Some((app_id, key)) = app else {
-        return Ok(None);
-    };
-    let http = shipgate::outbound::http_client()?;
-    let app = GitHubApp::new(
-        GitHubAppConfig {
-            api_url,
-            app_id,
-            private_key: key,
-        },
-        http,
-    )?;
-    Ok(Some(Arc::new(app)))
 }
 
 /// Handles one HTTP request to an alert route.
@@ -191,6 +158,7 @@ pub struct SnsError {
 /// id is its idempotency key. Records that are not alarm changes are skipped (retrying would
 /// not help); a storage or GitHub failure fails the invocation so Lambda retries it, and
 /// the records already processed are recognised as duplicates then.
+#[cfg(feature = "lambda")]
 pub async fn handle_sns(app: &AlertWebhook, event: SnsEvent) -> Result<SnsReport, SnsError> {
     let mut report = SnsReport::default();
     for record in event.records {

@@ -4,26 +4,13 @@
 
 use lambda_runtime::{service_fn, LambdaEvent};
 use shipgate::aws::{bootstrap, lambda};
-use shipgate::config::{PagerDutySettings, SlackSettings};
 
 // One event at a time per sandbox: a single-threaded runtime spends no CPU handing work
 // between threads. (scheduled-jobs keeps the multi-threaded runtime for its long backup runs.)
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda::init_lambda_tracing();
-    let sdk = shipgate::aws::sdk_config().await;
-    let vars = bootstrap::resolve_vars(&sdk).await?;
-    let slack = SlackSettings::from_vars(&vars)?;
-    let pagerduty = PagerDutySettings::from_vars(&vars)?;
-    let services = bootstrap::aws_services(&vars, &sdk, None).await?;
-    let app = notifier::from_settings(
-        services,
-        &slack,
-        &pagerduty,
-        &vars,
-        shipgate::outbound::http_client()?,
-    )?;
-    let app = &app;
+    let app = &bootstrap::notifier().await?;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<aws_lambda_events::sqs::SqsEvent>| async move {
             let deadline = event.context.deadline();

@@ -30,9 +30,7 @@ use std::time::Duration;
 use http::StatusCode;
 use secrecy::SecretString;
 use serde_json::json;
-use shipgate::config::{self, ConfigError, SlackSettings, Vars};
-use shipgate::outbound::github::{GitHubApi, GitHubApp, GitHubAppConfig};
-use shipgate::outbound::{OutboundError, SlackApiPort};
+use shipgate::outbound::SlackApiPort;
 use shipgate::service::approvals::{self, ClickOutcome};
 use shipgate::service::{ServiceError, Services};
 use shipgate::signature::verify_slack;
@@ -370,111 +368,4 @@ async fn on_reason(app: &SlackApproval, sub: ReasonSubmission) -> Result<Respons
         StatusCode::OK,
         &json!({ "response_action": "update", "view": outcome_view(&outcome.text()) }),
     ))
-}
-
-/// What the function needs from its environment, checked at cold start.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub signing_secret: SecretString,
-    pub bot_token: SecretString,
-    pub slack_api_url: String,
-    /// The GitHub App id and private key, when configured: without them clicks are recorded
-    /// but GitHub is not answered.
-    pub github_app: Option<(u64, SecretString)>,
-    pub github_api_url: String,
-}
-
-impl Settings {
-    pub fn from_vars(vars: &dyn Vars) -> Result<Settings, ConfigError> {
-        let slack = SlackSettings::from_vars(vars)?;
-        let signing_secret = slack.signing_secret.ok_or_else(|| {
-            ConfigError::Missing(format!(
-                "{0} (or {0}_FILE), which verifies every Slack click,",
-                SlackSettings::SIGNING_SECRET
-            ))
-        })?;
-        let bot_token = slack.bot_token.ok_or_else(|| {
-            ConfigError::Missing(format!(
-                "{0} (or {0}_FILE), which opens the reject-reason dialog,",
-                SlackSettings::BOT_TOKEN
-            ))
-        })?;
-        // Not GitHubSettings::from_vars: that one insists on the webhook secret, which this
-        // function never uses.
-        let github = config::GitHubAppSettings::from_vars(vars)?;
-        Ok(Settings {
-            signing_secret,
-            bot_token,
-            slack_api_url: slack.api_url,
-            github_app: github.app,
-            github_api_url: github.api_url,
-        })
-    }
-
-    /// The GitHub App client, when the App is configured.
-    pub fn github_client(
-        &self,
-        http: reqwest::Client,
-    ) -> Result<Option<Arc<dyn GitHubApi>>, OutboundError> {
-        let Some((app_id, key)) = &self.github_app else {
-            return Ok(None);
-        };
-        let mut cfg = GitHubAppConfig::new(*app_id, key.clone());
-        cfg.api_url = self.github_api_url.clone();
-        Ok(Some(Arc::new(GitHubApp::new(cfg, http)?)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn start_up_names_the_missing_signing_secret() {
-        let err = Settings::from_vars(&[("SHIPGATE_SLACK_BOT_TOKEN", "xoxb-1")])
-            .err()
-            .map(|e| e.to_string());
-        assert_eq!(
-            err.as_deref(),
-            Some("SHIPGATE_SLACK_SIGNING_SECRET (or SHIPGATE_SLACK_SIGNING_SECRET_FILE), which verifies every Slack click, is not set")
-        );
-    }
-
-    #[test]
-    fn start_up_needs_no_github_webhook_secret_and_no_github_app() {
-        let s = Settings::from_vars(&[
-            ("SHIPGATE_SLACK_SIGNING_SECRET", "s"),
-            ("SHIPGATE_SLACK_BOT_TOKEN", "xoxb-1"),
-        ])
-        .unwrap();
-        assert!(s.github_app.is_none());
-        assert_eq!(s.github_api_url, "https://api.github.com");
-        assert_eq!(s.slack_api_url, "https://slack.com/api");
-    }
-
-    #[test]
-    fn a_github_app_id_without_its_key_is_refused_at_start_up() {
-        let err = Settings::from_vars(&[
-            ("SHIPGATE_SLACK_SIGNING_SECRET", "s"),
-            ("SHIPGATE_SLACK_BOT_TOKEN", "xoxb-1"),
-            ("SHIPGATE_GITHUB_APP_ID", "12"),
-        ])
-        .err()
-        .map(|e| e.to_string());
-        assert_eq!(
-            err.as_deref(),
-            Some("SHIPGATE_GITHUB_PRIVATE_KEY (set with SHIPGATE_GITHUB_APP_ID) is not set")
-        );
-    }
-
-    #[test]
-    fn settings_debug_output_hides_secrets() {
-        let s = Settings::from_vars(&[
-            ("SHIPGATE_SLACK_SIGNING_SECRET", "signing-hunter2"),
-            ("SHIPGATE_SLACK_BOT_TOKEN", "xoxb-hunter2"),
-        ])
-        .unwrap();
-        let debug = format!("{s:?}");
-        assert!(!debug.contains("hunter2"), "{debug}");
-    }
 }

@@ -10,12 +10,12 @@ use super::dynamodb::table::DynamoTable;
 use super::kms::KmsKeys;
 use super::s3::{s3_client, S3Objects};
 use crate::backup::operations::{self as backup, BackupDeps};
-use crate::backup::tables::{ScratchTable, ScratchTables, TableError};
+use crate::backup::tables::{ScanPage, ScratchTable, ScratchTables, TableError, TableSource};
 use crate::config::{
     self, ConfigError, Vars, BACKUP_BUCKET_VAR, KMS_KEY_VAR, SCRATCH_PREFIX_VAR, STATE_TABLE_VAR,
 };
 use crate::domain::policy::{Policy, SHIPGATE_TABLE};
-use crate::jobs::backup::{BackedUp, BackupConfigError, Renamed, TableBackups};
+use crate::jobs::backup::{BackedUp, BackupConfigError, TableBackups};
 use crate::jobs::MetricSink;
 
 /// Key prefix of every backup object in the S3 bucket.
@@ -116,6 +116,28 @@ fn check_scratch_prefix(prefix: &str) -> Result<(), ConfigError> {
         });
     }
     Ok(())
+}
+
+/// A source filed under another name than the table's own (shipgate's DynamoDB table).
+struct Renamed {
+    name: String,
+    inner: Arc<dyn TableSource>,
+}
+
+#[async_trait]
+impl TableSource for Renamed {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn scan_segment(
+        &self,
+        segment: u32,
+        total: u32,
+        cursor: Option<String>,
+    ) -> Result<ScanPage, TableError> {
+        self.inner.scan_segment(segment, total, cursor).await
+    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,7 @@
-//! Cold-start wiring shared by the Lambda functions: logging, secrets, policy, clients.
+//! Cold-start wiring of the Lambda functions: one constructor per function
+//! ([`github_webhook`], [`slack_approval`], [`alert_webhook`], [`notifier`],
+//! [`scheduled_jobs`]) reads the secrets, the typed settings and the policy once and builds
+//! every client, so each function's `main` only sets up logging, calls it and runs.
 //!
 //! On AWS, secrets live in Secrets Manager: `SHIPGATE_SECRETS` and every `SHIPGATE_SECRETS_*`
 //! variable name one or more secrets (comma-separated), each a JSON object whose keys are `SHIPGATE_` variable names. They are
@@ -10,12 +13,22 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use secrecy::SecretString;
+
 use crate::aws::dynamodb::DynamoStore;
 use crate::aws::sns::SnsPublisher;
-use crate::config::{self, ConfigError, GitHubSettings, Vars};
+use crate::config::{
+    self, AlertSettings, ConfigError, GitHubAppSettings, GitHubSettings, PagerDutySettings,
+    SlackApprovalSettings, SlackSettings, Vars, BACKUP_BUCKET_VAR, KMS_KEY_VAR, POLICY_FILE_VAR,
+    POLICY_PARAMETER_VAR, POLICY_VAR, STATE_TABLE_VAR, TOPIC_ARN_VAR,
+};
 use crate::domain::policy::{Policy, PolicyErrors, PolicyLoadError};
+use crate::jobs::backup::{BackupConfigError, TableBackups};
+use crate::jobs::JobContext;
+use crate::notifier::{Notifier, NotifierConfigError};
 use crate::notify::Publisher;
-use crate::outbound::github::{GitHubApi, GitHubApp, GitHubAppConfig};
+use crate::outbound::github::GitHubApi;
+use crate::outbound::{http_client, SlackApi, SlackApiPort, SlackConfig};
 use crate::service::{Services, SystemClock};
 use crate::store::Repo;
 
@@ -37,6 +50,10 @@ pub enum BootError {
     GitHub(#[from] crate::outbound::OutboundError),
     #[error("HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("notifier: {0}")]
+    Notifier(#[from] NotifierConfigError),
+    #[error("backups: {0}")]
+    Backups(#[from] BackupConfigError),
 }
 
 /// The process environment with Secrets Manager values overlaid.
@@ -52,13 +69,6 @@ impl Vars for ResolvedVars {
             .cloned()
             .or_else(|| std::env::var(name).ok())
     }
-}
-
-/// The AWS SDK configuration (honours `AWS_ENDPOINT_URL` for the emulator).
-pub async fn aws_config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .load()
-        .await
 }
 
 /// Fetches the secrets named by `SHIPGATE_SECRETS` and overlays them.
@@ -114,13 +124,13 @@ pub async fn load_policy(
     vars: &dyn Vars,
     sdk: Option<&aws_config::SdkConfig>,
 ) -> Result<Policy, BootError> {
-    if let Some(path) = config::optional(vars, "SHIPGATE_POLICY_FILE") {
+    if let Some(path) = config::optional(vars, POLICY_FILE_VAR) {
         return Ok(Policy::load(path)?);
     }
-    if let Some(text) = config::optional(vars, "SHIPGATE_POLICY") {
-        return Ok(Policy::parse("SHIPGATE_POLICY", &text)?);
+    if let Some(text) = config::optional(vars, POLICY_VAR) {
+        return Ok(Policy::parse(POLICY_VAR, &text)?);
     }
-    if let (Some(name), Some(sdk)) = (config::optional(vars, "SHIPGATE_POLICY_PARAMETER"), sdk) {
+    if let (Some(name), Some(sdk)) = (config::optional(vars, POLICY_PARAMETER_VAR), sdk) {
         let out = aws_sdk_ssm::Client::new(sdk)
             .get_parameter()
             .name(&name)
@@ -143,29 +153,14 @@ pub async fn load_policy(
     Err(BootError::NoPolicy)
 }
 
-/// The GitHub App client, when the App is configured.
-pub fn github_client(
-    settings: &GitHubSettings,
-    http: reqwest::Client,
-) -> Result<Option<Arc<dyn GitHubApi>>, BootError> {
-    match &settings.app {
-        Some((app_id, key)) => {
-            let mut cfg = GitHubAppConfig::new(*app_id, key.clone());
-            cfg.api_url = settings.api_url.clone();
-            Ok(Some(Arc::new(GitHubApp::new(cfg, http)?)))
-        }
-        None => Ok(None),
-    }
-}
-
 /// Services on AWS: DynamoDB table `SHIPGATE_TABLE`, SNS topic `SHIPGATE_TOPIC_ARN`.
 pub async fn aws_services(
     vars: &dyn Vars,
     sdk: &aws_config::SdkConfig,
     github: Option<Arc<dyn GitHubApi>>,
 ) -> Result<Services, BootError> {
-    let table = config::required(vars, "SHIPGATE_TABLE")?;
-    let topic = config::required(vars, "SHIPGATE_TOPIC_ARN")?;
+    let table = config::required(vars, STATE_TABLE_VAR)?;
+    let topic = config::required(vars, TOPIC_ARN_VAR)?;
     let policy = load_policy(vars, Some(sdk)).await?;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), table);
     let publisher: Arc<dyn Publisher> =
@@ -177,4 +172,160 @@ pub async fn aws_services(
         publisher,
         clock: Arc::new(SystemClock),
     })
+}
+
+/// What every function reads first: the AWS configuration, the secrets overlaid on the
+/// environment, and the one HTTP client all outbound clients share.
+struct Cold {
+    sdk: aws_config::SdkConfig,
+    vars: ResolvedVars,
+    http: reqwest::Client,
+}
+
+impl Cold {
+    async fn load() -> Result<Self, BootError> {
+        let sdk = super::sdk_config().await;
+        let vars = resolve_vars(&sdk).await?;
+        Ok(Cold {
+            sdk,
+            vars,
+            http: http_client()?,
+        })
+    }
+
+    /// The GitHub App client, or `None` with a warning saying what that function then cannot do.
+    fn github(
+        &self,
+        settings: &GitHubAppSettings,
+        without: &str,
+    ) -> Result<Option<Arc<dyn GitHubApi>>, BootError> {
+        let github = settings.client(self.http.clone())?;
+        if github.is_none() {
+            tracing::warn!("no GitHub App configured: {without}");
+        }
+        Ok(github)
+    }
+
+    async fn services(&self, github: Option<Arc<dyn GitHubApi>>) -> Result<Services, BootError> {
+        aws_services(&self.vars, &self.sdk, github).await
+    }
+}
+
+/// A webhook function's dependencies: the services and the secret that authenticates its
+/// requests.
+#[derive(Debug)]
+pub struct Webhook {
+    pub services: Services,
+    pub secret: SecretString,
+}
+
+/// The GitHub webhook function: the webhook secret and, when configured, the GitHub App.
+pub async fn github_webhook() -> Result<Webhook, BootError> {
+    let cold = Cold::load().await?;
+    let settings = GitHubSettings::from_vars(&cold.vars)?;
+    let github = cold.github(
+        &settings.app,
+        "decisions are recorded but GitHub is never answered",
+    )?;
+    Ok(Webhook {
+        services: cold.services(github).await?,
+        secret: settings.webhook_secret,
+    })
+}
+
+/// The alert function: the bearer token alert sources present and, when configured, the
+/// GitHub App that carries out rollbacks.
+pub async fn alert_webhook() -> Result<Webhook, BootError> {
+    let cold = Cold::load().await?;
+    let settings = AlertSettings::from_vars(&cold.vars)?;
+    let github = cold.github(
+        &settings.github,
+        "incidents are recorded, automatic rollbacks cannot be carried out",
+    )?;
+    Ok(Webhook {
+        services: cold.services(github).await?,
+        secret: settings.token,
+    })
+}
+
+/// The Slack approval function's dependencies.
+pub struct SlackApproval {
+    pub services: Services,
+    pub signing_secret: SecretString,
+    pub slack: Arc<dyn SlackApiPort>,
+}
+
+/// The Slack approval function: the signing secret, the bot token and, when configured, the
+/// GitHub App.
+pub async fn slack_approval() -> Result<SlackApproval, BootError> {
+    let cold = Cold::load().await?;
+    let settings = SlackApprovalSettings::from_vars(&cold.vars)?;
+    let github = cold.github(
+        &settings.github,
+        "decisions are recorded but GitHub is not answered",
+    )?;
+    let slack = SlackApi::new(
+        SlackConfig {
+            api_url: settings.slack_api_url.clone(),
+            bot_token: settings.bot_token.clone(),
+        },
+        cold.http.clone(),
+    );
+    Ok(SlackApproval {
+        services: cold.services(github).await?,
+        signing_secret: settings.signing_secret,
+        slack: Arc::new(slack),
+    })
+}
+
+/// The notifier function: Slack when a bot token is set, PagerDuty when any routing key is.
+pub async fn notifier() -> Result<Notifier, BootError> {
+    let cold = Cold::load().await?;
+    let slack = SlackSettings::from_vars(&cold.vars)?;
+    let pagerduty = PagerDutySettings::from_vars(&cold.vars)?;
+    let services = cold.services(None).await?;
+    Ok(crate::notifier::from_settings(
+        services,
+        &slack,
+        &pagerduty,
+        &cold.vars,
+        cold.http.clone(),
+    )?)
+}
+
+/// Probes follow a few redirects (a health URL behind a login redirect should fail on status,
+/// not loop) and identify themselves.
+fn probe_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .user_agent("shipgate-probe")
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .build()
+}
+
+/// The scheduled-jobs function. The GitHub App is optional here: without it the sweeper
+/// cannot answer GitHub and rollback drills cannot run, and both say so; the webhook secret is
+/// not needed and not read. Backups need `SHIPGATE_BACKUP_BUCKET` and `SHIPGATE_KMS_KEY_ID`;
+/// without them `backup` and `restore-drill` report "not configured" (and page) on every tick
+/// while the other jobs run, so that is a warning, not a failed cold start. Set but invalid (a
+/// bad scratch prefix, a policy table that cannot be backed up) fails the cold start.
+pub async fn scheduled_jobs() -> Result<JobContext, BootError> {
+    let cold = Cold::load().await?;
+    let app = GitHubAppSettings::from_vars(&cold.vars)?;
+    let github = cold.github(&app, "pending answers and rollback drills are skipped")?;
+    let mut ctx = JobContext::new(cold.services(github).await?, probe_client()?);
+    let missing: Vec<&str> = [BACKUP_BUCKET_VAR, KMS_KEY_VAR]
+        .into_iter()
+        .filter(|name| config::optional(&cold.vars, name).is_none())
+        .collect();
+    if missing.is_empty() {
+        let backups = TableBackups::aws(&cold.sdk, &cold.vars, &ctx.services.policy)?;
+        tracing::info!(tables = ?backups.tables(), "backups configured");
+        ctx = ctx.with_backups(Arc::new(backups));
+    } else {
+        tracing::warn!(
+            missing = %missing.join(", "),
+            "backups are not configured: the backup and restore-drill jobs will fail"
+        );
+    }
+    Ok(ctx)
 }

@@ -11,8 +11,8 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::backup::objects::{
-    BackupObjects, ChannelReader, ObjectError, ObjectInfo, DEFAULT_PART_SIZE, MAX_SMALL_OBJECT,
-    S3_MAX_PARTS, S3_MIN_PART_SIZE,
+    BackupObjects, ObjectError, ObjectInfo, DEFAULT_PART_SIZE, MAX_SMALL_OBJECT, S3_MAX_PARTS,
+    S3_MIN_PART_SIZE,
 };
 
 /// Backup objects in one S3 bucket.
@@ -342,5 +342,35 @@ impl S3Objects {
                     s3_err("GetObject", key, e)
                 }
             })
+    }
+}
+
+/// A blocking reader over pieces pumped from an async body by a task.
+struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl ChannelReader {
+    fn new(rx: mpsc::Receiver<io::Result<Bytes>>) -> Self {
+        ChannelReader {
+            rx,
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(bytes)) => self.current = bytes,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.current.len());
+        out[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
     }
 }

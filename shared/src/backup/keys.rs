@@ -10,7 +10,6 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 use hmac::{Hmac, Mac};
-use secrecy::zeroize::Zeroize;
 use secrecy::SecretBox;
 use sha2::Sha256;
 
@@ -109,7 +108,9 @@ pub trait DataKeyProvider: Send + Sync {
 }
 
 /// Moves a key out of a buffer the SDK handed us, zeroing the buffer.
+#[cfg(any(feature = "aws", feature = "embedded"))]
 pub(crate) fn take_key(mut bytes: Vec<u8>) -> Option<SecretBox<[u8; 32]>> {
+    use secrecy::zeroize::Zeroize;
     let key = (bytes.len() == 32)
         .then(|| SecretBox::init_with_mut(|k: &mut [u8; 32]| k.copy_from_slice(&bytes)));
     bytes.zeroize();

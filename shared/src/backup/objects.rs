@@ -212,33 +212,3 @@ impl io::Write for UploadWriter {
         Ok(())
     }
 }
-
-/// A blocking reader over pieces pumped from an async body by a task.
-pub(crate) struct ChannelReader {
-    rx: mpsc::Receiver<io::Result<Bytes>>,
-    current: Bytes,
-}
-
-impl ChannelReader {
-    pub(crate) fn new(rx: mpsc::Receiver<io::Result<Bytes>>) -> Self {
-        ChannelReader {
-            rx,
-            current: Bytes::new(),
-        }
-    }
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(bytes)) => self.current = bytes,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.current.len());
-        out[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
-    }
-}

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use super::emf::{self, Unit};
 use super::{BackupJobs, JobError, JobName, JobOutcome, MetricSink};
 use crate::backup::operations::{self as backup, BackupDeps, DrillReport, PruneReport};
-use crate::backup::tables::{ScanPage, ScratchTables, TableError, TableSource};
+use crate::backup::tables::{ScratchTables, TableSource};
 use crate::backup::Manifest;
 use crate::config::ConfigError;
 use crate::service::Services;
@@ -418,28 +418,6 @@ impl BackupJobs for TableBackups {
 
 // ---------------------------------------------------------------------------------------------
 // Sources and scratch tables
-
-/// A source filed under another name than the table's own (shipgate's DynamoDB table).
-pub(crate) struct Renamed {
-    pub(crate) name: String,
-    pub(crate) inner: Arc<dyn TableSource>,
-}
-
-#[async_trait]
-impl TableSource for Renamed {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    async fn scan_segment(
-        &self,
-        segment: u32,
-        total: u32,
-        cursor: Option<String>,
-    ) -> Result<ScanPage, TableError> {
-        self.inner.scan_segment(segment, total, cursor).await
-    }
-}
 
 #[cfg(test)]
 mod tests {
