@@ -20,9 +20,9 @@ use shipgate::jobs::backup::{self, RestorePhase};
 use shipgate::jobs::backup_jobs::TableBackups;
 use shipgate::jobs::tables::StoreTable;
 use shipgate::store::sqlite::{Durability, SqliteStore};
+use shipgate_cli::data;
+use shipgate_cli::error::CliError;
 
-use crate::data;
-use crate::error::CliError;
 use crate::progress::Progress;
 
 /// Where `--into NAME` restores go inside the data directory.

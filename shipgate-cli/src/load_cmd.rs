@@ -25,12 +25,12 @@
 //!   at the end (the lock's holder is a deployment in a lock-holding state);
 //! - exactly one rollback per incident that called for one.
 //!
-//! `--spawn` starts `shipgate serve` in-process ([`crate::server::start`]) on 127.0.0.1:0 with
-//! a temporary data directory and the load policy ([`load_policy`]), with the sweeper every
-//! [`SPAWN_SWEEPER_EVERY`] so verification windows close, and no GitHub App, Slack or
-//! PagerDuty: nothing leaves the machine. Rollbacks are therefore recorded as started and
-//! "could not be carried out" by GitHub; the load plays GitHub's part and finishes them with
-//! the rollback deployment's statuses. `--target` drives a server started elsewhere, on
+//! `--spawn` starts `shipgate serve` in-process ([`shipgate_cli::server::start`]) on
+//! 127.0.0.1:0 with a temporary data directory and the load policy ([`load_policy`]), with the
+//! sweeper every [`SPAWN_SWEEPER_EVERY`] so verification windows close, and no GitHub App,
+//! Slack or PagerDuty: nothing leaves the machine. Rollbacks are therefore recorded as started
+//! and "could not be carried out" by GitHub; the load plays GitHub's part and finishes them
+//! with the rollback deployment's statuses. `--target` drives a server started elsewhere, on
 //! loopback only; run it with `--print-policy`'s policy.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -49,12 +49,12 @@ use shipgate::jobs::JobName;
 use shipgate::signature::sign_github;
 use shipgate::store::sqlite::{Durability, SqliteStore};
 use shipgate::store::{Repo, RepoError};
-
-use crate::data::SyncMode;
-use crate::error::CliError;
-use crate::logging::{self, LogFormat};
-use crate::scheduler::Schedule;
-use crate::server::{self, ServeConfig};
+use shipgate_cli::data::SyncMode;
+use shipgate_cli::error::CliError;
+use shipgate_cli::logging::{self, LogFormat};
+use shipgate_cli::runtime;
+use shipgate_cli::scheduler::Schedule;
+use shipgate_cli::server::{self, ServeConfig};
 
 /// How often the spawned server's sweeper runs (closes verification windows).
 pub const SPAWN_SWEEPER_EVERY: Duration = Duration::from_secs(2);
@@ -175,7 +175,7 @@ pub fn run(args: &LoadArgs) -> u8 {
     }
     // The report is the output; the server's request log would drown it (RUST_LOG overrides).
     logging::init(LogFormat::Text, "off");
-    let result = crate::runtime().map_err(LoadError::Server).and_then(|rt| {
+    let result = runtime().map_err(LoadError::Server).and_then(|rt| {
         let out = rt.block_on(load(args));
         rt.shutdown_timeout(Duration::from_secs(2));
         out

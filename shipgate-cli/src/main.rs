@@ -9,19 +9,13 @@
 //! a job or verification that failed, a refused rollback), 2 usage errors.
 
 mod backup_cmd;
-mod data;
 mod demo;
-mod error;
 mod job_cmd;
 mod load_cmd;
-mod logging;
-mod notifier_task;
 mod ops;
 mod policy_cmd;
 mod progress;
 mod rollback_cmd;
-mod scheduler;
-mod server;
 mod status;
 
 use std::net::SocketAddr;
@@ -30,9 +24,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use shipgate::config::ProcessEnv;
-
-use crate::error::CliError;
-use crate::logging::LogFormat;
+use shipgate_cli::error::CliError;
+use shipgate_cli::logging::{self, LogFormat};
+use shipgate_cli::{data, runtime, scheduler, server};
 
 /// The deployment control plane for teams that ship with GitHub Actions.
 #[derive(Debug, Parser)]
@@ -243,13 +237,6 @@ fn command_name(command: &Command) -> &'static str {
         Command::Rollback(_) => "rollback",
         Command::Load(_) => "load",
     }
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(CliError::Runtime)
 }
 
 fn run(command: Command) -> Result<(), CliError> {
