@@ -11,7 +11,6 @@
 mod backup_cmd;
 mod demo;
 mod job_cmd;
-mod load_cmd;
 mod ops;
 mod policy_cmd;
 mod progress;
@@ -58,9 +57,6 @@ enum Command {
     /// Roll an environment back to its previous good version (as `cli:$USER`); where approvals
     /// are required, this opens a rollback request that approvers approve in Slack.
     Rollback(RollbackArgs),
-    /// Drive a server on loopback with signed, mixed webhooks; report throughput, latency
-    /// and correctness from the store (`--spawn` starts one in-process).
-    Load(load_cmd::LoadArgs),
 }
 
 #[derive(Debug, Args)]
@@ -235,7 +231,6 @@ fn command_name(command: &Command) -> &'static str {
         Command::Backup(BackupCommand::Verify { .. }) => "backup verify",
         Command::Backup(BackupCommand::Restore { .. }) => "backup restore",
         Command::Rollback(_) => "rollback",
-        Command::Load(_) => "load",
     }
 }
 
@@ -276,7 +271,6 @@ fn run(command: Command) -> Result<(), CliError> {
             runtime()?.block_on(status::history(opts))
         }
         Command::Demo(args) => std::process::exit(i32::from(demo::run(&args))),
-        Command::Load(args) => std::process::exit(i32::from(load_cmd::run(&args))),
         Command::Job(args) => {
             logging::init(LogFormat::Text, "warn");
             let opts = job_cmd::JobOptions {
