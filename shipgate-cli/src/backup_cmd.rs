@@ -20,9 +20,9 @@ use shipgate::backup::operations::{self as backup, RestorePhase};
 use shipgate::backup::tables::StoreTable;
 use shipgate::embedded::sqlite::{Durability, SqliteStore};
 use shipgate::jobs::backup::TableBackups;
+use shipgate_cli::data;
+use shipgate_cli::error::CliError;
 
-use crate::data;
-use crate::error::CliError;
 use crate::progress::Progress;
 
 /// Where `--into NAME` restores go inside the data directory.

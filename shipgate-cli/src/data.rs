@@ -13,7 +13,7 @@ use shipgate::store::Repo;
 use crate::error::CliError;
 
 /// The state file's name inside the data directory.
-pub const DB_FILE: &str = "shipgate.db";
+pub(crate) const DB_FILE: &str = "shipgate.db";
 
 pub fn db_path(data_dir: &Path) -> PathBuf {
     data_dir.join(DB_FILE)
@@ -54,7 +54,7 @@ impl From<SyncMode> for Durability {
     }
 }
 
-pub fn create_or_open(data_dir: &Path, durability: Durability) -> Result<Repo, CliError> {
+pub(crate) fn create_or_open(data_dir: &Path, durability: Durability) -> Result<Repo, CliError> {
     std::fs::create_dir_all(data_dir).map_err(|source| CliError::DataDir {
         path: data_dir.to_path_buf(),
         source,

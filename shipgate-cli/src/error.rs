@@ -86,7 +86,7 @@ pub enum CliError {
 }
 
 /// `error: cause: its cause...`, skipping a cause whose text its parent already ends with.
-pub fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut next = e.source();
     while let Some(cause) = next {

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use shipgate::config::Vars;
 use shipgate::jobs::backup::TableBackups;
 use shipgate::jobs::{self, JobContext, JobName, MetricSink};
+use shipgate_cli::error::CliError;
 
-use crate::error::CliError;
 use crate::ops::Operator;
 
 pub struct JobOptions {

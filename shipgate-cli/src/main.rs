@@ -9,19 +9,12 @@
 //! a job or verification that failed, a refused rollback), 2 usage errors.
 
 mod backup_cmd;
-mod data;
 mod demo;
-mod error;
 mod job_cmd;
-mod load_cmd;
-mod logging;
-mod notifier_task;
 mod ops;
 mod policy_cmd;
 mod progress;
 mod rollback_cmd;
-mod scheduler;
-mod server;
 mod status;
 
 use std::net::SocketAddr;
@@ -30,9 +23,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use shipgate::config::ProcessEnv;
-
-use crate::error::CliError;
-use crate::logging::LogFormat;
+use shipgate_cli::error::CliError;
+use shipgate_cli::logging::{self, LogFormat};
+use shipgate_cli::{data, runtime, scheduler, server};
 
 /// The deployment control plane for teams that ship with GitHub Actions.
 #[derive(Debug, Parser)]
@@ -64,9 +57,6 @@ enum Command {
     /// Roll an environment back to its previous good version (as `cli:$USER`); where approvals
     /// are required, this opens a rollback request that approvers approve in Slack.
     Rollback(RollbackArgs),
-    /// Drive a server on loopback with signed, mixed webhooks; report throughput, latency
-    /// and correctness from the store (`--spawn` starts one in-process).
-    Load(load_cmd::LoadArgs),
 }
 
 #[derive(Debug, Args)]
@@ -241,15 +231,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Backup(BackupCommand::Verify { .. }) => "backup verify",
         Command::Backup(BackupCommand::Restore { .. }) => "backup restore",
         Command::Rollback(_) => "rollback",
-        Command::Load(_) => "load",
     }
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(CliError::Runtime)
 }
 
 fn run(command: Command) -> Result<(), CliError> {
@@ -289,7 +271,6 @@ fn run(command: Command) -> Result<(), CliError> {
             runtime()?.block_on(status::history(opts))
         }
         Command::Demo(args) => std::process::exit(i32::from(demo::run(&args))),
-        Command::Load(args) => std::process::exit(i32::from(load_cmd::run(&args))),
         Command::Job(args) => {
             logging::init(LogFormat::Text, "warn");
             let opts = job_cmd::JobOptions {

@@ -12,8 +12,8 @@
 //! it drains: that sender would keep the channel open forever. It gets a
 //! [`DiscardPublisher`] instead (the notifier publishes nothing anyway).
 //!
-//! Pre-deploy backup requests are not for people: [`RoutingPublisher`] sends them to the
-//! task [`spawn_pre_deploy_backups`] starts, which runs them with the scheduled jobs'
+//! Pre-deploy backup requests are not for people: `RoutingPublisher` sends them to the
+//! task `spawn_pre_deploy_backups` starts, which runs them with the scheduled jobs'
 //! context — what the SNS subscription filter does on AWS.
 //!
 //! [`ChannelPublisher`]: shipgate::notify::ChannelPublisher
@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Attempts per notification, like the queue's `maxReceiveCount` on AWS.
-pub const ATTEMPTS: u32 = shipgate::notifier::MAX_RECEIVES;
+pub(crate) const ATTEMPTS: u32 = shipgate::notifier::MAX_RECEIVES;
 /// Wait before the first retry; doubled for each further one.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 
@@ -50,7 +50,7 @@ const PRE_DEPLOY_CAPACITY: usize = 64;
 
 /// The self-hosted server's publisher: pre-deploy backup requests to the jobs task, every
 /// other notification to the notifier's channel.
-pub struct RoutingPublisher {
+pub(crate) struct RoutingPublisher {
     notifications: ChannelPublisher,
     pre_deploy: mpsc::Sender<String>,
 }
@@ -88,7 +88,7 @@ impl Publisher for RoutingPublisher {
 
 /// Runs pre-deploy backups one at a time as they are requested, until `stop`. A backup cut
 /// short by a shutdown is requested again by the sweeper after the next start.
-pub fn spawn_pre_deploy_backups(
+pub(crate) fn spawn_pre_deploy_backups(
     mut rx: Receiver<String>,
     jobs: JobContext,
     mut stop: watch::Receiver<bool>,
@@ -152,14 +152,18 @@ pub fn spawn_notifier(
 
 /// What became of one notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fate {
+pub(crate) enum Fate {
     Delivered,
     /// Permanently failed, or still failing after [`ATTEMPTS`] attempts.
     GivenUp,
 }
 
 /// Delivers `n`, retrying retryable failures with exponential backoff from `backoff`.
-pub async fn deliver_with_retries(app: &Notifier, n: &Notification, backoff: Duration) -> Fate {
+pub(crate) async fn deliver_with_retries(
+    app: &Notifier,
+    n: &Notification,
+    backoff: Duration,
+) -> Fate {
     let mut wait = backoff;
     for attempt in 1..=ATTEMPTS {
         match shipgate::notifier::deliver(app, n).await {

@@ -13,12 +13,11 @@ use std::time::Duration;
 use shipgate::config::{GitHubAppSettings, PagerDutySettings, SlackSettings, Vars};
 use shipgate::embedded::ChannelPublisher;
 use shipgate::service::{Services, SystemClock};
+use shipgate_cli::data;
+use shipgate_cli::error::CliError;
+use shipgate_cli::notifier_task::{spawn_notifier, DiscardPublisher};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-
-use crate::data;
-use crate::error::CliError;
-use crate::notifier_task::{spawn_notifier, DiscardPublisher};
 
 /// Notifications one command may queue before publishing waits.
 const CAPACITY: usize = 64;

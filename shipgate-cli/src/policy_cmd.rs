@@ -6,8 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use shipgate::domain::policy::{EnvironmentPolicy, Policy, RollbackMethod, EXAMPLE_POLICY};
-
-use crate::error::CliError;
+use shipgate_cli::error::CliError;
 
 /// Reads the policy text and the label its errors carry; `None` or `-` is stdin.
 fn read_source(file: Option<&Path>) -> Result<(String, String), CliError> {

@@ -15,8 +15,8 @@ use std::path::PathBuf;
 
 use shipgate::config::Vars;
 use shipgate::service::rollback::{self, RollbackOutcome};
+use shipgate_cli::error::CliError;
 
-use crate::error::CliError;
 use crate::ops::Operator;
 
 pub struct RollbackOptions {

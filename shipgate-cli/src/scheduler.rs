@@ -5,7 +5,7 @@
 //! once per slot through [`jobs::run_scheduled`] with the slot's start (RFC 3339) as the tick,
 //! which the runner claims in the store: a restart inside a slot, or a second server on the
 //! same data directory, does not run it again. A job that cannot run (store down, backups not
-//! configured) gives its claim back and is retried [`RETRY_AFTER`] later within the same slot.
+//! configured) gives its claim back and is retried `RETRY_AFTER` later within the same slot.
 //!
 //! Jobs run one at a time in a fixed order — the sweeper first (it answers GitHub), the
 //! backup before the restore drill that needs it — so the embedded store sees one job's
@@ -20,13 +20,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Within a slot, how long after a job could not run it is tried again.
-pub const RETRY_AFTER: Duration = Duration::from_secs(5 * 60);
+pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(5 * 60);
 /// Never sleep less than this between wake-ups (clock skew between the wall clock the slots
 /// use and the monotonic clock the timer uses).
 const MIN_SLEEP: Duration = Duration::from_millis(200);
 
 /// The order jobs run in when several are due together.
-pub const ORDER: [JobName; 6] = [
+pub(crate) const ORDER: [JobName; 6] = [
     JobName::Sweeper,
     JobName::HealthProbes,
     JobName::Backup,
@@ -40,7 +40,7 @@ const HOUR: u64 = 60 * MINUTE;
 const DAY: u64 = 24 * HOUR;
 
 /// The standard interval of each job.
-pub fn standard_interval(job: JobName) -> Duration {
+pub(crate) fn standard_interval(job: JobName) -> Duration {
     Duration::from_secs(match job {
         JobName::Sweeper => 30,
         JobName::HealthProbes => 60,
@@ -56,7 +56,7 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// Every job at its [`standard_interval`].
+    /// Every job at its `standard_interval`.
     pub fn standard() -> Self {
         Schedule {
             every: ORDER
@@ -112,7 +112,7 @@ pub fn parse_override(s: &str) -> Result<(JobName, Option<Duration>), String> {
 }
 
 /// `30s`, `10m`, `6h`, `1d`, `2w`.
-pub fn parse_interval(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_interval(s: &str) -> Result<Duration, String> {
     let bad = || {
         format!("invalid interval {s:?}: expected a number and s, m, h, d or w (e.g. 30s, 12h, 1d), or off")
     };
@@ -134,7 +134,7 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
 }
 
 /// The start of the slot of length `every` that contains `now`.
-pub fn slot_start(now: Timestamp, every: Duration) -> Timestamp {
+pub(crate) fn slot_start(now: Timestamp, every: Duration) -> Timestamp {
     let len = every.as_secs().max(1) as i64;
     let start = now.as_second().div_euclid(len) * len;
     Timestamp::from_second(start).unwrap_or(now)
@@ -151,7 +151,7 @@ struct JobState {
 
 /// Decides what is due; pure, so the timing can be tested without waiting.
 #[derive(Debug, Clone)]
-pub struct Planner {
+pub(crate) struct Planner {
     schedule: Schedule,
     state: BTreeMap<JobName, JobState>,
 }
@@ -218,7 +218,7 @@ impl Planner {
 }
 
 /// Runs the schedule until `shutdown` becomes true; the job in progress finishes first.
-pub fn spawn_scheduler(
+pub(crate) fn spawn_scheduler(
     ctx: JobContext,
     schedule: Schedule,
     mut shutdown: watch::Receiver<bool>,

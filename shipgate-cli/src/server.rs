@@ -62,7 +62,7 @@ const REQUEST_GRACE: Duration = Duration::from_secs(25);
 /// How long the scheduler's current job and the notifier's drain may take at shutdown.
 const DRAIN_GRACE: Duration = Duration::from_secs(15);
 
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Everything [`start`] needs.
 pub struct ServeConfig {
@@ -94,7 +94,7 @@ impl ServeConfig {
 
 /// Flips the server into shutdown; cloneable, so a signal task or a demo step can hold one.
 #[derive(Clone)]
-pub struct ShutdownHandle(Arc<watch::Sender<bool>>);
+pub(crate) struct ShutdownHandle(Arc<watch::Sender<bool>>);
 
 impl ShutdownHandle {
     /// Asks the server to stop; it finishes what is in flight first. Idempotent.
@@ -115,7 +115,7 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
-    pub fn shutdown_handle(&self) -> ShutdownHandle {
+    pub(crate) fn shutdown_handle(&self) -> ShutdownHandle {
         self.shutdown.clone()
     }
 
@@ -126,7 +126,7 @@ impl RunningServer {
     }
 
     /// Waits until the server has stopped (after a [`ShutdownHandle::shutdown`]).
-    pub async fn wait(self) -> Result<(), CliError> {
+    pub(crate) async fn wait(self) -> Result<(), CliError> {
         let RunningServer {
             services, finished, ..
         } = self;

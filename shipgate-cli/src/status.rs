@@ -13,9 +13,8 @@ use serde_json::{json, Value};
 use shipgate::domain::deployment::{AuditEvent, Deployment, Head};
 use shipgate::domain::incident::IncidentStatus;
 use shipgate::store::Repo;
-
-use crate::data;
-use crate::error::CliError;
+use shipgate_cli::data;
+use shipgate_cli::error::CliError;
 
 pub struct StatusOptions {
     pub data_dir: PathBuf,

@@ -1,8 +1,8 @@
 //! `shipgate demo`: the whole job in one command, on a fresh machine, without accounts or
 //! network.
 //!
-//! It starts the real server ([`crate::server::start`], as `shipgate serve` does) on a free
-//! loopback port with a temporary data directory and the example policy (verification
+//! It starts the real server ([`shipgate_cli::server::start`], as `shipgate serve` does) on a
+//! free loopback port with a temporary data directory and the example policy (verification
 //! windows shortened so the story takes seconds), puts local fakes in place of GitHub, Slack
 //! and PagerDuty, and plays a realistic story as signed HTTP requests built from the samples
 //! in `events/` ([`story`]). Everything shipgate sends to the fakes is printed as it happens,
@@ -21,8 +21,8 @@ mod timeline;
 
 use std::path::PathBuf;
 
-use crate::error::CliError;
-use crate::logging::{self, LogFormat};
+use shipgate_cli::error::CliError;
+use shipgate_cli::logging::{self, LogFormat};
 
 /// `shipgate demo` flags.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -104,7 +104,7 @@ fn tell(tl: &timeline::Timeline, keep: bool) -> Result<story::Summary, DemoError
         .prefix("shipgate-demo-")
         .tempdir()
         .map_err(DemoError::TempDir)?;
-    let runtime = crate::runtime().map_err(DemoError::Runtime)?;
+    let runtime = shipgate_cli::runtime().map_err(DemoError::Runtime)?;
     let result = runtime.block_on(story::play(tl, dir.path()));
     // Tasks still running (a fake's connection) must not outlive the data directory.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));

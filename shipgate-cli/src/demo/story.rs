@@ -30,13 +30,13 @@ use shipgate::jobs::{self, JobContext, JobName, MetricSink};
 use shipgate::render::APPROVE_ACTION_ID;
 use shipgate::service::Services;
 use shipgate::signature::{sign_github, sign_slack};
+use shipgate_cli::scheduler::Schedule;
+use shipgate_cli::server::{self, RunningServer, ServeConfig};
 
 use super::fakes::{button_value, Fake, Recorded, Service};
 use super::payloads::{self, Commit, GhDeployment, Repository, SlackClick};
 use super::timeline::{quote, short, Timeline};
 use super::DemoError;
-use crate::scheduler::Schedule;
-use crate::server::{self, RunningServer, ServeConfig};
 
 /// The GitHub webhook secret the demo's GitHub signs with (also in `events/`).
 pub const WEBHOOK_SECRET: &str = "shipgate-demo-webhook-secret";

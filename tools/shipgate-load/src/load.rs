@@ -1,4 +1,4 @@
-//! `shipgate load`: drives a running server with signed, mixed webhooks from many concurrent
+//! `shipgate-load`: drives a running server with signed, mixed webhooks from many concurrent
 //! clients, then checks from the store that nothing was lost, doubled or raced.
 //!
 //! The traffic is what a busy installation sees, built from the sample events in `events/`:
@@ -25,12 +25,12 @@
 //!   at the end (the lock's holder is a deployment in a lock-holding state);
 //! - exactly one rollback per incident that called for one.
 //!
-//! `--spawn` starts `shipgate serve` in-process ([`crate::server::start`]) on 127.0.0.1:0 with
-//! a temporary data directory and the load policy ([`load_policy`]), with the sweeper every
-//! [`SPAWN_SWEEPER_EVERY`] so verification windows close, and no GitHub App, Slack or
-//! PagerDuty: nothing leaves the machine. Rollbacks are therefore recorded as started and
-//! "could not be carried out" by GitHub; the load plays GitHub's part and finishes them with
-//! the rollback deployment's statuses. `--target` drives a server started elsewhere, on
+//! `--spawn` starts `shipgate serve` in-process ([`shipgate_cli::server::start`]) on
+//! 127.0.0.1:0 with a temporary data directory and the load policy ([`load_policy`]), with the
+//! sweeper every [`SPAWN_SWEEPER_EVERY`] so verification windows close, and no GitHub App,
+//! Slack or PagerDuty: nothing leaves the machine. Rollbacks are therefore recorded as started
+//! and "could not be carried out" by GitHub; the load plays GitHub's part and finishes them
+//! with the rollback deployment's statuses. `--target` drives a server started elsewhere, on
 //! loopback only; run it with `--print-policy`'s policy.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -49,12 +49,12 @@ use shipgate::embedded::sqlite::{Durability, SqliteStore};
 use shipgate::jobs::JobName;
 use shipgate::signature::sign_github;
 use shipgate::store::{Repo, RepoError};
-
-use crate::data::SyncMode;
-use crate::error::CliError;
-use crate::logging::{self, LogFormat};
-use crate::scheduler::Schedule;
-use crate::server::{self, ServeConfig};
+use shipgate_cli::data::{self, SyncMode};
+use shipgate_cli::error::CliError;
+use shipgate_cli::logging::{self, LogFormat};
+use shipgate_cli::runtime;
+use shipgate_cli::scheduler::Schedule;
+use shipgate_cli::server::{self, ServeConfig};
 
 /// How often the spawned server's sweeper runs (closes verification windows).
 pub const SPAWN_SWEEPER_EVERY: Duration = Duration::from_secs(2);
@@ -76,7 +76,7 @@ const SAMPLE_LOOKBACK: jiff::SignedDuration = jiff::SignedDuration::from_secs(20
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 const REPO: &str = "acme/api";
 
-/// `shipgate load` flags.
+/// `shipgate-load` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
     /// The server to drive, e.g. http://127.0.0.1:8080 (loopback only).
@@ -175,7 +175,7 @@ pub fn run(args: &LoadArgs) -> u8 {
     }
     // The report is the output; the server's request log would drown it (RUST_LOG overrides).
     logging::init(LogFormat::Text, "off");
-    let result = crate::runtime().map_err(LoadError::Server).and_then(|rt| {
+    let result = runtime().map_err(LoadError::Server).and_then(|rt| {
         let out = rt.block_on(load(args));
         rt.shutdown_timeout(Duration::from_secs(2));
         out
@@ -258,11 +258,11 @@ pub fn loopback_base(target: &str) -> Result<String, LoadError> {
 // ── templates ────────────────────────────────────────────────────────────────────────────
 
 const PROTECTION_RULE: &str =
-    include_str!("../../events/github-webhook/apigw-deployment-protection-rule-production.json");
+    include_str!("../../../events/github-webhook/apigw-deployment-protection-rule-production.json");
 const DEPLOYMENT_STATUS: &str =
-    include_str!("../../events/github-webhook/apigw-deployment-status-success.json");
+    include_str!("../../../events/github-webhook/apigw-deployment-status-success.json");
 const ALERTMANAGER: &str =
-    include_str!("../../events/alert-webhook/apigw-alertmanager-firing.json");
+    include_str!("../../../events/alert-webhook/apigw-alertmanager-firing.json");
 
 /// The values a rendered request varies in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1120,7 +1120,7 @@ async fn setup(args: &LoadArgs, seed: u64) -> Result<Setup, LoadError> {
             durability: args.sync.into(),
         };
         let running = server::start(cfg).await.map_err(LoadError::Server)?;
-        let reader = open_reader(&crate::data::db_path(dir.path()))?;
+        let reader = open_reader(&data::db_path(dir.path()))?;
         return Ok(Setup {
             base: format!("http://{}", running.addr),
             mode: "spawned",
@@ -1148,7 +1148,7 @@ async fn setup(args: &LoadArgs, seed: u64) -> Result<Setup, LoadError> {
     })?;
     let reader = match &args.data {
         Some(dir) => {
-            let db = crate::data::db_path(dir);
+            let db = data::db_path(dir);
             if !db.is_file() {
                 return Err(LoadError::Store(CliError::NoDatabase { path: db }));
             }
@@ -1678,7 +1678,7 @@ fn latency(micros: &mut [u64]) -> Latency {
     }
 }
 
-/// Everything `shipgate load` reports.
+/// Everything `shipgate-load` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub target: String,

@@ -1,0 +1,24 @@
+//! The server wiring behind the `shipgate` binary, as a library: what `shipgate serve` starts
+//! ([`server`]), the data directory and its durability ([`data`]), the in-process schedule
+//! ([`scheduler`]) and notifier ([`notifier_task`]), log set-up ([`logging`]) and the one error
+//! type ([`error`]).
+//!
+//! The operator commands live in the binary (`src/main.rs`); the load tool
+//! (`tools/shipgate-load`) starts the same server in-process through [`server::start`].
+
+pub mod data;
+pub mod error;
+pub mod logging;
+pub mod notifier_task;
+pub mod scheduler;
+pub mod server;
+
+use crate::error::CliError;
+
+/// The multi-threaded Tokio runtime every command runs on.
+pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)
+}
