@@ -17,7 +17,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$SHIPGATE_ROOT"
 
-ALL_STEPS=(fmt clippy test cfn-lint sam-validate)
+ALL_STEPS=(fmt clippy deps test cfn-lint sam-validate)
 if (($# > 0)); then
 	STEPS=("$@")
 else
@@ -90,6 +90,45 @@ step_clippy() {
 	cargo clippy --workspace --all-targets -- -D warnings
 }
 
+# Which adapters each build compiles, read from the dependency graph (nothing is built): a
+# Lambda function must not compile SQLite, and `shipgate serve` must not compile the Lambda
+# runtime or the AWS SDK (docs/architecture.md, "Features").
+# Prints "yes" when package $1's normal build compiles crate $2, "no" when it does not.
+compiles() {
+	local out
+	if out=$(cargo tree --locked -p "$1" -e normal,build -i "$2" 2>&1); then
+		echo yes
+	elif grep -q "did not match any packages" <<<"$out"; then
+		echo no
+	else
+		log "cargo tree -p $1 -i $2 failed:"
+		log "$out"
+		return 1
+	fi
+}
+
+step_deps() {
+	local fn crate found rc=0
+	for fn in github-webhook slack-approval alert-webhook scheduled-jobs notifier; do
+		for crate in libsqlite3-sys rusqlite; do
+			found=$(compiles "$fn" "$crate") || return 1
+			if [[ $found == yes ]]; then
+				log "$fn compiles $crate: a Lambda build must not compile SQLite"
+				rc=1
+			fi
+		done
+	done
+	for crate in lambda_runtime lambda_http aws-config; do
+		found=$(compiles shipgate-cli "$crate") || return 1
+		if [[ $found == yes ]]; then
+			log "shipgate-cli compiles $crate: shipgate serve must not compile it"
+			rc=1
+		fi
+	done
+	((rc == 0)) && log "Lambda functions compile no SQLite; shipgate serve compiles no Lambda runtime and no AWS SDK"
+	return "$rc"
+}
+
 # moto runs in this shell (not a subshell) so the EXIT trap always knows its pid and stops it,
 # whichever way the run ends.
 step_test() {
@@ -138,6 +177,7 @@ for step in "${STEPS[@]}"; do
 	case $step in
 	fmt) run_step "cargo fmt --all -- --check" step_fmt ;;
 	clippy) run_step "cargo clippy --workspace --all-targets -- -D warnings" step_clippy ;;
+	deps) run_step "adapters per build (cargo tree)" step_deps ;;
 	test) run_step "cargo test --workspace (against moto)" step_test ;;
 	cfn-lint) run_step "cfn-lint template.yaml" step_cfn_lint ;;
 	sam-validate) run_step "sam validate --lint --template template.yaml" step_sam_validate ;;

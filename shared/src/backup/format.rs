@@ -1,4 +1,5 @@
-//! The backup wire format: a streaming writer, a streaming reader and a verifier.
+//! The backup wire format: a streaming writer and a streaming reader (checking a backup against
+//! its manifest is [`super::verify`]).
 //!
 //! ```text
 //! stream  = header frame* final-frame
