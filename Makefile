@@ -25,7 +25,7 @@ venv: ## create .venv with the pinned Python tools (moto, cfn-lint, aws-sam-cli)
 	source infra/lib.sh && ensure_venv
 
 demo: ## build (dev profile) and play the demo story: approvals, a rollback, backups (no network)
-	cargo run --bin shipgate -- demo
+	cargo run -p shipgate-cli -- demo
 
 package: ## build the arm64 Lambda bootstraps (cargo-lambda + zig) and .aws-sam/build for sam deploy
 	infra/package.sh

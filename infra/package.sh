@@ -75,8 +75,8 @@ ensure_rust_target() {
 
 build_function() {
 	local name=$1 start=$SECONDS
-	log "cargo lambda build --release --arm64 --locked --package $name --bin $name"
-	cargo lambda build --release --arm64 --locked --package "$name" --bin "$name" ||
+	log "cargo lambda build --release --arm64 --locked --bin $name"
+	cargo lambda build --release --arm64 --locked --bin "$name" ||
 		die "cargo lambda build failed for $name (output above)"
 	[[ -f $LAMBDA_DIR/$name/bootstrap ]] || die "cargo lambda did not produce $LAMBDA_DIR/$name/bootstrap"
 	record $((SECONDS - start)) "cargo lambda build --bin $name"

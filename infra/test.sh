@@ -93,11 +93,17 @@ step_clippy() {
 # Which adapters each build compiles, read from the dependency graph (nothing is built): a
 # Lambda function must not compile SQLite, and `shipgate serve` must not compile the Lambda
 # runtime or the AWS SDK (docs/architecture.md, "Features").
-# Prints "yes" when package $1's normal build compiles crate $2, "no" when it does not.
+# Prints "yes" when package $1's normal build compiles crate $2, "no" when it does not. Package
+# "default" is a build at the workspace root without -p (what `sam build` runs).
 compiles() {
-	local out
-	if out=$(cargo tree --locked -p "$1" -e normal,build -i "$2" 2>&1); then
-		echo yes
+	local out select=(-p "$1")
+	[[ $1 != default ]] || select=()
+	if out=$(cargo tree --locked "${select[@]}" -e normal,build -i "$2" 2>&1); then
+		if [[ -z $out || $out == *"nothing to print"* ]]; then
+			echo no
+		else
+			echo yes
+		fi
 	elif grep -q "did not match any packages" <<<"$out"; then
 		echo no
 	else
@@ -109,7 +115,7 @@ compiles() {
 
 step_deps() {
 	local fn crate found rc=0
-	for fn in github-webhook slack-approval alert-webhook scheduled-jobs notifier; do
+	for fn in default github-webhook slack-approval alert-webhook scheduled-jobs notifier; do
 		for crate in libsqlite3-sys rusqlite; do
 			found=$(compiles "$fn" "$crate") || return 1
 			if [[ $found == yes ]]; then

@@ -1,6 +1,6 @@
 //! `shipgate serve`: every webhook route on one port, on embedded storage.
 //!
-//! The wiring mirrors the Lambda cold starts (`shipgate::bootstrap`): typed settings from the
+//! The wiring mirrors the Lambda cold starts (`shipgate::aws::bootstrap`): typed settings from the
 //! same `SHIPGATE_` variables, the policy, the GitHub App client, and [`Services`] — with the
 //! SQLite store instead of DynamoDB and an in-process channel instead of SNS. axum only
 //! adapts requests: bodies are read (with the size limit) into the `http::Request<Bytes>` the
