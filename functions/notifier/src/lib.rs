@@ -1097,9 +1097,9 @@ mod tests {
     use super::*;
     use shipgate::domain::policy::Policy;
     use shipgate::embedded::sqlite::SqliteStore;
-    use shipgate::notify::RecordingPublisher;
     use shipgate::service::SystemClock;
     use shipgate::store::Repo;
+    use testkit::RecordingPublisher;
 
     fn services() -> Services {
         let policy = Policy::parse(

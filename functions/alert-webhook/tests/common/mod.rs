@@ -21,11 +21,13 @@ use shipgate::domain::deployment::Deployment;
 use shipgate::domain::incident::Incident;
 use shipgate::domain::policy::Policy;
 use shipgate::embedded::sqlite::SqliteStore;
-use shipgate::notify::{Notification, NotificationBody, RecordingPublisher};
+use shipgate::notify::{Notification, NotificationBody};
 use shipgate::outbound::{http_client, GitHubApp, GitHubAppConfig, RetryPolicy};
-use shipgate::service::{lifecycle, ManualClock, Services};
+use shipgate::service::{lifecycle, Services};
 use shipgate::signature::sign_github;
 use shipgate::store::{Item, ItemStore, Repo};
+use testkit::ManualClock;
+use testkit::RecordingPublisher;
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 

@@ -18,11 +18,12 @@ use serde_json::{json, Value};
 use shipgate::domain::deployment::Deployment;
 use shipgate::domain::policy::Policy;
 use shipgate::embedded::sqlite::SqliteStore;
-use shipgate::notify::RecordingPublisher;
 use shipgate::outbound::{http_client, GitHubApp, GitHubAppConfig, RetryPolicy};
-use shipgate::service::{ManualClock, Services};
+use shipgate::service::Services;
 use shipgate::signature::sign_github;
 use shipgate::store::{Item, ItemStore, Query, Repo};
+use testkit::ManualClock;
+use testkit::RecordingPublisher;
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 

@@ -13,10 +13,11 @@ use serde_json::Value;
 use shipgate::domain::deployment::{CallbackState, Deployment, DeploymentKind, State};
 use shipgate::domain::policy::Policy;
 use shipgate::embedded::sqlite::SqliteStore;
-use shipgate::notify::RecordingPublisher;
 use shipgate::outbound::{PagerDuty, RetryPolicy, SlackApi, SlackConfig};
-use shipgate::service::{ManualClock, Services};
+use shipgate::service::Services;
 use shipgate::store::Repo;
+use testkit::ManualClock;
+use testkit::RecordingPublisher;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 

@@ -10,10 +10,12 @@ use secrecy::SecretString;
 use shipgate::domain::policy::Policy;
 use shipgate::embedded::sqlite::SqliteStore;
 use shipgate::jobs::{JobContext, MetricSink};
-use shipgate::notify::{Notification, NotificationBody, RecordingPublisher};
+use shipgate::notify::{Notification, NotificationBody};
 use shipgate::outbound::{http_client, GitHubApi, GitHubApp, GitHubAppConfig, RetryPolicy};
-use shipgate::service::{ManualClock, Services};
+use shipgate::service::Services;
 use shipgate::store::Repo;
+use testkit::ManualClock;
+use testkit::RecordingPublisher;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 

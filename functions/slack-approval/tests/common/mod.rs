@@ -19,15 +19,17 @@ use serde_json::{json, Value};
 use shipgate::domain::deployment::{AuditEvent, Deployment};
 use shipgate::domain::policy::Policy;
 use shipgate::embedded::sqlite::SqliteStore;
-use shipgate::notify::{Notification, NotificationBody, RecordingPublisher};
+use shipgate::notify::{Notification, NotificationBody};
 use shipgate::outbound::{
     http_client, GitHubApp, GitHubAppConfig, RetryPolicy, SlackApi, SlackConfig,
 };
-use shipgate::service::{Clock, ManualClock, Services};
+use shipgate::service::{Clock, Services};
 use shipgate::signature::{sign_github, sign_slack};
 use shipgate::store::repo::ShaFact;
 use shipgate::store::{Item, ItemStore, Repo};
 use slack_approval::SlackApproval;
+use testkit::ManualClock;
+use testkit::RecordingPublisher;
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 

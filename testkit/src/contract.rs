@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::item::{Condition, Item, ItemStore, Query, StoreError, Timeline, Write};
+use shipgate::store::{Condition, Item, ItemStore, Query, StoreError, Timeline, Write};
 
 const NOW: i64 = 1_800_000_000;
 
@@ -533,7 +533,7 @@ pub async fn segmented_scan_sees_every_item_once(store: Arc<dyn ItemStore>) {
 /// Runs the whole suite as `#[tokio::test]`s against an adapter.
 ///
 /// ```text
-/// shipgate::store_contract_tests!(async { std::sync::Arc::new(SqliteStore::in_memory().unwrap()) });
+/// testkit::store_contract_tests!(async { std::sync::Arc::new(SqliteStore::in_memory().unwrap()) });
 /// ```
 #[macro_export]
 macro_rules! store_contract_tests {
@@ -559,8 +559,8 @@ macro_rules! store_contract_tests {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $case() {
-                let store: ::std::sync::Arc<dyn $crate::store::ItemStore> = $make.await;
-                $crate::store::contract::$case(store).await;
+                let store: ::std::sync::Arc<dyn $crate::shipgate::store::ItemStore> = $make.await;
+                $crate::contract::$case(store).await;
             }
         )+
     };

@@ -1,0 +1,15 @@
+//! The test kit: what the workspace's tests share, kept out of the production crates.
+//!
+//! - [`contract`]: the conformance suite every `ItemStore` adapter must pass, the
+//!   [`store_contract_tests!`] macro that runs it, and a deliberately broken adapter;
+//! - [`ManualClock`] and [`RecordingPublisher`]: doubles for the clock and publisher ports.
+//!
+//! A dev-dependency only: nothing here is compiled into a function or the binary.
+
+pub mod contract;
+mod doubles;
+
+pub use doubles::{ManualClock, RecordingPublisher};
+
+/// The library under test, re-exported for the macros.
+pub use shipgate;
