@@ -2,6 +2,7 @@
 //! backup (embedded backend) and lets the approved deployment through to GitHub, once however
 //! often SNS delivers it.
 
+#[path = "common/scheduled_jobs.rs"]
 mod common;
 
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use common::{github_at, mount_token, t, Harness, INSTALLATION, REPO};
 
 fn sample() -> Value {
     let path = format!(
-        "{}/../../events/scheduled-jobs/sns-pre-deploy-backup.json",
+        "{}/../events/scheduled-jobs/sns-pre-deploy-backup.json",
         env!("CARGO_MANIFEST_DIR")
     );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));

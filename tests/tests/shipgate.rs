@@ -14,11 +14,10 @@ use serde_json::Value;
 use shipgate::domain::policy::EXAMPLE_POLICY;
 use shipgate::signature::sign_github;
 
-const BIN: &str = env!("CARGO_BIN_EXE_shipgate");
 const SECRET: &str = "test-webhook-secret-do-not-log";
 
 fn shipgate() -> Command {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(testkit::shipgate_binary());
     // The tests decide every shipgate variable themselves.
     for (name, _) in std::env::vars() {
         if name.starts_with("SHIPGATE_") {

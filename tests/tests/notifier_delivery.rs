@@ -1,6 +1,7 @@
 //! Black-box tests of notification delivery against fake Slack and PagerDuty servers that
 //! check the exact requests made.
 
+#[path = "common/notifier.rs"]
 mod common;
 
 use std::time::{Duration, Instant};

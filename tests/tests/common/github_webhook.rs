@@ -62,7 +62,7 @@ verification_window = "15m"
 
 pub fn data_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
+        .join("../functions/github-webhook/tests/data")
         .join(name)
 }
 
@@ -83,7 +83,7 @@ pub fn app_key_path(public: bool) -> PathBuf {
         "github-app-test-key.pem"
     };
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/tests/data")
+        .join("../shared/tests/data")
         .join(name)
 }
 

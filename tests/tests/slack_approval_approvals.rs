@@ -1,6 +1,7 @@
 //! The approval story end to end: GitHub asks through the webhook handler, people click in
 //! Slack, and GitHub gets exactly one answer. The fakes check the exact requests made.
 
+#[path = "common/slack_approval.rs"]
 mod common;
 
 use std::time::{Duration, Instant};

@@ -3,6 +3,7 @@
 //! attempts must be reported as a retryable failure (so SQS redelivers it), and the redelivery
 //! after the service recovers must send exactly once, with PagerDuty's `dedup_key` unchanged.
 
+#[path = "common/notifier.rs"]
 mod common;
 
 use std::sync::Arc;

@@ -5,13 +5,12 @@ use std::io::Read;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_shipgate");
 /// Far more than the story needs (about 15 s in a debug build), far less than a minute.
 const LIMIT: Duration = Duration::from_secs(50);
 
 /// Runs `shipgate demo ARGS` with a clean environment and waits at most [`LIMIT`].
 fn demo(args: &[&str], extra_env: &[(&str, &str)]) -> (Output, Duration) {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(testkit::shipgate_binary());
     cmd.arg("demo").args(args);
     // The demo configures its own server; nothing from the caller's shell may leak in.
     for (name, _) in std::env::vars() {

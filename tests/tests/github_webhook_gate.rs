@@ -2,6 +2,7 @@
 //! REST calls out (App JWT → installation token → protection-rule review), one deployment at a
 //! time per environment, and promotion from staging to production.
 
+#[path = "common/github_webhook.rs"]
 mod common;
 
 use std::time::Duration;

@@ -74,7 +74,7 @@ require_reason = true
 
 pub fn data_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
+        .join("../functions/alert-webhook/tests/data")
         .join(name)
 }
 
@@ -84,13 +84,12 @@ pub fn fixture(name: &str) -> Vec<u8> {
 
 pub fn event_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../events/alert-webhook")
+        .join("../events/alert-webhook")
         .join(name)
 }
 
 fn app_key_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/tests/data/github-app-test-key.pem")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/tests/data/github-app-test-key.pem")
 }
 
 fn fast_retries() -> RetryPolicy {

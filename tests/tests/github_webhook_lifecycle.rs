@@ -2,6 +2,7 @@
 //! `deployment_status` deliveries: linking, deploying, verifying, succeeding or failing, and
 //! statuses that arrive late, twice, or for deployments shipgate never gated.
 
+#[path = "common/github_webhook.rs"]
 mod common;
 
 use std::time::Duration;

@@ -80,7 +80,7 @@ pub fn github_at(server: &MockServer) -> Arc<dyn GitHubApi> {
         api_url: server.uri(),
         app_id: 4242,
         private_key: SecretString::from(
-            include_str!("../../../../shared/tests/data/github-app-test-key.pem").to_owned(),
+            include_str!("../../../shared/tests/data/github-app-test-key.pem").to_owned(),
         ),
     };
     let policy = RetryPolicy {

@@ -1,6 +1,7 @@
 //! The Lambda handler: SQS events (as Lambda delivers them, from `events/notifier/`) in,
 //! partial batch failures out.
 
+#[path = "common/notifier.rs"]
 mod common;
 
 use std::time::{Duration, SystemTime};
@@ -17,10 +18,7 @@ use wiremock::{Mock, ResponseTemplate};
 const TS: &str = "1741089600.000100";
 
 fn event_file(name: &str) -> SqsEvent {
-    let path = format!(
-        "{}/../../events/notifier/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/../events/notifier/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).expect("event file");
     serde_json::from_str(&text).expect("an SQS event as Lambda delivers it")
 }

@@ -2,6 +2,7 @@
 //! current one, each leg timed from its deployment statuses; a leg that never finishes times
 //! the drill out with a page.
 
+#[path = "common/scheduled_jobs.rs"]
 mod common;
 
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! Every copied GitHub payload goes through the handler, signed as GitHub signs it, and lands
 //! where it should: acted on, recorded, refused with a clear message, or accepted and ignored.
 
+#[path = "common/github_webhook.rs"]
 mod common;
 
 use common::{fixture, fixture_json, protection_rule, Harness, REPO};

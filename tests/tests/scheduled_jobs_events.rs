@@ -1,6 +1,7 @@
 //! Every sample in `events/scheduled-jobs` parses into the job it names, and a tick delivered
 //! twice runs its job once.
 
+#[path = "common/scheduled_jobs.rs"]
 mod common;
 
 use scheduled_jobs::{handle, parse_event, EventError, HandlerError, JobRequest};
@@ -11,7 +12,7 @@ use common::{t, Harness};
 
 fn sample(name: &str) -> Value {
     let path = format!(
-        "{}/../../events/scheduled-jobs/{name}",
+        "{}/../events/scheduled-jobs/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));

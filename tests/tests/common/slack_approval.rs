@@ -84,7 +84,7 @@ pub fn policy_requiring_reasons() -> String {
 
 pub fn data_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
+        .join("../functions/slack-approval/tests/data")
         .join(name)
 }
 
@@ -97,8 +97,7 @@ pub fn fixture_json(name: &str) -> Value {
 }
 
 fn app_key_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/tests/data/github-app-test-key.pem")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/tests/data/github-app-test-key.pem")
 }
 
 pub fn fast_retries() -> RetryPolicy {

@@ -1,6 +1,7 @@
 //! The alert routes' HTTP contract: authentication before parsing, status codes, and the real
 //! payloads of each source (Alertmanager, Grafana, CloudWatch through SNS, API Gateway events).
 
+#[path = "common/alert_webhook.rs"]
 mod common;
 
 use alert_webhook::lambda::{handle_event, is_sns, status_of};

@@ -1,6 +1,7 @@
 //! The edge of the route: authentication before parsing, body limits, malformed and foreign
 //! payloads, and Slack's retries of the same click.
 
+#[path = "common/slack_approval.rs"]
 mod common;
 
 use bytes::Bytes;

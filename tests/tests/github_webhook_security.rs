@@ -1,6 +1,7 @@
 //! Authentication and input limits: nothing unauthenticated, oversized or malformed is acted
 //! on or stored, and a replayed delivery changes nothing.
 
+#[path = "common/github_webhook.rs"]
 mod common;
 
 use common::{protection_rule, request, signed, Harness};

@@ -1,6 +1,7 @@
 //! Health probes against a local HTTP server: consecutive failures open an incident through
 //! the alert path, the next success resolves it.
 
+#[path = "common/scheduled_jobs.rs"]
 mod common;
 
 use std::time::Duration;

@@ -2,6 +2,7 @@
 //! webhook handler, alerts through the alert routes, the exact GitHub REST calls checked on a
 //! wiremock stand-in.
 
+#[path = "common/alert_webhook.rs"]
 mod common;
 
 use common::*;

@@ -2,6 +2,7 @@
 //! button opens a request, N distinct approvers approve it, and the click that completes the
 //! quorum starts exactly one rollback. The GitHub fake checks the exact request made.
 
+#[path = "common/slack_approval.rs"]
 mod common;
 
 use common::{Harness, PREV_SHA, REPO, ROLLBACK_GITHUB_ID, SHA};
