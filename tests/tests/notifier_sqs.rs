@@ -18,7 +18,7 @@ use wiremock::{Mock, ResponseTemplate};
 const TS: &str = "1741089600.000100";
 
 fn event_file(name: &str) -> SqsEvent {
-    let path = format!("{}/../events/notifier/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = testkit::event_path("notifier", name);
     let text = std::fs::read_to_string(&path).expect("event file");
     serde_json::from_str(&text).expect("an SQS event as Lambda delivers it")
 }

@@ -11,12 +11,9 @@ use shipgate::jobs::JobName;
 use common::{t, Harness};
 
 fn sample(name: &str) -> Value {
-    let path = format!(
-        "{}/../events/scheduled-jobs/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    let path = testkit::event_path("scheduled-jobs", name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 const POLICY: &str = "[environments.staging]\n";

@@ -19,12 +19,9 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 use common::{github_at, mount_token, t, Harness, INSTALLATION, REPO};
 
 fn sample() -> Value {
-    let path = format!(
-        "{}/../events/scheduled-jobs/sns-pre-deploy-backup.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    let path = testkit::event_path("scheduled-jobs", "sns-pre-deploy-backup.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 #[test]

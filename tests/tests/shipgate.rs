@@ -901,9 +901,7 @@ async fn a_signed_slack_click_approves_a_deployment_gated_through_the_github_rou
 }
 
 fn event_body(file: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../events/alert-webhook")
-        .join(file);
+    let path = testkit::event_path("alert-webhook", file);
     let text = std::fs::read_to_string(&path).expect("event file");
     let event: Value = serde_json::from_str(&text).expect("event JSON");
     event["body"].as_str().expect("body").to_string()
@@ -1263,7 +1261,7 @@ async fn every_github_sample_event_is_accepted_by_serve() {
         &["--no-schedule"],
     )
     .await;
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/github-webhook");
+    let dir = testkit::workspace_root().join("events/github-webhook");
     // In story order: gate, deploy, statuses, the run, the push, and the App's ping.
     for file in [
         "apigw-ping.json",

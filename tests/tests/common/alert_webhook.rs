@@ -19,15 +19,12 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 use shipgate::domain::deployment::Deployment;
 use shipgate::domain::incident::Incident;
-use shipgate::domain::policy::Policy;
 use shipgate::embedded::sqlite::SqliteStore;
 use shipgate::notify::{Notification, NotificationBody};
-use shipgate::outbound::{http_client, GitHubApp, GitHubAppConfig, RetryPolicy};
 use shipgate::service::{lifecycle, Services};
-use shipgate::signature::sign_github;
 use shipgate::store::{Item, ItemStore, Repo};
-use testkit::ManualClock;
 use testkit::RecordingPublisher;
+use testkit::{ManualClock, TestServices};
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
@@ -73,33 +70,15 @@ require_reason = true
 "#;
 
 pub fn data_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../functions/alert-webhook/tests/data")
-        .join(name)
+    testkit::test_data("functions/alert-webhook", name)
 }
 
 pub fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(data_path(name)).unwrap_or_else(|e| panic!("reading fixture {name}: {e}"))
+    testkit::fixture("functions/alert-webhook", name)
 }
 
 pub fn event_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../events/alert-webhook")
-        .join(name)
-}
-
-fn app_key_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/tests/data/github-app-test-key.pem")
-}
-
-fn fast_retries() -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: 2,
-        base_delay: Duration::from_millis(1),
-        max_delay: Duration::from_millis(5),
-        max_retry_after: Duration::from_secs(1),
-        timeout: Duration::from_secs(5),
-    }
+    testkit::event_path("alert-webhook", name)
 }
 
 pub struct Harness {
@@ -116,16 +95,7 @@ pub struct Harness {
 /// Mounts the GitHub endpoints shipgate calls; `deployments_status` is what creating a
 /// deployment answers (201 with [`ROLLBACK_GITHUB_ID`], or an error status).
 pub async fn mount_github(github: &MockServer, deployments_status: u16) {
-    let expires_at = Timestamp::now() + jiff::SignedDuration::from_hours(1);
-    Mock::given(method("POST"))
-        .and(path(format!(
-            "/app/installations/{INSTALLATION_ID}/access_tokens"
-        )))
-        .respond_with(ResponseTemplate::new(201).set_body_json(
-            json!({ "token": INSTALLATION_TOKEN, "expires_at": expires_at.to_string() }),
-        ))
-        .mount(github)
-        .await;
+    testkit::mount_installation_token(github, INSTALLATION_ID, INSTALLATION_TOKEN).await;
     Mock::given(method("POST"))
         .and(path_regex(
             r"^/repos/[^/]+/[^/]+/actions/runs/[0-9]+/deployment_protection_rule$",
@@ -159,30 +129,22 @@ impl Harness {
     }
 
     pub async fn build(policy_toml: &str, deployments_status: u16, token: &str) -> Harness {
-        let github = MockServer::start().await;
+        // The token endpoint is mounted with the rest of GitHub below.
+        let fakes = TestServices::builder()
+            .policy(policy_toml)
+            .start(start_time())
+            .without_github_app()
+            .build()
+            .await;
+        let github = fakes.github;
         mount_github(&github, deployments_status).await;
-        let private_key = std::fs::read_to_string(app_key_path()).unwrap();
-        let config = GitHubAppConfig {
-            api_url: github.uri(),
-            app_id: APP_ID,
-            private_key: SecretString::from(private_key),
-        };
-        let client = GitHubApp::new(config, http_client().unwrap())
-            .unwrap()
-            .with_policy(fast_retries());
+        let client = testkit::github_app(&github, APP_ID, testkit::fast_retries());
 
-        let store = Arc::new(SqliteStore::in_memory().unwrap());
-        let repo = Repo::new(store.clone());
-        let clock = ManualClock::new(start_time());
-        let publisher = RecordingPublisher::default();
-        let policy = Policy::parse("test-policy.toml", policy_toml)
-            .unwrap_or_else(|e| panic!("test policy: {e}"));
+        let (store, repo, clock, publisher) =
+            (fakes.store, fakes.repo, fakes.clock, fakes.publisher);
         let services = Services {
-            repo: repo.clone(),
-            policy: Arc::new(policy),
             github: Some(Arc::new(client)),
-            publisher: Arc::new(publisher.clone()),
-            clock: Arc::new(clock.clone()),
+            ..fakes.services
         };
         let alerts = AlertWebhook::new(services.clone(), SecretString::from(token.to_string()));
         let github_hook =
@@ -226,16 +188,7 @@ impl Harness {
     pub async fn deliver(&self, event: &str, body: &Value) -> Reply {
         let n = self.deliveries.fetch_add(1, Ordering::SeqCst) + 1;
         let bytes = serde_json::to_vec(body).unwrap();
-        let signature = sign_github(&SecretString::from(WEBHOOK_SECRET.to_string()), &bytes);
-        let req = http::Request::builder()
-            .method("POST")
-            .uri("/webhooks/github")
-            .header("content-type", "application/json")
-            .header("x-github-event", event)
-            .header("x-github-delivery", format!("delivery-{n}"))
-            .header("x-hub-signature-256", signature)
-            .body(Bytes::from(bytes))
-            .unwrap();
+        let req = testkit::github_delivery(event, &format!("delivery-{n}"), WEBHOOK_SECRET, &bytes);
         Reply::from(github_webhook::handle(&self.github_hook, req).await)
     }
 

@@ -16,15 +16,11 @@ use jiff::Timestamp;
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use shipgate::domain::deployment::Deployment;
-use shipgate::domain::policy::Policy;
 use shipgate::embedded::sqlite::SqliteStore;
-use shipgate::outbound::{http_client, GitHubApp, GitHubAppConfig, RetryPolicy};
 use shipgate::service::Services;
-use shipgate::signature::sign_github;
 use shipgate::store::{Item, ItemStore, Query, Repo};
-use testkit::ManualClock;
-use testkit::RecordingPublisher;
-use wiremock::matchers::{method, path, path_regex};
+use testkit::{ManualClock, RecordingPublisher, TestServices};
+use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 pub const WEBHOOK_SECRET: &str = "test webhook secret, not used anywhere else";
@@ -61,40 +57,21 @@ verification_window = "15m"
 "#;
 
 pub fn data_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../functions/github-webhook/tests/data")
-        .join(name)
+    testkit::test_data("functions/github-webhook", name)
 }
 
 /// A copied fixture, as raw bytes (signatures are over the exact bytes).
 pub fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(data_path(name)).unwrap_or_else(|e| panic!("reading fixture {name}: {e}"))
+    testkit::fixture("functions/github-webhook", name)
 }
 
 pub fn fixture_json(name: &str) -> Value {
-    serde_json::from_slice(&fixture(name)).unwrap()
+    testkit::fixture_json("functions/github-webhook", name)
 }
 
-/// The GitHub App test key the outbound engineer committed in `shared/tests/data`.
+/// The GitHub App test key in `shared/tests/data`.
 pub fn app_key_path(public: bool) -> PathBuf {
-    let name = if public {
-        "github-app-test-key.pub.pem"
-    } else {
-        "github-app-test-key.pem"
-    };
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/tests/data")
-        .join(name)
-}
-
-pub fn fast_retries() -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: 2,
-        base_delay: Duration::from_millis(1),
-        max_delay: Duration::from_millis(5),
-        max_retry_after: Duration::from_secs(1),
-        timeout: Duration::from_secs(5),
-    }
+    testkit::github_app_key_path(public)
 }
 
 pub struct Harness {
@@ -113,17 +90,13 @@ impl Harness {
     }
 
     pub async fn with_policy(policy_toml: &str) -> Harness {
-        let github = MockServer::start().await;
-        let expires_at = Timestamp::now() + jiff::SignedDuration::from_hours(1);
-        Mock::given(method("POST"))
-            .and(path(format!(
-                "/app/installations/{INSTALLATION_ID}/access_tokens"
-            )))
-            .respond_with(ResponseTemplate::new(201).set_body_json(
-                json!({ "token": INSTALLATION_TOKEN, "expires_at": expires_at.to_string() }),
-            ))
-            .mount(&github)
+        let fakes = TestServices::builder()
+            .policy(policy_toml)
+            .start(start_time())
+            .app(APP_ID, INSTALLATION_ID, INSTALLATION_TOKEN)
+            .build()
             .await;
+        let github = fakes.github;
         Mock::given(method("POST"))
             .and(path_regex(
                 r"^/repos/[^/]+/[^/]+/actions/runs/[0-9]+/deployment_protection_rule$",
@@ -131,37 +104,16 @@ impl Harness {
             .respond_with(ResponseTemplate::new(204))
             .mount(&github)
             .await;
-
-        let private_key = std::fs::read_to_string(app_key_path(false)).unwrap();
-        let config = GitHubAppConfig {
-            api_url: github.uri(),
-            app_id: APP_ID,
-            private_key: SecretString::from(private_key),
-        };
-        let client = GitHubApp::new(config, http_client().unwrap())
-            .unwrap()
-            .with_policy(fast_retries());
-
-        let store = Arc::new(SqliteStore::in_memory().unwrap());
-        let repo = Repo::new(store.clone());
-        let clock = ManualClock::new(start_time());
-        let publisher = RecordingPublisher::default();
-        let policy = Policy::parse("test-policy.toml", policy_toml)
-            .unwrap_or_else(|e| panic!("test policy: {e:?}"));
-        let services = Services {
-            repo: repo.clone(),
-            policy: Arc::new(policy),
-            github: Some(Arc::new(client)),
-            publisher: Arc::new(publisher.clone()),
-            clock: Arc::new(clock.clone()),
-        };
-        let app = GitHubWebhook::new(services, SecretString::from(WEBHOOK_SECRET.to_string()));
+        let app = GitHubWebhook::new(
+            fakes.services,
+            SecretString::from(WEBHOOK_SECRET.to_string()),
+        );
         Harness {
             app,
-            store,
-            repo,
-            clock,
-            publisher,
+            store: fakes.store,
+            repo: fakes.repo,
+            clock: fakes.clock,
+            publisher: fakes.publisher,
             github,
             deliveries: AtomicU64::new(0),
         }
@@ -190,15 +142,7 @@ impl Harness {
     }
 
     pub async fn deliver_as(&self, event: &str, delivery: &str, body: &[u8]) -> Reply {
-        let signature = signed(body);
-        let req = request(
-            &[
-                ("x-github-event", event),
-                ("x-github-delivery", delivery),
-                ("x-hub-signature-256", &signature),
-            ],
-            body,
-        );
+        let req = testkit::github_delivery(event, delivery, WEBHOOK_SECRET, body);
         self.send(req).await
     }
 
@@ -282,7 +226,7 @@ impl Harness {
 }
 
 pub fn signed(body: &[u8]) -> String {
-    sign_github(&SecretString::from(WEBHOOK_SECRET.to_string()), body)
+    testkit::github_signature(WEBHOOK_SECRET, body)
 }
 
 /// A POST to the webhook route with the given headers.

@@ -6,18 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use secrecy::SecretString;
 use shipgate::domain::policy::Policy;
 use shipgate::embedded::sqlite::SqliteStore;
 use shipgate::jobs::{JobContext, MetricSink};
 use shipgate::notify::{Notification, NotificationBody};
-use shipgate::outbound::{http_client, GitHubApi, GitHubApp, GitHubAppConfig, RetryPolicy};
+use shipgate::outbound::{http_client, GitHubApi, RetryPolicy};
 use shipgate::service::Services;
 use shipgate::store::Repo;
 use testkit::ManualClock;
 use testkit::RecordingPublisher;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::MockServer;
 
 pub const REPO: &str = "octo-org/hello-world";
 pub const INSTALLATION: u64 = 77;
@@ -75,14 +73,8 @@ impl Harness {
     }
 }
 
+/// The real GitHub App client on `server`, one attempt per call.
 pub fn github_at(server: &MockServer) -> Arc<dyn GitHubApi> {
-    let config = GitHubAppConfig {
-        api_url: server.uri(),
-        app_id: 4242,
-        private_key: SecretString::from(
-            include_str!("../../../shared/tests/data/github-app-test-key.pem").to_owned(),
-        ),
-    };
     let policy = RetryPolicy {
         max_attempts: 1,
         base_delay: Duration::from_millis(1),
@@ -90,23 +82,9 @@ pub fn github_at(server: &MockServer) -> Arc<dyn GitHubApi> {
         max_retry_after: Duration::from_secs(1),
         timeout: Duration::from_secs(2),
     };
-    Arc::new(
-        GitHubApp::new(config, http_client().expect("http"))
-            .expect("app")
-            .with_policy(policy),
-    )
+    Arc::new(testkit::github_app(server, 4242, policy))
 }
 
 pub async fn mount_token(server: &MockServer) {
-    let expires_at = Timestamp::now() + jiff::SignedDuration::from_hours(1);
-    Mock::given(method("POST"))
-        .and(path(format!(
-            "/app/installations/{INSTALLATION}/access_tokens"
-        )))
-        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({
-            "token": "ghs_test",
-            "expires_at": expires_at.to_string(),
-        })))
-        .mount(server)
-        .await;
+    testkit::mount_installation_token(server, INSTALLATION, "ghs_test").await;
 }

@@ -17,19 +17,15 @@ use jiff::Timestamp;
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use shipgate::domain::deployment::{AuditEvent, Deployment};
-use shipgate::domain::policy::Policy;
 use shipgate::embedded::sqlite::SqliteStore;
 use shipgate::notify::{Notification, NotificationBody};
-use shipgate::outbound::{
-    http_client, GitHubApp, GitHubAppConfig, RetryPolicy, SlackApi, SlackConfig,
-};
+use shipgate::outbound::{http_client, SlackApi, SlackConfig};
 use shipgate::service::{Clock, Services};
-use shipgate::signature::{sign_github, sign_slack};
 use shipgate::store::repo::ShaFact;
 use shipgate::store::{Item, ItemStore, Repo};
 use slack_approval::SlackApproval;
-use testkit::ManualClock;
 use testkit::RecordingPublisher;
+use testkit::{fast_retries, ManualClock, TestServices};
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
@@ -83,31 +79,15 @@ pub fn policy_requiring_reasons() -> String {
 }
 
 pub fn data_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../functions/slack-approval/tests/data")
-        .join(name)
+    testkit::test_data("functions/slack-approval", name)
 }
 
 pub fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(data_path(name)).unwrap_or_else(|e| panic!("reading fixture {name}: {e}"))
+    testkit::fixture("functions/slack-approval", name)
 }
 
 pub fn fixture_json(name: &str) -> Value {
-    serde_json::from_slice(&fixture(name)).unwrap()
-}
-
-fn app_key_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/tests/data/github-app-test-key.pem")
-}
-
-pub fn fast_retries() -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: 2,
-        base_delay: Duration::from_millis(1),
-        max_delay: Duration::from_millis(5),
-        max_retry_after: Duration::from_secs(1),
-        timeout: Duration::from_secs(5),
-    }
+    testkit::fixture_json("functions/slack-approval", name)
 }
 
 pub struct Harness {
@@ -137,17 +117,13 @@ impl Harness {
     }
 
     async fn build(policy_toml: &str, github_delay: Duration) -> Harness {
-        let github = MockServer::start().await;
-        let expires_at = Timestamp::now() + jiff::SignedDuration::from_hours(1);
-        Mock::given(method("POST"))
-            .and(path(format!(
-                "/app/installations/{INSTALLATION_ID}/access_tokens"
-            )))
-            .respond_with(ResponseTemplate::new(201).set_body_json(
-                json!({ "token": "ghs_test_installation_token", "expires_at": expires_at.to_string() }),
-            ))
-            .mount(&github)
+        let fakes = TestServices::builder()
+            .policy(policy_toml)
+            .start(start_time())
+            .app(APP_ID, INSTALLATION_ID, "ghs_test_installation_token")
+            .build()
             .await;
+        let github = fakes.github;
         Mock::given(method("POST"))
             .and(path_regex(
                 r"^/repos/[^/]+/[^/]+/actions/runs/[0-9]+/deployment_protection_rule$",
@@ -165,7 +141,7 @@ impl Harness {
             .mount(&github)
             .await;
 
-        let slack = MockServer::start().await;
+        let slack = fakes.slack;
         // Slack answers a response_url POST with a plain "ok".
         Mock::given(method("POST"))
             .and(path_regex(r"^/actions/"))
@@ -181,15 +157,6 @@ impl Harness {
             .mount(&slack)
             .await;
 
-        let private_key = std::fs::read_to_string(app_key_path()).unwrap();
-        let config = GitHubAppConfig {
-            api_url: github.uri(),
-            app_id: APP_ID,
-            private_key: SecretString::from(private_key),
-        };
-        let github_client = GitHubApp::new(config, http_client().unwrap())
-            .unwrap()
-            .with_policy(fast_retries());
         let slack_client = SlackApi::new(
             SlackConfig {
                 api_url: format!("{}/api", slack.uri()),
@@ -199,19 +166,9 @@ impl Harness {
         )
         .with_policy(fast_retries());
 
-        let store = Arc::new(SqliteStore::in_memory().unwrap());
-        let repo = Repo::new(store.clone());
-        let clock = ManualClock::new(start_time());
-        let publisher = RecordingPublisher::default();
-        let policy = Policy::parse("test-policy.toml", policy_toml)
-            .unwrap_or_else(|e| panic!("test policy: {e}"));
-        let services = Services {
-            repo: repo.clone(),
-            policy: Arc::new(policy),
-            github: Some(Arc::new(github_client)),
-            publisher: Arc::new(publisher.clone()),
-            clock: Arc::new(clock.clone()),
-        };
+        let (store, repo, clock, publisher) =
+            (fakes.store, fakes.repo, fakes.clock, fakes.publisher);
+        let services = fakes.services;
         let webhook = GitHubWebhook::new(
             services.clone(),
             SecretString::from(WEBHOOK_SECRET.to_string()),
@@ -259,18 +216,12 @@ impl Harness {
             .unwrap();
         let body = serde_json::to_vec(&protection_rule("production", run_id)).unwrap();
         let delivery = format!("delivery-{}", self.next());
-        let req = http::Request::builder()
-            .method("POST")
-            .uri("/webhooks/github")
-            .header("content-type", "application/json")
-            .header("x-github-event", "deployment_protection_rule")
-            .header("x-github-delivery", delivery)
-            .header(
-                "x-hub-signature-256",
-                sign_github(&SecretString::from(WEBHOOK_SECRET.to_string()), &body),
-            )
-            .body(Bytes::from(body))
-            .unwrap();
+        let req = testkit::github_delivery(
+            "deployment_protection_rule",
+            &delivery,
+            WEBHOOK_SECRET,
+            &body,
+        );
         let resp = github_webhook::handle(&self.webhook, req).await;
         assert_eq!(resp.status(), 200, "gate answered {}", resp.body());
         let answer: Value = serde_json::from_str(resp.body()).unwrap();
@@ -539,26 +490,16 @@ pub fn reason_submission(user: &str, metadata: &str, reason: &str, view_id: &str
 
 /// `payload=<url-encoded JSON>`, exactly as Slack posts it.
 pub fn form_body(payload: &Value) -> Vec<u8> {
-    serde_urlencoded::to_string([("payload", payload.to_string())])
-        .unwrap()
-        .into_bytes()
+    testkit::slack_form_body(payload)
 }
 
 /// A POST to the Slack route, signed with `secret` at `timestamp`.
 pub fn signed_request(body: &[u8], timestamp: i64, secret: &str) -> http::Request<Bytes> {
-    let signature = sign_slack(&SecretString::from(secret.to_string()), timestamp, body);
-    request(&timestamp.to_string(), &signature, body)
+    testkit::signed_slack_request(body, timestamp, secret)
 }
 
 pub fn request(timestamp: &str, signature: &str, body: &[u8]) -> http::Request<Bytes> {
-    http::Request::builder()
-        .method("POST")
-        .uri("/webhooks/slack")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-slack-request-timestamp", timestamp)
-        .header("x-slack-signature", signature)
-        .body(Bytes::copy_from_slice(body))
-        .unwrap()
+    testkit::slack_request(timestamp, signature, body)
 }
 
 /// A `deployment_protection_rule` delivery for [`SHA`] on `main`, triggered by octocat.
