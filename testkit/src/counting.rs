@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use shipgate::store::{Condition, Item, ItemStore, Query, StoreError, Write};
@@ -85,6 +85,7 @@ struct Counters {
 pub struct CountingStore {
     inner: Arc<dyn ItemStore>,
     counters: Counters,
+    calls: Mutex<Vec<String>>,
 }
 
 impl CountingStore {
@@ -92,6 +93,22 @@ impl CountingStore {
         CountingStore {
             inner,
             counters: Counters::default(),
+            calls: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Each call since the last [`take_calls`](Self::take_calls), in order: its kind and the
+    /// keys it touched (`get DEP#…/META`, `transact [create LOCK…, update DEP#…]`).
+    pub fn take_calls(&self) -> Vec<String> {
+        self.calls
+            .lock()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_default()
+    }
+
+    fn log(&self, call: String) {
+        if let Ok(mut c) = self.calls.lock() {
+            c.push(call);
         }
     }
 
@@ -131,39 +148,59 @@ impl CountingStore {
 
     fn count_write(&self, write: &Write) {
         let c = &self.counters;
-        let counter = match write {
-            Write::Put {
-                condition: Condition::Absent { .. },
-                ..
-            } => &c.create,
-            Write::Put {
-                condition: Condition::Version(_),
-                ..
-            } => &c.update,
-            Write::Put { .. } => &c.put,
-            Write::Delete { .. } => &c.delete,
-            Write::Check { .. } => &c.check,
+        let counter = match write_kind(write) {
+            "create" => &c.create,
+            "update" => &c.update,
+            "put" => &c.put,
+            "delete" => &c.delete,
+            _ => &c.check,
         };
         counter.fetch_add(1, Ordering::SeqCst);
     }
+}
+
+fn write_kind(write: &Write) -> &'static str {
+    match write {
+        Write::Put {
+            condition: Condition::Absent { .. },
+            ..
+        } => "create",
+        Write::Put {
+            condition: Condition::Version(_),
+            ..
+        } => "update",
+        Write::Put { .. } => "put",
+        Write::Delete { .. } => "delete",
+        Write::Check { .. } => "check",
+    }
+}
+
+fn describe(write: &Write) -> String {
+    let (pk, sk) = write.key();
+    format!("{} {pk}/{sk}", write_kind(write))
 }
 
 #[async_trait]
 impl ItemStore for CountingStore {
     async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
         self.counters.get.fetch_add(1, Ordering::SeqCst);
+        self.log(format!("get {pk}/{sk}"));
         self.inner.get(pk, sk).await
     }
     async fn write(&self, write: Write) -> Result<(), StoreError> {
         self.count_write(&write);
+        self.log(describe(&write));
         self.inner.write(write).await
     }
     async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         self.counters.transact.fetch_add(1, Ordering::SeqCst);
+        let parts: Vec<String> = writes.iter().map(describe).collect();
+        self.log(format!("transact [{}]", parts.join(", ")));
         self.inner.transact(writes).await
     }
     async fn query(&self, query: Query) -> Result<Vec<Item>, StoreError> {
         self.counters.query.fetch_add(1, Ordering::SeqCst);
+        self.log(format!("query {query:?}"));
         self.inner.query(query).await
     }
     async fn scan(
@@ -173,6 +210,7 @@ impl ItemStore for CountingStore {
         cursor: Option<String>,
     ) -> Result<(Vec<Item>, Option<String>), StoreError> {
         self.counters.scan.fetch_add(1, Ordering::SeqCst);
+        self.log(format!("scan {segment}/{total}"));
         self.inner.scan(segment, total, cursor).await
     }
 }
