@@ -959,9 +959,19 @@ mod tests {
     use super::*;
     use crate::domain::policy::Policy;
     use crate::embedded::sqlite::SqliteStore;
-    use crate::notify::RecordingPublisher;
+    use crate::notify::{PublishError, Publisher};
     use crate::service::SystemClock;
     use crate::store::Repo;
+
+    /// The notifier publishes nothing; its services need a publisher all the same.
+    struct Discard;
+
+    #[async_trait::async_trait]
+    impl Publisher for Discard {
+        async fn publish(&self, _: &Notification) -> Result<(), PublishError> {
+            Ok(())
+        }
+    }
 
     fn services() -> Services {
         let policy = Policy::parse(
@@ -973,7 +983,7 @@ mod tests {
             repo: Repo::new(Arc::new(SqliteStore::in_memory().expect("store"))),
             policy: Arc::new(policy),
             github: None,
-            publisher: Arc::new(RecordingPublisher::default()),
+            publisher: Arc::new(Discard),
             clock: Arc::new(SystemClock),
         }
     }

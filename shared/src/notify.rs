@@ -152,25 +152,3 @@ pub enum PublishError {
 pub trait Publisher: Send + Sync {
     async fn publish(&self, notification: &Notification) -> Result<(), PublishError>;
 }
-
-/// Keeps what was published, for tests and the demo's timeline.
-#[derive(Default, Clone)]
-pub struct RecordingPublisher {
-    seen: std::sync::Arc<std::sync::Mutex<Vec<Notification>>>,
-}
-
-impl RecordingPublisher {
-    pub fn taken(&self) -> Vec<Notification> {
-        self.seen.lock().map(|v| v.clone()).unwrap_or_default()
-    }
-}
-
-#[async_trait]
-impl Publisher for RecordingPublisher {
-    async fn publish(&self, n: &Notification) -> Result<(), PublishError> {
-        if let Ok(mut v) = self.seen.lock() {
-            v.push(n.clone());
-        }
-        Ok(())
-    }
-}

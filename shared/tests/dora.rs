@@ -433,10 +433,12 @@ mod job {
     use shipgate::domain::policy::Policy;
     use shipgate::embedded::sqlite::SqliteStore;
     use shipgate::jobs::{self, JobContext, JobName, MetricSink};
-    use shipgate::notify::{NotificationBody, RecordingPublisher};
+    use shipgate::notify::NotificationBody;
     use shipgate::service::lifecycle::commit_seen;
-    use shipgate::service::{ManualClock, Services};
+    use shipgate::service::Services;
     use shipgate::store::Repo;
+    use testkit::ManualClock;
+    use testkit::RecordingPublisher;
 
     use super::t;
 

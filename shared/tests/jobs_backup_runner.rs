@@ -14,10 +14,12 @@ use shipgate::domain::policy::{Policy, EXAMPLE_POLICY};
 use shipgate::embedded::sqlite::{Durability, SqliteStore};
 use shipgate::jobs::backup::{BackupConfigError, TableBackups};
 use shipgate::jobs::{self, JobContext, JobError, JobName, JobReport, MetricSink};
-use shipgate::notify::{Notification, NotificationBody, RecordingPublisher};
+use shipgate::notify::{Notification, NotificationBody};
 use shipgate::outbound::http_client;
-use shipgate::service::{ManualClock, Services};
+use shipgate::service::Services;
 use shipgate::store::{Condition, Item, ItemStore, Repo, Write};
+use testkit::ManualClock;
+use testkit::RecordingPublisher;
 
 const ITEMS: usize = 300;
 

@@ -16,12 +16,14 @@ use shipgate::embedded::sqlite::SqliteStore;
 use shipgate::jobs::backup::TableBackups;
 use shipgate::jobs::predeploy::{self, PreDeployOutcome};
 use shipgate::jobs::{self, BackupJobs, JobContext, JobError, JobName, JobOutcome, MetricSink};
-use shipgate::notify::{NotificationBody, RecordingPublisher};
+use shipgate::notify::NotificationBody;
 use shipgate::outbound::{http_client, GitHubApi, GitHubApp, GitHubAppConfig, RetryPolicy};
 use shipgate::service::answer::answer_github;
 use shipgate::service::predeploy::{PreDeployBackup, Status, MAX_ATTEMPTS, META_KIND};
-use shipgate::service::{ManualClock, Services};
+use shipgate::service::Services;
 use shipgate::store::{ItemStore, Repo};
+use testkit::ManualClock;
+use testkit::RecordingPublisher;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 

@@ -13,10 +13,12 @@ use shipgate::domain::deployment::{
 use shipgate::domain::policy::Policy;
 use shipgate::embedded::sqlite::SqliteStore;
 use shipgate::jobs::{self, JobContext, JobName, MetricSink};
-use shipgate::notify::{NotificationBody, RecordingPublisher};
+use shipgate::notify::NotificationBody;
 use shipgate::outbound::{http_client, GitHubApi, GitHubApp, GitHubAppConfig, RetryPolicy};
-use shipgate::service::{ManualClock, Services};
+use shipgate::service::Services;
 use shipgate::store::{Condition, Repo, Write};
+use testkit::ManualClock;
+use testkit::RecordingPublisher;
 use wiremock::matchers::{body_json, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 

@@ -33,7 +33,7 @@ async fn fresh() -> Arc<dyn ItemStore> {
     Arc::new(fresh_table().await)
 }
 
-shipgate::store_contract_tests!(fresh());
+testkit::store_contract_tests!(fresh());
 
 fn item(pk: &str, sk: &str, version: u64, data: &str) -> Item {
     Item {

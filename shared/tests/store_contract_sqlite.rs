@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use shipgate::embedded::sqlite::{Durability, SqliteStore};
-use shipgate::store::contract::{self, IgnoresVersions};
 use shipgate::store::ItemStore;
+use testkit::contract::{self, IgnoresVersions};
 
 async fn fresh() -> Arc<dyn ItemStore> {
     Arc::new(SqliteStore::in_memory().expect("in-memory sqlite"))
 }
 
-shipgate::store_contract_tests!(fresh());
+testkit::store_contract_tests!(fresh());
 
 /// The same suite on a database file, where reads use their own connection and writes are
 /// committed in groups.
@@ -59,7 +59,7 @@ mod file_backed {
         Arc::new(FileStore { store, _dir: dir })
     }
 
-    shipgate::store_contract_tests!(fresh());
+    testkit::store_contract_tests!(fresh());
 }
 
 #[tokio::test]

@@ -276,9 +276,10 @@ mod tests {
 
     use shipgate::domain::policy::Policy;
     use shipgate::embedded::sqlite::SqliteStore;
-    use shipgate::notify::RecordingPublisher;
-    use shipgate::service::{ManualClock, Services};
+    use shipgate::service::Services;
     use shipgate::store::Repo;
+    use testkit::ManualClock;
+    use testkit::RecordingPublisher;
 
     use super::*;
 

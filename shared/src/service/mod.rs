@@ -39,36 +39,6 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock tests can set and advance.
-#[derive(Debug, Clone)]
-pub struct ManualClock(Arc<std::sync::Mutex<Timestamp>>);
-
-impl ManualClock {
-    pub fn new(at: Timestamp) -> Self {
-        ManualClock(Arc::new(std::sync::Mutex::new(at)))
-    }
-    pub fn set(&self, at: Timestamp) {
-        if let Ok(mut t) = self.0.lock() {
-            *t = at;
-        }
-    }
-    pub fn advance(&self, by: std::time::Duration) {
-        if let Ok(mut t) = self.0.lock() {
-            let d = jiff::SignedDuration::try_from(by).unwrap_or(jiff::SignedDuration::MAX);
-            *t = t.checked_add(d).unwrap_or(*t);
-        }
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Timestamp {
-        self.0
-            .lock()
-            .map(|t| *t)
-            .unwrap_or_else(|p| *p.into_inner())
-    }
-}
-
 /// Everything a use case needs, built once at cold start.
 #[derive(Clone)]
 pub struct Services {

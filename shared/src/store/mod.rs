@@ -4,9 +4,9 @@
 //! shipgate relies on (create-if-absent, update-if-version-matches, all-or-nothing
 //! transactions, expiring items, per-partition and timeline queries). Two adapters implement
 //! it — `crate::aws::dynamodb::DynamoStore` for AWS and `crate::embedded::sqlite::SqliteStore`
-//! for the self-hosted binary — and one contract suite holds both to the same rules.
+//! for the self-hosted binary — and one contract suite (in the `testkit` crate) holds both to
+//! the same rules.
 
-pub mod contract;
 pub mod item;
 pub mod repo;
 

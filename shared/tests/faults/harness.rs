@@ -15,12 +15,14 @@ use serde_json::{json, Value};
 use shipgate::domain::deployment::{next_state, Action, Deployment, State};
 use shipgate::domain::policy::Policy;
 use shipgate::embedded::sqlite::SqliteStore;
-use shipgate::notify::{NotificationBody, RecordingPublisher};
+use shipgate::notify::NotificationBody;
 use shipgate::outbound::{http_client, GitHubApi, GitHubApp, GitHubAppConfig, RetryPolicy};
 use shipgate::service::gate::ProtectionRuleRequest;
-use shipgate::service::{ManualClock, ServiceError, Services};
+use shipgate::service::{ServiceError, Services};
 use shipgate::store::repo::{Claim, CLAIM_LEASE};
 use shipgate::store::Repo;
+use testkit::ManualClock;
+use testkit::RecordingPublisher;
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 

@@ -11,7 +11,7 @@
 //! Faults come from [`Rule`]s ("the 2nd transaction touching `DEP#…`") or from a seeded chaos
 //! mode that picks faults at random with a fixed seed, so a failing run replays exactly.
 //!
-//! Shared by `shared/tests/faults.rs` and `functions/notifier/tests/faults.rs` (`#[path]`).
+//! Included by `shared/tests/faults.rs` (`#[path]`).
 
 #![allow(dead_code)]
 
