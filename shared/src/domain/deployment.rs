@@ -16,6 +16,8 @@ use std::fmt;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use super::ids::short_sha;
+
 /// Where a deployment is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -276,7 +278,7 @@ impl RollbackRequest {
     }
 
     pub fn short_target(&self) -> &str {
-        self.target_sha.get(..7).unwrap_or(&self.target_sha)
+        short_sha(&self.target_sha)
     }
 
     pub fn approvers(&self) -> Vec<String> {
@@ -495,7 +497,7 @@ impl Deployment {
 
     /// Short sha for people.
     pub fn short_sha(&self) -> &str {
-        self.sha.get(..7).unwrap_or(&self.sha)
+        short_sha(&self.sha)
     }
 
     /// True while the verification window is open at `now`.

@@ -21,6 +21,7 @@ use super::{ServiceError, Services};
 use crate::domain::deployment::{
     Actor, ApprovalOutcome, ApprovalRefused, ApproverFacts, CallbackState, Deployment, State,
 };
+use crate::domain::ids::short_sha;
 use crate::notify::Notification;
 
 /// How long a click may wait for GitHub's answer before leaving it to the sweeper.
@@ -480,20 +481,16 @@ async fn environment_of(svc: &Services, deployment_id: &str) -> Result<String, S
         .unwrap_or_default())
 }
 
-fn short(sha: &str) -> &str {
-    sha.get(..7).unwrap_or(sha)
-}
-
 /// What the clicker is told about a rollback outcome.
 fn rollback_click(environment: String, outcome: RollbackOutcome) -> ClickOutcome {
     let message = match outcome {
         RollbackOutcome::StaleButton => return ClickOutcome::Stale,
         RollbackOutcome::Started { target_sha, .. } => {
-            format!("Rolling back {environment} to {}.", short(&target_sha))
+            format!("Rolling back {environment} to {}.", short_sha(&target_sha))
         }
         RollbackOutcome::Failed { target_sha, error, .. } => format!(
             "Rolling back {environment} to {}, but GitHub did not accept it yet ({error}); shipgate retries.",
-            short(&target_sha)
+            short_sha(&target_sha)
         ),
         RollbackOutcome::AlreadyRollingBack { .. } => {
             format!("{environment} is already rolling back.")
@@ -512,7 +509,7 @@ fn rollback_click(environment: String, outcome: RollbackOutcome) -> ClickOutcome
             ..
         } => format!(
             "Rollback of {environment} to {} requested: {have} of {need} approvals so far; the request expires at {expires_at}.",
-            short(&target_sha)
+            short_sha(&target_sha)
         ),
         RollbackOutcome::AwaitingApprovals {
             target_sha,
@@ -522,7 +519,7 @@ fn rollback_click(environment: String, outcome: RollbackOutcome) -> ClickOutcome
             ..
         } => format!(
             "A rollback of {environment} to {} is already requested: {have} of {need} approvals; the request expires at {expires_at}.",
-            short(&target_sha)
+            short_sha(&target_sha)
         ),
         RollbackOutcome::ApprovalRecorded { have, need, .. } => {
             format!("Rollback approval recorded for {environment}: {have} of {need}.")

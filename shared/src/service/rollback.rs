@@ -32,6 +32,7 @@ use crate::domain::deployment::{
     Action, Actor, ApproverFacts, Deployment, DeploymentKind, EnvironmentHeads, RollbackApproval,
     RollbackInfo, RollbackRefused, RollbackRequest, State,
 };
+use crate::domain::ids::short_sha;
 use crate::domain::incident::Incident;
 use crate::domain::policy::{EnvironmentPolicy, RollbackMethod, Severity};
 use crate::notify::{Notification, NotificationBody};
@@ -143,10 +144,6 @@ struct Target {
     git_ref: String,
 }
 
-fn short(sha: &str) -> &str {
-    sha.get(..7).unwrap_or(sha)
-}
-
 /// The deployment of `environment` inside its verification window at `now`, if any. Only the
 /// lock holder can be verifying: a deployment keeps the lock until its window closes.
 pub async fn verifying_deployment(
@@ -218,7 +215,7 @@ pub async fn start_automatic(
         incident.severity,
         incident.title,
         incident.id,
-        short(&dep.sha)
+        short_sha(&dep.sha)
     );
     let info = RollbackInfo {
         target_sha: target.sha.clone(),
@@ -228,7 +225,7 @@ pub async fn start_automatic(
         github_deployment_id: None,
         finished_at: None,
     };
-    let why = format!("{reason}; rolling back to {}", short(&target.sha));
+    let why = format!("{reason}; rolling back to {}", short_sha(&target.sha));
     let dep_id = dep.id.clone();
     let begun = begin(svc, &dep_id, info, &Actor(started_by), &why, |d| {
         d.in_verification_window(now)
@@ -304,7 +301,7 @@ async fn page_once(
         incident.title,
         dep.environment,
         dep.id,
-        short(&dep.sha)
+        short_sha(&dep.sha)
     );
     tracing::error!(deployment_id = %dep.id, incident_id = %incident.id, "no last known good version to roll back to");
     svc.repo
@@ -398,8 +395,8 @@ async fn carry_out(
                 let mut new = NewDeployment::new(rb.target_sha.clone(), dep.environment.clone());
                 new.description = Some(format!(
                     "shipgate rollback of {} to {}",
-                    short(&dep.sha),
-                    short(&rb.target_sha)
+                    short_sha(&dep.sha),
+                    short_sha(&rb.target_sha)
                 ));
                 new.payload = serde_json::json!({
                     "shipgate_rollback_of": dep.id,
@@ -429,8 +426,8 @@ async fn carry_out(
     match result {
         Ok(github_id) => {
             let what = match github_id {
-                Some(id) => format!("GitHub deployment {id} of {}", short(&rb.target_sha)),
-                None => format!("workflow dispatched for {}", short(&rb.target_sha)),
+                Some(id) => format!("GitHub deployment {id} of {}", short_sha(&rb.target_sha)),
+                None => format!("workflow dispatched for {}", short_sha(&rb.target_sha)),
             };
             if github_id.is_none() {
                 svc.repo
@@ -571,13 +568,6 @@ fn rollable(d: &Deployment) -> bool {
     matches!(d.state, State::Verifying | State::Succeeded | State::Failed)
 }
 
-fn add(t: Timestamp, d: std::time::Duration) -> Timestamp {
-    jiff::SignedDuration::try_from(d)
-        .ok()
-        .and_then(|d| t.checked_add(d).ok())
-        .unwrap_or(Timestamp::MAX)
-}
-
 /// The identity facts of Slack user `user` (when there is one) for `env`.
 fn facts<'a>(
     svc: &'a Services,
@@ -679,7 +669,7 @@ pub async fn start_manual(
         };
         let why = format!(
             "started by {requested_by}; rolling back to {}",
-            short(&target.sha)
+            short_sha(&target.sha)
         );
         return launch(
             svc,
@@ -728,7 +718,7 @@ pub async fn start_manual(
             target_ref: target.git_ref.clone(),
             requested_by: requested_by.to_string(),
             requested_at: now,
-            expires_at: add(now, env.approval_ttl),
+            expires_at: crate::domain::time::add(now, env.approval_ttl),
             approvals_required: env.approvals_required,
             approvals: Vec::new(),
             nonce: uuid::Uuid::new_v4().simple().to_string(),
