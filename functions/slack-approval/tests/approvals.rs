@@ -475,7 +475,7 @@ async fn a_rollback_click_on_a_deployment_that_is_not_running_changes_nothing() 
         h.ephemeral_texts().await,
         vec![format!(
             "Not rolled back: {} is not what runs in production now; use the message of the current deployment.",
-            &dep.sha[..7]
+            shipgate::domain::short_sha(&dep.sha)
         )]
     );
     assert_eq!(h.deployment(&dep.id).await, dep);
@@ -511,11 +511,11 @@ async fn a_break_glass_deploy_needs_the_extra_approval_and_is_announced_and_audi
         .await
         .unwrap();
     let request = ProtectionRuleRequest {
-        repo: REPO.into(),
-        environment: "production".into(),
+        repo: REPO.parse().unwrap(),
+        environment: "production".parse().unwrap(),
         event: "workflow_dispatch".into(),
         git_ref: "main".into(),
-        sha: SHA.into(),
+        sha: SHA.parse().unwrap(),
         run_id: 1313,
         installation_id: Some(common::INSTALLATION_ID),
         requester: "octocat".into(),

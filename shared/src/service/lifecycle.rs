@@ -10,6 +10,7 @@ use jiff::Timestamp;
 use super::update_deployment;
 use super::{ServiceError, Services};
 use crate::domain::deployment::{Action, Actor, Deployment, Head, State};
+use crate::domain::ids::GitHubDeploymentState;
 use crate::notify::Notification;
 use crate::store::repo::ShaFact;
 
@@ -88,8 +89,8 @@ pub async fn deployment_created(
         ev.github_deployment_id,
         ev.run_id,
         ev.rollback_of.as_deref(),
-        &ev.environment,
-        &ev.sha,
+        ev.environment.as_str(),
+        ev.sha.as_str(),
     )
     .await?
     else {
@@ -167,8 +168,8 @@ pub async fn deployment_status(
         ev.github_deployment_id,
         ev.run_id,
         ev.rollback_of.as_deref(),
-        &ev.environment,
-        &ev.sha,
+        ev.environment.as_str(),
+        ev.sha.as_str(),
     )
     .await?
     else {
@@ -192,13 +193,14 @@ pub async fn deployment_status(
     let status = ev.state.as_str();
     let until = window_end(svc, &dep, now);
 
-    let action = match (is_rollback_status, status) {
-        (true, "success") => Some(Action::FinishRollback),
-        (true, "failure" | "error") => Some(Action::Fail),
+    let action = match (is_rollback_status, &ev.state) {
+        (true, GitHubDeploymentState::Success) => Some(Action::FinishRollback),
+        (true, s) if s.is_failed() => Some(Action::Fail),
         (true, _) => None,
-        (false, "queued" | "pending" | "in_progress") => Some(Action::StartDeploy),
-        (false, "success") => Some(Action::BeginVerification),
-        (false, "failure" | "error") => Some(Action::Fail),
+        (false, s) if s.is_started() => Some(Action::StartDeploy),
+        (false, GitHubDeploymentState::Success) => Some(Action::BeginVerification),
+        (false, s) if s.is_failed() => Some(Action::Fail),
+        // `inactive`, `waiting` and states GitHub adds later are recorded, not acted on.
         (false, _) => None,
     };
     let Some(action) = action else {
