@@ -199,15 +199,15 @@ string_id!(EnvName);
 /// A git commit id in hex, stored lowercase.
 ///
 /// GitHub sends full ids: 40 digits (SHA-1) or 64 (SHA-256 repositories). Abbreviated ids
-/// from 7 digits (git's default abbreviation) up are accepted too, because people and
-/// scripts name commits that way (`shipgate rollback --to 9f0c1e2`) and test fixtures use
-/// them; anything shorter is too ambiguous to name a commit.
+/// are accepted too, down to the 4 digits git itself accepts as an object name
+/// (`MINIMUM_ABBREV`), because people, scripts, the load generator and test fixtures name
+/// commits that way (`9f0c1e2`, `abc123`); anything shorter git would not resolve either.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Sha(String);
 
 impl Sha {
-    pub const MIN_LEN: usize = 7;
+    pub const MIN_LEN: usize = 4;
     pub const MAX_LEN: usize = 64;
     /// How many digits [`Sha::short`] shows.
     pub const SHORT_LEN: usize = 7;
@@ -443,17 +443,18 @@ mod tests {
     }
 
     #[test]
-    fn shas_are_hex_from_seven_to_sixty_four_digits_and_stored_lowercase() {
-        for ok in [SHA1, SHA256, "9f0c1e2"] {
+    fn shas_are_hex_from_four_to_sixty_four_digits_and_stored_lowercase() {
+        for ok in [SHA1, SHA256, "9f0c1e2", "abc123", "abcd"] {
             assert_eq!(Sha::parse(ok).unwrap(), ok);
         }
         let upper = Sha::parse(&SHA1.to_ascii_uppercase()).unwrap();
         assert_eq!(upper, SHA1);
         assert_eq!(
-            Sha::parse("abc123"),
-            Err(IdError::ShaLength { len: 6 }),
+            Sha::parse("abc"),
+            Err(IdError::ShaLength { len: 3 }),
             "too short to name a commit"
         );
+        assert_eq!(Sha::parse(""), Err(IdError::ShaLength { len: 0 }));
         assert_eq!(
             Sha::parse(&format!("{SHA256}0")),
             Err(IdError::ShaLength { len: 65 })

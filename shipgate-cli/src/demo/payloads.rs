@@ -448,7 +448,7 @@ mod tests {
             &repo(),
             "production",
             "refs/heads/main",
-            "abc1234",
+            "abc123",
             77,
             5001,
             42,
@@ -466,7 +466,7 @@ mod tests {
         assert_eq!(req.run_id, 77);
         assert_eq!(req.installation_id, Some(42));
         assert_eq!(req.requester, "alice-ops");
-        assert_eq!(req.sha, "abc1234");
+        assert_eq!(req.sha, "abc123");
         assert_eq!(req.git_ref, "refs/heads/main");
     }
 
@@ -476,8 +476,8 @@ mod tests {
         let dep = GhDeployment {
             repo: &r,
             environment: "production",
-            git_ref: "abc1234",
-            sha: "abc1234",
+            git_ref: "abc123",
+            sha: "abc123",
             run_id: None,
             id: 9001,
             payload: json!({ "shipgate_rollback_of": "dep-1" }),
@@ -499,7 +499,7 @@ mod tests {
     fn push_lists_every_commit_with_its_time() {
         let at: Timestamp = "2026-03-02T10:00:00Z".parse().expect("ts");
         let commits = [Commit {
-            sha: "abc1234",
+            sha: "abc123",
             message: "Add /healthz",
             at,
             author: "octocat",
@@ -511,7 +511,7 @@ mod tests {
             panic!("not a push: {parsed:?}");
         };
         assert_eq!(push.repo, "octo-org/hello-world");
-        assert_eq!(push.commits, vec![("abc1234".parse().expect("sha"), at)]);
+        assert_eq!(push.commits, vec![("abc123".parse().expect("sha"), at)]);
     }
 
     #[test]
