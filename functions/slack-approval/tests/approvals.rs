@@ -475,7 +475,7 @@ async fn a_rollback_click_on_a_deployment_that_is_not_running_changes_nothing() 
         h.ephemeral_texts().await,
         vec![format!(
             "Not rolled back: {} is not what runs in production now; use the message of the current deployment.",
-            shipgate::domain::short_sha(&dep.sha)
+            dep.sha.short()
         )]
     );
     assert_eq!(h.deployment(&dep.id).await, dep);

@@ -16,7 +16,7 @@ use std::fmt;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::ids::short_sha;
+use super::ids::{short_sha, RepoName, Sha};
 
 /// Where a deployment is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -355,11 +355,10 @@ pub struct SlackRef {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deployment {
     pub id: String,
-    /// `owner/name`.
-    pub repo: String,
+    pub repo: RepoName,
     pub environment: String,
     pub git_ref: String,
-    pub sha: String,
+    pub sha: Sha,
     /// GitHub login of whoever triggered the run.
     pub requester: String,
     pub kind: DeploymentKind,
@@ -497,7 +496,7 @@ impl Deployment {
 
     /// Short sha for people.
     pub fn short_sha(&self) -> &str {
-        short_sha(&self.sha)
+        self.sha.short()
     }
 
     /// True while the verification window is open at `now`.

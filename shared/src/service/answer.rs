@@ -66,7 +66,7 @@ pub async fn answer_github(svc: &Services, deployment_id: &str) -> Result<bool, 
             github
                 .report_protection_rule_status(
                     installation_id,
-                    &dep.repo,
+                    dep.repo.as_str(),
                     run_id,
                     &dep.environment,
                     &comment,
@@ -102,7 +102,7 @@ pub async fn answer_github(svc: &Services, deployment_id: &str) -> Result<bool, 
     github
         .review_protection_rule(
             installation_id,
-            &dep.repo,
+            dep.repo.as_str(),
             run_id,
             &dep.environment,
             state,

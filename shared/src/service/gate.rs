@@ -48,10 +48,10 @@ pub enum GateOutcome {
 fn new_deployment(req: &ProtectionRuleRequest, now: Timestamp) -> Deployment {
     Deployment {
         id: DeploymentId::new().into(),
-        repo: req.repo.to_string(),
+        repo: req.repo.clone(),
         environment: req.environment.to_string(),
         git_ref: req.git_ref.clone(),
-        sha: req.sha.to_string(),
+        sha: req.sha.clone(),
         requester: req.requester.clone(),
         kind: DeploymentKind::Deploy,
         state: State::Requested,

@@ -275,7 +275,7 @@ pub async fn deployment_status(
     match dep.state {
         State::Verifying => {
             let head = Head {
-                sha: dep.sha.clone(),
+                sha: dep.sha.to_string(),
                 git_ref: dep.git_ref.clone(),
                 deployment_id: dep.id.clone(),
                 at: now,
@@ -353,7 +353,7 @@ pub async fn finish_verification(
         });
     }
     let head = Head {
-        sha: dep.sha.clone(),
+        sha: dep.sha.to_string(),
         git_ref: dep.git_ref.clone(),
         deployment_id: dep.id.clone(),
         at: now,
@@ -363,8 +363,8 @@ pub async fn finish_verification(
         .record_sha_fact(
             &format!("OK#{}", dep.environment),
             &ShaFact {
-                repo: dep.repo.clone(),
-                sha: dep.sha.clone(),
+                repo: dep.repo.to_string(),
+                sha: dep.sha.to_string(),
                 at: now,
                 detail: Some(dep.id.clone()),
             },

@@ -215,7 +215,7 @@ pub async fn start_automatic(
         incident.severity,
         incident.title,
         incident.id,
-        short_sha(&dep.sha)
+        dep.sha.short()
     );
     let info = RollbackInfo {
         target_sha: target.sha.clone(),
@@ -301,7 +301,7 @@ async fn page_once(
         incident.title,
         dep.environment,
         dep.id,
-        short_sha(&dep.sha)
+        dep.sha.short()
     );
     tracing::error!(deployment_id = %dep.id, incident_id = %incident.id, "no last known good version to roll back to");
     svc.repo
@@ -395,7 +395,7 @@ async fn carry_out(
                 let mut new = NewDeployment::new(rb.target_sha.clone(), dep.environment.clone());
                 new.description = Some(format!(
                     "shipgate rollback of {} to {}",
-                    short_sha(&dep.sha),
+                    dep.sha.short(),
                     short_sha(&rb.target_sha)
                 ));
                 new.payload = serde_json::json!({
@@ -403,7 +403,7 @@ async fn carry_out(
                     "reason": rb.reason,
                 });
                 github
-                    .create_deployment(installation, &dep.repo, &new)
+                    .create_deployment(installation, dep.repo.as_str(), &new)
                     .await
                     .map(Some)
                     .map_err(|e| e.to_string())
@@ -415,7 +415,7 @@ async fn carry_out(
                 inputs.insert("sha".into(), rb.target_sha.clone().into());
                 inputs.insert("reason".into(), rb.reason.clone().into());
                 github
-                    .dispatch_workflow(installation, &dep.repo, workflow, git_ref, &inputs)
+                    .dispatch_workflow(installation, dep.repo.as_str(), workflow, git_ref, &inputs)
                     .await
                     .map(|()| None)
                     .map_err(|e| e.to_string())
@@ -558,7 +558,7 @@ async fn manual_target(
                 && d.sha != dep.sha
         })
         .map(|d| Target {
-            sha: d.sha,
+            sha: d.sha.into(),
             git_ref: d.git_ref,
         }))
 }
