@@ -55,7 +55,7 @@ impl From<&Deployment> for DeploymentSummary {
         DeploymentSummary {
             id: d.id.clone(),
             repo: d.repo.to_string(),
-            environment: d.environment.clone(),
+            environment: d.environment.to_string(),
             git_ref: d.git_ref.clone(),
             sha: d.sha.to_string(),
             requester: d.requester.clone(),

@@ -839,7 +839,7 @@ fn status_for(dep: &Deployment, state: &str, github_id: u64, rollback: bool) -> 
     DeploymentStatus {
         github_deployment_id: github_id,
         repo: REPO.parse().unwrap(),
-        environment: dep.environment.parse().unwrap(),
+        environment: dep.environment.clone(),
         sha: dep.sha.clone(),
         git_ref: dep.git_ref.clone(),
         state: state.into(),

@@ -74,7 +74,7 @@ fn deployment_of(n: &Notification) -> Deployment {
     };
     let mut dep = awaiting_deployment(&s.id);
     dep.repo = s.repo.parse().unwrap();
-    dep.environment = s.environment.clone();
+    dep.environment = s.environment.parse().unwrap();
     dep.git_ref = s.git_ref.clone();
     dep.sha = s.sha.parse().unwrap();
     dep.requester = s.requester.clone();

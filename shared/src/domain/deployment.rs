@@ -16,7 +16,7 @@ use std::fmt;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::ids::{short_sha, RepoName, Sha};
+use super::ids::{short_sha, EnvName, RepoName, Sha};
 
 /// Where a deployment is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -356,7 +356,7 @@ pub struct SlackRef {
 pub struct Deployment {
     pub id: String,
     pub repo: RepoName,
-    pub environment: String,
+    pub environment: EnvName,
     pub git_ref: String,
     pub sha: Sha,
     /// GitHub login of whoever triggered the run.
@@ -465,7 +465,7 @@ impl Deployment {
         Ok(AuditEvent {
             at: now,
             deployment_id: self.id.clone(),
-            environment: self.environment.clone(),
+            environment: self.environment.to_string(),
             actor: actor.0.clone(),
             what: action.as_str().to_string(),
             from: Some(from),
@@ -485,7 +485,7 @@ impl Deployment {
         AuditEvent {
             at: now,
             deployment_id: self.id.clone(),
-            environment: self.environment.clone(),
+            environment: self.environment.to_string(),
             actor: actor.0.clone(),
             what: what.to_string(),
             from: None,
@@ -620,7 +620,7 @@ impl Deployment {
         }
         if !facts.approvers.iter().any(|a| a == user) {
             return Err(ApprovalRefused::NotAnApprover {
-                environment: self.environment.clone(),
+                environment: self.environment.to_string(),
             });
         }
         if facts.prevent_self_approval
@@ -663,7 +663,7 @@ impl Deployment {
         facts: &ApproverFacts<'_>,
         now: Timestamp,
     ) -> Result<(RollbackApproval, AuditEvent), RollbackRefused> {
-        let environment = self.environment.clone();
+        let environment = self.environment.to_string();
         let request = self
             .rollback_request
             .as_mut()
@@ -729,7 +729,7 @@ impl Deployment {
         let is_approver = facts.approvers.iter().any(|a| a == user);
         if !is_approver && !request.is_requested_by(user, facts.clicker_login) {
             return Err(RollbackRefused::MayNotCancel {
-                environment: self.environment.clone(),
+                environment: self.environment.to_string(),
             });
         }
         let why = format!(

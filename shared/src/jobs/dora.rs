@@ -115,7 +115,7 @@ pub async fn facts(
         };
         out.push(DeploymentFact {
             id: dep.id.clone(),
-            environment: dep.environment.clone(),
+            environment: dep.environment.to_string(),
             sha: dep.sha.to_string(),
             at: deployed_at(dep, outcome, &audit_times, window),
             committed_at,

@@ -68,7 +68,7 @@ pub async fn answer_github(svc: &Services, deployment_id: &str) -> Result<bool, 
                     installation_id,
                     dep.repo.as_str(),
                     run_id,
-                    &dep.environment,
+                    dep.environment.as_str(),
                     &comment,
                 )
                 .await?;
@@ -104,7 +104,7 @@ pub async fn answer_github(svc: &Services, deployment_id: &str) -> Result<bool, 
             installation_id,
             dep.repo.as_str(),
             run_id,
-            &dep.environment,
+            dep.environment.as_str(),
             state,
             &comment,
         )

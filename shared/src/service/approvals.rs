@@ -156,7 +156,7 @@ impl ClickOutcome {
 
 /// The identity facts of the clicker for the deployment's environment.
 fn facts<'a>(svc: &'a Services, dep: &Deployment, slack_user: &str) -> ApproverFacts<'a> {
-    let env = svc.policy.environment(&dep.environment);
+    let env = svc.policy.environment(dep.environment.as_str());
     ApproverFacts {
         approvers: env.map(|e| e.approvers.as_slice()).unwrap_or(&[]),
         clicker_login: svc.policy.slack_user_login(slack_user),
@@ -256,7 +256,7 @@ pub async fn approve(
                 .await;
             let github = answer_within_budget(svc, &dep.id).await;
             Ok(ClickOutcome::Approved {
-                environment: dep.environment.clone(),
+                environment: dep.environment.to_string(),
                 short_sha: dep.short_sha().to_string(),
                 approvers: dep.approvals.iter().map(|a| a.approver.clone()).collect(),
                 break_glass,
@@ -272,7 +272,7 @@ pub async fn approve(
             svc.publish(Notification::deployment(now, &dep, "approval_progress"))
                 .await;
             Ok(ClickOutcome::Progress {
-                environment: dep.environment.clone(),
+                environment: dep.environment.to_string(),
                 have,
                 need,
                 break_glass,
@@ -289,7 +289,7 @@ pub async fn approve(
                 .await;
             let github = answer_within_budget(svc, &dep.id).await;
             Ok(ClickOutcome::Approved {
-                environment: dep.environment.clone(),
+                environment: dep.environment.to_string(),
                 short_sha: dep.short_sha().to_string(),
                 approvers,
                 break_glass,
@@ -324,7 +324,7 @@ pub async fn reject(
         let facts = facts(svc, dep, slack_user);
         let required = svc
             .policy
-            .environment(&dep.environment)
+            .environment(dep.environment.as_str())
             .is_some_and(|e| e.require_reject_reason);
         if required && reason.is_none() {
             // Check on a copy that this person could reject, so the dialog only opens for
@@ -361,7 +361,7 @@ pub async fn reject(
             Ok(ClickOutcome::Refused(refusal))
         }
         Some(Ok(())) if needs_reason => Ok(ClickOutcome::ReasonRequired {
-            environment: dep.environment.clone(),
+            environment: dep.environment.to_string(),
         }),
         Some(Ok(())) => {
             tracing::info!(deployment_id, slack_user, "deployment rejected from Slack");
@@ -369,7 +369,7 @@ pub async fn reject(
                 .await;
             let github = answer_within_budget(svc, &dep.id).await;
             Ok(ClickOutcome::Rejected {
-                environment: dep.environment.clone(),
+                environment: dep.environment.to_string(),
                 short_sha: dep.short_sha().to_string(),
                 reason: reason.map(str::to_string),
                 github,
@@ -394,7 +394,7 @@ pub async fn request_rollback(
     if !nonce_matches(&dep, nonce) {
         return Ok(ClickOutcome::Stale);
     }
-    let environment = dep.environment.clone();
+    let environment = dep.environment.to_string();
     let current = svc.repo.heads(&environment).await?.current;
     if current.as_ref().map(|h| h.deployment_id.as_str()) != Some(dep.id.as_str()) {
         let message = format!(
@@ -477,7 +477,7 @@ async fn environment_of(svc: &Services, deployment_id: &str) -> Result<String, S
         .repo
         .get_deployment(deployment_id)
         .await?
-        .map(|d| d.environment)
+        .map(|d| d.environment.into())
         .unwrap_or_default())
 }
 

@@ -49,7 +49,7 @@ fn new_deployment(req: &ProtectionRuleRequest, now: Timestamp) -> Deployment {
     Deployment {
         id: DeploymentId::new().into(),
         repo: req.repo.clone(),
-        environment: req.environment.to_string(),
+        environment: req.environment.clone(),
         git_ref: req.git_ref.clone(),
         sha: req.sha.clone(),
         requester: req.requester.clone(),

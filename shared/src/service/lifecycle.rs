@@ -143,7 +143,7 @@ pub async fn deployment_created(
 fn window_end(svc: &Services, dep: &Deployment, now: Timestamp) -> Timestamp {
     let window = svc
         .policy
-        .environment(&dep.environment)
+        .environment(dep.environment.as_str())
         .map(|e| e.verification_window)
         .unwrap_or_default();
     jiff::SignedDuration::try_from(window)
@@ -280,11 +280,13 @@ pub async fn deployment_status(
                 deployment_id: dep.id.clone(),
                 at: now,
             };
-            svc.repo.set_head(&dep.environment, head, false).await?;
+            svc.repo
+                .set_head(dep.environment.as_str(), head, false)
+                .await?;
         }
         State::RolledBack => {
             if let Some(rb) = &dep.rollback {
-                let heads = svc.repo.heads(&dep.environment).await?;
+                let heads = svc.repo.heads(dep.environment.as_str()).await?;
                 let git_ref = heads
                     .last_known_good
                     .as_ref()
@@ -304,7 +306,7 @@ pub async fn deployment_status(
                     .as_ref()
                     .is_some_and(|h| h.sha == rb.target_sha);
                 svc.repo
-                    .set_head(&dep.environment, head, !lkg_is_target)
+                    .set_head(dep.environment.as_str(), head, !lkg_is_target)
                     .await?;
             }
         }
@@ -358,7 +360,9 @@ pub async fn finish_verification(
         deployment_id: dep.id.clone(),
         at: now,
     };
-    svc.repo.set_head(&dep.environment, head, true).await?;
+    svc.repo
+        .set_head(dep.environment.as_str(), head, true)
+        .await?;
     svc.repo
         .record_sha_fact(
             &format!("OK#{}", dep.environment),

@@ -411,7 +411,7 @@ async fn carry_out(
             RollbackMethod::Workflow { workflow, git_ref } => {
                 let git_ref = git_ref.as_deref().unwrap_or(target_ref);
                 let mut inputs = serde_json::Map::new();
-                inputs.insert("environment".into(), dep.environment.clone().into());
+                inputs.insert("environment".into(), dep.environment.as_str().into());
                 inputs.insert("sha".into(), rb.target_sha.clone().into());
                 inputs.insert("reason".into(), rb.reason.clone().into());
                 github
@@ -501,7 +501,7 @@ pub async fn resume(svc: &Services, deployment_id: &str) -> Result<RollbackOutco
     };
     let env = svc
         .policy
-        .environment(&dep.environment)
+        .environment(dep.environment.as_str())
         .cloned()
         .unwrap_or_else(|| EnvironmentPolicy::with_defaults(dep.environment.clone()));
     let dispatched = svc
@@ -516,7 +516,7 @@ pub async fn resume(svc: &Services, deployment_id: &str) -> Result<RollbackOutco
     }
     // The target's ref: the last known good's when it is still the target, else the
     // deployment's own branch (a workflow_dispatch needs a branch or tag, not a sha).
-    let heads = svc.repo.heads(&dep.environment).await?;
+    let heads = svc.repo.heads(dep.environment.as_str()).await?;
     let target_ref = heads
         .last_known_good
         .filter(|h| h.sha == rb.target_sha)
@@ -542,7 +542,7 @@ async fn manual_target(
     let earlier = svc
         .repo
         .deployments_in(
-            &dep.environment,
+            dep.environment.as_str(),
             Timestamp::UNIX_EPOCH,
             dep.created_at,
             true,
@@ -945,7 +945,7 @@ async fn requested(
     {
         return Ok(Err(RollbackOutcome::StaleButton));
     }
-    let Some(env) = svc.policy.environment(&dep.environment).cloned() else {
+    let Some(env) = svc.policy.environment(dep.environment.as_str()).cloned() else {
         return Ok(Err(RollbackOutcome::Refused {
             reason: format!("environment {} is not in the policy", dep.environment),
         }));
@@ -967,7 +967,7 @@ pub async fn approve_request(
         Ok(found) => found,
         Err(outcome) => return Ok(outcome),
     };
-    let current = svc.repo.heads(&dep.environment).await?.current;
+    let current = svc.repo.heads(dep.environment.as_str()).await?.current;
     if current.as_ref().map(|h| h.deployment_id.as_str()) != Some(dep.id.as_str()) {
         return Ok(RollbackOutcome::Refused {
             reason: format!(

@@ -428,7 +428,7 @@ impl Repo {
         if takes_lock {
             writes.push(Write::Put {
                 item: Item {
-                    pk: env_pk(&dep.environment),
+                    pk: env_pk(dep.environment.as_str()),
                     sk: "LOCK".into(),
                     version: 1,
                     expires_at: None,
@@ -444,7 +444,7 @@ impl Repo {
         if let Some(run_id) = dep.run_id {
             writes.push(pointer(
                 format!("RUN#{run_id}"),
-                env_pk(&dep.environment),
+                env_pk(dep.environment.as_str()),
                 dep.id.clone(),
             ));
         }
@@ -456,7 +456,7 @@ impl Repo {
             }
             Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) if takes_lock => {
                 let holder = self
-                    .lock_holder(&dep.environment)
+                    .lock_holder(dep.environment.as_str())
                     .await?
                     .unwrap_or_default();
                 Ok(Created::Locked { holder })
@@ -480,7 +480,11 @@ impl Repo {
             condition: Condition::Version(expected),
         }];
         if !dep.state.holds_lock() {
-            if let Some(lock) = self.store.get(&env_pk(&dep.environment), "LOCK").await? {
+            if let Some(lock) = self
+                .store
+                .get(&env_pk(dep.environment.as_str()), "LOCK")
+                .await?
+            {
                 let rec: LockRecord = from_item(&lock, "lock")?;
                 if rec.holder == dep.id {
                     writes.push(Write::Delete {

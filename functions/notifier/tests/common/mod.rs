@@ -186,7 +186,7 @@ pub fn awaiting_deployment(id: &str) -> Deployment {
     Deployment {
         id: id.into(),
         repo: "acme/shop".parse().unwrap(),
-        environment: "production".into(),
+        environment: "production".parse().unwrap(),
         git_ref: "main".into(),
         sha: "6113728f27ae82c7b1a177c8d03f9e96e0adf246".parse().unwrap(),
         requester: "octocat".into(),
