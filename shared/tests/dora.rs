@@ -489,9 +489,14 @@ mod job {
             .save_deployment(&mut dep, &[event])
             .await
             .expect("save");
-        commit_seen(&svc, "acme/api", "5a11ab1e", t("2026-03-02T08:00:00Z"))
-            .await
-            .expect("commit");
+        commit_seen(
+            &svc,
+            &"acme/api".parse().unwrap(),
+            &"5a11ab1e".parse().unwrap(),
+            t("2026-03-02T08:00:00Z"),
+        )
+        .await
+        .expect("commit");
 
         let ctx = JobContext::new(svc, reqwest::Client::new()).with_metrics(MetricSink::memory());
         let report = jobs::run(&ctx, JobName::DoraReport).await.expect("runs");

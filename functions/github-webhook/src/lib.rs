@@ -201,15 +201,7 @@ async fn dispatch(svc: &Services, event: GitHubEvent) -> Result<Response, Servic
             Ok(lifecycle_response(outcome))
         }
         GitHubEvent::WorkflowRunCompleted(run) => {
-            lifecycle::workflow_completed(
-                svc,
-                run.repo.as_str(),
-                run.sha.as_str(),
-                &run.workflow,
-                &run.conclusion,
-                run.at,
-            )
-            .await?;
+            lifecycle::workflow_completed(svc, &run).await?;
             Ok(web::ok(
                 "recorded",
                 serde_json::json!({ "sha": run.sha, "conclusion": run.conclusion }),
@@ -217,7 +209,7 @@ async fn dispatch(svc: &Services, event: GitHubEvent) -> Result<Response, Servic
         }
         GitHubEvent::Push(CommitsPushed { repo, commits }) => {
             for (sha, at) in &commits {
-                lifecycle::commit_seen(svc, repo.as_str(), sha.as_str(), *at).await?;
+                lifecycle::commit_seen(svc, &repo, sha, *at).await?;
             }
             Ok(web::ok(
                 "recorded",

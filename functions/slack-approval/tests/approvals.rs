@@ -502,8 +502,8 @@ async fn a_break_glass_deploy_needs_the_extra_approval_and_is_announced_and_audi
         .record_sha_fact(
             "OK#staging",
             &shipgate::store::repo::ShaFact {
-                repo: REPO.into(),
-                sha: SHA.into(),
+                repo: REPO.parse().unwrap(),
+                sha: SHA.parse().unwrap(),
                 at: common::start_time(),
                 detail: None,
             },

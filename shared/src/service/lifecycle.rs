@@ -10,7 +10,8 @@ use jiff::Timestamp;
 use super::update_deployment;
 use super::{ServiceError, Services};
 use crate::domain::deployment::{Action, Actor, Deployment, Head, State};
-use crate::domain::ids::GitHubDeploymentState;
+use crate::domain::events::WorkflowRunCompleted;
+use crate::domain::ids::{GitHubDeploymentState, RepoName, Sha};
 use crate::notify::Notification;
 use crate::store::repo::ShaFact;
 
@@ -367,8 +368,8 @@ pub async fn finish_verification(
         .record_sha_fact(
             &format!("OK#{}", dep.environment),
             &ShaFact {
-                repo: dep.repo.to_string(),
-                sha: dep.sha.to_string(),
+                repo: dep.repo.clone(),
+                sha: dep.sha.clone(),
                 at: now,
                 detail: Some(dep.id.clone()),
             },
@@ -385,20 +386,16 @@ pub async fn finish_verification(
 /// A CI outcome for a sha (`workflow_run` / `completed`).
 pub async fn workflow_completed(
     svc: &Services,
-    repo: &str,
-    sha: &str,
-    workflow: &str,
-    conclusion: &str,
-    at: Timestamp,
+    run: &WorkflowRunCompleted,
 ) -> Result<(), ServiceError> {
     svc.repo
         .record_sha_fact(
-            &format!("CI#{workflow}"),
+            &format!("CI#{}", run.workflow),
             &ShaFact {
-                repo: repo.into(),
-                sha: sha.into(),
-                at,
-                detail: Some(conclusion.into()),
+                repo: run.repo.clone(),
+                sha: run.sha.clone(),
+                at: run.at,
+                detail: Some(run.conclusion.clone()),
             },
         )
         .await?;
@@ -408,21 +405,26 @@ pub async fn workflow_completed(
 /// A commit's timestamp (from `push`), the start of its lead time.
 pub async fn commit_seen(
     svc: &Services,
-    repo: &str,
-    sha: &str,
+    repo: &RepoName,
+    sha: &Sha,
     committed_at: Timestamp,
 ) -> Result<(), ServiceError> {
     // The first sighting wins: a later push of the same commit (a merge to another branch)
     // must not move its lead-time start.
-    if !svc.repo.sha_facts(repo, sha, "COMMIT").await?.is_empty() {
+    if !svc
+        .repo
+        .sha_facts(repo.as_str(), sha.as_str(), "COMMIT")
+        .await?
+        .is_empty()
+    {
         return Ok(());
     }
     svc.repo
         .record_sha_fact(
             "COMMIT",
             &ShaFact {
-                repo: repo.into(),
-                sha: sha.into(),
+                repo: repo.clone(),
+                sha: sha.clone(),
                 at: committed_at,
                 detail: None,
             },

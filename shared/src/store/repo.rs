@@ -26,6 +26,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::item::{Condition, Item, ItemStore, Query, StoreError, Timeline, Write};
 use crate::domain::deployment::{AuditEvent, Deployment, EnvironmentHeads, Head, State};
+use crate::domain::ids::{RepoName, Sha};
 use crate::domain::incident::Incident;
 
 /// Errors of the typed layer.
@@ -86,8 +87,8 @@ struct Pointer {
 /// A fact about a sha: CI outcome, commit time, success in an environment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShaFact {
-    pub repo: String,
-    pub sha: String,
+    pub repo: RepoName,
+    pub sha: Sha,
     pub at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
