@@ -26,6 +26,7 @@ use serde::Serialize;
 
 use super::rollback::{self, RollbackOutcome};
 use super::{ServiceError, Services};
+// The alert types moved to `domain::events`; tests and benches still name them here.
 pub use crate::domain::events::{fingerprint_of_labels, AlertSignal, AlertStatus};
 use crate::domain::incident::{Incident, IncidentStatus};
 use crate::domain::policy::{Policy, Severity};
