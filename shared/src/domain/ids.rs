@@ -251,6 +251,7 @@ impl DeploymentId {
     pub const MAX_LEN: usize = 100;
 
     /// A fresh id: `dep-` and a time-ordered UUIDv7.
+    // No `Default`: a default that is a different fresh id on every call would surprise.
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
         DeploymentId(format!("dep-{}", uuid::Uuid::now_v7().simple()))
