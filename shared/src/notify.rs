@@ -54,10 +54,10 @@ impl From<&Deployment> for DeploymentSummary {
     fn from(d: &Deployment) -> Self {
         DeploymentSummary {
             id: d.id.clone(),
-            repo: d.repo.clone(),
-            environment: d.environment.clone(),
+            repo: d.repo.to_string(),
+            environment: d.environment.to_string(),
             git_ref: d.git_ref.clone(),
-            sha: d.sha.clone(),
+            sha: d.sha.to_string(),
             requester: d.requester.clone(),
             state: d.state,
             approvals: d.approvals.iter().map(|a| a.approver.clone()).collect(),

@@ -19,6 +19,7 @@ use jiff::Timestamp;
 use serde_json::{json, Value};
 
 use crate::domain::deployment::{RollbackRequest, State};
+use crate::domain::ids::short_sha;
 use crate::notify::DeploymentSummary;
 
 /// `action_id` of the Approve button.
@@ -153,10 +154,6 @@ fn field(label: &str, value: &str) -> Value {
     mrkdwn(&format!("*{label}*\n{}", truncate(value, FIELD_MAX_CHARS)))
 }
 
-fn short(sha: &str) -> &str {
-    sha.get(..7).unwrap_or(sha)
-}
-
 /// Emoji and label of a state, for headers and the fallback text.
 fn state_label(state: State) -> (&'static str, &'static str) {
     match state {
@@ -225,7 +222,7 @@ fn outcome_line(dep: &DeploymentSummary) -> Option<String> {
             let target = dep
                 .rollback_target
                 .as_deref()
-                .map(|t| format!(" to `{}`", escape(short(t))))
+                .map(|t| format!(" to `{}`", escape(short_sha(t))))
                 .unwrap_or_default();
             match dep.reason.as_deref().filter(|r| !r.trim().is_empty()) {
                 Some(reason) => format!("{verb}{target}: {}", escape(reason)),
@@ -290,7 +287,7 @@ fn rollback_request_buttons(dep: &DeploymentSummary, request: &RollbackRequest) 
         "title": plain(&truncate(&format!("Approve rolling back {}?", dep.environment), 100)),
         "text": mrkdwn(&format!(
             "This approves replacing `{}` in *{}* with `{}`.",
-            escape(short(&dep.sha)),
+            escape(short_sha(&dep.sha)),
             escape(&dep.environment),
             escape(request.short_target())
         )),
@@ -341,7 +338,7 @@ fn buttons(dep: &DeploymentSummary, rollback_request: Option<&RollbackRequest>) 
                 "title": plain(&truncate(&format!("Roll back {}?", dep.environment), 100)),
                 "text": mrkdwn(&format!(
                     "This replaces `{}` in *{}* with the last known good version.",
-                    escape(short(&dep.sha)),
+                    escape(short_sha(&dep.sha)),
                     escape(&dep.environment)
                 )),
                 "confirm": plain("Roll back"),
@@ -389,10 +386,10 @@ pub fn deployment_message_with_rollback_request(
             "<{web}/{}/commit/{}|`{}`>",
             dep.repo,
             dep.sha,
-            short(&dep.sha)
+            short_sha(&dep.sha)
         )
     } else {
-        format!("`{}`", escape(short(&dep.sha)))
+        format!("`{}`", escape(short_sha(&dep.sha)))
     };
     let mut fields = vec![
         field("Repository", &repo),
@@ -457,7 +454,7 @@ pub fn deployment_message_with_rollback_request(
         "{label}: {} `{}` ({}) to {}",
         escape(&dep.repo),
         escape(&dep.git_ref),
-        escape(short(&dep.sha)),
+        escape(short_sha(&dep.sha)),
         escape(&dep.environment)
     );
     if dep.state == State::AwaitingApproval {

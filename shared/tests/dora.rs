@@ -461,7 +461,7 @@ mod job {
         let created = t("2026-03-02T09:00:00Z");
         let mut dep: Deployment = serde_json::from_value(json!({
             "id": "dep-1", "repo": "acme/api", "environment": "production",
-            "git_ref": "refs/heads/main", "sha": "squash1", "requester": "octocat",
+            "git_ref": "refs/heads/main", "sha": "5a11ab1e", "requester": "octocat",
             "kind": "deploy", "state": "deploying", "version": 0,
             "created_at": created, "updated_at": created,
         }))
@@ -491,9 +491,14 @@ mod job {
             .save_deployment(&mut dep, &[event])
             .await
             .expect("save");
-        commit_seen(&svc, "acme/api", "squash1", t("2026-03-02T08:00:00Z"))
-            .await
-            .expect("commit");
+        commit_seen(
+            &svc,
+            &"acme/api".parse().unwrap(),
+            &"5a11ab1e".parse().unwrap(),
+            t("2026-03-02T08:00:00Z"),
+        )
+        .await
+        .expect("commit");
 
         let ctx = JobContext::new(svc, reqwest::Client::new()).with_metrics(MetricSink::memory());
         let report = jobs::run(&ctx, JobName::DoraReport).await.expect("runs");

@@ -605,9 +605,9 @@ async fn finish_rollback(w: &World, dep: &Deployment, github_id: u64) {
         &w.svc,
         &DeploymentStatus {
             github_deployment_id: github_id,
-            repo: REPO.into(),
-            environment: "production".into(),
-            sha: GOOD_SHA.into(),
+            repo: REPO.parse().unwrap(),
+            environment: "production".parse().unwrap(),
+            sha: GOOD_SHA.parse().unwrap(),
             git_ref: GOOD_SHA.into(),
             state: "success".into(),
             description: None,
@@ -838,7 +838,7 @@ async fn send(w: &World, event: &Event) -> Result<Ack, ServiceError> {
 fn status_for(dep: &Deployment, state: &str, github_id: u64, rollback: bool) -> DeploymentStatus {
     DeploymentStatus {
         github_deployment_id: github_id,
-        repo: REPO.into(),
+        repo: REPO.parse().unwrap(),
         environment: dep.environment.clone(),
         sha: dep.sha.clone(),
         git_ref: dep.git_ref.clone(),
@@ -1044,7 +1044,7 @@ async fn a_seeded_random_run_with_store_faults_ends_every_deployment_in_a_legal_
             (Event::Gate { req, .. }, Ack::Gated) => {
                 let dep = w
                     .repo()
-                    .deployment_for_run(req.run_id, &req.environment)
+                    .deployment_for_run(req.run_id, req.environment.as_str())
                     .await
                     .expect("read");
                 assert!(dep.is_some(), "gated run {} has no deployment", req.run_id);

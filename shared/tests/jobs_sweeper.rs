@@ -100,7 +100,7 @@ fn deployment(id: &str, env: &str, state: State, run_id: u64, at: Timestamp) -> 
         "repo": REPO,
         "environment": env,
         "git_ref": "refs/heads/main",
-        "sha": format!("{id}-0123456789abcdef"),
+        "sha": format!("{}0123456789abcdef", hex::encode(id)),
         "requester": "octocat",
         "kind": "deploy",
         "state": state,
@@ -243,7 +243,10 @@ async fn closes_a_quiet_verification_window_and_makes_the_deployment_last_known_
     );
     assert_eq!(repo.lock_holder("staging").await.expect("lock"), None);
     let ok_in = repo
-        .succeeded_in(REPO, "dep-verify-0123456789abcdef")
+        .succeeded_in(
+            REPO,
+            &format!("{}0123456789abcdef", hex::encode("dep-verify")),
+        )
         .await
         .expect("facts");
     assert!(ok_in.contains("staging"));
@@ -408,7 +411,7 @@ async fn running_with_rollback_request(
     repo.set_head(
         "production",
         Head {
-            sha: dep.sha.clone(),
+            sha: dep.sha.to_string(),
             git_ref: dep.git_ref.clone(),
             deployment_id: id.into(),
             at,

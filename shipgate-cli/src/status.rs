@@ -12,6 +12,7 @@ use jiff::Timestamp;
 use serde_json::{json, Value};
 use shipgate::domain::deployment::{AuditEvent, Deployment, Head};
 use shipgate::domain::incident::IncidentStatus;
+use shipgate::domain::short_sha;
 use shipgate::store::Repo;
 use shipgate_cli::data;
 use shipgate_cli::error::CliError;
@@ -32,10 +33,6 @@ pub struct HistoryOptions {
 
 fn time(t: Timestamp) -> String {
     t.strftime("%Y-%m-%d %H:%M:%SZ").to_string()
-}
-
-fn short(sha: &str) -> &str {
-    sha.get(..7).unwrap_or(sha)
 }
 
 fn head_json(h: &Option<Head>) -> Value {
@@ -120,7 +117,7 @@ fn head_cell(h: &Value) -> String {
     if h.is_null() {
         return "-".into();
     }
-    format!("{} ({})", short(text(&h["sha"])), text(&h["ref"]))
+    format!("{} ({})", short_sha(text(&h["sha"])), text(&h["ref"]))
 }
 
 fn status_row(s: &Value) -> Vec<String> {
@@ -142,7 +139,7 @@ fn status_row(s: &Value) -> Vec<String> {
             "{} {} {}",
             text(&latest["id"]),
             text(&latest["state"]),
-            short(text(&latest["sha"]))
+            short_sha(text(&latest["sha"]))
         )
     };
     let open = s["open_incidents"].as_array().map_or(0, Vec::len);

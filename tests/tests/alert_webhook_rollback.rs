@@ -10,14 +10,11 @@ use serde_json::{json, Value};
 use shipgate::domain::deployment::State;
 use shipgate::domain::incident::IncidentStatus;
 use shipgate::domain::policy::Severity;
+use shipgate::domain::short_sha as short;
 use shipgate::service::gate::{self, GateOutcome, ProtectionRuleRequest};
 use shipgate::service::rollback::{self, RollbackOutcome};
 
 const ROUTE: &str = "/webhooks/alertmanager";
-
-fn short(sha: &str) -> &str {
-    &sha[..7]
-}
 
 #[tokio::test]
 async fn a_critical_alert_during_verification_rolls_back_to_the_last_known_good_sha_and_resolves() {
@@ -607,11 +604,11 @@ async fn an_alert_for_an_unknown_environment_is_recorded_without_one() {
 
 fn production_request(run_id: u64, break_glass: Option<&str>) -> ProtectionRuleRequest {
     ProtectionRuleRequest {
-        repo: REPO.into(),
-        environment: "production".into(),
+        repo: REPO.parse().unwrap(),
+        environment: "production".parse().unwrap(),
         event: "push".into(),
         git_ref: "main".into(),
-        sha: SHA_B.into(),
+        sha: SHA_B.parse().unwrap(),
         run_id,
         installation_id: Some(INSTALLATION_ID),
         requester: "octocat".into(),

@@ -145,8 +145,8 @@ async fn a_rejection_comment_names_the_failed_rule_exactly() {
 async fn awaiting_approval_reports_a_status_without_deciding() {
     let h = Harness::new().await;
     let fact = ShaFact {
-        repo: REPO.into(),
-        sha: SHA.into(),
+        repo: REPO.parse().unwrap(),
+        sha: SHA.parse().unwrap(),
         at: common::start_time(),
         detail: None,
     };
@@ -521,8 +521,8 @@ fn frozen_policy() -> String {
 
 async fn seed_staging_success(h: &Harness) {
     let fact = ShaFact {
-        repo: REPO.into(),
-        sha: SHA.into(),
+        repo: REPO.parse().unwrap(),
+        sha: SHA.parse().unwrap(),
         at: common::start_time(),
         detail: None,
     };

@@ -4,7 +4,7 @@
 #[path = "common/github_webhook.rs"]
 mod common;
 
-use common::{protection_rule, request, signed, Harness};
+use common::{deployment_status, protection_rule, request, signed, Harness};
 use secrecy::SecretString;
 use serde_json::json;
 use shipgate::signature::sign_github;
@@ -227,4 +227,51 @@ async fn a_replayed_delivery_is_answered_as_a_duplicate_and_changes_nothing() {
         1,
         "one notification, for the first delivery only"
     );
+}
+
+#[tokio::test]
+async fn a_malformed_repository_environment_or_sha_is_a_bad_request_naming_the_field() {
+    let h = Harness::new().await;
+    let mut bad_repo = protection_rule("staging", 17, SHA, "main");
+    bad_repo["repository"]["full_name"] = json!("not a repository");
+    let mut long_repo = protection_rule("staging", 18, SHA, "main");
+    long_repo["repository"]["full_name"] = json!(format!("octo/{}", "x".repeat(5000)));
+    let cases = [
+        (
+            "deployment_protection_rule",
+            bad_repo,
+            "repository.full_name",
+        ),
+        (
+            "deployment_protection_rule",
+            long_repo,
+            "repository.full_name",
+        ),
+        (
+            "deployment_protection_rule",
+            protection_rule("staging", 19, "main", "main"),
+            "`sha`",
+        ),
+        (
+            "deployment_protection_rule",
+            protection_rule("stag\u{0}ing", 20, SHA, "main"),
+            "`environment`",
+        ),
+        (
+            "deployment_status",
+            deployment_status(21, "staging", "not-a-sha", None, "success"),
+            "deployment.sha",
+        ),
+    ];
+    for (event, body, field) in cases {
+        let reply = h.deliver_json(event, &body).await;
+        assert_eq!(reply.status, 400, "{event} {field}: {reply:?}");
+        let message = reply.str("message");
+        assert!(
+            message.starts_with(&format!("malformed {event} payload")) && message.contains(field),
+            "{reply:?}"
+        );
+        assert!(message.len() < 300, "the input is not echoed: {message}");
+    }
+    assert_nothing_happened(&h, "malformed ids").await;
 }

@@ -325,7 +325,7 @@ async fn environments_without_a_slack_channel_are_skipped_without_a_request() {
     let services = services();
     let app = fakes.notifier(services.clone());
     let mut dep = awaiting_deployment("dep-dev");
-    dep.environment = "dev".into();
+    dep.environment = "dev".parse().unwrap();
     let dep = store_deployment(&services, dep).await;
 
     let delivered = deliver(

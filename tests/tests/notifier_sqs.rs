@@ -71,10 +71,10 @@ fn deployment_of(n: &Notification) -> Deployment {
         panic!("not a deployment notification");
     };
     let mut dep = awaiting_deployment(&s.id);
-    dep.repo = s.repo.clone();
-    dep.environment = s.environment.clone();
+    dep.repo = s.repo.parse().unwrap();
+    dep.environment = s.environment.parse().unwrap();
     dep.git_ref = s.git_ref.clone();
-    dep.sha = s.sha.clone();
+    dep.sha = s.sha.parse().unwrap();
     dep.requester = s.requester.clone();
     dep.state = s.state;
     dep.approvals_required = s.approvals_required;

@@ -87,9 +87,9 @@ async fn mount_leg(server: &MockServer, sha: &str, leg: &str, id: u64) {
 fn status(id: u64, sha: &str, state: &str) -> DeploymentStatus {
     DeploymentStatus {
         github_deployment_id: id,
-        repo: REPO.into(),
-        environment: "staging".into(),
-        sha: sha.into(),
+        repo: REPO.parse().unwrap(),
+        environment: "staging".parse().unwrap(),
+        sha: sha.parse().unwrap(),
         git_ref: sha.into(),
         state: state.into(),
         description: None,

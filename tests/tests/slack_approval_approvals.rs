@@ -476,7 +476,7 @@ async fn a_rollback_click_on_a_deployment_that_is_not_running_changes_nothing() 
         h.ephemeral_texts().await,
         vec![format!(
             "Not rolled back: {} is not what runs in production now; use the message of the current deployment.",
-            &dep.sha[..7]
+            dep.sha.short()
         )]
     );
     assert_eq!(h.deployment(&dep.id).await, dep);
@@ -503,8 +503,8 @@ async fn a_break_glass_deploy_needs_the_extra_approval_and_is_announced_and_audi
         .record_sha_fact(
             "OK#staging",
             &shipgate::store::repo::ShaFact {
-                repo: REPO.into(),
-                sha: SHA.into(),
+                repo: REPO.parse().unwrap(),
+                sha: SHA.parse().unwrap(),
                 at: common::start_time(),
                 detail: None,
             },
@@ -512,11 +512,11 @@ async fn a_break_glass_deploy_needs_the_extra_approval_and_is_announced_and_audi
         .await
         .unwrap();
     let request = ProtectionRuleRequest {
-        repo: REPO.into(),
-        environment: "production".into(),
+        repo: REPO.parse().unwrap(),
+        environment: "production".parse().unwrap(),
         event: "workflow_dispatch".into(),
         git_ref: "main".into(),
-        sha: SHA.into(),
+        sha: SHA.parse().unwrap(),
         run_id: 1313,
         installation_id: Some(common::INSTALLATION_ID),
         requester: "octocat".into(),

@@ -4,7 +4,7 @@
 //!
 //! HTTP requests are authenticated with `Authorization: Bearer <SHIPGATE_ALERT_TOKEN>`
 //! (constant-time) before the body is parsed; SNS invocations come from AWS itself. Parsed
-//! alerts become [`AlertSignal`](shipgate::service::incidents::AlertSignal)s and go to the shared [`incidents::ingest`] use case. The same
+//! alerts become [`AlertSignal`](shipgate::domain::events::AlertSignal)s and go to the shared [`incidents::ingest`] use case. The same
 //! [`handle`] serves Lambda and the self-hosted server; [`lambda::handle_event`] adapts the
 //! one Lambda function's two event shapes (API Gateway HTTP API v2 and SNS).
 

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use serde::Deserialize;
-use shipgate::service::incidents::{fingerprint_of_labels, AlertSignal, AlertStatus};
+use shipgate::domain::events::{fingerprint_of_labels, AlertSignal, AlertStatus};
 
 /// Why a body could not be read as alerts. Messages name the field, never echo values.
 #[derive(Debug, thiserror::Error)]

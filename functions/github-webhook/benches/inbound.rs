@@ -27,6 +27,7 @@ use jiff::Timestamp;
 use secrecy::SecretString;
 use shipgate::domain::deployment::{next_state, Action, State};
 use shipgate::domain::policy::{evaluate_for, Decision, GateFacts, GateKind, GateRequest, Policy};
+use shipgate::domain::GitHubDeploymentState;
 use shipgate::signature::{sign_github, verify_github};
 
 /// Same secret as the Python baseline, so both sign the same bytes the same way.
@@ -91,9 +92,9 @@ fn handle(
     match events::parse(d.event, &d.body).expect("delivery parses") {
         GitHubEvent::ProtectionRule(req) => {
             let request = GateRequest {
-                environment: req.environment,
+                environment: req.environment.into(),
                 git_ref: req.git_ref,
-                sha: req.sha,
+                sha: req.sha.into(),
                 requester_login: req.requester,
                 kind: GateKind::Deploy,
                 break_glass_reason: req.break_glass_reason,
@@ -103,17 +104,17 @@ fn handle(
         }
         GitHubEvent::DeploymentStatus(status) => {
             // The lifecycle's mapping of a status on a deployment it tracks (not a rollback).
-            let action = match status.state.as_str() {
-                "queued" | "pending" | "in_progress" => Some(Action::StartDeploy),
-                "success" => Some(Action::BeginVerification),
-                "failure" | "error" => Some(Action::Fail),
+            let action = match status.state {
+                s if s.is_started() => Some(Action::StartDeploy),
+                GitHubDeploymentState::Success => Some(Action::BeginVerification),
+                s if s.is_failed() => Some(Action::Fail),
                 _ => None,
             };
             action
                 .and_then(|a| next_state(State::Deploying, a).ok())
                 .map_or(0, |s| s.as_str().len())
         }
-        GitHubEvent::WorkflowRunCompleted { conclusion, .. } => conclusion.len(),
+        GitHubEvent::WorkflowRunCompleted(run) => run.conclusion.len(),
         other => panic!("unexpected event {other:?}"),
     }
 }
@@ -173,9 +174,9 @@ fn inbound(c: &mut Criterion) {
     let decision = evaluate_for(
         &policy,
         &GateRequest {
-            environment: req.environment,
+            environment: req.environment.into(),
             git_ref: req.git_ref,
-            sha: req.sha,
+            sha: req.sha.into(),
             requester_login: req.requester,
             kind: GateKind::Deploy,
             break_glass_reason: None,

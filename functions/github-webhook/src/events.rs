@@ -1,13 +1,17 @@
 //! The GitHub webhook payloads shipgate uses, parsed into typed events.
 //!
 //! Only the fields shipgate needs are read, so payloads may carry anything else; a missing
-//! required field is a [`ParseError`] naming it.
+//! required field is a [`ParseError`] naming it. Repository names, environment names and
+//! shas are parsed into their domain types here, so a delivery with a malformed one is a
+//! [`ParseError::Malformed`] (a 400) and never reaches the use cases.
 
 use jiff::Timestamp;
 use serde::Deserialize;
+use shipgate::domain::events::{
+    CommitsPushed, DeploymentCreated, DeploymentStatus, ProtectionRuleRequest, WorkflowRunCompleted,
+};
+use shipgate::domain::{EnvName, GitHubDeploymentState, IdError, RepoName, Sha};
 use shipgate::outbound::github::parse_run_id;
-use shipgate::service::gate::ProtectionRuleRequest;
-use shipgate::service::lifecycle::{DeploymentCreated, DeploymentStatus};
 
 /// A delivery shipgate acts on.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,18 +24,9 @@ pub enum GitHubEvent {
     ProtectionRule(ProtectionRuleRequest),
     DeploymentCreated(DeploymentCreated),
     DeploymentStatus(DeploymentStatus),
-    WorkflowRunCompleted {
-        repo: String,
-        sha: String,
-        workflow: String,
-        conclusion: String,
-        at: Timestamp,
-    },
+    WorkflowRunCompleted(WorkflowRunCompleted),
     /// Commits pushed, with their timestamps (lead time starts there).
-    Push {
-        repo: String,
-        commits: Vec<(String, Timestamp)>,
-    },
+    Push(CommitsPushed),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +54,21 @@ fn from_json<'a, T: Deserialize<'a>>(event: &str, body: &'a [u8]) -> Result<T, P
     // One JSON document per delivery: anything after it is a malformed body, not ignored.
     json_error(event, de.end())?;
     Ok(value)
+}
+
+/// Parses one checked field, naming it in the error: `repository.full_name: repository must
+/// be `owner/name``.
+fn field<T>(
+    event: &str,
+    name: &str,
+    parse: impl FnOnce(&str) -> Result<T, IdError>,
+    value: &str,
+) -> Result<T, ParseError> {
+    parse(value).map_err(|e| malformed(event, format!("`{name}`: {e}")))
+}
+
+fn repo(event: &str, r: &Repository) -> Result<RepoName, ParseError> {
+    field(event, "repository.full_name", RepoName::parse, &r.full_name)
 }
 
 // serde_json's own error already names line/column and the missing field.
@@ -235,10 +245,17 @@ pub fn parse(event: &str, body: &[u8]) -> Result<GitHubEvent, ParseError> {
             }
             let p: ProtectionRulePayload = from_json(event, body)?;
             debug_assert_eq!(p.action, "requested");
-            let sha = p
-                .sha
-                .or_else(|| p.deployment.as_ref().map(|d| d.sha.clone()))
-                .ok_or_else(|| malformed(event, "neither `sha` nor `deployment.sha` is present"))?;
+            let (sha_field, sha) = match (p.sha, p.deployment.as_ref()) {
+                (Some(sha), _) => ("sha", sha),
+                (None, Some(d)) => ("deployment.sha", d.sha.clone()),
+                (None, None) => {
+                    return Err(malformed(
+                        event,
+                        "neither `sha` nor `deployment.sha` is present",
+                    ))
+                }
+            };
+            let sha = field(event, sha_field, Sha::parse, &sha)?;
             let git_ref = p
                 .git_ref
                 .or_else(|| p.deployment.as_ref().map(|d| d.git_ref.clone()))
@@ -249,9 +266,10 @@ pub fn parse(event: &str, body: &[u8]) -> Result<GitHubEvent, ParseError> {
             if p.environment.trim().is_empty() {
                 return Err(malformed(event, "`environment` is empty"));
             }
+            let environment = field(event, "environment", EnvName::parse, &p.environment)?;
             Ok(GitHubEvent::ProtectionRule(ProtectionRuleRequest {
-                repo: p.repository.full_name,
-                environment: p.environment,
+                repo: repo(event, &p.repository)?,
+                environment,
                 event: p.event.unwrap_or_default(),
                 git_ref,
                 sha,
@@ -269,9 +287,14 @@ pub fn parse(event: &str, body: &[u8]) -> Result<GitHubEvent, ParseError> {
             debug_assert_eq!(p.action, "created");
             Ok(GitHubEvent::DeploymentCreated(DeploymentCreated {
                 github_deployment_id: p.deployment.id,
-                repo: p.repository.full_name,
-                environment: p.deployment.environment,
-                sha: p.deployment.sha,
+                repo: repo(event, &p.repository)?,
+                environment: field(
+                    event,
+                    "deployment.environment",
+                    EnvName::parse,
+                    &p.deployment.environment,
+                )?,
+                sha: field(event, "deployment.sha", Sha::parse, &p.deployment.sha)?,
                 git_ref: p.deployment.git_ref,
                 run_id: p.workflow_run.map(|r| r.id),
                 rollback_of: rollback_of(&p.deployment.payload),
@@ -283,17 +306,22 @@ pub fn parse(event: &str, body: &[u8]) -> Result<GitHubEvent, ParseError> {
             }
             let p: DeploymentStatusPayload = from_json(event, body)?;
             debug_assert_eq!(p.action, "created");
-            let environment = p
-                .deployment_status
-                .environment
-                .unwrap_or(p.deployment.environment);
+            let environment = match &p.deployment_status.environment {
+                Some(env) => field(event, "deployment_status.environment", EnvName::parse, env)?,
+                None => field(
+                    event,
+                    "deployment.environment",
+                    EnvName::parse,
+                    &p.deployment.environment,
+                )?,
+            };
             Ok(GitHubEvent::DeploymentStatus(DeploymentStatus {
                 github_deployment_id: p.deployment.id,
-                repo: p.repository.full_name,
+                repo: repo(event, &p.repository)?,
                 environment,
-                sha: p.deployment.sha,
+                sha: field(event, "deployment.sha", Sha::parse, &p.deployment.sha)?,
                 git_ref: p.deployment.git_ref,
-                state: p.deployment_status.state,
+                state: GitHubDeploymentState::parse(&p.deployment_status.state),
                 description: p.deployment_status.description,
                 run_id: p.workflow_run.map(|r| r.id),
                 rollback_of: rollback_of(&p.deployment.payload),
@@ -306,31 +334,122 @@ pub fn parse(event: &str, body: &[u8]) -> Result<GitHubEvent, ParseError> {
             let p: WorkflowRunPayload = from_json(event, body)?;
             debug_assert_eq!(p.action, "completed");
             let run = p.workflow_run;
-            Ok(GitHubEvent::WorkflowRunCompleted {
-                repo: p.repository.full_name,
-                sha: run.head_sha,
+            Ok(GitHubEvent::WorkflowRunCompleted(WorkflowRunCompleted {
+                repo: repo(event, &p.repository)?,
+                sha: field(event, "workflow_run.head_sha", Sha::parse, &run.head_sha)?,
                 workflow: run.path.or(run.name).unwrap_or_else(|| "workflow".into()),
                 conclusion: run.conclusion.unwrap_or_else(|| "unknown".into()),
                 at: run.updated_at,
-            })
+            }))
         }
         "push" => {
             let p: PushPayload = from_json(event, body)?;
             if p.deleted {
                 return unused(Some("deleted".into()));
             }
-            let mut commits: Vec<(String, Timestamp)> =
-                p.commits.into_iter().map(|c| (c.id, c.timestamp)).collect();
-            if let Some(head) = p.head_commit {
-                if !commits.iter().any(|(id, _)| *id == head.id) {
-                    commits.push((head.id, head.timestamp));
+            let sha = |c: &Commit, name: &str| field(event, name, Sha::parse, &c.id);
+            let mut commits: Vec<(Sha, Timestamp)> = p
+                .commits
+                .iter()
+                .map(|c| Ok((sha(c, "commits[].id")?, c.timestamp)))
+                .collect::<Result<_, ParseError>>()?;
+            if let Some(head) = &p.head_commit {
+                let id = sha(head, "head_commit.id")?;
+                if !commits.iter().any(|(seen, _)| *seen == id) {
+                    commits.push((id, head.timestamp));
                 }
             }
-            Ok(GitHubEvent::Push {
-                repo: p.repository.full_name,
+            Ok(GitHubEvent::Push(CommitsPushed {
+                repo: repo(event, &p.repository)?,
                 commits,
-            })
+            }))
         }
         _ => unused(head.action),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "6113728f27ae82c7b1a177c8d03f9e96e0adf246";
+
+    fn status(full_name: &str, environment: &str, sha: &str, state: &str) -> Vec<u8> {
+        serde_json::json!({
+            "action": "created",
+            "deployment_status": {"state": state, "environment": environment},
+            "deployment": {"id": 7, "sha": sha, "ref": "main", "environment": environment},
+            "repository": {"full_name": full_name},
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    fn message(r: Result<GitHubEvent, ParseError>) -> String {
+        match r {
+            Err(e @ ParseError::Malformed { .. }) => e.to_string(),
+            other => panic!("expected a malformed payload, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_status_arrives_with_parsed_names_a_sha_and_a_state() {
+        let body = status("octo-org/hello-world", "production", SHA, "in_progress");
+        let Ok(GitHubEvent::DeploymentStatus(st)) = parse("deployment_status", &body) else {
+            panic!("not a status");
+        };
+        assert_eq!(st.repo.owner(), "octo-org");
+        assert_eq!(st.environment, "production");
+        assert_eq!(st.sha, SHA);
+        assert_eq!(st.state, GitHubDeploymentState::InProgress);
+        let body = status("octo-org/hello-world", "production", SHA, "destroyed");
+        let Ok(GitHubEvent::DeploymentStatus(st)) = parse("deployment_status", &body) else {
+            panic!("not a status");
+        };
+        assert_eq!(st.state, GitHubDeploymentState::Other("destroyed".into()));
+    }
+
+    #[test]
+    fn a_bad_repository_environment_or_sha_is_malformed_and_names_the_field() {
+        let cases = [
+            (
+                status("octo-org", "production", SHA, "success"),
+                "`repository.full_name`",
+            ),
+            (
+                status("octo-org/hello-world", "prod\nuction", SHA, "success"),
+                "`deployment_status.environment`",
+            ),
+            (
+                status("octo-org/hello-world", "production", "HEAD", "success"),
+                "`deployment.sha`",
+            ),
+        ];
+        for (body, field) in cases {
+            let text = message(parse("deployment_status", &body));
+            assert!(text.contains(field), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_long_bad_value_is_not_repeated_in_the_error() {
+        let long = "z".repeat(10_000);
+        let text = message(parse(
+            "deployment_status",
+            &status("octo-org/hello-world", "production", &long, "success"),
+        ));
+        assert!(!text.contains("zzzzzzzz"), "{text}");
+    }
+
+    #[test]
+    fn every_pushed_commit_id_must_be_a_sha() {
+        let at = "2026-03-02T10:00:00Z";
+        let body = serde_json::json!({
+            "repository": {"full_name": "acme/api"},
+            "commits": [{"id": SHA, "timestamp": at}, {"id": "nope", "timestamp": at}],
+        })
+        .to_string();
+        let text = message(parse("push", body.as_bytes()));
+        assert!(text.contains("`commits[].id`"), "{text}");
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use secrecy::SecretString;
+use shipgate::domain::events::CommitsPushed;
 use shipgate::service::{gate, lifecycle, ServiceError, Services};
 use shipgate::signature::verify_github;
 use shipgate::store::repo::{Claim, CLAIM_LEASE};
@@ -199,20 +200,14 @@ async fn dispatch(svc: &Services, event: GitHubEvent) -> Result<Response, Servic
             let outcome = lifecycle::deployment_status(svc, &ev).await?;
             Ok(lifecycle_response(outcome))
         }
-        GitHubEvent::WorkflowRunCompleted {
-            repo,
-            sha,
-            workflow,
-            conclusion,
-            at,
-        } => {
-            lifecycle::workflow_completed(svc, &repo, &sha, &workflow, &conclusion, at).await?;
+        GitHubEvent::WorkflowRunCompleted(run) => {
+            lifecycle::workflow_completed(svc, &run).await?;
             Ok(web::ok(
                 "recorded",
-                serde_json::json!({ "sha": sha, "conclusion": conclusion }),
+                serde_json::json!({ "sha": run.sha, "conclusion": run.conclusion }),
             ))
         }
-        GitHubEvent::Push { repo, commits } => {
+        GitHubEvent::Push(CommitsPushed { repo, commits }) => {
             for (sha, at) in &commits {
                 lifecycle::commit_seen(svc, &repo, sha, *at).await?;
             }

@@ -146,7 +146,7 @@ fn a_deployment_payload_of_any_json_shape_is_not_a_rollback() {
             "action": "created",
             "deployment": {
                 "id": 1,
-                "sha": "abc",
+                "sha": "abc1234",
                 "ref": "main",
                 "environment": "staging",
                 "payload": payload,

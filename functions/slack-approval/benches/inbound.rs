@@ -83,7 +83,7 @@ fn inbound(c: &mut Criterion) {
         let mut dep = record.clone();
         assert_eq!(dep.button_nonce.as_deref(), Some(click.nonce.as_str()));
         let env = policy
-            .environment(&dep.environment)
+            .environment(dep.environment.as_str())
             .expect("production exists");
         let facts = ApproverFacts {
             approvers: &env.approvers,

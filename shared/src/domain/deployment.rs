@@ -16,6 +16,8 @@ use std::fmt;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use super::ids::{short_sha, EnvName, RepoName, Sha};
+
 /// Where a deployment is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -276,7 +278,7 @@ impl RollbackRequest {
     }
 
     pub fn short_target(&self) -> &str {
-        self.target_sha.get(..7).unwrap_or(&self.target_sha)
+        short_sha(&self.target_sha)
     }
 
     pub fn approvers(&self) -> Vec<String> {
@@ -353,11 +355,10 @@ pub struct SlackRef {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deployment {
     pub id: String,
-    /// `owner/name`.
-    pub repo: String,
-    pub environment: String,
+    pub repo: RepoName,
+    pub environment: EnvName,
     pub git_ref: String,
-    pub sha: String,
+    pub sha: Sha,
     /// GitHub login of whoever triggered the run.
     pub requester: String,
     pub kind: DeploymentKind,
@@ -464,7 +465,7 @@ impl Deployment {
         Ok(AuditEvent {
             at: now,
             deployment_id: self.id.clone(),
-            environment: self.environment.clone(),
+            environment: self.environment.to_string(),
             actor: actor.0.clone(),
             what: action.as_str().to_string(),
             from: Some(from),
@@ -484,7 +485,7 @@ impl Deployment {
         AuditEvent {
             at: now,
             deployment_id: self.id.clone(),
-            environment: self.environment.clone(),
+            environment: self.environment.to_string(),
             actor: actor.0.clone(),
             what: what.to_string(),
             from: None,
@@ -495,7 +496,7 @@ impl Deployment {
 
     /// Short sha for people.
     pub fn short_sha(&self) -> &str {
-        self.sha.get(..7).unwrap_or(&self.sha)
+        self.sha.short()
     }
 
     /// True while the verification window is open at `now`.
@@ -619,7 +620,7 @@ impl Deployment {
         }
         if !facts.approvers.iter().any(|a| a == user) {
             return Err(ApprovalRefused::NotAnApprover {
-                environment: self.environment.clone(),
+                environment: self.environment.to_string(),
             });
         }
         if facts.prevent_self_approval
@@ -662,7 +663,7 @@ impl Deployment {
         facts: &ApproverFacts<'_>,
         now: Timestamp,
     ) -> Result<(RollbackApproval, AuditEvent), RollbackRefused> {
-        let environment = self.environment.clone();
+        let environment = self.environment.to_string();
         let request = self
             .rollback_request
             .as_mut()
@@ -728,7 +729,7 @@ impl Deployment {
         let is_approver = facts.approvers.iter().any(|a| a == user);
         if !is_approver && !request.is_requested_by(user, facts.clicker_login) {
             return Err(RollbackRefused::MayNotCancel {
-                environment: self.environment.clone(),
+                environment: self.environment.to_string(),
             });
         }
         let why = format!(

@@ -13,6 +13,8 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
+use super::time::elapsed_secs;
+
 /// `[from, to)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Window {
@@ -261,9 +263,8 @@ pub fn report(
 
     let lead_times: Vec<f64> = reached
         .iter()
-        .filter_map(|d| d.committed_at.map(|c| d.at.duration_since(c)))
         // A commit stamped after its own deployment is clock skew, not negative lead time.
-        .map(|lt| lt.as_secs_f64().max(0.0))
+        .filter_map(|d| d.committed_at.map(|c| elapsed_secs(c, d.at)))
         .collect();
 
     let caused: HashSet<&str> = incidents
@@ -290,8 +291,7 @@ pub fn report(
         .collect();
     let restore_times: Vec<f64> = env_incidents
         .iter()
-        .filter_map(|i| i.resolved_at.map(|r| r.duration_since(i.opened_at)))
-        .map(|d| d.as_secs_f64().max(0.0))
+        .filter_map(|i| i.resolved_at.map(|r| elapsed_secs(i.opened_at, r)))
         .collect();
     let open_incidents = env_incidents
         .iter()

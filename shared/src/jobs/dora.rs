@@ -98,13 +98,13 @@ pub async fn facts(
         let Some(outcome) = outcome_of(dep.state) else {
             continue;
         };
-        let key = (dep.repo.clone(), dep.sha.clone());
+        let key = (dep.repo.to_string(), dep.sha.to_string());
         let committed_at = match commit_times.get(&key) {
             Some(t) => *t,
             None => {
                 let t = svc
                     .repo
-                    .sha_facts(&dep.repo, &dep.sha, "COMMIT")
+                    .sha_facts(dep.repo.as_str(), dep.sha.as_str(), "COMMIT")
                     .await?
                     .into_iter()
                     .map(|(_, f)| f.at)
@@ -115,8 +115,8 @@ pub async fn facts(
         };
         out.push(DeploymentFact {
             id: dep.id.clone(),
-            environment: dep.environment.clone(),
-            sha: dep.sha.clone(),
+            environment: dep.environment.to_string(),
+            sha: dep.sha.to_string(),
             at: deployed_at(dep, outcome, &audit_times, window),
             committed_at,
             outcome,

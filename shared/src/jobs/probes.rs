@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use super::emf::{self, Unit};
 use super::{JobContext, JobError, JobOutcome};
+use crate::domain::events::{AlertSignal, AlertStatus};
 use crate::domain::policy::{Policy, Probe};
-use crate::service::incidents::{self, AlertSignal, AlertStatus};
+use crate::service::incidents;
 use crate::service::{ServiceError, Services};
 
 /// `META#` kind of a probe's state.

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use super::{JobContext, JobError, JobOutcome};
 use crate::domain::deployment::{Action, Actor, CallbackState, Deployment, State};
+use crate::domain::time::add;
 use crate::notify::Notification;
 use crate::service::answer::answer_github;
 use crate::service::lifecycle::{finish_verification, LifecycleOutcome};
@@ -86,13 +87,6 @@ pub async fn run(ctx: &JobContext) -> Result<JobOutcome, JobError> {
     } else {
         Ok(JobOutcome::failed(report.summary(), details))
     }
-}
-
-fn add(t: Timestamp, d: Duration) -> Timestamp {
-    SignedDuration::try_from(d)
-        .ok()
-        .and_then(|d| t.checked_add(d).ok())
-        .unwrap_or(Timestamp::MAX)
 }
 
 /// `4h`, `90m`, `45s`: the TTL an approval request was given.

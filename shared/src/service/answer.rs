@@ -66,9 +66,9 @@ pub async fn answer_github(svc: &Services, deployment_id: &str) -> Result<bool, 
             github
                 .report_protection_rule_status(
                     installation_id,
-                    &dep.repo,
+                    dep.repo.as_str(),
                     run_id,
-                    &dep.environment,
+                    dep.environment.as_str(),
                     &comment,
                 )
                 .await?;
@@ -102,9 +102,9 @@ pub async fn answer_github(svc: &Services, deployment_id: &str) -> Result<bool, 
     github
         .review_protection_rule(
             installation_id,
-            &dep.repo,
+            dep.repo.as_str(),
             run_id,
-            &dep.environment,
+            dep.environment.as_str(),
             state,
             &comment,
         )

@@ -21,6 +21,7 @@ use super::{ServiceError, Services};
 use crate::domain::deployment::{
     Actor, ApprovalOutcome, ApprovalRefused, ApproverFacts, CallbackState, Deployment, State,
 };
+use crate::domain::ids::short_sha;
 use crate::notify::Notification;
 
 /// How long a click may wait for GitHub's answer before leaving it to the sweeper.
@@ -155,7 +156,7 @@ impl ClickOutcome {
 
 /// The identity facts of the clicker for the deployment's environment.
 fn facts<'a>(svc: &'a Services, dep: &Deployment, slack_user: &str) -> ApproverFacts<'a> {
-    let env = svc.policy.environment(&dep.environment);
+    let env = svc.policy.environment(dep.environment.as_str());
     ApproverFacts {
         approvers: env.map(|e| e.approvers.as_slice()).unwrap_or(&[]),
         clicker_login: svc.policy.slack_user_login(slack_user),
@@ -255,7 +256,7 @@ pub async fn approve(
                 .await;
             let github = answer_within_budget(svc, &dep.id).await;
             Ok(ClickOutcome::Approved {
-                environment: dep.environment.clone(),
+                environment: dep.environment.to_string(),
                 short_sha: dep.short_sha().to_string(),
                 approvers: dep.approvals.iter().map(|a| a.approver.clone()).collect(),
                 break_glass,
@@ -271,7 +272,7 @@ pub async fn approve(
             svc.publish(Notification::deployment(now, &dep, "approval_progress"))
                 .await;
             Ok(ClickOutcome::Progress {
-                environment: dep.environment.clone(),
+                environment: dep.environment.to_string(),
                 have,
                 need,
                 break_glass,
@@ -288,7 +289,7 @@ pub async fn approve(
                 .await;
             let github = answer_within_budget(svc, &dep.id).await;
             Ok(ClickOutcome::Approved {
-                environment: dep.environment.clone(),
+                environment: dep.environment.to_string(),
                 short_sha: dep.short_sha().to_string(),
                 approvers,
                 break_glass,
@@ -323,7 +324,7 @@ pub async fn reject(
         let facts = facts(svc, dep, slack_user);
         let required = svc
             .policy
-            .environment(&dep.environment)
+            .environment(dep.environment.as_str())
             .is_some_and(|e| e.require_reject_reason);
         if required && reason.is_none() {
             // Check on a copy that this person could reject, so the dialog only opens for
@@ -360,7 +361,7 @@ pub async fn reject(
             Ok(ClickOutcome::Refused(refusal))
         }
         Some(Ok(())) if needs_reason => Ok(ClickOutcome::ReasonRequired {
-            environment: dep.environment.clone(),
+            environment: dep.environment.to_string(),
         }),
         Some(Ok(())) => {
             tracing::info!(deployment_id, slack_user, "deployment rejected from Slack");
@@ -368,7 +369,7 @@ pub async fn reject(
                 .await;
             let github = answer_within_budget(svc, &dep.id).await;
             Ok(ClickOutcome::Rejected {
-                environment: dep.environment.clone(),
+                environment: dep.environment.to_string(),
                 short_sha: dep.short_sha().to_string(),
                 reason: reason.map(str::to_string),
                 github,
@@ -393,7 +394,7 @@ pub async fn request_rollback(
     if !nonce_matches(&dep, nonce) {
         return Ok(ClickOutcome::Stale);
     }
-    let environment = dep.environment.clone();
+    let environment = dep.environment.to_string();
     let current = svc.repo.heads(&environment).await?.current;
     if current.as_ref().map(|h| h.deployment_id.as_str()) != Some(dep.id.as_str()) {
         let message = format!(
@@ -476,12 +477,8 @@ async fn environment_of(svc: &Services, deployment_id: &str) -> Result<String, S
         .repo
         .get_deployment(deployment_id)
         .await?
-        .map(|d| d.environment)
+        .map(|d| d.environment.into())
         .unwrap_or_default())
-}
-
-fn short(sha: &str) -> &str {
-    sha.get(..7).unwrap_or(sha)
 }
 
 /// What the clicker is told about a rollback outcome.
@@ -489,11 +486,11 @@ fn rollback_click(environment: String, outcome: RollbackOutcome) -> ClickOutcome
     let message = match outcome {
         RollbackOutcome::StaleButton => return ClickOutcome::Stale,
         RollbackOutcome::Started { target_sha, .. } => {
-            format!("Rolling back {environment} to {}.", short(&target_sha))
+            format!("Rolling back {environment} to {}.", short_sha(&target_sha))
         }
         RollbackOutcome::Failed { target_sha, error, .. } => format!(
             "Rolling back {environment} to {}, but GitHub did not accept it yet ({error}); shipgate retries.",
-            short(&target_sha)
+            short_sha(&target_sha)
         ),
         RollbackOutcome::AlreadyRollingBack { .. } => {
             format!("{environment} is already rolling back.")
@@ -512,7 +509,7 @@ fn rollback_click(environment: String, outcome: RollbackOutcome) -> ClickOutcome
             ..
         } => format!(
             "Rollback of {environment} to {} requested: {have} of {need} approvals so far; the request expires at {expires_at}.",
-            short(&target_sha)
+            short_sha(&target_sha)
         ),
         RollbackOutcome::AwaitingApprovals {
             target_sha,
@@ -522,7 +519,7 @@ fn rollback_click(environment: String, outcome: RollbackOutcome) -> ClickOutcome
             ..
         } => format!(
             "A rollback of {environment} to {} is already requested: {have} of {need} approvals; the request expires at {expires_at}.",
-            short(&target_sha)
+            short_sha(&target_sha)
         ),
         RollbackOutcome::ApprovalRecorded { have, need, .. } => {
             format!("Rollback approval recorded for {environment}: {have} of {need}.")

@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::deployment::State;
 use crate::domain::events::DeploymentStatus;
+use crate::domain::ids::{short_sha, GitHubDeploymentState};
 use crate::domain::job::{JobName, JobReport};
+use crate::domain::time::{add, elapsed_secs};
 use crate::notify::{Notification, NotificationBody};
 use crate::outbound::github::NewDeployment;
 use crate::service::{ServiceError, Services};
@@ -64,7 +66,7 @@ pub struct DrillLeg {
     pub finished_at: Option<Timestamp>,
     /// The final GitHub status (`success`, `failure`, `error`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
+    pub state: Option<GitHubDeploymentState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seconds: Option<f64>,
 }
@@ -98,7 +100,7 @@ impl Drill {
 
     /// One line for people.
     pub fn summary(&self) -> String {
-        let short = |s: &str| s.get(..7).unwrap_or(s).to_string();
+        let short = |s: &str| short_sha(s).to_string();
         let secs = |s: Option<f64>| {
             s.map(crate::domain::dora::human_duration)
                 .unwrap_or_else(|| "n/a".into())
@@ -192,17 +194,6 @@ async fn save(svc: &Services, drill: &Drill, version: u64) -> Result<bool, Servi
     }
 }
 
-fn elapsed(from: Timestamp, to: Timestamp) -> f64 {
-    to.duration_since(from).as_secs_f64().max(0.0)
-}
-
-fn add(t: Timestamp, d: Duration) -> Timestamp {
-    SignedDuration::try_from(d)
-        .ok()
-        .and_then(|d| t.checked_add(d).ok())
-        .unwrap_or(Timestamp::MAX)
-}
-
 /// Creates one leg's GitHub deployment and points its id at the drill.
 async fn create_leg(
     svc: &Services,
@@ -221,7 +212,7 @@ async fn create_leg(
     deployment.description = Some(format!(
         "shipgate rollback drill {}: {leg} to {}",
         drill.id,
-        sha.get(..7).unwrap_or(sha)
+        short_sha(sha)
     ));
     deployment.payload =
         serde_json::json!({ "shipgate_drill": drill.id, "shipgate_drill_leg": leg });
@@ -311,10 +302,10 @@ pub async fn start_in(svc: &Services, environment: &str) -> Result<StartResult, 
     let mut drill = Drill {
         id: format!("drill-{}", uuid::Uuid::now_v7().simple()),
         environment: environment.to_string(),
-        repo: current_dep.repo.clone(),
+        repo: current_dep.repo.to_string(),
         installation_id,
         current_sha: current.sha.clone(),
-        previous_sha: previous_good.sha.clone(),
+        previous_sha: previous_good.sha.to_string(),
         status: DrillStatus::Running,
         started_at: now,
         finished_at: None,
@@ -396,7 +387,7 @@ pub async fn on_deployment_status(
     else {
         return Ok(false);
     };
-    let terminal = matches!(ev.state.as_str(), "success" | "failure" | "error");
+    let terminal = ev.state.is_final();
     if !terminal {
         return Ok(true);
     }
@@ -420,9 +411,9 @@ pub async fn on_deployment_status(
         }
         leg.finished_at = Some(now);
         leg.state = Some(ev.state.clone());
-        leg.seconds = Some(elapsed(leg.created_at, now));
+        leg.seconds = Some(elapsed_secs(leg.created_at, now));
         let leg_name = leg.name;
-        if ev.state != "success" {
+        if ev.state != GitHubDeploymentState::Success {
             drill.status = DrillStatus::Failed;
             drill.finished_at = Some(now);
             drill.reason = Some(format!(
@@ -511,18 +502,17 @@ pub async fn time_out_stale(svc: &Services) -> Result<Vec<String>, ServiceError>
         }
         drill.status = DrillStatus::TimedOut;
         drill.finished_at = Some(now);
-        let left_on = if drill
-            .legs
-            .iter()
-            .any(|l| l.name == LegName::Rollback && l.state.as_deref() == Some("success"))
-        {
-            format!(
-                "; {env} may still run the previous version {}",
-                drill.previous_sha.get(..7).unwrap_or(&drill.previous_sha)
-            )
-        } else {
-            String::new()
-        };
+        let left_on =
+            if drill.legs.iter().any(|l| {
+                l.name == LegName::Rollback && l.state == Some(GitHubDeploymentState::Success)
+            }) {
+                format!(
+                    "; {env} may still run the previous version {}",
+                    short_sha(&drill.previous_sha)
+                )
+            } else {
+                String::new()
+            };
         drill.reason = Some(format!("{what}{left_on}"));
         if save(svc, &drill, version).await? {
             tracing::warn!(environment = %env, drill_id = %drill.id, "rollback drill timed out");

@@ -15,7 +15,9 @@ use super::{ServiceError, Services};
 use crate::domain::deployment::{
     Action, Actor, AuditEvent, BreakGlass, CallbackState, Deployment, DeploymentKind, State,
 };
+use crate::domain::ids::DeploymentId;
 use crate::domain::policy::{evaluate_for, Decision, GateFacts, GateKind, GateRequest};
+use crate::domain::time::add;
 use crate::notify::Notification;
 use crate::outbound::github::ReviewState;
 use crate::store::Created;
@@ -45,7 +47,7 @@ pub enum GateOutcome {
 
 fn new_deployment(req: &ProtectionRuleRequest, now: Timestamp) -> Deployment {
     Deployment {
-        id: format!("dep-{}", uuid::Uuid::now_v7().simple()),
+        id: DeploymentId::new().into(),
         repo: req.repo.clone(),
         environment: req.environment.clone(),
         git_ref: req.git_ref.clone(),
@@ -74,13 +76,6 @@ fn new_deployment(req: &ProtectionRuleRequest, now: Timestamp) -> Deployment {
         checks: Vec::new(),
         rollback_request: None,
     }
-}
-
-fn add(now: Timestamp, d: Duration) -> Timestamp {
-    jiff::SignedDuration::try_from(d)
-        .ok()
-        .and_then(|d| now.checked_add(d).ok())
-        .unwrap_or(Timestamp::MAX)
 }
 
 /// Turns a decision into a deployment record (not yet stored) and its audit events.
@@ -132,7 +127,7 @@ fn decide(
             dep.approvals_required = required;
             let ttl = svc
                 .policy
-                .environment(&req.environment)
+                .environment(req.environment.as_str())
                 .map(|e| e.approval_ttl)
                 .unwrap_or(Duration::from_secs(4 * 3600));
             dep.approval_expires_at = Some(add(now, ttl));
@@ -176,7 +171,7 @@ pub async fn request(
     let now = svc.now();
     let existing = svc
         .repo
-        .deployment_for_run(req.run_id, &req.environment)
+        .deployment_for_run(req.run_id, req.environment.as_str())
         .await?;
     // GitHub asks once per run attempt, and a re-run keeps the run id. A request for a run
     // whose answered deployment has finished (rejected, expired, failed...) is therefore a
@@ -214,20 +209,23 @@ pub async fn request(
     }
 
     let gate_request = GateRequest {
-        environment: req.environment.clone(),
+        environment: req.environment.to_string(),
         git_ref: req.git_ref.clone(),
-        sha: req.sha.clone(),
+        sha: req.sha.to_string(),
         requester_login: req.requester.clone(),
         kind: GateKind::Deploy,
         break_glass_reason: req.break_glass_reason.clone(),
     };
     let facts = GateFacts {
-        succeeded_in: svc.repo.succeeded_in(&req.repo, &req.sha).await?,
+        succeeded_in: svc
+            .repo
+            .succeeded_in(req.repo.as_str(), req.sha.as_str())
+            .await?,
         open_critical_incidents: svc
             .repo
-            .open_critical_incident_ids(&req.environment)
+            .open_critical_incident_ids(req.environment.as_str())
             .await?,
-        lock_holder: svc.repo.lock_holder(&req.environment).await?,
+        lock_holder: svc.repo.lock_holder(req.environment.as_str()).await?,
     };
     let mut decision = evaluate_for(&svc.policy, &gate_request, &facts, now);
     let mut req = req.clone();
@@ -307,7 +305,7 @@ async fn admit_rollback_run(
     req: &ProtectionRuleRequest,
     now: Timestamp,
 ) -> Result<Option<GateOutcome>, ServiceError> {
-    let Some(holder) = svc.repo.lock_holder(&req.environment).await? else {
+    let Some(holder) = svc.repo.lock_holder(req.environment.as_str()).await? else {
         return Ok(None);
     };
     let Some(dep) = svc.repo.get_deployment(&holder).await? else {
@@ -323,12 +321,12 @@ async fn admit_rollback_run(
         return Ok(None);
     }
     svc.repo
-        .link_run(req.run_id, &req.environment, &dep.id)
+        .link_run(req.run_id, req.environment.as_str(), &dep.id)
         .await?;
     let why = format!(
         "workflow run {} deploys the rollback target {}",
         req.run_id,
-        req.sha.get(..7).unwrap_or(&req.sha)
+        req.sha.short()
     );
     svc.repo
         .append_audit(&[dep.note(
@@ -342,15 +340,15 @@ async fn admit_rollback_run(
         let comment = format!(
             "shipgate approved this run: it rolls {} back to {} (deployment {})",
             req.environment,
-            req.sha.get(..7).unwrap_or(&req.sha),
+            req.sha.short(),
             dep.id
         );
         github
             .review_protection_rule(
                 installation_id,
-                &req.repo,
+                req.repo.as_str(),
                 req.run_id,
-                &req.environment,
+                req.environment.as_str(),
                 ReviewState::Approved,
                 &comment,
             )
@@ -394,7 +392,7 @@ async fn break_glass_request(
     }
     if !svc
         .policy
-        .environment(&req.environment)?
+        .environment(req.environment.as_str())?
         .break_glass
         .allowed
     {
@@ -402,7 +400,7 @@ async fn break_glass_request(
     }
     let (github, installation_id) = (svc.github.as_ref()?, req.installation_id?);
     match github
-        .run_title(installation_id, &req.repo, req.run_id)
+        .run_title(installation_id, req.repo.as_str(), req.run_id)
         .await
     {
         Ok(title) => break_glass_reason_in(&title),

@@ -23,10 +23,11 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::rollback::{self, RollbackOutcome};
 use super::{ServiceError, Services};
+// The alert types moved to `domain::events`; tests and benches still name them here.
+pub use crate::domain::events::{fingerprint_of_labels, AlertSignal, AlertStatus};
 use crate::domain::incident::{Incident, IncidentStatus};
 use crate::domain::policy::{Policy, Severity};
 use crate::notify::{Notification, NotificationBody};
@@ -39,103 +40,7 @@ pub const ALERT_CLAIM_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The severity of an alert whose severity label is missing or not in the policy's map.
 pub const UNMAPPED_SEVERITY: Severity = Severity::Warning;
 
-/// Longest incident title kept (Slack and PagerDuty summaries are short).
-const MAX_TITLE_CHARS: usize = 200;
-
 const SAVE_ATTEMPTS: usize = 8;
-
-/// Whether an alert is firing or resolved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertStatus {
-    Firing,
-    Resolved,
-}
-
-impl AlertStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlertStatus::Firing => "firing",
-            AlertStatus::Resolved => "resolved",
-        }
-    }
-}
-
-/// One alert from any source, parsed at the edge.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AlertSignal {
-    /// `alertmanager`, `grafana`, `cloudwatch` or `probe`.
-    pub source: String,
-    /// Stable identity of the alert within its source (see [`fingerprint_of_labels`]).
-    pub fingerprint: String,
-    pub status: AlertStatus,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
-    pub starts_at: Option<Timestamp>,
-    pub ends_at: Option<Timestamp>,
-    /// Where a person can look at the alert (generator URL, dashboard, console).
-    pub link: Option<String>,
-    /// The transport's own idempotency key (an SNS message id), used instead of the hash of
-    /// the alert's fields when present.
-    pub delivery_key: Option<String>,
-}
-
-impl AlertSignal {
-    /// The idempotency key of this notification item.
-    pub fn claim_key(&self) -> String {
-        if let Some(key) = &self.delivery_key {
-            return format!("{}#{key}", self.source);
-        }
-        let stamp = |t: Option<Timestamp>| t.map(|t| t.to_string()).unwrap_or_default();
-        let mut hash = Sha256::new();
-        for part in [
-            self.source.as_str(),
-            self.fingerprint.as_str(),
-            self.status.as_str(),
-            &stamp(self.starts_at),
-            &stamp(self.ends_at),
-        ] {
-            // Length-prefixed, so no two field lists hash the same bytes.
-            hash.update((part.len() as u64).to_be_bytes());
-            hash.update(part.as_bytes());
-        }
-        hex::encode(hash.finalize())
-    }
-
-    /// A one-line title: the `summary` or `title` annotation, else the `alertname` label.
-    pub fn title(&self) -> String {
-        let text = ["summary", "title"]
-            .iter()
-            .find_map(|k| self.annotations.get(*k).filter(|v| !v.trim().is_empty()))
-            .or_else(|| {
-                self.labels
-                    .get("alertname")
-                    .filter(|v| !v.trim().is_empty())
-            })
-            .map(|v| v.trim().to_string())
-            .unwrap_or_else(|| format!("alert {}", self.fingerprint));
-        let line = text.lines().next().unwrap_or_default();
-        match line.char_indices().nth(MAX_TITLE_CHARS) {
-            Some((cut, _)) => format!("{}…", &line[..cut]),
-            None => line.to_string(),
-        }
-    }
-}
-
-/// A stable fingerprint for an alert that carries none: SHA-256 over its labels in sorted
-/// order (each key and value length-prefixed), the first 16 hex digits — the same length as
-/// Alertmanager's own fingerprints.
-pub fn fingerprint_of_labels(labels: &BTreeMap<String, String>) -> String {
-    let mut hash = Sha256::new();
-    for (k, v) in labels {
-        hash.update((k.len() as u64).to_be_bytes());
-        hash.update(k.as_bytes());
-        hash.update((v.len() as u64).to_be_bytes());
-        hash.update(v.as_bytes());
-    }
-    let digest = hex::encode(hash.finalize());
-    digest[..16].to_string()
-}
 
 /// What an alert's labels say, read through the policy's `[alerts]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -480,6 +385,7 @@ async fn publish(svc: &Services, inc: &Incident, status: &str, now: Timestamp) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::events::MAX_TITLE_CHARS;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

@@ -10,6 +10,8 @@ use jiff::Timestamp;
 use super::update_deployment;
 use super::{ServiceError, Services};
 use crate::domain::deployment::{Action, Actor, Deployment, Head, State};
+use crate::domain::events::WorkflowRunCompleted;
+use crate::domain::ids::{GitHubDeploymentState, RepoName, Sha};
 use crate::notify::Notification;
 use crate::store::repo::ShaFact;
 
@@ -88,8 +90,8 @@ pub async fn deployment_created(
         ev.github_deployment_id,
         ev.run_id,
         ev.rollback_of.as_deref(),
-        &ev.environment,
-        &ev.sha,
+        ev.environment.as_str(),
+        ev.sha.as_str(),
     )
     .await?
     else {
@@ -142,7 +144,7 @@ pub async fn deployment_created(
 fn window_end(svc: &Services, dep: &Deployment, now: Timestamp) -> Timestamp {
     let window = svc
         .policy
-        .environment(&dep.environment)
+        .environment(dep.environment.as_str())
         .map(|e| e.verification_window)
         .unwrap_or_default();
     jiff::SignedDuration::try_from(window)
@@ -167,8 +169,8 @@ pub async fn deployment_status(
         ev.github_deployment_id,
         ev.run_id,
         ev.rollback_of.as_deref(),
-        &ev.environment,
-        &ev.sha,
+        ev.environment.as_str(),
+        ev.sha.as_str(),
     )
     .await?
     else {
@@ -192,13 +194,14 @@ pub async fn deployment_status(
     let status = ev.state.as_str();
     let until = window_end(svc, &dep, now);
 
-    let action = match (is_rollback_status, status) {
-        (true, "success") => Some(Action::FinishRollback),
-        (true, "failure" | "error") => Some(Action::Fail),
+    let action = match (is_rollback_status, &ev.state) {
+        (true, GitHubDeploymentState::Success) => Some(Action::FinishRollback),
+        (true, s) if s.is_failed() => Some(Action::Fail),
         (true, _) => None,
-        (false, "queued" | "pending" | "in_progress") => Some(Action::StartDeploy),
-        (false, "success") => Some(Action::BeginVerification),
-        (false, "failure" | "error") => Some(Action::Fail),
+        (false, s) if s.is_started() => Some(Action::StartDeploy),
+        (false, GitHubDeploymentState::Success) => Some(Action::BeginVerification),
+        (false, s) if s.is_failed() => Some(Action::Fail),
+        // `inactive`, `waiting` and states GitHub adds later are recorded, not acted on.
         (false, _) => None,
     };
     let Some(action) = action else {
@@ -273,16 +276,18 @@ pub async fn deployment_status(
     match dep.state {
         State::Verifying => {
             let head = Head {
-                sha: dep.sha.clone(),
+                sha: dep.sha.to_string(),
                 git_ref: dep.git_ref.clone(),
                 deployment_id: dep.id.clone(),
                 at: now,
             };
-            svc.repo.set_head(&dep.environment, head, false).await?;
+            svc.repo
+                .set_head(dep.environment.as_str(), head, false)
+                .await?;
         }
         State::RolledBack => {
             if let Some(rb) = &dep.rollback {
-                let heads = svc.repo.heads(&dep.environment).await?;
+                let heads = svc.repo.heads(dep.environment.as_str()).await?;
                 let git_ref = heads
                     .last_known_good
                     .as_ref()
@@ -302,7 +307,7 @@ pub async fn deployment_status(
                     .as_ref()
                     .is_some_and(|h| h.sha == rb.target_sha);
                 svc.repo
-                    .set_head(&dep.environment, head, !lkg_is_target)
+                    .set_head(dep.environment.as_str(), head, !lkg_is_target)
                     .await?;
             }
         }
@@ -351,12 +356,14 @@ pub async fn finish_verification(
         });
     }
     let head = Head {
-        sha: dep.sha.clone(),
+        sha: dep.sha.to_string(),
         git_ref: dep.git_ref.clone(),
         deployment_id: dep.id.clone(),
         at: now,
     };
-    svc.repo.set_head(&dep.environment, head, true).await?;
+    svc.repo
+        .set_head(dep.environment.as_str(), head, true)
+        .await?;
     svc.repo
         .record_sha_fact(
             &format!("OK#{}", dep.environment),
@@ -379,20 +386,16 @@ pub async fn finish_verification(
 /// A CI outcome for a sha (`workflow_run` / `completed`).
 pub async fn workflow_completed(
     svc: &Services,
-    repo: &str,
-    sha: &str,
-    workflow: &str,
-    conclusion: &str,
-    at: Timestamp,
+    run: &WorkflowRunCompleted,
 ) -> Result<(), ServiceError> {
     svc.repo
         .record_sha_fact(
-            &format!("CI#{workflow}"),
+            &format!("CI#{}", run.workflow),
             &ShaFact {
-                repo: repo.into(),
-                sha: sha.into(),
-                at,
-                detail: Some(conclusion.into()),
+                repo: run.repo.clone(),
+                sha: run.sha.clone(),
+                at: run.at,
+                detail: Some(run.conclusion.clone()),
             },
         )
         .await?;
@@ -402,21 +405,26 @@ pub async fn workflow_completed(
 /// A commit's timestamp (from `push`), the start of its lead time.
 pub async fn commit_seen(
     svc: &Services,
-    repo: &str,
-    sha: &str,
+    repo: &RepoName,
+    sha: &Sha,
     committed_at: Timestamp,
 ) -> Result<(), ServiceError> {
     // The first sighting wins: a later push of the same commit (a merge to another branch)
     // must not move its lead-time start.
-    if !svc.repo.sha_facts(repo, sha, "COMMIT").await?.is_empty() {
+    if !svc
+        .repo
+        .sha_facts(repo.as_str(), sha.as_str(), "COMMIT")
+        .await?
+        .is_empty()
+    {
         return Ok(());
     }
     svc.repo
         .record_sha_fact(
             "COMMIT",
             &ShaFact {
-                repo: repo.into(),
-                sha: sha.into(),
+                repo: repo.clone(),
+                sha: sha.clone(),
                 at: committed_at,
                 detail: None,
             },

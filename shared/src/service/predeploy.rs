@@ -91,7 +91,7 @@ pub fn tables_for(svc: &Services, dep: &Deployment) -> Vec<String> {
         return Vec::new();
     }
     svc.policy
-        .environment(&dep.environment)
+        .environment(dep.environment.as_str())
         .map(|env| env.pre_deploy_backups.clone())
         .unwrap_or_default()
 }
@@ -140,7 +140,7 @@ pub async fn before_approving(svc: &Services, dep: &Deployment) -> Result<Gate, 
     };
     let record = PreDeployBackup {
         deployment_id: dep.id.clone(),
-        environment: dep.environment.clone(),
+        environment: dep.environment.to_string(),
         tables: tables.clone(),
         status: Status::Requested,
         attempts: attempts + 1,
@@ -160,7 +160,7 @@ pub async fn before_approving(svc: &Services, dep: &Deployment) -> Result<Gate, 
         now,
         NotificationBody::PreDeployBackup {
             deployment_id: dep.id.clone(),
-            environment: dep.environment.clone(),
+            environment: dep.environment.to_string(),
             tables,
         },
     ))

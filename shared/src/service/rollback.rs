@@ -32,6 +32,7 @@ use crate::domain::deployment::{
     Action, Actor, ApproverFacts, Deployment, DeploymentKind, EnvironmentHeads, RollbackApproval,
     RollbackInfo, RollbackRefused, RollbackRequest, State,
 };
+use crate::domain::ids::short_sha;
 use crate::domain::incident::Incident;
 use crate::domain::policy::{EnvironmentPolicy, RollbackMethod, Severity};
 use crate::notify::{Notification, NotificationBody};
@@ -143,10 +144,6 @@ struct Target {
     git_ref: String,
 }
 
-fn short(sha: &str) -> &str {
-    sha.get(..7).unwrap_or(sha)
-}
-
 /// The deployment of `environment` inside its verification window at `now`, if any. Only the
 /// lock holder can be verifying: a deployment keeps the lock until its window closes.
 pub async fn verifying_deployment(
@@ -218,7 +215,7 @@ pub async fn start_automatic(
         incident.severity,
         incident.title,
         incident.id,
-        short(&dep.sha)
+        dep.sha.short()
     );
     let info = RollbackInfo {
         target_sha: target.sha.clone(),
@@ -228,7 +225,7 @@ pub async fn start_automatic(
         github_deployment_id: None,
         finished_at: None,
     };
-    let why = format!("{reason}; rolling back to {}", short(&target.sha));
+    let why = format!("{reason}; rolling back to {}", short_sha(&target.sha));
     let dep_id = dep.id.clone();
     let begun = begin(svc, &dep_id, info, &Actor(started_by), &why, |d| {
         d.in_verification_window(now)
@@ -304,7 +301,7 @@ async fn page_once(
         incident.title,
         dep.environment,
         dep.id,
-        short(&dep.sha)
+        dep.sha.short()
     );
     tracing::error!(deployment_id = %dep.id, incident_id = %incident.id, "no last known good version to roll back to");
     svc.repo
@@ -398,15 +395,15 @@ async fn carry_out(
                 let mut new = NewDeployment::new(rb.target_sha.clone(), dep.environment.clone());
                 new.description = Some(format!(
                     "shipgate rollback of {} to {}",
-                    short(&dep.sha),
-                    short(&rb.target_sha)
+                    dep.sha.short(),
+                    short_sha(&rb.target_sha)
                 ));
                 new.payload = serde_json::json!({
                     "shipgate_rollback_of": dep.id,
                     "reason": rb.reason,
                 });
                 github
-                    .create_deployment(installation, &dep.repo, &new)
+                    .create_deployment(installation, dep.repo.as_str(), &new)
                     .await
                     .map(Some)
                     .map_err(|e| e.to_string())
@@ -414,11 +411,11 @@ async fn carry_out(
             RollbackMethod::Workflow { workflow, git_ref } => {
                 let git_ref = git_ref.as_deref().unwrap_or(target_ref);
                 let mut inputs = serde_json::Map::new();
-                inputs.insert("environment".into(), dep.environment.clone().into());
+                inputs.insert("environment".into(), dep.environment.as_str().into());
                 inputs.insert("sha".into(), rb.target_sha.clone().into());
                 inputs.insert("reason".into(), rb.reason.clone().into());
                 github
-                    .dispatch_workflow(installation, &dep.repo, workflow, git_ref, &inputs)
+                    .dispatch_workflow(installation, dep.repo.as_str(), workflow, git_ref, &inputs)
                     .await
                     .map(|()| None)
                     .map_err(|e| e.to_string())
@@ -429,8 +426,8 @@ async fn carry_out(
     match result {
         Ok(github_id) => {
             let what = match github_id {
-                Some(id) => format!("GitHub deployment {id} of {}", short(&rb.target_sha)),
-                None => format!("workflow dispatched for {}", short(&rb.target_sha)),
+                Some(id) => format!("GitHub deployment {id} of {}", short_sha(&rb.target_sha)),
+                None => format!("workflow dispatched for {}", short_sha(&rb.target_sha)),
             };
             if github_id.is_none() {
                 svc.repo
@@ -504,7 +501,7 @@ pub async fn resume(svc: &Services, deployment_id: &str) -> Result<RollbackOutco
     };
     let env = svc
         .policy
-        .environment(&dep.environment)
+        .environment(dep.environment.as_str())
         .cloned()
         .unwrap_or_else(|| EnvironmentPolicy::with_defaults(dep.environment.clone()));
     let dispatched = svc
@@ -519,7 +516,7 @@ pub async fn resume(svc: &Services, deployment_id: &str) -> Result<RollbackOutco
     }
     // The target's ref: the last known good's when it is still the target, else the
     // deployment's own branch (a workflow_dispatch needs a branch or tag, not a sha).
-    let heads = svc.repo.heads(&dep.environment).await?;
+    let heads = svc.repo.heads(dep.environment.as_str()).await?;
     let target_ref = heads
         .last_known_good
         .filter(|h| h.sha == rb.target_sha)
@@ -545,7 +542,7 @@ async fn manual_target(
     let earlier = svc
         .repo
         .deployments_in(
-            &dep.environment,
+            dep.environment.as_str(),
             Timestamp::UNIX_EPOCH,
             dep.created_at,
             true,
@@ -561,7 +558,7 @@ async fn manual_target(
                 && d.sha != dep.sha
         })
         .map(|d| Target {
-            sha: d.sha,
+            sha: d.sha.into(),
             git_ref: d.git_ref,
         }))
 }
@@ -569,13 +566,6 @@ async fn manual_target(
 /// Deployments a manual rollback may start from: running or finished, not already undone.
 fn rollable(d: &Deployment) -> bool {
     matches!(d.state, State::Verifying | State::Succeeded | State::Failed)
-}
-
-fn add(t: Timestamp, d: std::time::Duration) -> Timestamp {
-    jiff::SignedDuration::try_from(d)
-        .ok()
-        .and_then(|d| t.checked_add(d).ok())
-        .unwrap_or(Timestamp::MAX)
 }
 
 /// The identity facts of Slack user `user` (when there is one) for `env`.
@@ -679,7 +669,7 @@ pub async fn start_manual(
         };
         let why = format!(
             "started by {requested_by}; rolling back to {}",
-            short(&target.sha)
+            short_sha(&target.sha)
         );
         return launch(
             svc,
@@ -728,7 +718,7 @@ pub async fn start_manual(
             target_ref: target.git_ref.clone(),
             requested_by: requested_by.to_string(),
             requested_at: now,
-            expires_at: add(now, env.approval_ttl),
+            expires_at: crate::domain::time::add(now, env.approval_ttl),
             approvals_required: env.approvals_required,
             approvals: Vec::new(),
             nonce: uuid::Uuid::new_v4().simple().to_string(),
@@ -955,7 +945,7 @@ async fn requested(
     {
         return Ok(Err(RollbackOutcome::StaleButton));
     }
-    let Some(env) = svc.policy.environment(&dep.environment).cloned() else {
+    let Some(env) = svc.policy.environment(dep.environment.as_str()).cloned() else {
         return Ok(Err(RollbackOutcome::Refused {
             reason: format!("environment {} is not in the policy", dep.environment),
         }));
@@ -977,7 +967,7 @@ pub async fn approve_request(
         Ok(found) => found,
         Err(outcome) => return Ok(outcome),
     };
-    let current = svc.repo.heads(&dep.environment).await?.current;
+    let current = svc.repo.heads(dep.environment.as_str()).await?.current;
     if current.as_ref().map(|h| h.deployment_id.as_str()) != Some(dep.id.as_str()) {
         return Ok(RollbackOutcome::Refused {
             reason: format!(

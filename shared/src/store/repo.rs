@@ -26,6 +26,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::item::{Condition, Item, ItemStore, Query, StoreError, Timeline, Write};
 use crate::domain::deployment::{AuditEvent, Deployment, EnvironmentHeads, Head, State};
+use crate::domain::ids::{RepoName, Sha};
 use crate::domain::incident::Incident;
 
 /// Errors of the typed layer.
@@ -86,8 +87,8 @@ struct Pointer {
 /// A fact about a sha: CI outcome, commit time, success in an environment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShaFact {
-    pub repo: String,
-    pub sha: String,
+    pub repo: RepoName,
+    pub sha: Sha,
     pub at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -428,7 +429,7 @@ impl Repo {
         if takes_lock {
             writes.push(Write::Put {
                 item: Item {
-                    pk: env_pk(&dep.environment),
+                    pk: env_pk(dep.environment.as_str()),
                     sk: "LOCK".into(),
                     version: 1,
                     expires_at: None,
@@ -444,7 +445,7 @@ impl Repo {
         if let Some(run_id) = dep.run_id {
             writes.push(pointer(
                 format!("RUN#{run_id}"),
-                env_pk(&dep.environment),
+                env_pk(dep.environment.as_str()),
                 dep.id.clone(),
             ));
         }
@@ -456,7 +457,7 @@ impl Repo {
             }
             Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) if takes_lock => {
                 let holder = self
-                    .lock_holder(&dep.environment)
+                    .lock_holder(dep.environment.as_str())
                     .await?
                     .unwrap_or_default();
                 Ok(Created::Locked { holder })
@@ -480,7 +481,11 @@ impl Repo {
             condition: Condition::Version(expected),
         }];
         if !dep.state.holds_lock() {
-            if let Some(lock) = self.store.get(&env_pk(&dep.environment), "LOCK").await? {
+            if let Some(lock) = self
+                .store
+                .get(&env_pk(dep.environment.as_str()), "LOCK")
+                .await?
+            {
                 let rec: LockRecord = from_item(&lock, "lock")?;
                 if rec.holder == dep.id {
                     writes.push(Write::Delete {

@@ -229,11 +229,11 @@ pub async fn github_creates_deployments(server: &MockServer, id: u64) {
 /// A `deployment_protection_rule` request for run `run_id`.
 pub fn protection_rule(environment: &str, run_id: u64, sha: &str) -> ProtectionRuleRequest {
     ProtectionRuleRequest {
-        repo: REPO.into(),
-        environment: environment.into(),
+        repo: REPO.parse().unwrap(),
+        environment: environment.parse().unwrap(),
         event: "push".into(),
         git_ref: "refs/heads/main".into(),
-        sha: sha.into(),
+        sha: sha.parse().unwrap(),
         run_id,
         installation_id: Some(INSTALLATION),
         requester: "octocat".into(),

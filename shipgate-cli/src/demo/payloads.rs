@@ -507,11 +507,11 @@ mod tests {
         let body =
             serde_json::to_vec(&push(&repo(), "main", "000", &commits).expect("t")).expect("json");
         let parsed = github_webhook::events::parse("push", &body).expect("parse");
-        let github_webhook::events::GitHubEvent::Push { repo, commits } = parsed else {
+        let github_webhook::events::GitHubEvent::Push(push) = parsed else {
             panic!("not a push: {parsed:?}");
         };
-        assert_eq!(repo, "octo-org/hello-world");
-        assert_eq!(commits, vec![("abc123".to_string(), at)]);
+        assert_eq!(push.repo, "octo-org/hello-world");
+        assert_eq!(push.commits, vec![("abc123".parse().expect("sha"), at)]);
     }
 
     #[test]

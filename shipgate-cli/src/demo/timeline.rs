@@ -301,9 +301,7 @@ pub fn quote(text: &str) -> String {
 }
 
 /// The first seven characters of a sha, as git shows it.
-pub fn short(sha: &str) -> &str {
-    sha.get(..7).unwrap_or(sha)
-}
+pub use shipgate::domain::short_sha as short;
 
 #[cfg(test)]
 mod tests {

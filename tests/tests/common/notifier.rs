@@ -186,10 +186,10 @@ pub fn assert_pagerduty_call(request: &Request) {
 pub fn awaiting_deployment(id: &str) -> Deployment {
     Deployment {
         id: id.into(),
-        repo: "acme/shop".into(),
-        environment: "production".into(),
+        repo: "acme/shop".parse().unwrap(),
+        environment: "production".parse().unwrap(),
         git_ref: "main".into(),
-        sha: "6113728f27ae82c7b1a177c8d03f9e96e0adf246".into(),
+        sha: "6113728f27ae82c7b1a177c8d03f9e96e0adf246".parse().unwrap(),
         requester: "octocat".into(),
         kind: DeploymentKind::Deploy,
         state: State::AwaitingApproval,

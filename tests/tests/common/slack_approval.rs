@@ -206,8 +206,8 @@ impl Harness {
             .record_sha_fact(
                 "OK#staging",
                 &ShaFact {
-                    repo: REPO.into(),
-                    sha: SHA.into(),
+                    repo: REPO.parse().unwrap(),
+                    sha: SHA.parse().unwrap(),
                     at: self.clock.now(),
                     detail: None,
                 },

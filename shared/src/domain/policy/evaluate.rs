@@ -11,6 +11,8 @@ use jiff::civil::Weekday;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::ids::short_sha;
+
 use super::{ref_matches, DeployWindow, EnvironmentPolicy, Freeze, Policy};
 
 /// What is asked of the gate.
@@ -317,10 +319,6 @@ fn approvals_detail(env: &EnvironmentPolicy, required: u32, break_glass: bool) -
         detail.push_str("; the requester cannot approve");
     }
     detail
-}
-
-fn short_sha(sha: &str) -> &str {
-    sha.get(..7).unwrap_or(sha)
 }
 
 fn check_ref(env: &EnvironmentPolicy, request: &GateRequest) -> Result<String, String> {
