@@ -182,8 +182,8 @@ async fn store_round_trips_per_inbound_event_kind() {
         .record_sha_fact(
             "OK#staging",
             &ShaFact {
-                repo: REPO.into(),
-                sha: SHA.into(),
+                repo: REPO.parse().expect("repository name"),
+                sha: SHA.parse().expect("sha"),
                 at: fakes.clock.now(),
                 detail: None,
             },
