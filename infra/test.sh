@@ -143,11 +143,7 @@ step_test() {
 	log "exported for the tests:"
 	env | grep -E '^(AWS_|SHIPGATE_TEST_)' | sort | sed 's/^/    /' >&2
 	local rc=0
-	# The end-to-end tests (tests/) run the `shipgate` binary, which cargo does not build for
-	# another package's tests; built here with the test build's features, it is fresh when
-	# they start (testkit::shipgate_binary) and costs only the linking.
-	cargo build --workspace --bins || rc=$?
-	((rc != 0)) || cargo test --workspace || rc=$?
+	cargo test --workspace || rc=$?
 	if ! kill -0 "$MOTO_PID" 2>/dev/null; then
 		log "moto exited during the tests; its log ($MOTO_LOG):"
 		tail -n 50 "$MOTO_LOG" | sed 's/^/    /' >&2 || true

@@ -5,7 +5,8 @@
 //! beside the test executable's `deps/` folder. When it is missing, or older than a source
 //! file or manifest of the crates it is built from (`cargo test -p tests` alone, after an
 //! edit), it is built with the same cargo, target directory and profile the first time a test
-//! asks for it. After `cargo test --workspace` it is fresh and used as it is: building it again
+//! asks for it. After `cargo test --workspace` it is fresh (shipgate-cli's own integration
+//! test makes cargo build it with the test build's features) and used as it is: building it again
 //! with `-p shipgate-cli` alone would resolve other features and rebuild it for nothing.
 
 use std::path::{Path, PathBuf};
