@@ -21,6 +21,7 @@ use shipgate::service::{ServiceError, Services};
 use shipgate::signature::verify_bearer;
 use shipgate::web::{self, ApiError, Request, Response};
 
+#[cfg(feature = "lambda")]
 use payload::AlarmSignal;
 
 /// The handler's dependencies, built once at cold start.
