@@ -501,9 +501,9 @@ pub async fn resume(svc: &Services, deployment_id: &str) -> Result<RollbackOutco
     };
     let env = svc
         .policy
-        .environment(dep.environment.as_str())
-        .cloned()
-        .unwrap_or_else(|| EnvironmentPolicy::with_defaults(dep.environment.clone()));
+        .for_scope(&dep.repo, &dep.environment)
+        .map(|e| e.policy)
+        .unwrap_or_else(|_| EnvironmentPolicy::with_defaults(dep.environment.clone()));
     let dispatched = svc
         .repo
         .get_meta::<serde_json::Value>(DISPATCH_META, &dep.id)
@@ -945,7 +945,11 @@ async fn requested(
     {
         return Ok(Err(RollbackOutcome::StaleButton));
     }
-    let Some(env) = svc.policy.environment(dep.environment.as_str()).cloned() else {
+    let Ok(env) = svc
+        .policy
+        .for_scope(&dep.repo, &dep.environment)
+        .map(|e| e.policy)
+    else {
         return Ok(Err(RollbackOutcome::Refused {
             reason: format!("environment {} is not in the policy", dep.environment),
         }));
