@@ -1231,7 +1231,7 @@ fn override_and_repos_problems_are_reported_with_their_position() {
         ),
         (
             "[[environments.production.overrides]]\nrepos = [\"acme/web\"]\nslack_channel = \"#web\"\napprovals_required = 0\n",
-            "policy.toml:3:1: environments.production.overrides[0].slack_channel: slack_channel cannot be overridden per repository: an environment's notifications go to one channel; it may be overridden: allowed_refs, approvals_required, approvers, prevent_self_approval, require_reject_reason, approval_ttl, verification_window, block_on_critical_incident, rollback_on, rollback, pre_deploy_backups, windows, freezes, break_glass",
+            "policy.toml:3:1: environments.production.overrides[0].slack_channel: slack_channel cannot be overridden per repository: an environment's notifications go to one channel; an override may set: allowed_refs, approvals_required, approvers, prevent_self_approval, require_reject_reason, approval_ttl, verification_window, block_on_critical_incident, rollback_on, rollback, pre_deploy_backups, windows, freezes, break_glass",
         ),
         (
             "[[environments.production.overrides]]\nrepos = [\"acme/web\"]\n",
@@ -1253,7 +1253,7 @@ fn override_and_repos_problems_are_reported_with_their_position() {
     let base_lines = base.lines().count();
     for (extra, want) in cases {
         let text = if extra.starts_with("[environments.production]") {
-            format!("{extra}")
+            (*extra).to_owned()
         } else {
             format!("{base}\n{extra}")
         };

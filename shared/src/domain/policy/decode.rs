@@ -856,7 +856,7 @@ impl<'a> Ctx<'a> {
                 if let Some(f) = table.take_refused(key) {
                     self.fail(
                         &f,
-                        format!("{key} cannot be overridden per repository: {why}; it may be overridden: {}", super::scope::OVERRIDABLE_KEYS.join(", ")),
+                        format!("{key} cannot be overridden per repository: {why}; an override may set: {}", super::scope::OVERRIDABLE_KEYS.join(", ")),
                     );
                 }
             }
