@@ -263,7 +263,20 @@ pub fn summary(label: &str, policy: &Policy) -> String {
         if envs.len() == 1 { "" } else { "s" }
     );
     for env in envs {
-        s.push_str(&format!("  {}: {}\n", env.name, describe(env)));
+        let mut line = describe(env);
+        if let Some(repos) = policy.section_repos(&env.name) {
+            line.push_str(&format!("; repos {}", repos.join(", ")));
+        }
+        let overrides = policy.override_repos(&env.name);
+        if !overrides.is_empty() {
+            let each: Vec<String> = overrides.iter().map(|r| r.join(", ")).collect();
+            line.push_str(&format!(
+                "; {} for {}",
+                plural(overrides.len(), "override"),
+                each.join("; ")
+            ));
+        }
+        s.push_str(&format!("  {}: {line}\n", env.name));
     }
     s
 }
@@ -354,6 +367,18 @@ mod tests {
         assert!(
             text.contains("  staging: refs main, refs/tags/v*; no approval"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn the_summary_names_a_sections_repos_and_its_overrides() {
+        let text = "[environments.production]\nrepos = [\"acme/*\"]\n\n[[environments.production.overrides]]\nrepos = [\"acme/payments\", \"acme/billing\"]\nverification_window = \"1h\"\n";
+        let policy = Policy::parse("p.toml", text).expect("valid policy");
+        assert!(
+            summary("p.toml", &policy)
+                .ends_with("; repos acme/*; 1 override for acme/payments, acme/billing\n"),
+            "{}",
+            summary("p.toml", &policy)
         );
     }
 

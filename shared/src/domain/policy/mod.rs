@@ -108,6 +108,23 @@ impl Policy {
         self.environments.get(name)
     }
 
+    /// The `repos` patterns of section `name`: `None` when it governs every repository (or
+    /// is not defined).
+    pub fn section_repos(&self, name: &str) -> Option<&[String]> {
+        self.scopes
+            .get(name)
+            .and_then(|s| s.repos.as_ref())
+            .map(|(patterns, _)| patterns.as_slice())
+    }
+
+    /// The `repos` of each of section `name`'s overrides, in file order.
+    pub fn override_repos(&self, name: &str) -> Vec<&[String]> {
+        self.scopes
+            .get(name)
+            .map(|s| s.overrides.iter().map(|o| o.repos.as_slice()).collect())
+            .unwrap_or_default()
+    }
+
     pub fn environments(&self) -> impl Iterator<Item = &EnvironmentPolicy> {
         self.environments.values()
     }
