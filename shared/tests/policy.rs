@@ -1319,3 +1319,28 @@ approvals_required = 2
     assert_eq!(other.approvals_required, 2);
     assert_eq!(other.verification_window, Duration::from_secs(15 * 60));
 }
+
+#[test]
+fn overrides_that_combine_for_a_named_repository_must_leave_enough_approvers() {
+    let text = r#"[identities]
+U0000000A = "alice"
+U0000000B = "bob"
+U0000000C = "carol"
+
+[environments.production]
+approvers = ["U0000000A", "U0000000B", "U0000000C"]
+approvals_required = 1
+
+[[environments.production.overrides]]
+repos = ["acme/*"]
+approvers = ["U0000000A", "U0000000B"]
+
+[[environments.production.overrides]]
+repos = ["acme/payments"]
+approvals_required = 3
+"#;
+    assert_eq!(
+        one_error(text),
+        "policy.toml:14:1: environments.production.overrides[1]: for acme/payments the overrides at policy.toml:10:1 and policy.toml:14:1 combine to need 3 approvals but only 2 approvers are listed"
+    );
+}

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::duration::parse_duration;
-use super::glob::{repo_patterns_overlap, validate_pattern, validate_repo_pattern};
-use super::scope::{Override, Position, Scope, ENVIRONMENT_WIDE_KEYS};
+use super::glob::{repo_matches, repo_patterns_overlap, validate_pattern, validate_repo_pattern};
+use super::scope::{apply_key, Override, Position, Scope, ENVIRONMENT_WIDE_KEYS};
 use super::tree::{self, Entry, Kind, LineIndex, Node, Span};
 use super::{
     AlertsPolicy, BackupsPolicy, DeployWindow, EnvironmentPolicy, Freeze, NotificationsPolicy,
@@ -778,6 +778,7 @@ impl<'a> Ctx<'a> {
                     )
                 })
                 .unwrap_or_default();
+            self.check_combined_overrides(name, &env, &overrides);
             scopes.insert(
                 name.to_owned(),
                 Scope {
@@ -812,6 +813,66 @@ impl<'a> Ctx<'a> {
             }
         }
         (environments, scopes)
+    }
+
+    /// Several overrides setting different keys can apply to one repository together; each
+    /// was checked alone, so check their combination for every repository an override names
+    /// literally (without `*`): the approvals must still be reachable.
+    fn check_combined_overrides(
+        &mut self,
+        name: &str,
+        section: &EnvironmentPolicy,
+        overrides: &[Override],
+    ) {
+        let mut literals: Vec<String> = overrides
+            .iter()
+            .flat_map(|o| o.repos.iter())
+            .filter(|p| !p.contains('*'))
+            .map(|p| p.to_ascii_lowercase())
+            .collect();
+        literals.sort();
+        literals.dedup();
+        for repo in literals {
+            let matching: Vec<(usize, &Override)> = overrides
+                .iter()
+                .enumerate()
+                .filter(|(_, o)| o.repos.iter().any(|p| repo_matches(p, &repo)))
+                .collect();
+            let Some((last, last_override)) = matching.last().copied() else {
+                continue;
+            };
+            if matching.len() < 2 {
+                continue;
+            }
+            let mut env = section.clone();
+            for (_, o) in &matching {
+                for key in o.keys.keys() {
+                    apply_key(&mut env, &o.policy, key);
+                }
+            }
+            let listed = env.approvers.len();
+            let mut needed = env.approvals_required;
+            let mut what = String::new();
+            if env.break_glass.allowed {
+                needed += env.break_glass.extra_approvals;
+                what = " with break-glass".to_owned();
+            }
+            if usize::try_from(needed).map_or(true, |n| n > listed) {
+                let at: Vec<String> = matching.iter().map(|(_, o)| o.at.to_string()).collect();
+                self.errors.push(PolicyError {
+                    file: last_override.at.file.clone(),
+                    line: last_override.at.line,
+                    column: last_override.at.column,
+                    field: format!("environments.{name}.overrides[{last}]"),
+                    message: format!(
+                        "for {repo} the overrides at {} combine to need {needed} approval{}{what} but only {}",
+                        at.join(" and "),
+                        plural(needed as usize),
+                        approvers_listed(listed)
+                    ),
+                });
+            }
+        }
     }
 
     /// A list of `repos` patterns; bad ones are reported and left out.
