@@ -1344,3 +1344,26 @@ approvals_required = 3
         "policy.toml:14:1: environments.production.overrides[1]: for acme/payments the overrides at policy.toml:10:1 and policy.toml:14:1 combine to need 3 approvals but only 2 approvers are listed"
     );
 }
+
+#[test]
+fn an_override_of_rollback_on_counts_for_alerts_that_know_only_the_environment() {
+    let text = r#"[environments.production]
+rollback_on = ["critical"]
+
+[[environments.production.overrides]]
+repos = ["acme/payments"]
+rollback_on = ["critical", "warning"]
+"#;
+    let policy = parse(text);
+    assert!(policy.rolls_back_on_in_some_scope("production", Severity::Warning));
+    assert!(!policy.rolls_back_on_in_some_scope("production", Severity::Info));
+    assert!(!policy.rolls_back_on_in_some_scope("qa", Severity::Critical));
+    let api = policy
+        .for_scope(&repo("acme/api"), &env("production"))
+        .expect("governed");
+    assert!(!api.rolls_back_on(Severity::Warning));
+    let payments = policy
+        .for_scope(&repo("acme/payments"), &env("production"))
+        .expect("governed");
+    assert!(payments.rolls_back_on(Severity::Warning));
+}

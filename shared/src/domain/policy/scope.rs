@@ -195,6 +195,28 @@ impl Policy {
         self.for_scope_str(repo, environment.as_str())
     }
 
+    /// Does an alert of `severity` roll back a fresh deploy to `environment` in some
+    /// repository: in the section's `rollback_on`, or in that of one of its overrides? For
+    /// callers that know the environment before the repository; they decide for the
+    /// repository with [`Policy::for_scope`] once they know it.
+    pub fn rolls_back_on_in_some_scope(
+        &self,
+        environment: &str,
+        severity: super::Severity,
+    ) -> bool {
+        let section = self
+            .environments
+            .get(environment)
+            .is_some_and(|e| e.rolls_back_on(severity));
+        section
+            || self.scopes.get(environment).is_some_and(|scope| {
+                scope
+                    .overrides
+                    .iter()
+                    .any(|o| o.keys.contains_key("rollback_on") && o.policy.rolls_back_on(severity))
+            })
+    }
+
     /// [`Policy::for_scope`] for an environment name held as a string.
     pub fn for_scope_str(
         &self,
