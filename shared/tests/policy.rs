@@ -1,13 +1,15 @@
-//! The policy file: parsing, error positions, ref globs, durations and the gate decision.
+//! The policy file: parsing, error positions, ref globs, durations, the gate decision, and the
+//! scopes of many repositories (`repos`, overrides, the effective policy).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use shipgate::domain::ids::{EnvName, RepoName};
 use shipgate::domain::policy::{
-    evaluate, evaluate_for, parse_duration, ref_matches, Decision, GateFacts, GateKind,
-    GateRequest, Policy, PolicyError, PolicyLoadError, RollbackMethod, Rule, Severity,
-    EXAMPLE_POLICY,
+    evaluate, evaluate_for, evaluate_in_scope, parse_duration, ref_matches, repo_matches, Decision,
+    GateFacts, GateKind, GateRequest, NotGoverned, Policy, PolicyError, PolicyLoadError,
+    RollbackMethod, Rule, Severity, Source, EXAMPLE_POLICY,
 };
 
 const SHA: &str = "abc1234def5678abc1234def5678abc1234def56";
@@ -1031,4 +1033,337 @@ fn evaluate_works_on_a_hand_built_environment() {
         matches!(decision, Decision::NeedsApproval { required: 1, .. }),
         "{decision:?}"
     );
+}
+
+// ------------------------------------------------------------------------------------------
+// Many repositories: `repos`, overrides and the effective policy of a scope
+
+const MANY_REPOS: &str = r#"[identities]
+U0000000A = "alice"
+U0000000B = "bob"
+U0000000C = "carol"
+
+[environments.staging]
+
+[environments.production]
+repos = ["acme/*"]
+approvals_required = 2
+approvers = ["U0000000A", "U0000000B", "U0000000C"]
+verification_window = "15m"
+
+[[environments.production.overrides]]
+repos = ["acme/payments"]
+approvals_required = 3
+
+[[environments.production.overrides]]
+repos = ["acme/web*"]
+verification_window = "30m"
+"#;
+
+fn repo(name: &str) -> RepoName {
+    RepoName::parse(name).expect("test repository name")
+}
+
+fn env(name: &str) -> EnvName {
+    EnvName::parse(name).expect("test environment name")
+}
+
+#[test]
+fn a_section_without_repos_governs_every_repository() {
+    let policy = parse(MANY_REPOS);
+    for name in ["acme/api", "other/thing"] {
+        let effective = policy
+            .for_scope(&repo(name), &env("staging"))
+            .expect("staging governs every repository");
+        assert_eq!(effective.approvals_required, 0);
+        assert_eq!(
+            effective.source("approvals_required"),
+            Some(&Source::Default)
+        );
+    }
+}
+
+#[test]
+fn repos_globs_choose_the_repositories_a_section_governs() {
+    let policy = parse(MANY_REPOS);
+    let cases = [
+        ("acme/api", true),
+        ("ACME/Api", true),
+        ("acme/payments", true),
+        ("other/api", false),
+        ("acmeco/api", false),
+    ];
+    for (name, governed) in cases {
+        let result = policy.for_scope(&repo(name), &env("production"));
+        assert_eq!(result.is_ok(), governed, "{name}: {result:?}");
+    }
+    for (pattern, name, want) in [
+        ("acme/*", "acme/api", true),
+        ("*/api", "acme/api", true),
+        ("acme/pay*", "acme/payments", true),
+        ("acme/pay*", "acme/web", false),
+        ("acme/*", "acme", false),
+    ] {
+        assert_eq!(repo_matches(pattern, name), want, "{pattern} vs {name}");
+    }
+}
+
+#[test]
+fn an_override_applies_to_its_repositories_and_the_rest_keep_the_section() {
+    let policy = parse(MANY_REPOS);
+    let payments = policy
+        .for_scope(&repo("acme/payments"), &env("production"))
+        .expect("governed");
+    assert_eq!(payments.approvals_required, 3);
+    assert_eq!(payments.verification_window, Duration::from_secs(15 * 60));
+    match payments.source("approvals_required") {
+        Some(Source::Override { at, repos, key }) => {
+            assert_eq!(at.to_string(), "policy.toml:14:1");
+            assert_eq!(key.to_string(), "policy.toml:16:22");
+            assert_eq!(repos, &vec!["acme/payments".to_owned()]);
+        }
+        other => panic!("expected an override, got {other:?}"),
+    }
+    assert_eq!(
+        payments
+            .source("verification_window")
+            .map(ToString::to_string),
+        Some("policy.toml:12:23".to_owned())
+    );
+
+    let web = policy
+        .for_scope(&repo("acme/web"), &env("production"))
+        .expect("governed");
+    assert_eq!(web.approvals_required, 2);
+    assert_eq!(web.verification_window, Duration::from_secs(30 * 60));
+    assert_eq!(
+        web.source("approvals_required").map(ToString::to_string),
+        Some("policy.toml:10:22".to_owned())
+    );
+    assert_eq!(web.section.to_string(), "policy.toml:8:1");
+    // The section itself is unchanged for environment-wide uses.
+    let section = policy.environment("production").expect("production");
+    assert_eq!(section.approvals_required, 2);
+}
+
+#[test]
+fn a_repository_no_section_governs_is_rejected_with_the_reason() {
+    let policy = parse(MANY_REPOS);
+    let why = policy
+        .for_scope(&repo("other/api"), &env("production"))
+        .expect_err("not governed");
+    assert!(matches!(why, NotGoverned::RepoNotListed { .. }), "{why:?}");
+    assert_eq!(
+        why.to_string(),
+        "no policy section governs other/api in \"production\": [environments.production] at policy.toml:8:1 governs only repos = [\"acme/*\"]"
+    );
+    let decision = evaluate_in_scope(
+        &policy,
+        &repo("other/api"),
+        &request("production", "main"),
+        &promoted(),
+        at("2026-03-02T10:00:00Z"),
+    );
+    let (rule, message) = reject_of(&decision);
+    assert_eq!(rule, Rule::NotGoverned);
+    assert!(
+        message.contains("no policy section governs other/api"),
+        "{message}"
+    );
+
+    let unknown = evaluate_in_scope(
+        &policy,
+        &repo("acme/api"),
+        &request("qa", "main"),
+        &promoted(),
+        at("2026-03-02T10:00:00Z"),
+    );
+    assert_eq!(reject_of(&unknown).0, Rule::UnknownEnvironment);
+}
+
+#[test]
+fn the_gate_decision_uses_the_repositorys_override() {
+    let policy = parse(MANY_REPOS);
+    let now = at("2026-03-02T10:00:00Z");
+    let required = |name: &str| match evaluate_in_scope(
+        &policy,
+        &repo(name),
+        &request("production", "main"),
+        &promoted(),
+        now,
+    ) {
+        Decision::NeedsApproval { required, .. } => required,
+        other => panic!("expected approvals for {name}, got {other:?}"),
+    };
+    assert_eq!(required("acme/payments"), 3);
+    assert_eq!(required("acme/web"), 2);
+}
+
+fn one_error(text: &str) -> String {
+    let found = errors(text);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    found[0].to_string()
+}
+
+#[test]
+fn override_and_repos_problems_are_reported_with_their_position() {
+    let base = "[identities]\nU0000000A = \"alice\"\nU0000000B = \"bob\"\n\n[environments.production]\nrepos = [\"acme/*\"]\napprovers = [\"U0000000A\", \"U0000000B\"]\n";
+    let cases: &[(&str, &str)] = &[
+        (
+            "[environments.production]\nrepos = [\"acme\"]\n",
+            "policy.toml:2:10: environments.production.repos[0]: repository pattern \"acme\" is not of the form owner/name; use `owner/name` with `*` as the only wildcard, e.g. \"acme/payments\" or \"acme/*\"",
+        ),
+        (
+            "[environments.production]\nrepos = [\"acme/a/b\"]\n",
+            "policy.toml:2:10: environments.production.repos[0]: repository pattern \"acme/a/b\" has more than one '/'; use `owner/name` with `*` as the only wildcard, e.g. \"acme/payments\" or \"acme/*\"",
+        ),
+        (
+            "[environments.production]\nrepos = []\n",
+            "policy.toml:2:9: environments.production.repos: an empty list governs no repository; remove the key to govern every repository",
+        ),
+        (
+            "[[environments.production.overrides]]\nrepos = [\"acme/pay?\"]\napprovals_required = 0\n",
+            "policy.toml:2:10: environments.production.overrides[0].repos[0]: invalid character '?' in the name of repository pattern \"acme/pay?\" (names are letters, digits, '-', '.' and '_'); use `owner/name` with `*` as the only wildcard, e.g. \"acme/payments\" or \"acme/*\"",
+        ),
+        (
+            "[[environments.production.overrides]]\napprovals_required = 0\n",
+            "policy.toml:1:1: environments.production.overrides[0].repos: is required",
+        ),
+        (
+            "[[environments.production.overrides]]\nrepos = [\"acme/web\"]\nslack_channel = \"#web\"\napprovals_required = 0\n",
+            "policy.toml:3:1: environments.production.overrides[0].slack_channel: slack_channel cannot be overridden per repository: an environment's notifications go to one channel; an override may set: allowed_refs, approvals_required, approvers, prevent_self_approval, require_reject_reason, approval_ttl, verification_window, block_on_critical_incident, rollback_on, rollback, pre_deploy_backups, windows, freezes, break_glass",
+        ),
+        (
+            "[[environments.production.overrides]]\nrepos = [\"acme/web\"]\n",
+            "policy.toml:1:1: environments.production.overrides[0]: an override sets no key; give it one of: allowed_refs, approvals_required, approvers, prevent_self_approval, require_reject_reason, approval_ttl, verification_window, block_on_critical_incident, rollback_on, rollback, pre_deploy_backups, windows, freezes, break_glass",
+        ),
+        (
+            "[[environments.production.overrides]]\nrepos = [\"other/web\"]\napprovals_required = 1\n",
+            "policy.toml:2:10: environments.production.overrides[0].repos[0]: \"other/web\" matches no repository the section governs (repos = [\"acme/*\"])",
+        ),
+        (
+            "[[environments.production.overrides]]\nrepos = [\"acme/payments\"]\napprovals_required = 3\n",
+            "policy.toml:3:22: environments.production.overrides[0].approvals_required: needs 3 approvals but only 2 approvers are listed",
+        ),
+        (
+            "[[environments.production.overrides]]\nrepos = [\"acme/payments\"]\napprovals_required = 1\n\n[[environments.production.overrides]]\nrepos = [\"acme/pay*\"]\napprovals_required = 2\n",
+            "policy.toml:7:22: environments.production.overrides[1].approvals_required: conflicting overrides: approvals_required is also set at policy.toml:3:22 by the override for \"acme/payments\", and a repository can match both \"acme/payments\" and \"acme/pay*\"; set each key in at most one override per repository",
+        ),
+    ];
+    let base_lines = base.lines().count();
+    for (extra, want) in cases {
+        let text = if extra.starts_with("[environments.production]") {
+            (*extra).to_owned()
+        } else {
+            format!("{base}\n{extra}")
+        };
+        let got = one_error(&text);
+        // Positions in the cases are relative to the appended text.
+        let want = if extra.starts_with("[environments.production]") {
+            (*want).to_owned()
+        } else {
+            shift_line(want, base_lines + 1)
+        };
+        assert_eq!(got, want, "for:\n{text}");
+    }
+}
+
+/// Adds `by` to the line of a `policy.toml:LINE:COL:` message and of the positions it names.
+fn shift_line(message: &str, by: usize) -> String {
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some(i) = rest.find("policy.toml:") {
+        out.push_str(&rest[..i + "policy.toml:".len()]);
+        rest = &rest[i + "policy.toml:".len()..];
+        let digits = rest.chars().take_while(char::is_ascii_digit).count();
+        let line: usize = rest[..digits].parse().expect("a line number");
+        out.push_str(&(line + by).to_string());
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn overrides_of_different_keys_or_disjoint_repositories_combine() {
+    let text = r#"[identities]
+U0000000A = "alice"
+U0000000B = "bob"
+U0000000C = "carol"
+
+[environments.production]
+approvers = ["U0000000A", "U0000000B", "U0000000C"]
+approvals_required = 1
+
+[[environments.production.overrides]]
+repos = ["acme/*"]
+verification_window = "1h"
+
+[[environments.production.overrides]]
+repos = ["acme/payments"]
+approvals_required = 3
+
+[[environments.production.overrides]]
+repos = ["other/*"]
+approvals_required = 2
+"#;
+    let policy = parse(text);
+    let payments = policy
+        .for_scope(&repo("acme/payments"), &env("production"))
+        .expect("governed");
+    assert_eq!(payments.approvals_required, 3);
+    assert_eq!(payments.verification_window, Duration::from_secs(3600));
+    let other = policy
+        .for_scope(&repo("other/api"), &env("production"))
+        .expect("governed");
+    assert_eq!(other.approvals_required, 2);
+    assert_eq!(other.verification_window, Duration::from_secs(15 * 60));
+}
+
+#[test]
+fn overrides_that_combine_for_a_named_repository_must_leave_enough_approvers() {
+    let text = r#"[identities]
+U0000000A = "alice"
+U0000000B = "bob"
+U0000000C = "carol"
+
+[environments.production]
+approvers = ["U0000000A", "U0000000B", "U0000000C"]
+approvals_required = 1
+
+[[environments.production.overrides]]
+repos = ["acme/*"]
+approvers = ["U0000000A", "U0000000B"]
+
+[[environments.production.overrides]]
+repos = ["acme/payments"]
+approvals_required = 3
+"#;
+    assert_eq!(
+        one_error(text),
+        "policy.toml:14:1: environments.production.overrides[1]: for acme/payments the overrides at policy.toml:10:1 and policy.toml:14:1 combine to need 3 approvals but only 2 approvers are listed"
+    );
+}
+
+#[test]
+fn an_override_of_rollback_on_counts_for_alerts_that_know_only_the_environment() {
+    let text = r#"[environments.production]
+rollback_on = ["critical"]
+
+[[environments.production.overrides]]
+repos = ["acme/payments"]
+rollback_on = ["critical", "warning"]
+"#;
+    let policy = parse(text);
+    assert!(policy.rolls_back_on_in_some_scope("production", Severity::Warning));
+    assert!(!policy.rolls_back_on_in_some_scope("production", Severity::Info));
+    assert!(!policy.rolls_back_on_in_some_scope("qa", Severity::Critical));
+    let api = policy
+        .for_scope(&repo("acme/api"), &env("production"))
+        .expect("governed");
+    assert!(!api.rolls_back_on(Severity::Warning));
+    let payments = policy
+        .for_scope(&repo("acme/payments"), &env("production"))
+        .expect("governed");
+    assert!(payments.rolls_back_on(Severity::Warning));
 }

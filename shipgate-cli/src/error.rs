@@ -24,6 +24,9 @@ pub enum CliError {
     /// `policy check` found problems; they were already printed.
     #[error("{count} problem(s) in {file}")]
     PolicyCheckFailed { file: String, count: usize },
+    /// `policy explain`: no section governs the scope; the reason was already printed.
+    #[error("no policy section governs {repo} in {environment}")]
+    NotGoverned { repo: String, environment: String },
     /// A required variable is unset or malformed (the message names it, never its value).
     #[error("{source}{hint}")]
     Config {

@@ -174,6 +174,20 @@ enum PolicyCommand {
     },
     /// Print the complete, commented example policy.
     Example,
+    /// Print the rules that apply to one repository's environment and where each came from
+    /// (exit 1 when no section governs it).
+    Explain {
+        /// The repository, `owner/name`.
+        repo: String,
+        /// The environment's name.
+        environment: String,
+        /// The policy file (`-` reads stdin).
+        #[arg(long, value_name = "FILE", env = "SHIPGATE_POLICY_FILE")]
+        policy: PathBuf,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -223,6 +237,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Serve(_) => "serve",
         Command::Policy(PolicyCommand::Check { .. }) => "policy check",
         Command::Policy(PolicyCommand::Example) => "policy example",
+        Command::Policy(PolicyCommand::Explain { .. }) => "policy explain",
         Command::Status(_) => "status",
         Command::History(_) => "history",
         Command::Demo(_) => "demo",
@@ -250,6 +265,12 @@ fn run(command: Command) -> Result<(), CliError> {
         }
         Command::Policy(PolicyCommand::Check { file }) => policy_cmd::check(file.as_deref()),
         Command::Policy(PolicyCommand::Example) => policy_cmd::example(),
+        Command::Policy(PolicyCommand::Explain {
+            repo,
+            environment,
+            policy,
+            json,
+        }) => policy_cmd::explain(&policy, &repo, &environment, json),
         Command::Status(args) => {
             logging::init(LogFormat::Text, "warn");
             let opts = status::StatusOptions {

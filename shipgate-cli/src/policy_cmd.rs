@@ -1,11 +1,15 @@
-//! `shipgate policy check` and `shipgate policy example`: validate a policy file before it is
-//! deployed, and print the commented example to start one from.
+//! `shipgate policy check`, `shipgate policy example` and `shipgate policy explain`: validate a
+//! policy file before it is deployed, print the commented example to start one from, and show
+//! the rules one (repository, environment) gets and where each came from.
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use shipgate::domain::policy::{EnvironmentPolicy, Policy, RollbackMethod, EXAMPLE_POLICY};
+use shipgate::domain::ids::RepoName;
+use shipgate::domain::policy::{
+    EffectivePolicy, EnvironmentPolicy, Policy, RollbackMethod, Source, EXAMPLE_POLICY,
+};
 use shipgate_cli::error::CliError;
 
 /// Reads the policy text and the label its errors carry; `None` or `-` is stdin.
@@ -57,6 +61,191 @@ pub fn check(file: Option<&Path>) -> Result<(), CliError> {
     }
 }
 
+/// Prints the effective rules for `repo` in `environment` (exit 0), or why no section governs
+/// them (exit 1).
+pub fn explain(file: &Path, repo: &str, environment: &str, json: bool) -> Result<(), CliError> {
+    let repo_name = RepoName::parse(repo)
+        .map_err(|e| CliError::Usage(format!("{repo:?} is not a repository (owner/name): {e}")))?;
+    let (label, text) = read_source(Some(file))?;
+    let policy = Policy::parse(&label, &text).map_err(CliError::Policy)?;
+    let mut out = std::io::stdout().lock();
+    match policy.for_scope_str(&repo_name, environment) {
+        Ok(effective) => {
+            let text = if json {
+                format!("{}\n", explain_json(environment, &effective))
+            } else {
+                explain_text(environment, &effective)
+            };
+            out.write_all(text.as_bytes()).map_err(CliError::Output)
+        }
+        Err(why) => {
+            let text = if json {
+                serde_json::json!({
+                    "repo": repo_name.as_str(),
+                    "environment": environment,
+                    "governed": false,
+                    "reason": why.to_string(),
+                })
+                .to_string()
+            } else {
+                why.to_string()
+            };
+            writeln!(out, "{text}").map_err(CliError::Output)?;
+            Err(CliError::NotGoverned {
+                repo: repo_name.to_string(),
+                environment: environment.to_owned(),
+            })
+        }
+    }
+}
+
+/// The text form of `policy explain`: a heading, then one `key = value  # source` line per key.
+pub fn explain_text(environment: &str, effective: &EffectivePolicy) -> String {
+    let governs = match &effective.repos {
+        Some(repos) => format!("repos = [{}]", quoted(repos)),
+        None => "every repository".to_owned(),
+    };
+    let mut s = format!(
+        "{} in {environment}: [environments.{environment}] at {} ({governs})\n",
+        effective.repo, effective.section
+    );
+    let lines: Vec<(String, String)> = effective
+        .sources
+        .iter()
+        .map(|(key, source)| {
+            (
+                format!("{key} = {}", value_of(effective, key)),
+                source.to_string(),
+            )
+        })
+        .collect();
+    let width = lines.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+    for (line, source) in lines {
+        s.push_str(&format!("  {line:<width$}  # {source}\n"));
+    }
+    s
+}
+
+/// The JSON form of `policy explain`.
+pub fn explain_json(environment: &str, effective: &EffectivePolicy) -> serde_json::Value {
+    let rules: Vec<serde_json::Value> = effective
+        .sources
+        .iter()
+        .map(|(key, source)| {
+            let (kind, at, repos) = match source {
+                Source::Default => ("default", None, None),
+                Source::Section(at) => ("section", Some(at.to_string()), None),
+                Source::Override { key, repos, .. } => {
+                    ("override", Some(key.to_string()), Some(repos.clone()))
+                }
+            };
+            serde_json::json!({
+                "key": key,
+                "value": value_of(effective, key),
+                "source": kind,
+                "at": at,
+                "override_repos": repos,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "repo": effective.repo.as_str(),
+        "environment": environment,
+        "governed": true,
+        "section": effective.section.to_string(),
+        "repos": effective.repos,
+        "rules": rules,
+    })
+}
+
+fn quoted(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|s| format!("{s:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One key's effective value, written the way the policy file writes it.
+fn value_of(env: &EnvironmentPolicy, key: &str) -> String {
+    let severities = |list: &[shipgate::domain::policy::Severity]| {
+        let names: Vec<String> = list.iter().map(|s| s.as_str().to_owned()).collect();
+        format!("[{}]", quoted(&names))
+    };
+    match key {
+        "allowed_refs" => match &env.allowed_refs {
+            Some(refs) => format!("[{}]", quoted(refs)),
+            None => "(any ref)".to_owned(),
+        },
+        "promotion_from" => format!("[{}]", quoted(&env.promotion_from)),
+        "approvals_required" => env.approvals_required.to_string(),
+        "approvers" => format!("[{}]", quoted(&env.approvers)),
+        "prevent_self_approval" => env.prevent_self_approval.to_string(),
+        "require_reject_reason" => env.require_reject_reason.to_string(),
+        "approval_ttl" => format!("{:?}", human(env.approval_ttl)),
+        "verification_window" => format!("{:?}", human(env.verification_window)),
+        "block_on_critical_incident" => env.block_on_critical_incident.to_string(),
+        "rollback_on" => severities(&env.rollback_on),
+        "rollback" => match &env.rollback {
+            RollbackMethod::Redeploy => "{ method = \"redeploy\" }".to_owned(),
+            RollbackMethod::Workflow { workflow, git_ref } => match git_ref {
+                Some(r) => {
+                    format!("{{ method = \"workflow\", workflow = {workflow:?}, ref = {r:?} }}")
+                }
+                None => format!("{{ method = \"workflow\", workflow = {workflow:?} }}"),
+            },
+        },
+        "pre_deploy_backups" => format!("[{}]", quoted(&env.pre_deploy_backups)),
+        "slack_channel" => match &env.slack_channel {
+            Some(c) => format!("{c:?}"),
+            None => "(none)".to_owned(),
+        },
+        "rollback_drill" => env.rollback_drill.to_string(),
+        "windows" => {
+            let windows: Vec<String> = env
+                .windows
+                .iter()
+                .map(|w| {
+                    let days: Vec<String> = w
+                        .days
+                        .iter()
+                        .map(|d| {
+                            format!("{d:?}")
+                                .chars()
+                                .take(3)
+                                .collect::<String>()
+                                .to_lowercase()
+                        })
+                        .collect();
+                    format!(
+                        "{} {}-{} {}",
+                        days.join(","),
+                        w.start,
+                        w.end,
+                        w.timezone_name
+                    )
+                })
+                .collect();
+            format!("[{}]", quoted(&windows))
+        }
+        "freezes" => {
+            let freezes: Vec<String> = env
+                .freezes
+                .iter()
+                .map(|f| format!("{} to {} {}: {}", f.from, f.to, f.timezone_name, f.reason))
+                .collect();
+            format!("[{}]", quoted(&freezes))
+        }
+        "break_glass" => format!(
+            "{{ allowed = {}, extra_approvals = {}, require_reason = {} }}",
+            env.break_glass.allowed,
+            env.break_glass.extra_approvals,
+            env.break_glass.require_reason
+        ),
+        _ => String::new(),
+    }
+}
+
 /// Prints the example policy.
 pub fn example() -> Result<(), CliError> {
     std::io::stdout()
@@ -74,7 +263,20 @@ pub fn summary(label: &str, policy: &Policy) -> String {
         if envs.len() == 1 { "" } else { "s" }
     );
     for env in envs {
-        s.push_str(&format!("  {}: {}\n", env.name, describe(env)));
+        let mut line = describe(env);
+        if let Some(repos) = policy.section_repos(&env.name) {
+            line.push_str(&format!("; repos {}", repos.join(", ")));
+        }
+        let overrides = policy.override_repos(&env.name);
+        if !overrides.is_empty() {
+            let each: Vec<String> = overrides.iter().map(|r| r.join(", ")).collect();
+            line.push_str(&format!(
+                "; {} for {}",
+                plural(overrides.len(), "override"),
+                each.join("; ")
+            ));
+        }
+        s.push_str(&format!("  {}: {line}\n", env.name));
     }
     s
 }
@@ -166,5 +368,49 @@ mod tests {
             text.contains("  staging: refs main, refs/tags/v*; no approval"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_summary_names_a_sections_repos_and_its_overrides() {
+        let text = "[environments.production]\nrepos = [\"acme/*\"]\n\n[[environments.production.overrides]]\nrepos = [\"acme/payments\", \"acme/billing\"]\nverification_window = \"1h\"\n";
+        let policy = Policy::parse("p.toml", text).expect("valid policy");
+        assert!(
+            summary("p.toml", &policy)
+                .ends_with("; repos acme/*; 1 override for acme/payments, acme/billing\n"),
+            "{}",
+            summary("p.toml", &policy)
+        );
+    }
+
+    #[test]
+    fn explain_shows_the_example_override_for_payments_and_the_section_elsewhere() {
+        let policy = Policy::example().expect("example policy is valid");
+        let explain = |repo: &str| {
+            let repo = RepoName::parse(repo).expect("repository name");
+            let effective = policy
+                .for_scope_str(&repo, "production")
+                .expect("production governs every repository");
+            explain_text("production", &effective)
+        };
+        let payments = explain("acme/payments");
+        assert!(
+            payments.starts_with(
+                "acme/payments in production: [environments.production] at policy.example.toml:"
+            ),
+            "{payments}"
+        );
+        assert!(payments.contains("(every repository)"), "{payments}");
+        let approvals = payments
+            .lines()
+            .find(|l| l.trim_start().starts_with("approvals_required = "))
+            .unwrap_or_default();
+        assert!(approvals.contains("approvals_required = 3"), "{payments}");
+        assert!(
+            approvals.ends_with("(override for acme/payments)"),
+            "{payments}"
+        );
+        let api = explain("acme/api");
+        assert!(api.contains("approvals_required = 2"), "{api}");
+        assert!(!api.contains("override"), "{api}");
     }
 }

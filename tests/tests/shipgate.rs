@@ -1294,3 +1294,127 @@ async fn every_github_sample_event_is_accepted_by_serve() {
         assert!((200..300).contains(&status), "{file}: {status} {text}");
     }
 }
+
+const MANY_REPOS_POLICY: &str = r#"[identities]
+U0000000A = "alice"
+U0000000B = "bob"
+U0000000C = "carol"
+
+[environments.production]
+repos = ["acme/*"]
+approvals_required = 2
+approvers = ["U0000000A", "U0000000B", "U0000000C"]
+
+[[environments.production.overrides]]
+repos = ["acme/payments"]
+approvals_required = 3
+"#;
+
+fn many_repos_policy(dir: &Path) -> PathBuf {
+    let path = dir.join("policy.toml");
+    std::fs::write(&path, MANY_REPOS_POLICY).expect("write policy");
+    path
+}
+
+#[test]
+fn policy_explain_prints_each_effective_rule_and_where_it_came_from() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = many_repos_policy(dir.path());
+    let p = path.display();
+    let explain = |repo: &str| {
+        run(shipgate()
+            .args(["policy", "explain", repo, "production", "--policy"])
+            .arg(&path))
+    };
+
+    let out = explain("acme/payments");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with(&format!(
+            "acme/payments in production: [environments.production] at {p}:6:1 (repos = [\"acme/*\"])\n"
+        )),
+        "{text}"
+    );
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{key} = ")))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        line("approvals_required"),
+        format!("approvals_required = 3 # {p}:13:22 (override for acme/payments)")
+    );
+    assert_eq!(
+        line("approvers"),
+        format!("approvers = [\"U0000000A\", \"U0000000B\", \"U0000000C\"] # {p}:9:13")
+    );
+    assert_eq!(
+        line("verification_window"),
+        "verification_window = \"15m\" # default"
+    );
+
+    let web = stdout(&explain("acme/web"));
+    assert!(
+        web.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")
+                == format!("approvals_required = 2 # {p}:8:22")),
+        "{web}"
+    );
+
+    let json_out = run(shipgate()
+        .args([
+            "policy",
+            "explain",
+            "acme/payments",
+            "production",
+            "--json",
+            "--policy",
+        ])
+        .arg(&path));
+    assert_eq!(json_out.status.code(), Some(0));
+    let value: Value = serde_json::from_str(&stdout(&json_out)).expect("one JSON object");
+    assert_eq!(value["governed"], Value::Bool(true));
+    let rule = value["rules"]
+        .as_array()
+        .and_then(|rules| rules.iter().find(|r| r["key"] == "approvals_required"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(rule["value"], "3");
+    assert_eq!(rule["source"], "override");
+    assert_eq!(rule["at"], format!("{p}:13:22"));
+}
+
+#[test]
+fn policy_explain_says_when_no_section_governs_the_repository_and_exits_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = many_repos_policy(dir.path());
+    let out = run(shipgate()
+        .args(["policy", "explain", "other/api", "production", "--policy"])
+        .arg(&path));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "no policy section governs other/api in \"production\": [environments.production] at {}:6:1 governs only repos = [\"acme/*\"]\n",
+            path.display()
+        )
+    );
+    assert!(
+        stderr(&out).contains("no policy section governs other/api in production"),
+        "{}",
+        stderr(&out)
+    );
+
+    let unknown = run(shipgate()
+        .args(["policy", "explain", "acme/api", "qa", "--policy"])
+        .arg(&path));
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(stdout(&unknown).contains("environment \"qa\" is not defined in the policy"));
+
+    let malformed = run(shipgate()
+        .args(["policy", "explain", "not-a-repo", "production", "--policy"])
+        .arg(&path));
+    assert_eq!(malformed.status.code(), Some(2));
+}

@@ -22,6 +22,7 @@ use crate::domain::deployment::{
     Actor, ApprovalOutcome, ApprovalRefused, ApproverFacts, CallbackState, Deployment, State,
 };
 use crate::domain::ids::short_sha;
+use crate::domain::policy::EnvironmentPolicy;
 use crate::notify::Notification;
 
 /// How long a click may wait for GitHub's answer before leaving it to the sweeper.
@@ -154,9 +155,12 @@ impl ClickOutcome {
     }
 }
 
-/// The identity facts of the clicker for the deployment's environment.
-fn facts<'a>(svc: &'a Services, dep: &Deployment, slack_user: &str) -> ApproverFacts<'a> {
-    let env = svc.policy.environment(dep.environment.as_str());
+/// The identity facts of the clicker under the deployment's (repository, environment) rules.
+fn facts<'a>(
+    svc: &'a Services,
+    env: Option<&'a EnvironmentPolicy>,
+    slack_user: &str,
+) -> ApproverFacts<'a> {
     ApproverFacts {
         approvers: env.map(|e| e.approvers.as_slice()).unwrap_or(&[]),
         clicker_login: svc.policy.slack_user_login(slack_user),
@@ -206,7 +210,8 @@ pub async fn approve(
         if stale {
             return None;
         }
-        let facts = facts(svc, dep, slack_user);
+        let scoped = svc.policy.for_scope(&dep.repo, &dep.environment).ok();
+        let facts = facts(svc, scoped.as_deref(), slack_user);
         match dep.record_approval(slack_user, &facts, now) {
             Ok((outcome, mut events)) => {
                 if let (ApprovalOutcome::QuorumReached { .. }, Some(bg)) =
@@ -321,11 +326,9 @@ pub async fn reject(
         if stale {
             return None;
         }
-        let facts = facts(svc, dep, slack_user);
-        let required = svc
-            .policy
-            .environment(dep.environment.as_str())
-            .is_some_and(|e| e.require_reject_reason);
+        let scoped = svc.policy.for_scope(&dep.repo, &dep.environment).ok();
+        let facts = facts(svc, scoped.as_deref(), slack_user);
+        let required = scoped.as_ref().is_some_and(|e| e.require_reject_reason);
         if required && reason.is_none() {
             // Check on a copy that this person could reject, so the dialog only opens for
             // someone whose rejection would count.

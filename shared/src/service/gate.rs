@@ -16,7 +16,7 @@ use crate::domain::deployment::{
     Action, Actor, AuditEvent, BreakGlass, CallbackState, Deployment, DeploymentKind, State,
 };
 use crate::domain::ids::DeploymentId;
-use crate::domain::policy::{evaluate_for, Decision, GateFacts, GateKind, GateRequest};
+use crate::domain::policy::{evaluate_in_scope, Decision, GateFacts, GateKind, GateRequest};
 use crate::domain::time::add;
 use crate::notify::Notification;
 use crate::outbound::github::ReviewState;
@@ -127,8 +127,9 @@ fn decide(
             dep.approvals_required = required;
             let ttl = svc
                 .policy
-                .environment(req.environment.as_str())
+                .for_scope(&req.repo, &req.environment)
                 .map(|e| e.approval_ttl)
+                .ok()
                 .unwrap_or(Duration::from_secs(4 * 3600));
             dep.approval_expires_at = Some(add(now, ttl));
             if break_glass {
@@ -227,7 +228,7 @@ pub async fn request(
             .await?,
         lock_holder: svc.repo.lock_holder(req.environment.as_str()).await?,
     };
-    let mut decision = evaluate_for(&svc.policy, &gate_request, &facts, now);
+    let mut decision = evaluate_in_scope(&svc.policy, &req.repo, &gate_request, &facts, now);
     let mut req = req.clone();
     if let Some(reason) = break_glass_request(svc, &req, &decision).await {
         req.break_glass_reason = Some(reason.clone());
@@ -235,7 +236,7 @@ pub async fn request(
             break_glass_reason: Some(reason),
             ..gate_request
         };
-        decision = evaluate_for(&svc.policy, &gate_request, &facts, now);
+        decision = evaluate_in_scope(&svc.policy, &req.repo, &gate_request, &facts, now);
     }
     let req = &req;
     let (mut dep, events) = decide(svc, req, decision, now);
@@ -392,7 +393,8 @@ async fn break_glass_request(
     }
     if !svc
         .policy
-        .environment(req.environment.as_str())?
+        .for_scope(&req.repo, &req.environment)
+        .ok()?
         .break_glass
         .allowed
     {

@@ -144,7 +144,7 @@ pub async fn deployment_created(
 fn window_end(svc: &Services, dep: &Deployment, now: Timestamp) -> Timestamp {
     let window = svc
         .policy
-        .environment(dep.environment.as_str())
+        .for_scope(&dep.repo, &dep.environment)
         .map(|e| e.verification_window)
         .unwrap_or_default();
     jiff::SignedDuration::try_from(window)

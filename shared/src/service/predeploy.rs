@@ -91,8 +91,8 @@ pub fn tables_for(svc: &Services, dep: &Deployment) -> Vec<String> {
         return Vec::new();
     }
     svc.policy
-        .environment(dep.environment.as_str())
-        .map(|env| env.pre_deploy_backups.clone())
+        .for_scope(&dep.repo, &dep.environment)
+        .map(|env| env.policy.pre_deploy_backups)
         .unwrap_or_default()
 }
 

@@ -176,7 +176,10 @@ pub async fn start_automatic(
     let Some(env) = svc.policy.environment(environment) else {
         return Ok(RollbackOutcome::Skipped(Skipped::UnknownEnvironment));
     };
-    if !env.rolls_back_on(incident.severity) {
+    if !svc
+        .policy
+        .rolls_back_on_in_some_scope(environment, incident.severity)
+    {
         return Ok(RollbackOutcome::Skipped(Skipped::SeverityNotRollingBack {
             severity: incident.severity,
         }));
@@ -191,6 +194,17 @@ pub async fn start_automatic(
     {
         // The incident opened during an earlier deployment's window; this one is not its cause.
         return Ok(RollbackOutcome::Skipped(Skipped::NoDeploymentVerifying));
+    }
+    // The verifying deployment's repository may override `rollback_on`.
+    let rolls_back = svc
+        .policy
+        .for_scope(&dep.repo, &dep.environment)
+        .map(|e| e.rolls_back_on(incident.severity))
+        .unwrap_or_else(|_| env.rolls_back_on(incident.severity));
+    if !rolls_back {
+        return Ok(RollbackOutcome::Skipped(Skipped::SeverityNotRollingBack {
+            severity: incident.severity,
+        }));
     }
 
     let heads = svc.repo.heads(environment).await?;
@@ -501,9 +515,9 @@ pub async fn resume(svc: &Services, deployment_id: &str) -> Result<RollbackOutco
     };
     let env = svc
         .policy
-        .environment(dep.environment.as_str())
-        .cloned()
-        .unwrap_or_else(|| EnvironmentPolicy::with_defaults(dep.environment.clone()));
+        .for_scope(&dep.repo, &dep.environment)
+        .map(|e| e.policy)
+        .unwrap_or_else(|_| EnvironmentPolicy::with_defaults(dep.environment.clone()));
     let dispatched = svc
         .repo
         .get_meta::<serde_json::Value>(DISPATCH_META, &dep.id)
@@ -945,7 +959,11 @@ async fn requested(
     {
         return Ok(Err(RollbackOutcome::StaleButton));
     }
-    let Some(env) = svc.policy.environment(dep.environment.as_str()).cloned() else {
+    let Ok(env) = svc
+        .policy
+        .for_scope(&dep.repo, &dep.environment)
+        .map(|e| e.policy)
+    else {
         return Ok(Err(RollbackOutcome::Refused {
             reason: format!("environment {} is not in the policy", dep.environment),
         }));

@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::duration::parse_duration;
-use super::glob::validate_pattern;
+use super::glob::{repo_matches, repo_patterns_overlap, validate_pattern, validate_repo_pattern};
+use super::scope::{apply_key, Override, Position, Scope, ENVIRONMENT_WIDE_KEYS};
 use super::tree::{self, Entry, Kind, LineIndex, Node, Span};
 use super::{
     AlertsPolicy, BackupsPolicy, DeployWindow, EnvironmentPolicy, Freeze, NotificationsPolicy,
@@ -56,6 +57,26 @@ const ENVIRONMENT_KEYS: &[&str] = &[
     "windows",
     "freezes",
     "break_glass",
+    "repos",
+    "overrides",
+];
+/// `repos` and the keys in `scope::OVERRIDABLE_KEYS`.
+const OVERRIDE_KEYS: &[&str] = &[
+    "repos",
+    "allowed_refs",
+    "approvals_required",
+    "approvers",
+    "prevent_self_approval",
+    "require_reject_reason",
+    "approval_ttl",
+    "verification_window",
+    "block_on_critical_incident",
+    "rollback_on",
+    "rollback",
+    "pre_deploy_backups",
+    "windows",
+    "freezes",
+    "break_glass",
 ];
 const ROLLBACK_KEYS: &[&str] = &["method", "workflow", "ref"];
 const WINDOW_KEYS: &[&str] = &["days", "start", "end", "timezone"];
@@ -100,7 +121,7 @@ pub(super) fn decode(file: &str, text: &str) -> Result<Policy, PolicyErrors> {
         .take("backups")
         .and_then(|f| cx.backups(&f))
         .unwrap_or_default();
-    let environments = match root.take("environments") {
+    let (environments, scopes) = match root.take("environments") {
         Some(field) => cx.environments(&field, &identities, &backups),
         None => {
             cx.error(
@@ -108,7 +129,7 @@ pub(super) fn decode(file: &str, text: &str) -> Result<Policy, PolicyErrors> {
                 "environments",
                 "at least one [environments.<name>] table is required",
             );
-            BTreeMap::new()
+            (BTreeMap::new(), BTreeMap::new())
         }
     };
     let probes = root
@@ -125,6 +146,7 @@ pub(super) fn decode(file: &str, text: &str) -> Result<Policy, PolicyErrors> {
             backups,
             probes,
             environments,
+            scopes,
         })
     } else {
         Err(cx.into_errors())
@@ -200,6 +222,43 @@ impl<'t> Table<'t> {
             .collect()
     }
 
+    /// Like [`Table::take`], for a key the table does not accept, to refuse it with a
+    /// clearer message than "unknown key".
+    fn take_refused(&mut self, key: &str) -> Option<Field<'t>> {
+        let index = self.entries.iter().position(|e| e.key == key)?;
+        self.used[index] = true;
+        let entry = &self.entries[index];
+        Some(Field {
+            path: self.child_path(key),
+            node: &entry.value,
+            span: entry
+                .key_span
+                .clone()
+                .or_else(|| entry.value.span.clone())
+                .or_else(|| self.span.clone()),
+        })
+    }
+
+    /// Where each of `keys` present in this table is written (its value's position).
+    fn key_positions(
+        &self,
+        cx: &Ctx<'_>,
+        keys: &'static [&'static str],
+    ) -> BTreeMap<&'static str, Position> {
+        keys.iter()
+            .filter_map(|key| {
+                let entry = self.entries.iter().find(|e| e.key == *key)?;
+                let span = entry
+                    .value
+                    .span
+                    .clone()
+                    .or_else(|| entry.key_span.clone())
+                    .or_else(|| self.span.clone());
+                Some((*key, cx.position(span)))
+            })
+            .collect()
+    }
+
     fn finish(self, cx: &mut Ctx<'_>) {
         for (entry, used) in self.entries.iter().zip(&self.used) {
             if !used {
@@ -224,6 +283,15 @@ impl<'a> Ctx<'a> {
             field: field.to_owned(),
             message: message.into(),
         });
+    }
+
+    fn position(&self, span: Option<Span>) -> Position {
+        let (line, column) = self.lines.position(span.map_or(0, |s| s.start));
+        Position {
+            file: self.file.to_owned(),
+            line,
+            column,
+        }
     }
 
     fn fail(&mut self, field: &Field<'_>, message: impl Into<String>) {
@@ -650,10 +718,11 @@ impl<'a> Ctx<'a> {
         field: &Field<'_>,
         identities: &BTreeMap<String, String>,
         backups: &BackupsPolicy,
-    ) -> BTreeMap<String, EnvironmentPolicy> {
+    ) -> (BTreeMap<String, EnvironmentPolicy>, BTreeMap<String, Scope>) {
         let mut environments = BTreeMap::new();
+        let mut scopes = BTreeMap::new();
         let Some(mut table) = self.table(field, &[]) else {
-            return environments;
+            return (environments, scopes);
         };
         let entries = table.take_all();
         if entries.is_empty() {
@@ -676,9 +745,49 @@ impl<'a> Ctx<'a> {
             let Some(mut env_table) = self.table(&value, ENVIRONMENT_KEYS) else {
                 continue;
             };
-            let (env, promotion, drill) =
-                self.environment(name, &mut env_table, identities, backups);
+            let at = self.position(value.span.clone().or(key_span));
+            let repos = env_table.take("repos").and_then(|f| {
+                let patterns = self.repo_patterns(&f)?;
+                if matches!(&f.node.kind, Kind::Array(items) if items.is_empty()) {
+                    self.fail(
+                        &f,
+                        "an empty list governs no repository; remove the key to govern every repository",
+                    );
+                    return None;
+                }
+                Some((patterns, self.position(f.span.clone())))
+            });
+            let overrides_field = env_table.take("overrides");
+            let keys = env_table.key_positions(self, super::scope::SECTION_KEYS);
+            let (env, promotion, drill) = self.environment(
+                EnvironmentPolicy::with_defaults(name),
+                false,
+                &mut env_table,
+                identities,
+                backups,
+            );
             env_table.finish(self);
+            let overrides = overrides_field
+                .map(|f| {
+                    self.overrides(
+                        &f,
+                        &env,
+                        repos.as_ref().map(|(p, _)| p.as_slice()),
+                        identities,
+                        backups,
+                    )
+                })
+                .unwrap_or_default();
+            self.check_combined_overrides(name, &env, &overrides);
+            scopes.insert(
+                name.to_owned(),
+                Scope {
+                    at,
+                    repos,
+                    keys,
+                    overrides,
+                },
+            );
             promotions.push((name.to_owned(), promotion));
             if let Some(drill) = drill {
                 drills.push((name.to_owned(), drill));
@@ -703,7 +812,189 @@ impl<'a> Ctx<'a> {
                 );
             }
         }
-        environments
+        (environments, scopes)
+    }
+
+    /// Several overrides setting different keys can apply to one repository together; each
+    /// was checked alone, so check their combination for every repository an override names
+    /// literally (without `*`): the approvals must still be reachable.
+    fn check_combined_overrides(
+        &mut self,
+        name: &str,
+        section: &EnvironmentPolicy,
+        overrides: &[Override],
+    ) {
+        let mut literals: Vec<String> = overrides
+            .iter()
+            .flat_map(|o| o.repos.iter())
+            .filter(|p| !p.contains('*'))
+            .map(|p| p.to_ascii_lowercase())
+            .collect();
+        literals.sort();
+        literals.dedup();
+        for repo in literals {
+            let matching: Vec<(usize, &Override)> = overrides
+                .iter()
+                .enumerate()
+                .filter(|(_, o)| o.repos.iter().any(|p| repo_matches(p, &repo)))
+                .collect();
+            let Some((last, last_override)) = matching.last().copied() else {
+                continue;
+            };
+            if matching.len() < 2 {
+                continue;
+            }
+            let mut env = section.clone();
+            for (_, o) in &matching {
+                for key in o.keys.keys() {
+                    apply_key(&mut env, &o.policy, key);
+                }
+            }
+            let listed = env.approvers.len();
+            let mut needed = env.approvals_required;
+            let mut what = String::new();
+            if env.break_glass.allowed {
+                needed += env.break_glass.extra_approvals;
+                what = " with break-glass".to_owned();
+            }
+            if usize::try_from(needed).map_or(true, |n| n > listed) {
+                let at: Vec<String> = matching.iter().map(|(_, o)| o.at.to_string()).collect();
+                self.errors.push(PolicyError {
+                    file: last_override.at.file.clone(),
+                    line: last_override.at.line,
+                    column: last_override.at.column,
+                    field: format!("environments.{name}.overrides[{last}]"),
+                    message: format!(
+                        "for {repo} the overrides at {} combine to need {needed} approval{}{what} but only {}",
+                        at.join(" and "),
+                        plural(needed as usize),
+                        approvers_listed(listed)
+                    ),
+                });
+            }
+        }
+    }
+
+    /// A list of `repos` patterns; bad ones are reported and left out.
+    fn repo_patterns(&mut self, field: &Field<'_>) -> Option<Vec<String>> {
+        let items = self.strings(field)?;
+        let mut patterns = Vec::new();
+        for (pattern, item) in items {
+            match validate_repo_pattern(&pattern) {
+                Ok(()) => patterns.push(pattern),
+                Err(message) => self.fail(&item, message),
+            }
+        }
+        Some(patterns)
+    }
+
+    /// `[[environments.NAME.overrides]]`: each is checked on its own (applied to the section)
+    /// and against the earlier ones: two overrides that can match one repository must not set
+    /// the same key.
+    fn overrides(
+        &mut self,
+        field: &Field<'_>,
+        section: &EnvironmentPolicy,
+        section_repos: Option<&[String]>,
+        identities: &BTreeMap<String, String>,
+        backups: &BackupsPolicy,
+    ) -> Vec<Override> {
+        let mut overrides: Vec<Override> = Vec::new();
+        for item in self.array(field).unwrap_or_default() {
+            let Some(mut table) = self.table(&item, OVERRIDE_KEYS) else {
+                continue;
+            };
+            let at = self.position(item.span.clone());
+            let repos_field = self.required(&mut table, "repos");
+            let repos = repos_field.as_ref().and_then(|f| {
+                let patterns = self.repo_patterns(f)?;
+                if matches!(&f.node.kind, Kind::Array(items) if items.is_empty()) {
+                    self.fail(f, "an override needs at least one repository pattern");
+                }
+                Some(patterns)
+            });
+            for (key, why) in ENVIRONMENT_WIDE_KEYS {
+                if let Some(f) = table.take_refused(key) {
+                    self.fail(
+                        &f,
+                        format!("{key} cannot be overridden per repository: {why}; an override may set: {}", super::scope::OVERRIDABLE_KEYS.join(", ")),
+                    );
+                }
+            }
+            let keys = table.key_positions(self, super::scope::OVERRIDABLE_KEYS);
+            if keys.is_empty() {
+                self.fail(
+                    &item,
+                    format!(
+                        "an override sets no key; give it one of: {}",
+                        super::scope::OVERRIDABLE_KEYS.join(", ")
+                    ),
+                );
+            }
+            let (policy, _, _) =
+                self.environment(section.clone(), true, &mut table, identities, backups);
+            let key_fields: Vec<(&'static str, Field<'_>)> = keys
+                .keys()
+                .filter_map(|key| table.take(key).map(|f| (*key, f)))
+                .collect();
+            table.finish(self);
+            let (Some(repos), Some(repos_field)) = (repos, repos_field) else {
+                continue;
+            };
+            if let Some(section_repos) = section_repos {
+                for (i, pattern) in repos.iter().enumerate() {
+                    if !section_repos
+                        .iter()
+                        .any(|s| repo_patterns_overlap(s, pattern))
+                    {
+                        let item = Field {
+                            path: format!("{}[{i}]", repos_field.path),
+                            ..repos_field.clone()
+                        };
+                        let span = match &repos_field.node.kind {
+                            Kind::Array(nodes) => nodes.get(i).and_then(|n| n.span.clone()),
+                            _ => None,
+                        };
+                        self.error(
+                            span.or(item.span.clone()),
+                            &item.path,
+                            format!(
+                                "{pattern:?} matches no repository the section governs (repos = [{}])",
+                                quoted(section_repos)
+                            ),
+                        );
+                    }
+                }
+            }
+            for earlier in &overrides {
+                let Some((mine, theirs)) = repos.iter().find_map(|a| {
+                    earlier
+                        .repos
+                        .iter()
+                        .find(|b| repo_patterns_overlap(a, b))
+                        .map(|b| (a, b))
+                }) else {
+                    continue;
+                };
+                for (key, f) in &key_fields {
+                    if let Some(first) = earlier.keys.get(key) {
+                        self.fail(
+                            f,
+                            format!(
+                                "conflicting overrides: {key} is also set at {first} by the override for {theirs:?}, and a repository can match both {theirs:?} and {mine:?}; set each key in at most one override per repository"
+                            ),
+                        );
+                    }
+                }
+            }
+            overrides.push(Override {
+                at,
+                repos,
+                keys,
+                policy,
+            });
+        }
+        overrides
     }
 
     fn check_promotions(&mut self, promotions: &[(String, Vec<(String, Field<'_>)>)]) {
@@ -746,9 +1037,12 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// Reads a section's keys onto `env` (the defaults), or an override's onto the section
+    /// (`overriding`: then the environment-wide keys are not read here).
     fn environment<'t>(
         &mut self,
-        name: &str,
+        mut env: EnvironmentPolicy,
+        overriding: bool,
         table: &mut Table<'t>,
         identities: &BTreeMap<String, String>,
         backups: &BackupsPolicy,
@@ -757,8 +1051,6 @@ impl<'a> Ctx<'a> {
         Vec<(String, Field<'t>)>,
         Option<Field<'t>>,
     ) {
-        let mut env = EnvironmentPolicy::with_defaults(name);
-
         if let Some(f) = table.take("allowed_refs") {
             if let Some(patterns) = self.strings(&f) {
                 if patterns.is_empty() {
@@ -775,15 +1067,22 @@ impl<'a> Ctx<'a> {
                 env.allowed_refs = Some(patterns.into_iter().map(|(p, _)| p).collect());
             }
         }
-        let promotion = table
-            .take("promotion_from")
-            .and_then(|f| self.strings(&f))
-            .unwrap_or_default();
-        env.promotion_from = promotion.iter().map(|(s, _)| s.clone()).collect();
+        let promotion = if overriding {
+            Vec::new()
+        } else {
+            let promotion = table
+                .take("promotion_from")
+                .and_then(|f| self.strings(&f))
+                .unwrap_or_default();
+            env.promotion_from = promotion.iter().map(|(s, _)| s.clone()).collect();
+            promotion
+        };
 
         let mut approver_fields = Vec::new();
-        if let Some(f) = table.take("approvers") {
-            for (id, item) in self.strings(&f).unwrap_or_default() {
+        let approvers_field = table.take("approvers");
+        if let Some(f) = &approvers_field {
+            env.approvers.clear();
+            for (id, item) in self.strings(f).unwrap_or_default() {
                 if !is_slack_user_id(&id) {
                     self.fail(
                         &item,
@@ -845,6 +1144,7 @@ impl<'a> Ctx<'a> {
             }
         }
         if let Some(f) = table.take("pre_deploy_backups") {
+            env.pre_deploy_backups.clear();
             for (name, item) in self.strings(&f).unwrap_or_default() {
                 if backups.tables.contains(&name) {
                     env.pre_deploy_backups.push(name);
@@ -859,7 +1159,12 @@ impl<'a> Ctx<'a> {
                 }
             }
         }
-        if let Some(f) = table.take("slack_channel") {
+        let slack_channel = if overriding {
+            None
+        } else {
+            table.take("slack_channel")
+        };
+        if let Some(f) = slack_channel {
             if let Some(channel) = self.text(&f) {
                 if channel.chars().any(char::is_whitespace) {
                     self.fail(&f, "a Slack channel id (C0123ABCD) or #name has no spaces");
@@ -868,11 +1173,16 @@ impl<'a> Ctx<'a> {
                 }
             }
         }
-        let drill = table.take("rollback_drill");
+        let drill = if overriding {
+            None
+        } else {
+            table.take("rollback_drill")
+        };
         if let Some(f) = &drill {
             env.rollback_drill = self.bool(f).unwrap_or(false);
         }
         if let Some(f) = table.take("windows") {
+            env.windows.clear();
             for item in self.array(&f).unwrap_or_default() {
                 if let Some(window) = self.window(&item) {
                     env.windows.push(window);
@@ -880,6 +1190,7 @@ impl<'a> Ctx<'a> {
             }
         }
         if let Some(f) = table.take("freezes") {
+            env.freezes.clear();
             for item in self.array(&f).unwrap_or_default() {
                 if let Some(freeze) = self.freeze(&item) {
                     env.freezes.push(freeze);
@@ -908,9 +1219,19 @@ impl<'a> Ctx<'a> {
             }
         }
 
+        // An override is checked as applied to its section, and only when it changes one of
+        // the numbers involved: the section's own problems are reported once, at the section.
+        let recheck = !overriding
+            || approvals_field.is_some()
+            || approvers_field.is_some()
+            || break_glass_field.is_some();
         let listed = env.approvers.len();
-        if usize::try_from(env.approvals_required).map_or(true, |n| n > listed) {
-            let span = approvals_field.as_ref().and_then(|f| f.span.clone());
+        if recheck && usize::try_from(env.approvals_required).map_or(true, |n| n > listed) {
+            let span = approvals_field
+                .as_ref()
+                .or(approvers_field.as_ref())
+                .and_then(|f| f.span.clone())
+                .or(table.span.clone());
             self.error(
                 span,
                 &table.child_path("approvals_required"),
@@ -921,7 +1242,7 @@ impl<'a> Ctx<'a> {
                     approvers_listed(listed)
                 ),
             );
-        } else if env.break_glass.allowed {
+        } else if recheck && env.break_glass.allowed {
             let needed = env.approvals_required + env.break_glass.extra_approvals;
             if usize::try_from(needed).map_or(true, |n| n > listed) {
                 let span = extra_field
@@ -1160,6 +1481,14 @@ fn unknown_environment<'k>(
         "unknown environment {name:?} (defined: {})",
         known.join(", ")
     )
+}
+
+fn quoted(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|s| format!("{s:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn plural(n: usize) -> &'static str {

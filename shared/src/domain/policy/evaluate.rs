@@ -11,9 +11,9 @@ use jiff::civil::Weekday;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::ids::short_sha;
+use crate::domain::ids::{short_sha, RepoName};
 
-use super::{ref_matches, DeployWindow, EnvironmentPolicy, Freeze, Policy};
+use super::{ref_matches, DeployWindow, EnvironmentPolicy, Freeze, NotGoverned, Policy};
 
 /// What is asked of the gate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +51,8 @@ pub struct GateFacts {
 #[serde(rename_all = "snake_case")]
 pub enum Rule {
     UnknownEnvironment,
+    /// The environment is defined, but its section's `repos` leave the repository out.
+    NotGoverned,
     AllowedRef,
     Promotion,
     Lock,
@@ -64,6 +66,7 @@ impl Rule {
     pub fn as_str(self) -> &'static str {
         match self {
             Rule::UnknownEnvironment => "unknown_environment",
+            Rule::NotGoverned => "not_governed",
             Rule::AllowedRef => "allowed_ref",
             Rule::Promotion => "promotion",
             Rule::Lock => "lock",
@@ -149,6 +152,36 @@ pub fn evaluate_for(
                 rule: Rule::UnknownEnvironment,
                 checks: vec![Check {
                     rule: Rule::UnknownEnvironment,
+                    passed: false,
+                    detail: message.clone(),
+                }],
+                message,
+            }
+        }
+    }
+}
+
+/// Like [`evaluate`], for a request from `repo`: the rules are the scope's
+/// ([`Policy::for_scope`]), and a repository no section governs is never approved.
+pub fn evaluate_in_scope(
+    policy: &Policy,
+    repo: &RepoName,
+    request: &GateRequest,
+    facts: &GateFacts,
+    now: Timestamp,
+) -> Decision {
+    match policy.for_scope_str(repo, &request.environment) {
+        Ok(effective) => evaluate(&effective, request, facts, now),
+        Err(why) => {
+            let rule = match why {
+                NotGoverned::UnknownEnvironment { .. } => Rule::UnknownEnvironment,
+                NotGoverned::RepoNotListed { .. } => Rule::NotGoverned,
+            };
+            let message = why.to_string();
+            Decision::Reject {
+                rule,
+                checks: vec![Check {
+                    rule,
                     passed: false,
                     detail: message.clone(),
                 }],

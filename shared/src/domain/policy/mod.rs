@@ -5,11 +5,16 @@
 //! field path, all at once. [`evaluate`] is the pure decision function the gate runs for each
 //! deployment request: it takes the environment's policy, the request, the facts read from the
 //! store and `now`, and says approve, reject (naming the rule) or wait for approvals.
+//!
+//! A section may be limited to some repositories (`repos`) and have per-repository
+//! `[[overrides]]`; [`Policy::for_scope`] answers the rules for one (repository, environment)
+//! and where each came from, or why no section governs it.
 
 mod decode;
 mod duration;
 mod evaluate;
 mod glob;
+mod scope;
 mod tree;
 
 use std::collections::BTreeMap;
@@ -21,9 +26,11 @@ use serde::{Deserialize, Serialize};
 
 pub use duration::parse_duration;
 pub use evaluate::{
-    evaluate, evaluate_for, Check, Decision, GateFacts, GateKind, GateRequest, Rule,
+    evaluate, evaluate_for, evaluate_in_scope, Check, Decision, GateFacts, GateKind, GateRequest,
+    Rule,
 };
-pub use glob::ref_matches;
+pub use glob::{ref_matches, repo_matches};
+pub use scope::{EffectivePolicy, NotGoverned, Position, Source, OVERRIDABLE_KEYS};
 
 /// The example policy shipped with shipgate; `shipgate demo` runs on it.
 pub const EXAMPLE_POLICY: &str = include_str!("../../../policy.example.toml");
@@ -69,6 +76,8 @@ pub struct Policy {
     backups: BackupsPolicy,
     probes: Vec<Probe>,
     environments: BTreeMap<String, EnvironmentPolicy>,
+    /// Per section: which repositories it governs and its overrides.
+    scopes: BTreeMap<String, scope::Scope>,
 }
 
 impl Policy {
@@ -92,8 +101,28 @@ impl Policy {
         Policy::parse("policy.example.toml", EXAMPLE_POLICY)
     }
 
+    /// The section `[environments.NAME]` as written, without overrides: for environment-wide
+    /// uses (its notification channel, drills, the promotion chain). Decisions about one
+    /// repository's deployment use [`Policy::for_scope`].
     pub fn environment(&self, name: &str) -> Option<&EnvironmentPolicy> {
         self.environments.get(name)
+    }
+
+    /// The `repos` patterns of section `name`: `None` when it governs every repository (or
+    /// is not defined).
+    pub fn section_repos(&self, name: &str) -> Option<&[String]> {
+        self.scopes
+            .get(name)
+            .and_then(|s| s.repos.as_ref())
+            .map(|(patterns, _)| patterns.as_slice())
+    }
+
+    /// The `repos` of each of section `name`'s overrides, in file order.
+    pub fn override_repos(&self, name: &str) -> Vec<&[String]> {
+        self.scopes
+            .get(name)
+            .map(|s| s.overrides.iter().map(|o| o.repos.as_slice()).collect())
+            .unwrap_or_default()
     }
 
     pub fn environments(&self) -> impl Iterator<Item = &EnvironmentPolicy> {
