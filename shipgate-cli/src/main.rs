@@ -120,6 +120,10 @@ enum BackupCommand {
 struct RollbackArgs {
     /// The policy environment to roll back.
     env: String,
+    /// The repository (`owner/name`) whose deployment to roll back; required when more than
+    /// one repository has deployed to the environment.
+    #[arg(long, value_name = "OWNER/NAME")]
+    repo: Option<String>,
     #[command(flatten)]
     data: DataArgs,
     /// The policy file.
@@ -183,7 +187,10 @@ struct StatusArgs {
     /// The policy file (its environments are the ones shown).
     #[arg(long, value_name = "FILE", env = "SHIPGATE_POLICY_FILE")]
     policy: PathBuf,
-    /// One JSON object per environment and line, instead of a table.
+    /// Only this repository (`owner/name`).
+    #[arg(long, value_name = "OWNER/NAME")]
+    repo: Option<String>,
+    /// One JSON object per repository and environment and line, instead of a table.
     #[arg(long)]
     json: bool,
 }
@@ -198,6 +205,9 @@ struct HistoryArgs {
     /// Only this environment.
     #[arg(long, value_name = "E")]
     env: Option<String>,
+    /// Only this repository (`owner/name`).
+    #[arg(long, value_name = "OWNER/NAME")]
+    repo: Option<String>,
     /// One JSON audit event per line, instead of a table.
     #[arg(long)]
     json: bool,
@@ -255,6 +265,7 @@ fn run(command: Command) -> Result<(), CliError> {
             let opts = status::StatusOptions {
                 data_dir: args.data.data,
                 policy_file: args.policy,
+                repo: args.repo,
                 json: args.json,
             };
             runtime()?.block_on(status::status(opts))
@@ -265,6 +276,7 @@ fn run(command: Command) -> Result<(), CliError> {
                 data_dir: args.data.data,
                 policy_file: args.policy,
                 environment: args.env,
+                repo: args.repo,
                 json: args.json,
                 limit: args.limit,
             };
@@ -304,6 +316,7 @@ fn run(command: Command) -> Result<(), CliError> {
             logging::init(LogFormat::Text, "warn");
             let opts = rollback_cmd::RollbackOptions {
                 environment: args.env,
+                repo: args.repo,
                 data_dir: args.data.data,
                 policy_file: args.policy,
                 json: args.json,

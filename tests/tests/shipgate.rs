@@ -625,7 +625,7 @@ async fn status_and_history_show_a_gated_deployment() {
         .env("SHIPGATE_POLICY_FILE", &policy));
     assert!(out.status.success(), "{}", stderr(&out));
     let table = stdout(&out);
-    assert!(table.starts_with("ENVIRONMENT"), "{table}");
+    assert!(table.starts_with("SCOPE"), "{table}");
     assert!(table.contains(&format!("{id} (approved)")), "{table}");
 
     let out = run(shipgate()
