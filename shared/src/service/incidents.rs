@@ -395,6 +395,7 @@ async fn publish(svc: &Services, inc: &Incident, status: &str, now: Timestamp) {
             status: status.to_string(),
             link: inc.link.clone(),
             deployment_id: inc.caused_by_deployment.clone(),
+            repository: inc.repository.as_ref().map(ToString::to_string),
         },
     ))
     .await;
