@@ -2,7 +2,7 @@
 //!
 //! One binary serves every webhook route on one port on embedded storage and runs the
 //! schedules in-process (`serve`), and offers the operator commands (`status`, `history`,
-//! `policy`, `job`, `backup`, `rollback`). The handlers, routes, jobs and wire formats are the
+//! `policy`, `job`, `backup`, `rollback`, `migrate`). The handlers, routes, jobs and wire formats are the
 //! ones the Lambda functions use; only the wiring differs.
 //!
 //! Exit codes: 0 success, 1 failure (invalid policy, missing configuration, unreadable data,
@@ -11,6 +11,7 @@
 mod backup_cmd;
 mod demo;
 mod job_cmd;
+mod migrate_cmd;
 mod ops;
 mod policy_cmd;
 mod progress;
@@ -57,6 +58,9 @@ enum Command {
     /// Roll an environment back to its previous good version (as `cli:$USER`); where approvals
     /// are required, this opens a rollback request that approvers approve in Slack.
     Rollback(RollbackArgs),
+    /// Migrate the store in the data directory to the current schema (`serve` does it at
+    /// start); safe to run again.
+    Migrate(MigrateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -140,6 +144,15 @@ struct DataArgs {
     /// Data directory; the state is `DIR/shipgate.db`.
     #[arg(long, value_name = "DIR", env = "SHIPGATE_DATA_DIR")]
     data: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct MigrateArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -241,6 +254,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Backup(BackupCommand::Verify { .. }) => "backup verify",
         Command::Backup(BackupCommand::Restore { .. }) => "backup restore",
         Command::Rollback(_) => "rollback",
+        Command::Migrate(_) => "migrate",
     }
 }
 
@@ -322,6 +336,10 @@ fn run(command: Command) -> Result<(), CliError> {
                 json: args.json,
             };
             runtime()?.block_on(rollback_cmd::run(opts, &ProcessEnv))
+        }
+        Command::Migrate(args) => {
+            logging::init(LogFormat::Text, "warn");
+            runtime()?.block_on(migrate_cmd::run(&args.data.data, args.json))
         }
     }
 }

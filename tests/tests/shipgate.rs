@@ -1249,6 +1249,57 @@ async fn with_two_repositories_in_an_environment_rollback_needs_repo_and_status_
 }
 
 #[tokio::test]
+async fn migrate_moves_a_v0_store_and_status_and_history_read_it() {
+    use shipgate::store::{Condition, Item, ItemStore, Write};
+    let root = testkit::workspace_root().join("shared/tests/data/store-v0");
+    let policy = std::fs::read_to_string(root.join("demo.policy.toml")).expect("policy");
+    let ws = Workspace::with_policy(&policy);
+    std::fs::create_dir_all(ws.data()).expect("data dir");
+    {
+        let store = shipgate::embedded::sqlite::SqliteStore::open(
+            ws.data().join("shipgate.db"),
+            shipgate::embedded::sqlite::Durability::Full,
+        )
+        .expect("open");
+        let items = std::fs::read_to_string(root.join("demo.items.ndjson")).expect("items");
+        for line in items.lines().filter(|l| !l.trim().is_empty()) {
+            let item: Item = serde_json::from_str(line).expect("item");
+            store
+                .write(Write::Put {
+                    item,
+                    condition: Condition::None,
+                })
+                .await
+                .expect("load");
+        }
+    }
+    let out = with_data(shipgate().arg("migrate"), &ws);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("schema version 0 -> 1: 2 records moved"),
+        "{}",
+        stdout(&out)
+    );
+    let out = with_data(shipgate().arg("migrate"), &ws);
+    assert_eq!(stdout(&out).trim(), "schema version 1: nothing to do");
+
+    let out = with_data_and_policy(shipgate().args(["status", "--json"]), &ws);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = json_lines(&stdout(&out));
+    let scopes: Vec<&str> = lines.iter().filter_map(|l| l["scope"].as_str()).collect();
+    assert_eq!(scopes, ["acme/api · production", "acme/api · staging"]);
+    assert!(lines
+        .iter()
+        .all(|l| !l["current"].is_null() && !l["last_known_good"].is_null()));
+    let out = with_data_and_policy(
+        shipgate().args(["history", "--json", "--repo", "acme/api"]),
+        &ws,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!json_lines(&stdout(&out)).is_empty());
+}
+
+#[tokio::test]
 async fn rollback_is_refused_with_a_clear_message_when_nothing_was_deployed() {
     let server = Server::start().await;
     let out = with_data_and_policy(

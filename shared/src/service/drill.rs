@@ -413,10 +413,10 @@ pub async fn on_deployment_status(
         return Ok(true);
     }
     for _ in 0..8 {
-        let sk = match &ptr.repo {
-            Some(repo) => drill_sk(repo, &ptr.environment),
-            None => ptr.environment.clone(),
-        };
+        // Pointers written before drills were per scope name no repository: the status
+        // comes from the drill's repository.
+        let repo = ptr.repo.clone().unwrap_or_else(|| ev.repo.to_string());
+        let sk = drill_sk(&repo, &ptr.environment);
         let Some((mut drill, version)) = load_sk(svc, &sk).await? else {
             return Ok(true);
         };

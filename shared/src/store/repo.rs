@@ -17,6 +17,7 @@
 //! | open environment-level incident (index) | `ENV#{env}` | `OPEN#{id}` | |
 //! | idempotency key (pending claim, then confirmed; see [`Repo::begin_event`]) | `IDEM#{scope}#{key}` | `IDEM` (expires) | |
 //! | rollback drill of a scope | `META#rollback-drill` | `{repo}#{env}` | |
+//! | schema version (see [`super::migrate`]) | `META#schema` | `version` | |
 //! | misc facts | `META#{kind}` | `{name}` | |
 //!
 //! `{ms}` is zero-padded unix milliseconds, so sort-key order is time order. `{repo}` is
@@ -1095,6 +1096,27 @@ impl Repo {
             }
         }
         Ok(state)
+    }
+
+    /// Lists a scope's repository among its environment's (what [`Repo::create_deployment`]
+    /// does for each new deployment; the migration does it for older ones).
+    pub async fn index_repository(&self, scope: &Scope) -> Result<(), RepoError> {
+        self.store
+            .write(Write::Put {
+                item: Item {
+                    pk: env_pk(scope.environment.as_str()),
+                    sk: format!("SCOPE#{}", scope.repo),
+                    version: 1,
+                    expires_at: None,
+                    timeline: None,
+                    data: to_json(&ScopeEntry {
+                        repo: scope.repo.clone(),
+                    }),
+                },
+                condition: Condition::None,
+            })
+            .await?;
+        Ok(())
     }
 
     /// The repositories that ever deployed to an environment, from the index
