@@ -410,10 +410,12 @@ pub async fn deliver(app: &Notifier, n: &Notification) -> Result<Delivered, Deli
             status,
             link,
             deployment_id,
+            repository,
         } => {
             let view = render::IncidentView {
                 id: incident_id,
                 environment: environment.as_deref(),
+                repository: repository.as_deref(),
                 severity,
                 title,
                 status,

@@ -95,6 +95,9 @@ pub enum NotificationBody {
         link: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         deployment_id: Option<String>,
+        /// The repository the incident belongs to (absent on an environment-level one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        repository: Option<String>,
     },
     /// A scheduled job's result (backup, drills, DORA report, sweeper), with a text summary.
     Job {

@@ -284,10 +284,11 @@ fn rollback_request_buttons(dep: &DeploymentSummary, request: &RollbackRequest) 
         &value,
     );
     approve["confirm"] = json!({
-        "title": plain(&truncate(&format!("Approve rolling back {}?", dep.environment), 100)),
+        "title": plain(&truncate(&format!("Approve rolling back {} in {}?", dep.repo, dep.environment), 100)),
         "text": mrkdwn(&format!(
-            "This approves replacing `{}` in *{}* with `{}`.",
+            "This approves replacing `{}` of *{}* in *{}* with `{}`.",
             escape(short_sha(&dep.sha)),
+            escape(&dep.repo),
             escape(&dep.environment),
             escape(request.short_target())
         )),
@@ -335,11 +336,13 @@ fn buttons(dep: &DeploymentSummary, rollback_request: Option<&RollbackRequest>) 
         State::Verifying | State::Succeeded => {
             let mut rollback = button(ROLLBACK_ACTION_ID, "Roll back", "danger", &value);
             rollback["confirm"] = json!({
-                "title": plain(&truncate(&format!("Roll back {}?", dep.environment), 100)),
+                "title": plain(&truncate(&format!("Roll back {} in {}?", dep.repo, dep.environment), 100)),
                 "text": mrkdwn(&format!(
-                    "This replaces `{}` in *{}* with the last known good version.",
+                    "This replaces `{}` of *{}* in *{}* with the last known good version of {}.",
                     escape(short_sha(&dep.sha)),
-                    escape(&dep.environment)
+                    escape(&dep.repo),
+                    escape(&dep.environment),
+                    escape(&dep.repo)
                 )),
                 "confirm": plain("Roll back"),
                 "deny": plain("Cancel"),
@@ -481,6 +484,8 @@ pub fn deployment_message_with_rollback_request(
 pub struct IncidentView<'a> {
     pub id: &'a str,
     pub environment: Option<&'a str>,
+    /// The repository of a scoped incident.
+    pub repository: Option<&'a str>,
     pub severity: &'a str,
     pub title: &'a str,
     pub status: &'a str,
@@ -497,10 +502,11 @@ pub fn incident_message(incident: &IncidentView<'_>) -> SlackMessage {
         (false, "warning") => ":warning:",
         _ => ":information_source:",
     };
-    let place = incident
-        .environment
-        .map(|e| format!(" in {e}"))
-        .unwrap_or_default();
+    let place = match (incident.repository, incident.environment) {
+        (Some(r), Some(e)) => format!(" in {r} · {e}"),
+        (None, Some(e)) => format!(" in {e}"),
+        _ => String::new(),
+    };
     let headline = if resolved {
         format!("Incident resolved{place}")
     } else {
@@ -516,6 +522,9 @@ pub fn incident_message(incident: &IncidentView<'_>) -> SlackMessage {
         ),
         field("Incident", &format!("`{}`", escape(incident.id))),
     ];
+    if let Some(repo) = incident.repository {
+        fields.push(field("Repository", &escape(repo)));
+    }
     if let Some(dep) = incident.deployment_id {
         fields.push(field("Deployment", &format!("`{}`", escape(dep))));
     }
@@ -869,10 +878,30 @@ mod tests {
     }
 
     #[test]
+    fn an_incident_of_one_repository_names_it() {
+        let message = incident_message(&IncidentView {
+            id: "alertmanager:abc123",
+            environment: Some("production"),
+            repository: Some("acme/api"),
+            severity: "critical",
+            title: "HighErrorRate on api",
+            status: "open",
+            link: None,
+            deployment_id: Some("dep-01"),
+        });
+        assert_eq!(
+            message.blocks[0]["text"]["text"],
+            ":rotating_light: Critical incident in acme/api · production"
+        );
+        assert!(all_text(&message).contains("*Repository*\\nacme/api"));
+    }
+
+    #[test]
     fn incident_message_shows_severity_environment_and_a_link_to_the_alert() {
         let message = incident_message(&IncidentView {
             id: "alertmanager:abc123",
             environment: Some("production"),
+            repository: None,
             severity: "critical",
             title: "HighErrorRate on api",
             status: "open",
@@ -898,6 +927,7 @@ mod tests {
             ..IncidentView {
                 id: "i",
                 environment: None,
+                repository: None,
                 severity: "warning",
                 title: "t",
                 status: "",

@@ -23,6 +23,7 @@ fn dep(
     DeploymentFact {
         id: id.into(),
         environment: env.into(),
+        repo: Some("acme/api".into()),
         sha: format!("{id}-sha"),
         at: t(at),
         committed_at: committed.map(t),
@@ -40,6 +41,7 @@ fn inc(
     IncidentFact {
         id: id.into(),
         environment: Some(env.into()),
+        repository: None,
         opened_at: t(opened),
         resolved_at: resolved.map(t),
         caused_by_deployment: caused_by.map(str::to_string),
@@ -238,6 +240,7 @@ fn a_squash_merged_change_takes_its_lead_time_from_the_merge_commit() {
     let squash = DeploymentFact {
         id: "d1".into(),
         environment: "production".into(),
+        repo: None,
         sha: "5qu45h".into(),
         at: t("2026-03-04T10:30:00Z"),
         committed_at: Some(t("2026-03-04T09:00:00Z")),
@@ -547,4 +550,81 @@ mod job {
             .expect("stored");
         assert_eq!(stored.as_array().map(Vec::len), Some(3));
     }
+}
+
+#[test]
+fn each_repository_gets_its_own_keys_and_the_environment_rolls_them_up() {
+    let api_ok = dep(
+        "a1",
+        "production",
+        "2026-03-02T10:00:00Z",
+        None,
+        DeployOutcome::Succeeded,
+    );
+    let api_bad = dep(
+        "a2",
+        "production",
+        "2026-03-03T10:00:00Z",
+        None,
+        DeployOutcome::RolledBack,
+    );
+    let web_ok = DeploymentFact {
+        repo: Some("acme/web".into()),
+        ..dep(
+            "w1",
+            "production",
+            "2026-03-03T11:00:00Z",
+            None,
+            DeployOutcome::Succeeded,
+        )
+    };
+    let api_incident = IncidentFact {
+        repository: Some("acme/api".into()),
+        ..inc(
+            "i-api",
+            "production",
+            "2026-03-03T10:05:00Z",
+            Some("2026-03-03T10:25:00Z"),
+            Some("a2"),
+        )
+    };
+    let shared = inc(
+        "i-env",
+        "production",
+        "2026-03-04T10:00:00Z",
+        Some("2026-03-04T11:00:00Z"),
+        None,
+    );
+    let deployments = [api_ok, api_bad, web_ok];
+    let incidents = [api_incident, shared];
+    let week = first_week_of_march();
+
+    let api = shipgate::domain::dora::report_for(
+        "production",
+        Some("acme/api"),
+        week,
+        &deployments,
+        &incidents,
+    );
+    assert_eq!(api.repo.as_deref(), Some("acme/api"));
+    assert_eq!((api.deployments, api.failed_changes), (2, 1));
+    assert_eq!(api.restored_incidents, 1);
+    assert_eq!(api.time_to_restore_seconds, Some(1200.0));
+
+    let web = shipgate::domain::dora::report_for(
+        "production",
+        Some("acme/web"),
+        week,
+        &deployments,
+        &incidents,
+    );
+    assert_eq!((web.deployments, web.failed_changes), (1, 0));
+    assert_eq!(web.restored_incidents, 0);
+
+    let all = report("production", week, &deployments, &incidents);
+    assert_eq!(all.repo, None);
+    assert_eq!((all.deployments, all.failed_changes), (3, 1));
+    assert_eq!(all.restored_incidents, 2);
+    assert!(all.summary().starts_with("production, last 7d"));
+    assert!(api.summary().starts_with("acme/api · production, last 7d"));
 }

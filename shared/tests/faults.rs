@@ -138,7 +138,10 @@ async fn a_gate_decision_that_landed_but_reported_failure_is_gated_once_on_redel
         [State::Requested, State::AwaitingApproval]
     );
     assert_eq!(
-        w.repo().lock_holder("production").await.expect("lock"),
+        w.repo()
+            .lock_holder(&testkit::scope(REPO, "production"))
+            .await
+            .expect("lock"),
         Some(deployment_id)
     );
     // GitHub heard exactly one status comment, from the redelivery.
@@ -514,7 +517,7 @@ async fn verifying(w: &World, id: &str) -> Deployment {
     let now = w.svc.now();
     w.repo()
         .set_head(
-            "production",
+            &testkit::scope(REPO, "production"),
             Head {
                 sha: GOOD_SHA.into(),
                 git_ref: "refs/heads/main".into(),
@@ -648,10 +651,17 @@ async fn assert_rolled_back(w: &World, dep: &Deployment) {
         [State::Verifying, State::RollingBack, State::RolledBack]
     );
     assert_eq!(
-        w.repo().lock_holder("production").await.expect("lock"),
+        w.repo()
+            .lock_holder(&testkit::scope(REPO, "production"))
+            .await
+            .expect("lock"),
         None
     );
-    let heads = w.repo().heads("production").await.expect("heads");
+    let heads = w
+        .repo()
+        .heads(&testkit::scope(REPO, "production"))
+        .await
+        .expect("heads");
     assert_eq!(heads.current.map(|h| h.sha).as_deref(), Some(GOOD_SHA));
     assert_locks_are_consistent(w).await;
 }

@@ -393,7 +393,11 @@ async fn a_backup_that_keeps_failing_cancels_the_deployment_and_tells_github_why
         })]
     );
     assert_eq!(
-        h.svc().repo.lock_holder("production").await.expect("lock"),
+        h.svc()
+            .repo
+            .lock_holder(&testkit::scope(REPO, "production"))
+            .await
+            .expect("lock"),
         None
     );
     // Every failure paged; the cancellation was announced on the deployment's message.

@@ -181,7 +181,7 @@ async fn expires_an_approval_request_past_its_ttl_and_rejects_it_on_github() {
         h.ctx
             .services
             .repo
-            .lock_holder("production")
+            .lock_holder(&testkit::scope(REPO, "production"))
             .await
             .expect("lock"),
         None
@@ -236,12 +236,20 @@ async fn closes_a_quiet_verification_window_and_makes_the_deployment_last_known_
     assert_eq!(report.details["verified"], json!(["dep-verify"]));
     assert_eq!(get(&h, "dep-verify").await.state, State::Succeeded);
     let repo = &h.ctx.services.repo;
-    let heads = repo.heads("staging").await.expect("heads");
+    let heads = repo
+        .heads(&testkit::scope(REPO, "staging"))
+        .await
+        .expect("heads");
     assert_eq!(
         heads.last_known_good.map(|h| h.deployment_id).as_deref(),
         Some("dep-verify")
     );
-    assert_eq!(repo.lock_holder("staging").await.expect("lock"), None);
+    assert_eq!(
+        repo.lock_holder(&testkit::scope(REPO, "staging"))
+            .await
+            .expect("lock"),
+        None
+    );
     let ok_in = repo
         .succeeded_in(
             REPO,
@@ -262,7 +270,10 @@ async fn releases_a_lock_held_by_a_deployment_that_ended() {
         .await
         .expect("create");
     assert_eq!(
-        repo.lock_holder("staging").await.expect("lock").as_deref(),
+        repo.lock_holder(&testkit::scope(REPO, "staging"))
+            .await
+            .expect("lock")
+            .as_deref(),
         Some("dep-crashed")
     );
     // A crash between the decision and the lock release: the record says failed, the lock
@@ -286,7 +297,12 @@ async fn releases_a_lock_held_by_a_deployment_that_ended() {
 
     let report = jobs::run(&h.ctx, JobName::Sweeper).await.expect("sweep");
     assert_eq!(report.details["locks_released"], json!(["staging"]));
-    assert_eq!(repo.lock_holder("staging").await.expect("lock"), None);
+    assert_eq!(
+        repo.lock_holder(&testkit::scope(REPO, "staging"))
+            .await
+            .expect("lock"),
+        None
+    );
 }
 
 #[tokio::test]
@@ -409,7 +425,7 @@ async fn running_with_rollback_request(
         .await
         .expect("create");
     repo.set_head(
-        "production",
+        &testkit::scope(REPO, "production"),
         Head {
             sha: dep.sha.to_string(),
             git_ref: dep.git_ref.clone(),

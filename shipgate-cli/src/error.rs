@@ -54,6 +54,8 @@ pub enum CliError {
     },
     #[error("reading state: {0}")]
     Repo(#[from] RepoError),
+    #[error("migrating the store: {0}")]
+    Migrate(#[source] shipgate::store::migrate::MigrateError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,

@@ -2,7 +2,7 @@
 //!
 //! One binary serves every webhook route on one port on embedded storage and runs the
 //! schedules in-process (`serve`), and offers the operator commands (`status`, `history`,
-//! `policy`, `job`, `backup`, `rollback`). The handlers, routes, jobs and wire formats are the
+//! `policy`, `job`, `backup`, `rollback`, `migrate`). The handlers, routes, jobs and wire formats are the
 //! ones the Lambda functions use; only the wiring differs.
 //!
 //! Exit codes: 0 success, 1 failure (invalid policy, missing configuration, unreadable data,
@@ -11,6 +11,7 @@
 mod backup_cmd;
 mod demo;
 mod job_cmd;
+mod migrate_cmd;
 mod ops;
 mod policy_cmd;
 mod progress;
@@ -57,6 +58,9 @@ enum Command {
     /// Roll an environment back to its previous good version (as `cli:$USER`); where approvals
     /// are required, this opens a rollback request that approvers approve in Slack.
     Rollback(RollbackArgs),
+    /// Migrate the store in the data directory to the current schema (`serve` does it at
+    /// start); safe to run again.
+    Migrate(MigrateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -120,6 +124,10 @@ enum BackupCommand {
 struct RollbackArgs {
     /// The policy environment to roll back.
     env: String,
+    /// The repository (`owner/name`) whose deployment to roll back; required when more than
+    /// one repository has deployed to the environment.
+    #[arg(long, value_name = "OWNER/NAME")]
+    repo: Option<String>,
     #[command(flatten)]
     data: DataArgs,
     /// The policy file.
@@ -136,6 +144,15 @@ struct DataArgs {
     /// Data directory; the state is `DIR/shipgate.db`.
     #[arg(long, value_name = "DIR", env = "SHIPGATE_DATA_DIR")]
     data: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct MigrateArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -197,7 +214,10 @@ struct StatusArgs {
     /// The policy file (its environments are the ones shown).
     #[arg(long, value_name = "FILE", env = "SHIPGATE_POLICY_FILE")]
     policy: PathBuf,
-    /// One JSON object per environment and line, instead of a table.
+    /// Only this repository (`owner/name`).
+    #[arg(long, value_name = "OWNER/NAME")]
+    repo: Option<String>,
+    /// One JSON object per repository and environment and line, instead of a table.
     #[arg(long)]
     json: bool,
 }
@@ -212,6 +232,9 @@ struct HistoryArgs {
     /// Only this environment.
     #[arg(long, value_name = "E")]
     env: Option<String>,
+    /// Only this repository (`owner/name`).
+    #[arg(long, value_name = "OWNER/NAME")]
+    repo: Option<String>,
     /// One JSON audit event per line, instead of a table.
     #[arg(long)]
     json: bool,
@@ -246,6 +269,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Backup(BackupCommand::Verify { .. }) => "backup verify",
         Command::Backup(BackupCommand::Restore { .. }) => "backup restore",
         Command::Rollback(_) => "rollback",
+        Command::Migrate(_) => "migrate",
     }
 }
 
@@ -276,6 +300,7 @@ fn run(command: Command) -> Result<(), CliError> {
             let opts = status::StatusOptions {
                 data_dir: args.data.data,
                 policy_file: args.policy,
+                repo: args.repo,
                 json: args.json,
             };
             runtime()?.block_on(status::status(opts))
@@ -286,6 +311,7 @@ fn run(command: Command) -> Result<(), CliError> {
                 data_dir: args.data.data,
                 policy_file: args.policy,
                 environment: args.env,
+                repo: args.repo,
                 json: args.json,
                 limit: args.limit,
             };
@@ -325,11 +351,16 @@ fn run(command: Command) -> Result<(), CliError> {
             logging::init(LogFormat::Text, "warn");
             let opts = rollback_cmd::RollbackOptions {
                 environment: args.env,
+                repo: args.repo,
                 data_dir: args.data.data,
                 policy_file: args.policy,
                 json: args.json,
             };
             runtime()?.block_on(rollback_cmd::run(opts, &ProcessEnv))
+        }
+        Command::Migrate(args) => {
+            logging::init(LogFormat::Text, "warn");
+            runtime()?.block_on(migrate_cmd::run(&args.data.data, args.json))
         }
     }
 }

@@ -1,5 +1,7 @@
-//! `shipgate rollback ENV`: rolls the environment's current deployment back to its previous
-//! good version, as `cli:$USER`, under the same approval rules as a deploy. Where the
+//! `shipgate rollback ENV [--repo OWNER/NAME]`: rolls the current deployment of one
+//! repository in the environment back to that repository's previous good version, as
+//! `cli:$USER`, under the same approval rules as a deploy. `--repo` may be left out while
+//! only one repository has deployed to the environment; with more it is required. Where the
 //! environment needs no approvals the rollback starts at once; otherwise this opens a
 //! rollback request that the environment's approvers approve in Slack (the CLI user's own
 //! approval does not count where `prevent_self_approval` is on), and the rollback starts when
@@ -14,13 +16,16 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use shipgate::config::Vars;
+use shipgate::domain::{EnvName, RepoName, Scope};
 use shipgate::service::rollback::{self, RollbackOutcome};
+use shipgate::store::Repo;
 use shipgate_cli::error::CliError;
 
 use crate::ops::Operator;
 
 pub struct RollbackOptions {
     pub environment: String,
+    pub repo: Option<String>,
     pub data_dir: PathBuf,
     pub policy_file: PathBuf,
     pub json: bool,
@@ -42,12 +47,36 @@ pub async fn run(opts: RollbackOptions, vars: &dyn Vars) -> Result<(), CliError>
     if op.services.github.is_none() {
         tracing::warn!("no GitHub App configured (SHIPGATE_GITHUB_APP_ID, SHIPGATE_GITHUB_PRIVATE_KEY): a rollback can be recorded but not carried out");
     }
-    let who = requested_by(vars);
-    let outcome = rollback::start_manual(&op.services, &opts.environment, &who).await;
+    let known = op.services.policy.environment(&opts.environment).is_some();
+    let scope = if known {
+        resolve_scope(&op.services.repo, &opts.environment, opts.repo.as_deref()).await
+    } else {
+        Ok(Err(format!(
+            "environment {} is not in the policy",
+            opts.environment
+        )))
+    };
+    let (outcome, env) = match scope {
+        Ok(Ok(scope)) => {
+            let who = requested_by(vars);
+            let outcome = rollback::start_manual(&op.services, &scope, &who).await;
+            // One repository in the environment: the line names the environment as before.
+            let label = if opts.repo.is_some() {
+                scope.to_string()
+            } else {
+                opts.environment.clone()
+            };
+            (outcome.map_err(CliError::Rollback), label)
+        }
+        Ok(Err(reason)) => (
+            Ok(RollbackOutcome::Refused { reason }),
+            opts.environment.clone(),
+        ),
+        Err(e) => (Err(e), opts.environment.clone()),
+    };
     op.finish().await;
-    let outcome = outcome.map_err(CliError::Rollback)?;
-
-    let env = &opts.environment;
+    let outcome = outcome?;
+    let env = &env;
     let (line, ok) = match &outcome {
         RollbackOutcome::Started {
             deployment_id,
@@ -111,6 +140,36 @@ pub async fn run(opts: RollbackOptions, vars: &dyn Vars) -> Result<(), CliError>
     } else {
         Err(CliError::Reported(line))
     }
+}
+
+/// The scope to roll back: `--repo` in `environment`, or the one repository that deployed
+/// there when `--repo` is left out. The inner error is a refusal to print: nothing deployed
+/// there yet, or several repositories and no `--repo`.
+pub async fn resolve_scope(
+    repo: &Repo,
+    environment: &str,
+    given: Option<&str>,
+) -> Result<Result<Scope, String>, CliError> {
+    let env = EnvName::parse(environment)
+        .map_err(|e| CliError::Usage(format!("environment {environment:?}: {e}")))?;
+    if let Some(given) = given {
+        let name = RepoName::parse(given)
+            .map_err(|e| CliError::Usage(format!("--repo {given:?}: {e}")))?;
+        return Ok(Ok(Scope::new(name, env)));
+    }
+    let mut repos = repo.repositories_in(environment).await?;
+    Ok(match repos.len() {
+        0 => Err(format!("nothing has been deployed to {environment} yet")),
+        1 => Ok(Scope::new(repos.remove(0), env)),
+        _ => Err(format!(
+            "more than one repository has deployed to {environment} ({}); say which with --repo OWNER/NAME",
+            repos
+                .iter()
+                .map(RepoName::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    })
 }
 
 /// What an operator is told while a rollback waits for its approvals.

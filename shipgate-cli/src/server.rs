@@ -184,6 +184,13 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, CliError> {
     let pagerduty = PagerDutySettings::from_vars(vars).map_err(config_error)?;
     let alert_token = config::optional_secret(vars, config::ALERT_TOKEN).map_err(config_error)?;
     let repo = data::create_or_open(&cfg.data_dir, cfg.durability)?;
+    // Records written by an older layout move to the current keys before anything reads them.
+    let migrated = shipgate::store::migrate::migrate(&repo)
+        .await
+        .map_err(CliError::Migrate)?;
+    if migrated.from_version != migrated.to_version {
+        tracing::info!(from = migrated.from_version, to = migrated.to_version, moved = migrated.moved, dropped = migrated.dropped, kept = ?migrated.kept, "store migrated");
+    }
     let http = shipgate::outbound::http_client()?;
     let github = github_settings
         .app

@@ -1,6 +1,11 @@
 //! `shipgate status` and `shipgate history`: what the operator asks first — where is each
 //! environment, who holds it, what is burning, and who did what.
 //!
+//! State is per scope (a repository in an environment): `status` prints one row per
+//! repository that deployed to each policy environment, named `owner/name · env` (an
+//! environment nothing deployed to yet gets one row of its own). `--repo` keeps one
+//! repository, in `status` and in `history`.
+//!
 //! Both read the data directory directly (SQLite in WAL mode lets them run beside a live
 //! `shipgate serve`). Output is a table for people or, with `--json`, one JSON object per
 //! line for scripts.
@@ -12,7 +17,7 @@ use jiff::Timestamp;
 use serde_json::{json, Value};
 use shipgate::domain::deployment::{AuditEvent, Deployment, Head};
 use shipgate::domain::incident::IncidentStatus;
-use shipgate::domain::short_sha;
+use shipgate::domain::{short_sha, EnvName, RepoName, Scope};
 use shipgate::store::Repo;
 use shipgate_cli::data;
 use shipgate_cli::error::CliError;
@@ -20,6 +25,7 @@ use shipgate_cli::error::CliError;
 pub struct StatusOptions {
     pub data_dir: PathBuf,
     pub policy_file: PathBuf,
+    pub repo: Option<String>,
     pub json: bool,
 }
 
@@ -27,6 +33,7 @@ pub struct HistoryOptions {
     pub data_dir: PathBuf,
     pub policy_file: Option<PathBuf>,
     pub environment: Option<String>,
+    pub repo: Option<String>,
     pub json: bool,
     pub limit: usize,
 }
@@ -57,28 +64,52 @@ fn deployment_json(d: &Deployment) -> Value {
     })
 }
 
-/// One environment's status, as the JSON line `--json` prints.
-async fn environment_status(repo: &Repo, environment: &str) -> Result<Value, CliError> {
-    let heads = repo.heads(environment).await?;
-    let lock = match repo.lock_holder(environment).await? {
+/// How many of an environment's latest deployments are searched for a repository's latest.
+const LATEST_SEARCH: usize = 500;
+
+/// One scope's status (or, with no repository, an environment nothing deployed to), as the
+/// JSON line `--json` prints.
+async fn environment_status(
+    repo: &Repo,
+    environment: &str,
+    scope: Option<&Scope>,
+) -> Result<Value, CliError> {
+    let (heads, lock_holder) = match scope {
+        Some(scope) => (repo.heads(scope).await?, repo.lock_holder(scope).await?),
+        None => (Default::default(), None),
+    };
+    let heads: shipgate::domain::deployment::EnvironmentHeads = heads;
+    let lock = match lock_holder {
         Some(holder) => {
             let state = repo.get_deployment(&holder).await?.map(|d| d.state);
             json!({ "deployment_id": holder, "state": state })
         }
         None => Value::Null,
     };
-    let latest = repo
+    let latest: Vec<Deployment> = repo
         .deployments_in(
             environment,
             Timestamp::UNIX_EPOCH,
             Timestamp::MAX,
             true,
-            Some(1),
+            Some(LATEST_SEARCH),
         )
-        .await?;
-    let incidents = repo
+        .await?
+        .into_iter()
+        .filter(|d| scope.is_none_or(|s| d.repo == s.repo))
+        .take(1)
+        .collect();
+    // The scope's own incidents and the environment-level ones (which block it too).
+    let incidents: Vec<_> = repo
         .incidents_in(environment, Timestamp::UNIX_EPOCH, Timestamp::MAX)
-        .await?;
+        .await?
+        .into_iter()
+        .filter(|i| match (&i.repository, scope) {
+            (None, _) => true,
+            (Some(r), Some(s)) => *r == s.repo,
+            (Some(_), None) => false,
+        })
+        .collect();
     let open: Vec<Value> = incidents
         .iter()
         .filter(|i| i.status == IncidentStatus::Open)
@@ -89,6 +120,7 @@ async fn environment_status(repo: &Repo, environment: &str) -> Result<Value, Cli
                 "title": i.title,
                 "source": i.source,
                 "opened_at": i.opened_at,
+                "repository": i.repository,
                 "caused_by_deployment": i.caused_by_deployment,
             })
         })
@@ -100,6 +132,8 @@ async fn environment_status(repo: &Repo, environment: &str) -> Result<Value, Cli
         .collect();
     Ok(json!({
         "environment": environment,
+        "repo": scope.map(|s| s.repo.as_str()),
+        "scope": scope.map_or_else(|| environment.to_string(), Scope::to_string),
         "current": head_json(&heads.current),
         "last_known_good": head_json(&heads.last_known_good),
         "lock": lock,
@@ -145,7 +179,7 @@ fn status_row(s: &Value) -> Vec<String> {
     let open = s["open_incidents"].as_array().map_or(0, Vec::len);
     let critical = s["open_critical_incidents"].as_array().map_or(0, Vec::len);
     vec![
-        text(&s["environment"]).to_string(),
+        text(&s["scope"]).to_string(),
         head_cell(&s["current"]),
         head_cell(&s["last_known_good"]),
         lock,
@@ -195,9 +229,28 @@ fn emit(text: &str) -> Result<(), CliError> {
 pub async fn status(opts: StatusOptions) -> Result<(), CliError> {
     let policy = data::load_policy(&opts.policy_file)?;
     let repo = data::open_existing(&opts.data_dir)?;
+    let only = parse_repo(opts.repo.as_deref())?;
     let mut statuses = Vec::new();
     for env in policy.environments() {
-        statuses.push(environment_status(&repo, &env.name).await?);
+        let Ok(env_name) = EnvName::parse(&env.name) else {
+            continue;
+        };
+        let repos: Vec<RepoName> = repo
+            .repositories_in(&env.name)
+            .await?
+            .into_iter()
+            .filter(|r| only.as_ref().is_none_or(|o| o == r))
+            .collect();
+        if repos.is_empty() {
+            if only.is_none() {
+                statuses.push(environment_status(&repo, &env.name, None).await?);
+            }
+            continue;
+        }
+        for r in repos {
+            let scope = Scope::new(r, env_name.clone());
+            statuses.push(environment_status(&repo, &env.name, Some(&scope)).await?);
+        }
     }
     if opts.json {
         let lines: String = statuses.iter().map(|s| format!("{s}\n")).collect();
@@ -206,7 +259,7 @@ pub async fn status(opts: StatusOptions) -> Result<(), CliError> {
     let rows: Vec<Vec<String>> = statuses.iter().map(status_row).collect();
     let mut out = table(
         &[
-            "ENVIRONMENT",
+            "SCOPE",
             "CURRENT",
             "LAST GOOD",
             "LOCK",
@@ -219,7 +272,7 @@ pub async fn status(opts: StatusOptions) -> Result<(), CliError> {
         for inc in s["open_incidents"].as_array().into_iter().flatten() {
             out.push_str(&format!(
                 "open incident in {}: {} [{}] {} (since {})\n",
-                text(&s["environment"]),
+                text(&s["scope"]),
                 text(&inc["id"]),
                 text(&inc["severity"]),
                 text(&inc["title"]),
@@ -228,6 +281,13 @@ pub async fn status(opts: StatusOptions) -> Result<(), CliError> {
         }
     }
     emit(&out)
+}
+
+/// `--repo`, checked.
+fn parse_repo(given: Option<&str>) -> Result<Option<RepoName>, CliError> {
+    given
+        .map(|g| RepoName::parse(g).map_err(|e| CliError::Usage(format!("--repo {g:?}: {e}"))))
+        .transpose()
 }
 
 /// Merges per-environment logs into one, oldest first, keeping the newest `limit` events.
@@ -259,13 +319,25 @@ pub async fn history(opts: HistoryOptions) -> Result<(), CliError> {
                 .into(),
         )),
     };
+    let only = parse_repo(opts.repo.as_deref())?;
     let repo = data::open_existing(&opts.data_dir)?;
     let mut logs = Vec::new();
     for env in &environments {
-        logs.push(
-            repo.audit_for_environment(env, Timestamp::UNIX_EPOCH, Timestamp::MAX, None)
-                .await?,
-        );
+        let mut log = repo
+            .audit_for_environment(env, Timestamp::UNIX_EPOCH, Timestamp::MAX, None)
+            .await?;
+        if let Some(only) = &only {
+            // Audit lines name their deployment; the deployments name their repository.
+            let ids: std::collections::BTreeSet<String> = repo
+                .deployments_in(env, Timestamp::UNIX_EPOCH, Timestamp::MAX, false, None)
+                .await?
+                .into_iter()
+                .filter(|d| d.repo == *only)
+                .map(|d| d.id)
+                .collect();
+            log.retain(|e| ids.contains(&e.deployment_id));
+        }
+        logs.push(log);
     }
     let events = merge_newest(logs, opts.limit);
     if opts.json {

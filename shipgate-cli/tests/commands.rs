@@ -23,7 +23,10 @@ fn help_lists_the_operator_commands_and_not_the_load_tool() {
         .collect();
     assert_eq!(
         commands,
-        ["serve", "policy", "status", "history", "demo", "job", "backup", "rollback", "help"],
+        [
+            "serve", "policy", "status", "history", "demo", "job", "backup", "rollback", "migrate",
+            "help"
+        ],
         "{help}"
     );
 }

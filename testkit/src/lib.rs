@@ -6,6 +6,7 @@
 //! - [`ManualClock`] and [`RecordingPublisher`]: doubles for the clock and publisher ports;
 //! - [`TestServices`]: the use cases on SQLite with a wiremock GitHub, Slack and PagerDuty;
 //! - [`CountingStore`]: a store wrapper counting the round trips a use case costs;
+//! - [`scope`]: a repository and environment as the store keys their state;
 //! - fixture loaders ([`fixture`], [`event_path`], [`github_app_key`]) that find test data
 //!   from the workspace root, and requests signed as GitHub and Slack sign them.
 //!
@@ -33,3 +34,13 @@ pub use signing::{
 
 /// The library under test, re-exported for the macros.
 pub use shipgate;
+
+/// The scope of repository `repo` (`owner/name`) in `environment`, for tests that read a
+/// scope's lock or heads. Panics on a malformed name: test input only.
+pub fn scope(repo: &str, environment: &str) -> shipgate::domain::Scope {
+    let repo = shipgate::domain::RepoName::parse(repo)
+        .unwrap_or_else(|e| panic!("test repository {repo:?}: {e}"));
+    let env = shipgate::domain::EnvName::parse(environment)
+        .unwrap_or_else(|e| panic!("test environment {environment:?}: {e}"));
+    shipgate::domain::Scope::new(repo, env)
+}

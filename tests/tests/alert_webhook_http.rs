@@ -355,7 +355,7 @@ async fn the_lambda_entry_point_serves_both_http_events_and_sns_notifications() 
     );
     assert_eq!(
         h.repo
-            .open_critical_incident_ids("production")
+            .open_critical_incident_ids(&testkit::scope(REPO, "production"))
             .await
             .unwrap()
             .len(),

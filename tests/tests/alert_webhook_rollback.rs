@@ -110,7 +110,11 @@ async fn a_critical_alert_during_verification_rolls_back_to_the_last_known_good_
         rb.finished_at.unwrap().duration_since(rb.started_at),
         jiff::SignedDuration::from_mins(4)
     );
-    let heads = h.repo.heads("production").await.unwrap();
+    let heads = h
+        .repo
+        .heads(&testkit::scope(REPO, "production"))
+        .await
+        .unwrap();
     assert_eq!(heads.current.unwrap().sha, SHA_A);
     assert_eq!(heads.last_known_good.unwrap().deployment_id, a);
     assert!(h
@@ -227,10 +231,25 @@ async fn twenty_concurrent_alerts_in_the_window_start_exactly_one_rollback() {
             .count(),
         1
     );
-    assert_eq!(h.repo.open_incidents("production").await.unwrap().len(), 20);
+    // Each incident names the one repository that was verifying: it is indexed in its scope.
+    assert!(h
+        .repo
+        .open_incidents("production")
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(
         h.repo
-            .open_critical_incident_ids("production")
+            .scope_state(&testkit::scope(REPO, "production"))
+            .await
+            .unwrap()
+            .open_incidents
+            .len(),
+        20
+    );
+    assert_eq!(
+        h.repo
+            .open_critical_incident_ids(&testkit::scope(REPO, "production"))
             .await
             .unwrap()
             .len(),
@@ -555,10 +574,19 @@ async fn a_workflow_rollback_dispatches_the_policy_workflow_on_the_last_known_go
         Some(6002),
         "its own GitHub deployment keeps its id"
     );
-    let heads = h.services().repo.heads("staging").await.unwrap();
+    let heads = h
+        .services()
+        .repo
+        .heads(&testkit::scope(REPO, "staging"))
+        .await
+        .unwrap();
     assert_eq!(heads.current.unwrap().sha, SHA_A);
     assert_eq!(
-        h.services().repo.lock_holder("staging").await.unwrap(),
+        h.services()
+            .repo
+            .lock_holder(&testkit::scope(REPO, "staging"))
+            .await
+            .unwrap(),
         None
     );
 }
@@ -694,9 +722,13 @@ async fn a_manual_rollback_from_the_cli_returns_to_the_previous_good_version() {
     let b = h.deploy_good("production", SHA_B, 102, 5002).await;
 
     // B is both current and last known good, so the previous succeeded deployment is the target.
-    let outcome = rollback::start_manual(h.services(), "production", "cli:alice")
-        .await
-        .unwrap();
+    let outcome = rollback::start_manual(
+        h.services(),
+        &testkit::scope(REPO, "production"),
+        "cli:alice",
+    )
+    .await
+    .unwrap();
 
     assert_eq!(
         outcome,
@@ -712,7 +744,11 @@ async fn a_manual_rollback_from_the_cli_returns_to_the_previous_good_version() {
         (State::RollingBack, "cli:alice")
     );
     assert_eq!(
-        h.repo.lock_holder("production").await.unwrap().as_deref(),
+        h.repo
+            .lock_holder(&testkit::scope(REPO, "production"))
+            .await
+            .unwrap()
+            .as_deref(),
         Some(b.as_str())
     );
     let calls = h.github_calls("/deployments").await;
@@ -727,9 +763,13 @@ async fn a_manual_rollback_from_the_cli_returns_to_the_previous_good_version() {
     );
 
     // A second request finds it rolling back already.
-    let again = rollback::start_manual(h.services(), "production", "cli:alice")
-        .await
-        .unwrap();
+    let again = rollback::start_manual(
+        h.services(),
+        &testkit::scope(REPO, "production"),
+        "cli:alice",
+    )
+    .await
+    .unwrap();
     assert_eq!(
         again,
         RollbackOutcome::AlreadyRollingBack { deployment_id: b }
@@ -786,7 +826,7 @@ async fn a_cli_rollback_of_a_gated_environment_waits_for_two_approvals_then_star
     let svc = gated(&h);
     let expires_at = h.now() + jiff::SignedDuration::from_hours(1);
 
-    let outcome = rollback::start_manual(&svc, "production", "cli:alice")
+    let outcome = rollback::start_manual(&svc, &testkit::scope(REPO, "production"), "cli:alice")
         .await
         .unwrap();
     let awaiting = |opened: bool, have: u32| RollbackOutcome::AwaitingApprovals {
@@ -806,7 +846,7 @@ async fn a_cli_rollback_of_a_gated_environment_waits_for_two_approvals_then_star
     // Asking again reports the open request and changes nothing.
     let dep = h.deployment(&b).await;
     assert_eq!(
-        rollback::start_manual(&svc, "production", "cli:alice")
+        rollback::start_manual(&svc, &testkit::scope(REPO, "production"), "cli:alice")
             .await
             .unwrap(),
         awaiting(false, 0)
@@ -899,7 +939,7 @@ async fn a_cli_rollback_of_a_gated_environment_waits_for_two_approvals_then_star
     // The request's buttons are stale now, and the CLI finds the rollback under way.
     assert_eq!(click("U0APPROV1").await, RollbackOutcome::StaleButton);
     assert_eq!(
-        rollback::start_manual(&svc, "production", "cli:alice")
+        rollback::start_manual(&svc, &testkit::scope(REPO, "production"), "cli:alice")
             .await
             .unwrap(),
         RollbackOutcome::AlreadyRollingBack { deployment_id: b }
@@ -913,9 +953,10 @@ async fn a_slack_user_who_is_not_an_approver_may_ask_for_a_rollback_but_not_appr
     let b = h.deploy_good("production", SHA_B, 102, 5002).await;
     let svc = gated(&h);
 
-    let outcome = rollback::start_manual(&svc, "production", "slack:U0NOBODY")
-        .await
-        .unwrap();
+    let outcome =
+        rollback::start_manual(&svc, &testkit::scope(REPO, "production"), "slack:U0NOBODY")
+            .await
+            .unwrap();
 
     assert!(
         matches!(
@@ -925,7 +966,7 @@ async fn a_slack_user_who_is_not_an_approver_may_ask_for_a_rollback_but_not_appr
         ),
         "{outcome:?}"
     );
-    let again = rollback::start_manual(&svc, "production", "slack:U0NOBODY")
+    let again = rollback::start_manual(&svc, &testkit::scope(REPO, "production"), "slack:U0NOBODY")
         .await
         .unwrap();
     assert_eq!(
@@ -959,9 +1000,10 @@ async fn a_requester_may_approve_their_own_rollback_where_self_approval_is_allow
     );
 
     // The requester is an approver: asking counts as the first approval.
-    let outcome = rollback::start_manual(&svc, "production", "slack:U0APPROV1")
-        .await
-        .unwrap();
+    let outcome =
+        rollback::start_manual(&svc, &testkit::scope(REPO, "production"), "slack:U0APPROV1")
+            .await
+            .unwrap();
     assert!(
         matches!(
             outcome,
@@ -987,7 +1029,7 @@ async fn an_alert_rolls_back_a_gated_environment_at_once_and_settles_an_open_req
     h.deploy_good("production", SHA_A, 101, 5001).await;
     let b = h.deploy("production", SHA_B, 102, 5002).await;
     let svc = gated(&h);
-    let requested = rollback::start_manual(&svc, "production", "cli:alice")
+    let requested = rollback::start_manual(&svc, &testkit::scope(REPO, "production"), "cli:alice")
         .await
         .unwrap();
     assert!(

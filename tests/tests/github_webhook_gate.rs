@@ -135,7 +135,10 @@ async fn a_rejection_comment_names_the_failed_rule_exactly() {
     let dep = h.deployment(reply.str("deployment_id")).await;
     assert_eq!(dep.state, State::Rejected);
     assert_eq!(
-        h.repo.lock_holder("staging").await.unwrap(),
+        h.repo
+            .lock_holder(&testkit::scope(REPO, "staging"))
+            .await
+            .unwrap(),
         None,
         "a rejected deployment never holds the lock"
     );
@@ -178,7 +181,10 @@ async fn awaiting_approval_reports_a_status_without_deciding() {
         shipgate::domain::deployment::CallbackState::Pending
     );
     assert_eq!(
-        h.repo.lock_holder("production").await.unwrap(),
+        h.repo
+            .lock_holder(&testkit::scope(REPO, "production"))
+            .await
+            .unwrap(),
         Some(dep.id.clone())
     );
     let events: Vec<String> = h
@@ -228,7 +234,7 @@ async fn fifty_concurrent_requests_for_one_environment_let_exactly_one_through()
 
     let holder = h
         .repo
-        .lock_holder("staging")
+        .lock_holder(&testkit::scope(REPO, "staging"))
         .await
         .unwrap()
         .expect("the environment is locked");

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{deployment_created, deployment_status, protection_rule, Harness};
+use common::{deployment_created, deployment_status, protection_rule, Harness, REPO};
 use jiff::SignedDuration;
 use serde_json::json;
 use shipgate::domain::deployment::State;
@@ -113,14 +113,21 @@ async fn a_deployment_goes_from_approved_to_succeeded_and_becomes_last_known_goo
         dep.verify_until,
         Some(success_at + SignedDuration::from_mins(10))
     );
-    let heads = h.repo.heads("staging").await.unwrap();
+    let heads = h
+        .repo
+        .heads(&testkit::scope(REPO, "staging"))
+        .await
+        .unwrap();
     assert_eq!(heads.current.as_ref().map(|c| c.sha.as_str()), Some(SHA));
     assert_eq!(
         heads.last_known_good, None,
         "not good until the window passes"
     );
     assert_eq!(
-        h.repo.lock_holder("staging").await.unwrap(),
+        h.repo
+            .lock_holder(&testkit::scope(REPO, "staging"))
+            .await
+            .unwrap(),
         Some(id.clone()),
         "verifying still holds the lock"
     );
@@ -153,7 +160,11 @@ async fn a_deployment_goes_from_approved_to_succeeded_and_becomes_last_known_goo
     let dep = h.deployment(&id).await;
     assert_eq!(dep.state, State::Succeeded);
     assert_eq!(dep.finished_at, Some(h.services().now()));
-    let heads = h.repo.heads("staging").await.unwrap();
+    let heads = h
+        .repo
+        .heads(&testkit::scope(REPO, "staging"))
+        .await
+        .unwrap();
     assert_eq!(
         heads
             .current
@@ -165,7 +176,13 @@ async fn a_deployment_goes_from_approved_to_succeeded_and_becomes_last_known_goo
         heads.last_known_good.as_ref().map(|c| c.sha.as_str()),
         Some(SHA)
     );
-    assert_eq!(h.repo.lock_holder("staging").await.unwrap(), None);
+    assert_eq!(
+        h.repo
+            .lock_holder(&testkit::scope(REPO, "staging"))
+            .await
+            .unwrap(),
+        None
+    );
     assert!(h
         .repo
         .succeeded_in(common::REPO, SHA)
@@ -260,8 +277,18 @@ async fn a_failure_fails_the_deployment_and_releases_the_lock() {
         dep.reason.as_deref(),
         Some("deployment failed: deploy failure")
     );
-    assert_eq!(h.repo.lock_holder("staging").await.unwrap(), None);
-    let heads = h.repo.heads("staging").await.unwrap();
+    assert_eq!(
+        h.repo
+            .lock_holder(&testkit::scope(REPO, "staging"))
+            .await
+            .unwrap(),
+        None
+    );
+    let heads = h
+        .repo
+        .heads(&testkit::scope(REPO, "staging"))
+        .await
+        .unwrap();
     assert_eq!(heads.last_known_good, None);
     assert!(published_events(&h).contains(&"failed".to_string()));
 
@@ -276,7 +303,13 @@ async fn an_error_status_also_fails_the_deployment() {
     let failed = status(&h, "error").await;
     assert_eq!(failed.str("state"), "failed");
     assert_eq!(h.deployment(&id).await.state, State::Failed);
-    assert_eq!(h.repo.lock_holder("staging").await.unwrap(), None);
+    assert_eq!(
+        h.repo
+            .lock_holder(&testkit::scope(REPO, "staging"))
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 #[tokio::test]

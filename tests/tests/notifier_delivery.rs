@@ -376,6 +376,7 @@ fn incident(status: &str) -> Notification {
             status: status.into(),
             link: Some("http://prometheus.example.com:9090/graph?g0.expr=x".into()),
             deployment_id: Some("dep-inc".into()),
+            repository: None,
         },
     )
 }
@@ -559,6 +560,7 @@ async fn warning_incidents_use_the_default_routing_key_and_severity() {
             status: "open".into(),
             link: None,
             deployment_id: None,
+            repository: None,
         },
     );
     let delivered = deliver(&app, &n).await.expect("delivered");

@@ -95,6 +95,7 @@ fn incident(status: &str) -> Notification {
             status: status.into(),
             link: None,
             deployment_id: None,
+            repository: None,
         },
     )
 }

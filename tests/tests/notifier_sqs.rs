@@ -307,6 +307,7 @@ async fn a_failed_record_holds_back_later_records_about_the_same_incident() {
                 status: status.into(),
                 link: None,
                 deployment_id: None,
+                repository: None,
             },
         )
     };

@@ -64,7 +64,9 @@ async fn seed(h: &Harness) {
             deployment_id: id.into(),
             at,
         };
-        repo.set_head("staging", head, true).await.expect("head");
+        repo.set_head(&testkit::scope(REPO, "staging"), head, true)
+            .await
+            .expect("head");
     }
 }
 
@@ -137,7 +139,7 @@ async fn a_drill_rolls_back_and_forward_and_reports_how_long_each_leg_took() {
         .await
         .expect("status");
 
-    let (drill, _) = rollback_drill::load(h.svc(), "staging")
+    let (drill, _) = rollback_drill::load(h.svc(), &testkit::scope(REPO, "staging"))
         .await
         .expect("load")
         .expect("drill");
@@ -162,7 +164,10 @@ async fn a_drill_rolls_back_and_forward_and_reports_how_long_each_leg_took() {
         .expect("read")
         .expect("dep");
     assert_eq!(current.state, State::Succeeded);
-    let heads = repo.heads("staging").await.expect("heads");
+    let heads = repo
+        .heads(&testkit::scope(REPO, "staging"))
+        .await
+        .expect("heads");
     assert_eq!(heads.current.map(|h| h.sha).as_deref(), Some(CURRENT));
     let recorded: jobs::JobReport = repo
         .get_meta("job", "rollback-drill")
@@ -199,7 +204,7 @@ async fn a_leg_without_a_final_status_times_the_drill_out_and_pages() {
         sweep.details["drills_timed_out"].as_array().map(Vec::len),
         Some(1)
     );
-    let (drill, _) = rollback_drill::load(h.svc(), "staging")
+    let (drill, _) = rollback_drill::load(h.svc(), &testkit::scope(REPO, "staging"))
         .await
         .expect("load")
         .expect("drill");
@@ -218,7 +223,7 @@ async fn a_leg_without_a_final_status_times_the_drill_out_and_pages() {
     lifecycle::deployment_status(h.svc(), &status(9001, OLD, "success"))
         .await
         .expect("status");
-    let (after, _) = rollback_drill::load(h.svc(), "staging")
+    let (after, _) = rollback_drill::load(h.svc(), &testkit::scope(REPO, "staging"))
         .await
         .expect("load")
         .expect("drill");
@@ -240,7 +245,9 @@ async fn an_environment_with_one_good_version_has_nothing_to_roll_back_to() {
         deployment_id: "dep-only".into(),
         at,
     };
-    repo.set_head("staging", head, true).await.expect("head");
+    repo.set_head(&testkit::scope(REPO, "staging"), head, true)
+        .await
+        .expect("head");
     let report = jobs::run(&h.ctx, JobName::RollbackDrill)
         .await
         .expect("runs");

@@ -214,16 +214,20 @@ fn signed(body: &[u8]) -> Option<String> {
 const PING: &str = r#"{"zen":"Keep it logically awesome.","hook_id":123,"hook":{"app_id":42}}"#;
 
 fn protection_rule(environment: &str, run_id: u64) -> String {
+    protection_rule_for("acme/api", environment, run_id)
+}
+
+fn protection_rule_for(repo: &str, environment: &str, run_id: u64) -> String {
     serde_json::json!({
         "action": "requested",
         "environment": environment,
         "event": "push",
         "ref": "refs/heads/main",
         "sha": "0123456789abcdef0123456789abcdef01234567",
-        "deployment_callback_url": format!("https://api.github.com/repos/acme/api/actions/runs/{run_id}/deployment_protection_rule"),
+        "deployment_callback_url": format!("https://api.github.com/repos/{repo}/actions/runs/{run_id}/deployment_protection_rule"),
         "installation": { "id": 7 },
         "sender": { "login": "octocat" },
-        "repository": { "full_name": "acme/api" }
+        "repository": { "full_name": repo }
     })
     .to_string()
 }
@@ -625,7 +629,7 @@ async fn status_and_history_show_a_gated_deployment() {
         .env("SHIPGATE_POLICY_FILE", &policy));
     assert!(out.status.success(), "{}", stderr(&out));
     let table = stdout(&out);
-    assert!(table.starts_with("ENVIRONMENT"), "{table}");
+    assert!(table.starts_with("SCOPE"), "{table}");
     assert!(table.contains(&format!("{id} (approved)")), "{table}");
 
     let out = run(shipgate()
@@ -1157,6 +1161,142 @@ async fn verify_names_a_tampered_chunk_and_a_truncated_backup() {
         "{}",
         stderr(&out)
     );
+}
+
+#[tokio::test]
+async fn with_two_repositories_in_an_environment_rollback_needs_repo_and_status_lists_each_scope() {
+    let server = Server::start().await;
+    let mut ids = Vec::new();
+    for (n, repo) in ["acme/api", "acme/web"].into_iter().enumerate() {
+        let rule = protection_rule_for(repo, "staging", 4300 + n as u64);
+        let (status, body) = deliver(
+            &server,
+            "deployment_protection_rule",
+            &format!("d-two-{n}"),
+            rule.clone().into(),
+            signed(rule.as_bytes()),
+        )
+        .await;
+        // Each repository holds its own lock: the second is not refused as locked.
+        assert_eq!(
+            (status, body["decision"].as_str()),
+            (200, Some("approved")),
+            "{body}"
+        );
+        ids.push(body["deployment_id"].as_str().expect("id").to_string());
+    }
+
+    let out = with_data_and_policy(
+        shipgate().args(["rollback", "staging"]).env("USER", "ada"),
+        &server.ws,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stdout(&out).trim(),
+        "staging: refused: more than one repository has deployed to staging (acme/api, acme/web); say which with --repo OWNER/NAME"
+    );
+    let out = with_data_and_policy(
+        shipgate()
+            .args(["rollback", "staging", "--repo", "acme/web"])
+            .env("USER", "ada"),
+        &server.ws,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stdout(&out).trim(),
+        "acme/web · staging: refused: nothing of acme/web has been deployed to staging yet"
+    );
+    let out = with_data_and_policy(
+        shipgate().args(["rollback", "staging", "--repo", "not a repo"]),
+        &server.ws,
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("--repo"), "{}", stderr(&out));
+
+    let out = with_data_and_policy(shipgate().args(["status", "--json"]), &server.ws);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = json_lines(&stdout(&out));
+    let staging: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["environment"] == "staging")
+        .collect();
+    let scopes: Vec<&str> = staging.iter().filter_map(|l| l["scope"].as_str()).collect();
+    assert_eq!(scopes, ["acme/api · staging", "acme/web · staging"]);
+    assert_eq!(staging[0]["lock"]["deployment_id"], ids[0].as_str());
+    assert_eq!(staging[1]["lock"]["deployment_id"], ids[1].as_str());
+
+    let out = with_data_and_policy(
+        shipgate().args(["status", "--json", "--repo", "acme/web"]),
+        &server.ws,
+    );
+    let lines = json_lines(&stdout(&out));
+    assert!(lines.iter().all(|l| l["repo"] == "acme/web"), "{lines:?}");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+
+    let out = with_data_and_policy(
+        shipgate().args([
+            "history", "--json", "--env", "staging", "--repo", "acme/web",
+        ]),
+        &server.ws,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let events = json_lines(&stdout(&out));
+    assert!(!events.is_empty());
+    assert!(
+        events.iter().all(|e| e["deployment_id"] == ids[1].as_str()),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn migrate_moves_a_v0_store_and_status_and_history_read_it() {
+    use shipgate::store::{Condition, Item, ItemStore, Write};
+    let root = testkit::workspace_root().join("shared/tests/data/store-v0");
+    let policy = std::fs::read_to_string(root.join("demo.policy.toml")).expect("policy");
+    let ws = Workspace::with_policy(&policy);
+    std::fs::create_dir_all(ws.data()).expect("data dir");
+    {
+        let store = shipgate::embedded::sqlite::SqliteStore::open(
+            ws.data().join("shipgate.db"),
+            shipgate::embedded::sqlite::Durability::Full,
+        )
+        .expect("open");
+        let items = std::fs::read_to_string(root.join("demo.items.ndjson")).expect("items");
+        for line in items.lines().filter(|l| !l.trim().is_empty()) {
+            let item: Item = serde_json::from_str(line).expect("item");
+            store
+                .write(Write::Put {
+                    item,
+                    condition: Condition::None,
+                })
+                .await
+                .expect("load");
+        }
+    }
+    let out = with_data(shipgate().arg("migrate"), &ws);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("schema version 0 -> 1: 2 records moved"),
+        "{}",
+        stdout(&out)
+    );
+    let out = with_data(shipgate().arg("migrate"), &ws);
+    assert_eq!(stdout(&out).trim(), "schema version 1: nothing to do");
+
+    let out = with_data_and_policy(shipgate().args(["status", "--json"]), &ws);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = json_lines(&stdout(&out));
+    let scopes: Vec<&str> = lines.iter().filter_map(|l| l["scope"].as_str()).collect();
+    assert_eq!(scopes, ["acme/api · production", "acme/api · staging"]);
+    assert!(lines
+        .iter()
+        .all(|l| !l["current"].is_null() && !l["last_known_good"].is_null()));
+    let out = with_data_and_policy(
+        shipgate().args(["history", "--json", "--repo", "acme/api"]),
+        &ws,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!json_lines(&stdout(&out)).is_empty());
 }
 
 #[tokio::test]

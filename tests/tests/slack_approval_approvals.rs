@@ -157,7 +157,13 @@ async fn a_reject_click_rejects_at_once_when_no_reason_is_required() {
     assert_eq!(done.state, State::Rejected);
     assert_eq!(done.reason.as_deref(), Some("rejected by U0CAROL03"));
     assert_eq!(done.callback, CallbackState::Answered);
-    assert_eq!(h.repo.lock_holder("production").await.unwrap(), None);
+    assert_eq!(
+        h.repo
+            .lock_holder(&testkit::scope(REPO, "production"))
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(
         h.ephemeral_texts().await,
         vec!["Rejected: the production deployment of d6fde92 will not go out. GitHub was told."]

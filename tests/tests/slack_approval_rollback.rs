@@ -104,7 +104,11 @@ async fn a_rollback_starts_only_when_two_other_approvers_approve_and_github_gets
         (PREV_SHA, "slack:U0ALICE01", Some(ROLLBACK_GITHUB_ID))
     );
     assert_eq!(
-        h.repo.lock_holder("production").await.unwrap().as_deref(),
+        h.repo
+            .lock_holder(&testkit::scope(REPO, "production"))
+            .await
+            .unwrap()
+            .as_deref(),
         Some(dep.id.as_str())
     );
     assert_eq!(
@@ -191,7 +195,13 @@ async fn a_cancelled_rollback_request_changes_nothing_and_its_buttons_go_stale()
         ["rollback_requested", "rollback_request_cancelled"]
     );
     assert!(h.github_deployment_calls().await.is_empty());
-    assert_eq!(h.repo.lock_holder("production").await.unwrap(), None);
+    assert_eq!(
+        h.repo
+            .lock_holder(&testkit::scope(REPO, "production"))
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 #[tokio::test]
@@ -231,9 +241,10 @@ async fn ten_approvers_clicking_approve_rollback_together_start_exactly_one_roll
     for round in 0..3 {
         let h = Harness::with_policy(&ten_approver_policy()).await;
         let dep = h.seed_running_production().await;
-        let opened = rollback::start_manual(h.services(), "production", "cli:ops")
-            .await
-            .unwrap();
+        let opened =
+            rollback::start_manual(h.services(), &testkit::scope(REPO, "production"), "cli:ops")
+                .await
+                .unwrap();
         assert!(
             matches!(
                 opened,

@@ -443,6 +443,11 @@ pub struct AuditEvent {
 }
 
 impl Deployment {
+    /// The repository and environment this deployment belongs to.
+    pub fn scope(&self) -> crate::domain::scope::Scope {
+        crate::domain::scope::Scope::new(self.repo.clone(), self.environment.clone())
+    }
+
     /// Moves the deployment by `action`, or refuses with the typed error and changes nothing.
     /// Returns the audit event for the move.
     pub fn apply(
@@ -761,10 +766,14 @@ impl Deployment {
     }
 }
 
-/// The heads of one environment: what runs there now, and what to roll back to.
+/// The heads of one scope (a repository in an environment): what runs there now, and what
+/// to roll back to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct EnvironmentHeads {
     pub environment: String,
+    /// The repository whose heads these are (absent on records written before scopes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<RepoName>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current: Option<Head>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,6 +1,11 @@
 //! DORA's Four Keys over a time window, per environment: deployment frequency, lead time for
 //! changes, change failure rate and time to restore service.
 //!
+//! A report is either an environment's roll-up over every repository ([`report`]) or one
+//! repository's in that environment ([`report_for`]): a repository's report counts its own
+//! deployments and the incidents that belong to it (blamed on its deployments, or opened in
+//! its scope); environment-level incidents count in the roll-up only.
+//!
 //! Pure: the caller reads deployments, commit times and incidents from the store, turns them
 //! into the plain facts below and passes the window in. A figure that is undefined for the
 //! window (no deployments, no restored incidents) is `None`, never `0` or `NaN`. The exact
@@ -74,6 +79,9 @@ impl DeployOutcome {
 pub struct DeploymentFact {
     pub id: String,
     pub environment: String,
+    /// The deployment's repository (`owner/name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
     pub sha: String,
     /// When the deployment went out: the time its successful status arrived, or for a failed
     /// deployment the time it failed. This is the time the windows are applied to.
@@ -88,6 +96,9 @@ pub struct DeploymentFact {
 pub struct IncidentFact {
     pub id: String,
     pub environment: Option<String>,
+    /// The repository the incident belongs to; `None` for an environment-level incident.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
     pub opened_at: Timestamp,
     pub resolved_at: Option<Timestamp>,
     /// The deployment that was verifying when the incident opened.
@@ -119,6 +130,9 @@ impl Frequency {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DoraReport {
     pub environment: String,
+    /// The repository the report is about; `None` for the environment's roll-up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
     pub window: Window,
     /// Deployments that reached the environment in the window.
     pub deployments: u32,
@@ -245,9 +259,28 @@ pub fn report(
     deployments: &[DeploymentFact],
     incidents: &[IncidentFact],
 ) -> DoraReport {
+    report_for(environment, None, window, deployments, incidents)
+}
+
+/// The Four Keys of repository `repo` in `environment` over `window` (`None`: the roll-up over
+/// every repository, as [`report`]).
+pub fn report_for(
+    environment: &str,
+    repo: Option<&str>,
+    window: Window,
+    deployments: &[DeploymentFact],
+    incidents: &[IncidentFact],
+) -> DoraReport {
+    let ours = |d: &&DeploymentFact| repo.is_none_or(|r| d.repo.as_deref() == Some(r));
     let in_window: Vec<&DeploymentFact> = deployments
         .iter()
         .filter(|d| d.environment == environment && window.contains(d.at))
+        .filter(ours)
+        .collect();
+    let our_ids: HashSet<&str> = deployments
+        .iter()
+        .filter(ours)
+        .map(|d| d.id.as_str())
         .collect();
     let reached: Vec<&DeploymentFact> = in_window
         .iter()
@@ -288,6 +321,14 @@ pub fn report(
     let env_incidents: Vec<&IncidentFact> = incidents
         .iter()
         .filter(|i| i.environment.as_deref() == Some(environment) && window.contains(i.opened_at))
+        .filter(|i| {
+            repo.is_none_or(|r| {
+                i.repository.as_deref() == Some(r)
+                    || i.caused_by_deployment
+                        .as_deref()
+                        .is_some_and(|d| our_ids.contains(d))
+            })
+        })
         .collect();
     let restore_times: Vec<f64> = env_incidents
         .iter()
@@ -300,6 +341,7 @@ pub fn report(
 
     DoraReport {
         environment: environment.to_string(),
+        repo: repo.map(str::to_string),
         window,
         deployments: deployments_count,
         frequency,
@@ -347,9 +389,12 @@ impl DoraReport {
             .time_to_restore_seconds
             .map(human_duration)
             .unwrap_or_else(|| "n/a".into());
+        let place = match &self.repo {
+            Some(repo) => format!("{repo} · {}", self.environment),
+            None => self.environment.clone(),
+        };
         format!(
-            "{}, last {}: {freq}, lead time {lead}, change failure rate {cfr}, time to restore {ttr}",
-            self.environment,
+            "{place}, last {}: {freq}, lead time {lead}, change failure rate {cfr}, time to restore {ttr}",
             self.window.label()
         )
     }

@@ -6,7 +6,9 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use super::ids::{EnvName, RepoName};
 use super::policy::Severity;
+use super::scope::Scope;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -31,6 +33,10 @@ pub struct Incident {
     pub raw_environment: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
+    /// The repository whose scope the incident belongs to (the one verifying in its
+    /// environment when it opened); `None` for an environment-level incident.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<RepoName>,
     pub severity: Severity,
     /// The severity label as the alert carried it (absent when it carried none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,6 +59,12 @@ pub struct Incident {
 }
 
 impl Incident {
+    /// The scope the incident belongs to, when it belongs to one repository.
+    pub fn scope(&self) -> Option<Scope> {
+        let env = EnvName::parse(self.environment.as_deref()?).ok()?;
+        Some(Scope::new(self.repository.clone()?, env))
+    }
+
     /// The stable id of the incident an alert belongs to.
     pub fn id_for(source: &str, fingerprint: &str) -> String {
         format!("{source}:{fingerprint}")
@@ -97,6 +109,9 @@ impl Incident {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpenIncident {
     pub id: String,
+    /// The repository of a scoped incident (absent on an environment-level one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<RepoName>,
     pub severity: Severity,
     pub title: String,
     pub opened_at: Timestamp,
@@ -106,6 +121,7 @@ impl OpenIncident {
     pub fn of(incident: &Incident) -> Self {
         OpenIncident {
             id: incident.id.clone(),
+            repository: incident.repository.clone(),
             severity: incident.severity,
             title: incident.title.clone(),
             opened_at: incident.opened_at,
@@ -125,6 +141,7 @@ mod tests {
             environment: Some("production".into()),
             raw_environment: Some("production".into()),
             service: None,
+            repository: None,
             severity: Severity::Critical,
             raw_severity: Some("critical".into()),
             title: "api down".into(),

@@ -12,6 +12,8 @@ pub mod ids;
 pub mod incident;
 pub mod job;
 pub mod policy;
+pub mod scope;
 pub mod time;
 
 pub use ids::{short_sha, DeploymentId, EnvName, GitHubDeploymentState, IdError, RepoName, Sha};
+pub use scope::Scope;

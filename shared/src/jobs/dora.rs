@@ -116,6 +116,7 @@ pub async fn facts(
         out.push(DeploymentFact {
             id: dep.id.clone(),
             environment: dep.environment.to_string(),
+            repo: Some(dep.repo.to_string()),
             sha: dep.sha.to_string(),
             at: deployed_at(dep, outcome, &audit_times, window),
             committed_at,
@@ -130,6 +131,7 @@ pub async fn facts(
         .map(|i| IncidentFact {
             id: i.id,
             environment: i.environment,
+            repository: i.repository.map(String::from),
             opened_at: i.opened_at,
             resolved_at: i.resolved_at,
             caused_by_deployment: i.caused_by_deployment,
@@ -138,7 +140,10 @@ pub async fn facts(
     Ok((out, incidents))
 }
 
-/// The Four Keys of every policy environment over [`WINDOWS`], ending at `now`.
+/// The Four Keys of every policy environment over [`WINDOWS`], ending at `now`: each
+/// environment's roll-up, and, where more than one repository deployed to the environment in
+/// the widest window, each repository's own report after it (with a single repository the
+/// roll-up is its report).
 pub async fn reports(svc: &Services, now: Timestamp) -> Result<Vec<DoraReport>, RepoError> {
     let widest = WINDOWS.iter().copied().max().unwrap_or(90);
     let from = Window::last_days(now, widest).from;
@@ -146,13 +151,24 @@ pub async fn reports(svc: &Services, now: Timestamp) -> Result<Vec<DoraReport>, 
     let environments: Vec<String> = svc.policy.environments().map(|e| e.name.clone()).collect();
     for env in environments {
         let (deployments, incidents) = facts(svc, &env, from, now).await?;
-        for days in WINDOWS {
-            out.push(dora::report(
-                &env,
-                Window::last_days(now, days),
-                &deployments,
-                &incidents,
-            ));
+        let repos: std::collections::BTreeSet<&str> = deployments
+            .iter()
+            .filter_map(|d| d.repo.as_deref())
+            .collect();
+        let mut scopes: Vec<Option<&str>> = vec![None];
+        if repos.len() > 1 {
+            scopes.extend(repos.iter().copied().map(Some));
+        }
+        for repo in scopes {
+            for days in WINDOWS {
+                out.push(dora::report_for(
+                    &env,
+                    repo,
+                    Window::last_days(now, days),
+                    &deployments,
+                    &incidents,
+                ));
+            }
         }
     }
     Ok(out)
@@ -161,10 +177,13 @@ pub async fn reports(svc: &Services, now: Timestamp) -> Result<Vec<DoraReport>, 
 /// The EMF lines of one report: one per defined metric.
 pub fn metric_lines(report: &DoraReport, at: Timestamp) -> Vec<String> {
     let label = report.window.label();
-    let dims = [
+    let mut dims = vec![
         ("Environment", report.environment.as_str()),
         ("Window", label.as_str()),
     ];
+    if let Some(repo) = &report.repo {
+        dims.push(("Repository", repo.as_str()));
+    }
     let mut lines = vec![emf::line(
         at,
         &dims,

@@ -1,8 +1,10 @@
-//! The `rollback-drill` job: starts a drill in every environment that opts in
-//! (`rollback_drill = true`). The drill's legs, their deployment statuses and time-outs are
+//! The `rollback-drill` job: starts a drill for every repository of every environment that
+//! opts in (`rollback_drill = true`). The drill's legs, their deployment statuses and time-outs are
 //! tracked by [`crate::service::drill`].
 
 use super::{JobContext, JobError, JobOutcome};
+use crate::domain::ids::EnvName;
+use crate::domain::scope::Scope;
 use crate::service::drill::{start_in, StartResult};
 
 /// The drill job: starts a drill in every environment that opts in.
@@ -20,9 +22,23 @@ pub async fn start(ctx: &JobContext) -> Result<JobOutcome, JobError> {
             serde_json::json!({ "environments": [] }),
         ));
     }
+    // One drill per repository that deployed to the environment (a drill re-deploys one
+    // repository's previous good version).
     let mut results = Vec::new();
     for env in &environments {
-        results.push(start_in(svc, env).await?);
+        let repos = svc.repo.repositories_in(env).await?;
+        if repos.is_empty() {
+            results.push(StartResult::Skipped {
+                environment: env.clone(),
+                reason: "nothing has been deployed yet".into(),
+            });
+        }
+        for repo in repos {
+            let Ok(environment) = EnvName::parse(env) else {
+                continue;
+            };
+            results.push(start_in(svc, &Scope::new(repo, environment)).await?);
+        }
     }
     let failed: Vec<String> = results
         .iter()

@@ -16,6 +16,8 @@ use serde::Serialize;
 
 use super::{JobContext, JobError, JobOutcome};
 use crate::domain::deployment::{Action, Actor, CallbackState, Deployment, State};
+use crate::domain::ids::EnvName;
+use crate::domain::scope::Scope;
 use crate::domain::time::add;
 use crate::notify::Notification;
 use crate::service::answer::answer_github;
@@ -150,14 +152,30 @@ pub async fn sweep(svc: &Services) -> SweepReport {
     let environments: Vec<String> = svc.policy.environments().map(|e| e.name.clone()).collect();
     for environment in &environments {
         sweep_active(svc, environment, now, &mut report).await;
-        expire_rollback_request(svc, environment, now, &mut report).await;
-        match svc.repo.release_stale_lock(environment).await {
-            Ok(true) => {
-                tracing::info!(environment = %environment, "released a lock held by a deployment that ended");
-                report.locks_released.push(environment.clone());
+        // Locks and rollback requests are per scope: every repository of the environment.
+        let repos = match svc.repo.repositories_in(environment).await {
+            Ok(repos) => repos,
+            Err(e) => {
+                report
+                    .errors
+                    .push(format!("listing the repositories of {environment}: {e}"));
+                Vec::new()
             }
-            Ok(false) => {}
-            Err(e) => report.errors.push(format!("lock of {environment}: {e}")),
+        };
+        for repo in repos {
+            let Ok(env) = EnvName::parse(environment) else {
+                continue;
+            };
+            let scope = Scope::new(repo, env);
+            expire_rollback_request(svc, &scope, now, &mut report).await;
+            match svc.repo.release_stale_lock(&scope).await {
+                Ok(true) => {
+                    tracing::info!(scope = %scope, "released a lock held by a deployment that ended");
+                    report.locks_released.push(environment.clone());
+                }
+                Ok(false) => {}
+                Err(e) => report.errors.push(format!("lock of {scope}: {e}")),
+            }
         }
         answer_pending(svc, environment, now, &mut report).await;
     }
@@ -229,20 +247,20 @@ async fn sweep_active(svc: &Services, environment: &str, now: Timestamp, report:
     }
 }
 
-/// Expires the rollback request of the environment's current deployment (the only one a
+/// Expires the rollback request of the scope's current deployment (the only one a
 /// request can be opened on) once it is past its TTL.
 async fn expire_rollback_request(
     svc: &Services,
-    environment: &str,
+    scope: &Scope,
     now: Timestamp,
     report: &mut SweepReport,
 ) {
-    let current = match svc.repo.heads(environment).await {
+    let current = match svc.repo.heads(scope).await {
         Ok(heads) => heads.current,
         Err(e) => {
             report
                 .errors
-                .push(format!("reading the heads of {environment}: {e}"));
+                .push(format!("reading the heads of {scope}: {e}"));
             return;
         }
     };

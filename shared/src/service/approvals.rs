@@ -398,7 +398,7 @@ pub async fn request_rollback(
         return Ok(ClickOutcome::Stale);
     }
     let environment = dep.environment.to_string();
-    let current = svc.repo.heads(&environment).await?.current;
+    let current = svc.repo.heads(&dep.scope()).await?.current;
     if current.as_ref().map(|h| h.deployment_id.as_str()) != Some(dep.id.as_str()) {
         let message = format!(
             "Not rolled back: {} is not what runs in {environment} now; use the message of the current deployment.",
@@ -409,7 +409,7 @@ pub async fn request_rollback(
             message,
         });
     }
-    let outcome = rollback::start_manual(svc, &environment, &format!("slack:{slack_user}")).await?;
+    let outcome = rollback::start_manual(svc, &dep.scope(), &format!("slack:{slack_user}")).await?;
     tracing::info!(
         deployment_id,
         slack_user,

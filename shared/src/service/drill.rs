@@ -8,7 +8,9 @@
 //! GitHub deployments carry `shipgate_drill` in their payload and are recorded as
 //! `META#rollback-drill-leg` / `{github deployment id}`, which is how
 //! [`on_deployment_status`] — called first thing by the lifecycle — recognises their statuses.
-//! The drill itself lives in `META#rollback-drill` / `{environment}`, updated with version
+//! Drills are per scope (a repository in an environment): a drill re-deploys one repository's
+//! previous good version. The drill itself lives in `META#rollback-drill` / `{repo}#{env}`
+//! (`{repo}` is `owner/name`), updated with version
 //! checks so concurrent statuses cannot both start the next leg. A leg without a final status
 //! within [`LEG_TIMEOUT`] times the drill out ([`time_out_stale`], called by the sweeper) and
 //! pages, since the environment may be left on the old version.
@@ -22,6 +24,7 @@ use crate::domain::deployment::State;
 use crate::domain::events::DeploymentStatus;
 use crate::domain::ids::{short_sha, GitHubDeploymentState};
 use crate::domain::job::{JobName, JobReport};
+use crate::domain::scope::Scope;
 use crate::domain::time::{add, elapsed_secs};
 use crate::notify::{Notification, NotificationBody};
 use crate::outbound::github::NewDeployment;
@@ -138,7 +141,15 @@ impl Drill {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct LegPointer {
     environment: String,
+    /// The drill's repository (absent on pointers written before drills were per scope).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    repo: Option<String>,
     drill_id: String,
+}
+
+/// The sort key of a scope's drill under `META#rollback-drill`.
+fn drill_sk(repo: &str, environment: &str) -> String {
+    format!("{repo}#{environment}")
 }
 
 fn meta_pk(kind: &str) -> String {
@@ -152,12 +163,20 @@ fn corrupt(e: serde_json::Error) -> ServiceError {
     })
 }
 
-/// The environment's latest drill, with its stored version.
-pub async fn load(svc: &Services, environment: &str) -> Result<Option<(Drill, u64)>, ServiceError> {
+/// The scope's latest drill, with its stored version.
+pub async fn load(svc: &Services, scope: &Scope) -> Result<Option<(Drill, u64)>, ServiceError> {
+    load_sk(
+        svc,
+        &drill_sk(scope.repo.as_str(), scope.environment.as_str()),
+    )
+    .await
+}
+
+async fn load_sk(svc: &Services, sk: &str) -> Result<Option<(Drill, u64)>, ServiceError> {
     let Some(item) = svc
         .repo
         .store()
-        .get(&meta_pk(DRILL_META), environment)
+        .get(&meta_pk(DRILL_META), sk)
         .await
         .map_err(RepoError::from)?
     else {
@@ -179,7 +198,7 @@ async fn save(svc: &Services, drill: &Drill, version: u64) -> Result<bool, Servi
     let write = Write::Put {
         item: Item {
             pk: meta_pk(DRILL_META),
-            sk: drill.environment.clone(),
+            sk: drill_sk(&drill.repo, &drill.environment),
             version: version + 1,
             expires_at: None,
             timeline: None,
@@ -226,6 +245,7 @@ async fn create_leg(
             &id.to_string(),
             &LegPointer {
                 environment: drill.environment.clone(),
+                repo: Some(drill.repo.clone()),
                 drill_id: drill.id.clone(),
             },
         )
@@ -252,25 +272,26 @@ pub enum StartResult {
 }
 
 /// Starts a drill in one environment, unless one is running or the environment is busy.
-pub async fn start_in(svc: &Services, environment: &str) -> Result<StartResult, ServiceError> {
+pub async fn start_in(svc: &Services, scope: &Scope) -> Result<StartResult, ServiceError> {
     let now = svc.now();
+    let environment = scope.environment.as_str();
     let skipped = |reason: String| {
         Ok(StartResult::Skipped {
             environment: environment.to_string(),
             reason,
         })
     };
-    let previous = load(svc, environment).await?;
+    let previous = load(svc, scope).await?;
     if let Some((d, _)) = previous
         .as_ref()
         .filter(|(d, _)| d.status == DrillStatus::Running)
     {
         return skipped(format!("drill {} is still running", d.id));
     }
-    if let Some(holder) = svc.repo.lock_holder(environment).await? {
+    if let Some(holder) = svc.repo.lock_holder(scope).await? {
         return skipped(format!("deployment {holder} is in progress"));
     }
-    let heads = svc.repo.heads(environment).await?;
+    let heads = svc.repo.heads(scope).await?;
     let Some(current) = heads.current else {
         return skipped("nothing has been deployed yet".into());
     };
@@ -289,7 +310,7 @@ pub async fn start_in(svc: &Services, environment: &str) -> Result<StartResult, 
         .await?;
     let Some(previous_good) = history
         .iter()
-        .find(|d| d.state == State::Succeeded && d.sha != current.sha)
+        .find(|d| d.repo == scope.repo && d.state == State::Succeeded && d.sha != current.sha)
     else {
         return skipped("no earlier good version to roll back to".into());
     };
@@ -392,7 +413,11 @@ pub async fn on_deployment_status(
         return Ok(true);
     }
     for _ in 0..8 {
-        let Some((mut drill, version)) = load(svc, &ptr.environment).await? else {
+        // Pointers written before drills were per scope name no repository: the status
+        // comes from the drill's repository.
+        let repo = ptr.repo.clone().unwrap_or_else(|| ev.repo.to_string());
+        let sk = drill_sk(&repo, &ptr.environment);
+        let Some((mut drill, version)) = load_sk(svc, &sk).await? else {
             return Ok(true);
         };
         if drill.id != ptr.drill_id || drill.status != DrillStatus::Running {
@@ -473,8 +498,14 @@ pub async fn time_out_stale(svc: &Services) -> Result<Vec<String>, ServiceError>
         .filter(|e| e.rollback_drill)
         .map(|e| e.name.clone())
         .collect();
+    let mut scopes = Vec::new();
     for env in environments {
-        let Some((mut drill, version)) = load(svc, &env).await? else {
+        for repo in svc.repo.repositories_in(&env).await? {
+            scopes.push((repo, env.clone()));
+        }
+    }
+    for (repo, env) in scopes {
+        let Some((mut drill, version)) = load_sk(svc, &drill_sk(repo.as_str(), &env)).await? else {
             continue;
         };
         if drill.status != DrillStatus::Running {

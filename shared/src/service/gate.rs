@@ -17,9 +17,11 @@ use crate::domain::deployment::{
 };
 use crate::domain::ids::DeploymentId;
 use crate::domain::policy::{evaluate_in_scope, Decision, GateFacts, GateKind, GateRequest};
+use crate::domain::scope::Scope;
 use crate::domain::time::add;
 use crate::notify::Notification;
 use crate::outbound::github::ReviewState;
+use crate::store::repo::critical_ids;
 use crate::store::Created;
 
 pub use crate::domain::events::ProtectionRuleRequest;
@@ -217,16 +219,18 @@ pub async fn request(
         kind: GateKind::Deploy,
         break_glass_reason: req.break_glass_reason.clone(),
     };
+    // The scope's partition holds its lock and its repository's own open incidents; the
+    // environment's partition the environment-level incidents, which block every repository.
+    let scope = Scope::new(req.repo.clone(), req.environment.clone());
+    let scoped = svc.repo.scope_state(&scope).await?;
+    let shared = svc.repo.open_incidents(req.environment.as_str()).await?;
     let facts = GateFacts {
         succeeded_in: svc
             .repo
             .succeeded_in(req.repo.as_str(), req.sha.as_str())
             .await?,
-        open_critical_incidents: svc
-            .repo
-            .open_critical_incident_ids(req.environment.as_str())
-            .await?,
-        lock_holder: svc.repo.lock_holder(req.environment.as_str()).await?,
+        open_critical_incidents: critical_ids(scoped.open_incidents.into_iter().chain(shared)),
+        lock_holder: scoped.lock_holder,
     };
     let mut decision = evaluate_in_scope(&svc.policy, &req.repo, &gate_request, &facts, now);
     let mut req = req.clone();
@@ -306,7 +310,8 @@ async fn admit_rollback_run(
     req: &ProtectionRuleRequest,
     now: Timestamp,
 ) -> Result<Option<GateOutcome>, ServiceError> {
-    let Some(holder) = svc.repo.lock_holder(req.environment.as_str()).await? else {
+    let scope = Scope::new(req.repo.clone(), req.environment.clone());
+    let Some(holder) = svc.repo.lock_holder(&scope).await? else {
         return Ok(None);
     };
     let Some(dep) = svc.repo.get_deployment(&holder).await? else {

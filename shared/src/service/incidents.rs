@@ -15,7 +15,10 @@
 //!   but an unrecognised label neither pages (PagerDuty routing is per severity) nor rolls
 //!   back a deploy unless the environment rolls back on warnings.
 //! - An incident opening while a deployment of its environment is verifying names that
-//!   deployment (`caused_by_deployment`) and may roll it back ([`super::rollback`]).
+//!   deployment (`caused_by_deployment`) and its repository (`repository`), and may roll it
+//!   back ([`super::rollback`]) — when exactly one repository is verifying there. With two or
+//!   more, the incident stays at environment level, nothing is rolled back automatically and
+//!   a page says why (the interim rule until alerts name their repository).
 //! - `Incident` notifications go out when an incident opens and when it resolves.
 
 use std::collections::BTreeMap;
@@ -31,7 +34,7 @@ pub use crate::domain::events::{fingerprint_of_labels, AlertSignal, AlertStatus}
 use crate::domain::incident::{Incident, IncidentStatus};
 use crate::domain::policy::{Policy, Severity};
 use crate::notify::{Notification, NotificationBody};
-use crate::store::repo::{Claim, CLAIM_LEASE};
+use crate::store::repo::{open_index_pk, Claim, CLAIM_LEASE};
 use crate::store::RepoError;
 
 /// How long an alert notification is remembered for deduplication.
@@ -249,6 +252,7 @@ fn new_incident(
         environment: mapping.environment.clone(),
         raw_environment: mapping.raw_environment.clone(),
         service: mapping.service.clone(),
+        repository: None,
         severity: mapping.severity,
         raw_severity: mapping.raw_severity.clone(),
         title: signal.title(),
@@ -288,6 +292,8 @@ async fn apply(
     let mut saved = None;
     for _ in 0..SAVE_ATTEMPTS {
         let existing = svc.repo.get_incident(&id).await?;
+        // Where the incident's open-index entry was, so a reopening in another scope moves it.
+        let mut indexed_at = None;
         let (mut inc, effect) = match (existing, signal.status) {
             (None, AlertStatus::Firing) => (
                 new_incident(id.clone(), signal, &mapping, now),
@@ -298,6 +304,7 @@ async fn apply(
                 return Ok(item(Effect::ResolvedUnknown, None));
             }
             (Some(mut inc), AlertStatus::Firing) => {
+                indexed_at = Some(open_index_pk(&inc));
                 let effect = if inc.fired(now) {
                     Effect::Reopened
                 } else {
@@ -322,14 +329,25 @@ async fn apply(
             }
         };
         if matches!(effect, Effect::Opened | Effect::Reopened) {
-            inc.caused_by_deployment = match &inc.environment {
-                Some(env) => rollback::verifying_deployment(svc, env, now)
-                    .await?
-                    .map(|d| d.id),
-                None => None,
+            // The interim rule: the incident belongs to the scope of the deployment verifying
+            // in its environment when exactly one repository is verifying there; otherwise it
+            // stays at environment level (and blocks every repository of the environment).
+            let verifying = match &inc.environment {
+                Some(env) => rollback::verifying_in(svc, env, now).await?,
+                None => Vec::new(),
             };
+            let only = match verifying.as_slice() {
+                [only] => Some(only),
+                _ => None,
+            };
+            inc.caused_by_deployment = only.map(|d| d.id.clone());
+            inc.repository = only.map(|d| d.repo.clone());
         }
-        match svc.repo.save_incident_indexed(&mut inc).await {
+        match svc
+            .repo
+            .save_incident_indexed(&mut inc, indexed_at.as_deref())
+            .await
+        {
             Ok(()) => {
                 saved = Some((inc, effect));
                 break;
@@ -377,6 +395,7 @@ async fn publish(svc: &Services, inc: &Incident, status: &str, now: Timestamp) {
             status: status.to_string(),
             link: inc.link.clone(),
             deployment_id: inc.caused_by_deployment.clone(),
+            repository: inc.repository.as_ref().map(ToString::to_string),
         },
     ))
     .await;

@@ -12,6 +12,7 @@ use super::{ServiceError, Services};
 use crate::domain::deployment::{Action, Actor, Deployment, Head, State};
 use crate::domain::events::WorkflowRunCompleted;
 use crate::domain::ids::{GitHubDeploymentState, RepoName, Sha};
+use crate::domain::scope::Scope;
 use crate::notify::Notification;
 use crate::store::repo::ShaFact;
 
@@ -33,9 +34,10 @@ async fn find(
     github_id: u64,
     run_id: Option<u64>,
     rollback_of: Option<&str>,
-    environment: &str,
+    scope: &Scope,
     sha: &str,
 ) -> Result<Option<Deployment>, ServiceError> {
+    let environment = scope.environment.as_str();
     if let Some(d) = svc.repo.deployment_for_github(github_id).await? {
         return Ok(Some(d));
     }
@@ -49,9 +51,9 @@ async fn find(
             return Ok(Some(d));
         }
     }
-    // Deployments not created by an Actions job: the environment's lock holder, if it is the
+    // Deployments not created by an Actions job: the scope's lock holder, if it is the
     // same sha, is the one being deployed.
-    if let Some(holder) = svc.repo.lock_holder(environment).await? {
+    if let Some(holder) = svc.repo.lock_holder(scope).await? {
         if let Some(d) = svc.repo.get_deployment(&holder).await? {
             if d.sha == sha {
                 return Ok(Some(d));
@@ -90,7 +92,7 @@ pub async fn deployment_created(
         ev.github_deployment_id,
         ev.run_id,
         ev.rollback_of.as_deref(),
-        ev.environment.as_str(),
+        &Scope::new(ev.repo.clone(), ev.environment.clone()),
         ev.sha.as_str(),
     )
     .await?
@@ -169,7 +171,7 @@ pub async fn deployment_status(
         ev.github_deployment_id,
         ev.run_id,
         ev.rollback_of.as_deref(),
-        ev.environment.as_str(),
+        &Scope::new(ev.repo.clone(), ev.environment.clone()),
         ev.sha.as_str(),
     )
     .await?
@@ -281,13 +283,11 @@ pub async fn deployment_status(
                 deployment_id: dep.id.clone(),
                 at: now,
             };
-            svc.repo
-                .set_head(dep.environment.as_str(), head, false)
-                .await?;
+            svc.repo.set_head(&dep.scope(), head, false).await?;
         }
         State::RolledBack => {
             if let Some(rb) = &dep.rollback {
-                let heads = svc.repo.heads(dep.environment.as_str()).await?;
+                let heads = svc.repo.heads(&dep.scope()).await?;
                 let git_ref = heads
                     .last_known_good
                     .as_ref()
@@ -307,7 +307,7 @@ pub async fn deployment_status(
                     .as_ref()
                     .is_some_and(|h| h.sha == rb.target_sha);
                 svc.repo
-                    .set_head(dep.environment.as_str(), head, !lkg_is_target)
+                    .set_head(&dep.scope(), head, !lkg_is_target)
                     .await?;
             }
         }
@@ -361,9 +361,7 @@ pub async fn finish_verification(
         deployment_id: dep.id.clone(),
         at: now,
     };
-    svc.repo
-        .set_head(dep.environment.as_str(), head, true)
-        .await?;
+    svc.repo.set_head(&dep.scope(), head, true).await?;
     svc.repo
         .record_sha_fact(
             &format!("OK#{}", dep.environment),

@@ -1,5 +1,13 @@
 //! Rollbacks: automatic (a rollback-worthy alert during a deployment's verification window)
-//! and manual (`shipgate rollback ENV`, the Slack "Roll back" button).
+//! and manual (`shipgate rollback ENV --repo OWNER/NAME`, the Slack "Roll back" button).
+//!
+//! Everything here is per scope (a repository in an environment): a deployment rolls back to
+//! the last known good of its own repository, under its own scope's lock.
+//!
+//! Which scope an alert acts on (the interim rule, until alerts name their repository): the
+//! scope of the deployment verifying in the alert's environment, when exactly one repository
+//! is verifying there. With two or more, nothing is rolled back automatically, the incident
+//! stays at environment level, and a page says why ([`Skipped::SeveralRepositoriesVerifying`]).
 //!
 //! Manual rollbacks follow the same approval rules as a deploy (see [`start_manual`]): where
 //! the environment requires approvals, asking opens a [`RollbackRequest`] on the current
@@ -35,6 +43,7 @@ use crate::domain::deployment::{
 use crate::domain::ids::short_sha;
 use crate::domain::incident::Incident;
 use crate::domain::policy::{EnvironmentPolicy, RollbackMethod, Severity};
+use crate::domain::scope::Scope;
 use crate::notify::{Notification, NotificationBody};
 use crate::outbound::github::NewDeployment;
 use crate::store::repo::{Claim, CLAIM_LEASE};
@@ -55,6 +64,9 @@ pub enum Skipped {
     SeverityNotRollingBack { severity: Severity },
     /// No deployment of the environment is inside its verification window.
     NoDeploymentVerifying,
+    /// Deployments of several repositories are verifying in the environment, and the alert
+    /// does not say which one it is about: nothing is rolled back automatically.
+    SeveralRepositoriesVerifying { repositories: Vec<String> },
 }
 
 /// What a rollback request did.
@@ -144,14 +156,17 @@ struct Target {
     git_ref: String,
 }
 
-/// The deployment of `environment` inside its verification window at `now`, if any. Only the
-/// lock holder can be verifying: a deployment keeps the lock until its window closes.
+/// How far back [`verifying_in`] looks for deployments still verifying (as the sweeper does).
+const VERIFYING_HORIZON_DAYS: i64 = 7;
+
+/// The deployment of a scope inside its verification window at `now`, if any. Only the
+/// lock holder can be verifying: a deployment keeps its scope's lock until its window closes.
 pub async fn verifying_deployment(
     svc: &Services,
-    environment: &str,
+    scope: &Scope,
     now: Timestamp,
 ) -> Result<Option<Deployment>, ServiceError> {
-    let Some(holder) = svc.repo.lock_holder(environment).await? else {
+    let Some(holder) = svc.repo.lock_holder(scope).await? else {
         return Ok(None);
     };
     Ok(svc
@@ -161,12 +176,40 @@ pub async fn verifying_deployment(
         .filter(|d| d.in_verification_window(now)))
 }
 
+/// The deployments of an environment inside their verification window at `now`, one per
+/// repository at most (each holds its own scope's lock), read from the environment's
+/// deployment timeline in one query.
+pub async fn verifying_in(
+    svc: &Services,
+    environment: &str,
+    now: Timestamp,
+) -> Result<Vec<Deployment>, ServiceError> {
+    let from = now
+        .checked_sub(jiff::SignedDuration::from_hours(
+            24 * VERIFYING_HORIZON_DAYS,
+        ))
+        .unwrap_or(Timestamp::UNIX_EPOCH);
+    let mut verifying: Vec<Deployment> = svc
+        .repo
+        .deployments_in(environment, from, Timestamp::MAX, true, None)
+        .await?
+        .into_iter()
+        .filter(|d| d.in_verification_window(now))
+        .collect();
+    // Newest first: keep each repository's latest.
+    let mut seen = std::collections::BTreeSet::new();
+    verifying.retain(|d| seen.insert(d.repo.clone()));
+    Ok(verifying)
+}
+
 /// Starts the automatic rollback an incident calls for, if it calls for one.
 ///
 /// Rolls back when the incident's severity is in the environment's `rollback_on` and a
-/// deployment is inside its verification window (and, when the incident names the deployment
-/// that was verifying when it opened, it is that one). Safe to call many times concurrently:
-/// only one caller starts the rollback and calls GitHub.
+/// deployment of the incident's scope is inside its verification window (and, when the
+/// incident names the deployment that was verifying when it opened, it is that one). An
+/// incident with no repository acts on the one deployment verifying in its environment, and
+/// on none when several repositories are verifying there (the page says so). Safe to call
+/// many times concurrently: only one caller starts the rollback and calls GitHub.
 pub async fn start_automatic(
     svc: &Services,
     environment: &str,
@@ -184,7 +227,22 @@ pub async fn start_automatic(
             severity: incident.severity,
         }));
     }
-    let Some(dep) = verifying_deployment(svc, environment, now).await? else {
+    let dep = match incident.scope() {
+        Some(scope) => verifying_deployment(svc, &scope, now).await?,
+        None => {
+            let mut verifying = verifying_in(svc, environment, now).await?;
+            if verifying.len() > 1 {
+                let repositories: Vec<String> =
+                    verifying.iter().map(|d| d.repo.to_string()).collect();
+                page_ambiguous(svc, environment, incident, &repositories, now).await;
+                return Ok(RollbackOutcome::Skipped(
+                    Skipped::SeveralRepositoriesVerifying { repositories },
+                ));
+            }
+            verifying.pop()
+        }
+    };
+    let Some(dep) = dep else {
         return Ok(RollbackOutcome::Skipped(Skipped::NoDeploymentVerifying));
     };
     if incident
@@ -207,7 +265,7 @@ pub async fn start_automatic(
         }));
     }
 
-    let heads = svc.repo.heads(environment).await?;
+    let heads = svc.repo.heads(&dep.scope()).await?;
     let Some(target) = heads
         .last_known_good
         .as_ref()
@@ -260,6 +318,42 @@ pub async fn start_automatic(
     svc.publish(Notification::deployment(now, &dep, "rollback_started"))
         .await;
     carry_out(svc, &dep, &target.git_ref, env).await
+}
+
+/// Pages that a rollback-worthy alert could not be tied to one repository: several were
+/// verifying in its environment. Called once per opening of the incident (the alert's own
+/// claim keeps repeats out); a failed page is logged, the incident itself was notified.
+async fn page_ambiguous(
+    svc: &Services,
+    environment: &str,
+    incident: &Incident,
+    repositories: &[String],
+    now: Timestamp,
+) {
+    let reason = format!(
+        "several repositories are verifying in {environment} ({}) and the alert does not say which one it is about",
+        repositories.join(", ")
+    );
+    tracing::error!(incident_id = %incident.id, environment, %reason, "no automatic rollback");
+    svc.publish(Notification::new(
+        now,
+        NotificationBody::Job {
+            job: "rollback".into(),
+            ok: false,
+            summary: format!(
+                "{} incident \"{}\" in {environment}: {reason}; no automatic action was taken",
+                incident.severity, incident.title
+            ),
+            details: serde_json::json!({
+                "environment": environment,
+                "incident_id": incident.id,
+                "repositories": repositories,
+                "reason": reason,
+            }),
+            page: true,
+        },
+    ))
+    .await;
 }
 
 /// Pages once per deployment: a rollback-worthy alert arrived, but there is nothing to roll
@@ -530,7 +624,7 @@ pub async fn resume(svc: &Services, deployment_id: &str) -> Result<RollbackOutco
     }
     // The target's ref: the last known good's when it is still the target, else the
     // deployment's own branch (a workflow_dispatch needs a branch or tag, not a sha).
-    let heads = svc.repo.heads(dep.environment.as_str()).await?;
+    let heads = svc.repo.heads(&dep.scope()).await?;
     let target_ref = heads
         .last_known_good
         .filter(|h| h.sha == rb.target_sha)
@@ -539,9 +633,9 @@ pub async fn resume(svc: &Services, deployment_id: &str) -> Result<RollbackOutco
     carry_out(svc, &dep, &target_ref, &env).await
 }
 
-/// The version a manual rollback of `dep` returns to: the environment's last known good when
-/// it differs from `dep`'s sha, otherwise (the current deployment *is* the last known good) the
-/// most recent earlier succeeded deployment of another sha.
+/// The version a manual rollback of `dep` returns to: its scope's last known good when it
+/// differs from `dep`'s sha, otherwise (the current deployment *is* the last known good) the
+/// most recent earlier succeeded deployment of another sha of the same repository.
 async fn manual_target(
     svc: &Services,
     dep: &Deployment,
@@ -567,6 +661,7 @@ async fn manual_target(
         .into_iter()
         .find(|d| {
             d.id != dep.id
+                && d.repo == dep.repo
                 && d.state == State::Succeeded
                 && d.kind == DeploymentKind::Deploy
                 && d.sha != dep.sha
@@ -610,8 +705,9 @@ enum Step {
     Stale,
 }
 
-/// Rolls back the deployment currently running in `environment` (verifying, succeeded or
-/// failed) to the previous good version, or asks for the approvals to do so.
+/// Rolls back the deployment of `scope`'s repository currently running in its environment
+/// (verifying, succeeded or failed) to the repository's previous good version, or asks for
+/// the approvals to do so.
 /// `requested_by` is `cli:<user>` or `slack:<user id>`.
 ///
 /// Manual rollbacks follow the same approval rules as a deploy. Where the environment needs
@@ -626,17 +722,21 @@ enum Step {
 /// CLI, reports the open request. Automatic rollbacks ([`start_automatic`]) need no approvals.
 pub async fn start_manual(
     svc: &Services,
-    environment: &str,
+    scope: &Scope,
     requested_by: &str,
 ) -> Result<RollbackOutcome, ServiceError> {
     let now = svc.now();
+    let environment = scope.environment.as_str();
     let refuse = |reason: String| Ok(RollbackOutcome::Refused { reason });
     let Some(env) = svc.policy.environment(environment) else {
         return refuse(format!("environment {environment} is not in the policy"));
     };
-    let heads = svc.repo.heads(environment).await?;
+    let heads = svc.repo.heads(scope).await?;
     let Some(current) = heads.current.as_ref() else {
-        return refuse(format!("nothing has been deployed to {environment} yet"));
+        return refuse(format!(
+            "nothing of {} has been deployed to {environment} yet",
+            scope.repo
+        ));
     };
     let Some(dep) = svc.repo.get_deployment(&current.deployment_id).await? else {
         return refuse(format!(
@@ -657,17 +757,13 @@ pub async fn start_manual(
     }
     let Some(target) = manual_target(svc, &dep, &heads).await? else {
         return refuse(format!(
-            "there is no earlier good version of {environment} to roll back to"
+            "there is no earlier good version of {} in {environment} to roll back to",
+            scope.repo
         ));
     };
-    if let Some(holder) = svc
-        .repo
-        .lock_holder(environment)
-        .await?
-        .filter(|h| *h != dep.id)
-    {
+    if let Some(holder) = svc.repo.lock_holder(scope).await?.filter(|h| *h != dep.id) {
         return refuse(format!(
-            "environment {environment} is locked by deployment {holder}; wait for it to finish"
+            "{scope} is locked by deployment {holder}; wait for it to finish"
         ));
     }
 
@@ -688,6 +784,7 @@ pub async fn start_manual(
         return launch(
             svc,
             env,
+            scope,
             &dep.id,
             info,
             &Actor(requested_by.to_string()),
@@ -868,6 +965,7 @@ async fn start_approved(
     launch(
         svc,
         env,
+        &dep.scope(),
         &dep.id,
         info,
         &actor,
@@ -889,6 +987,7 @@ async fn start_approved(
 async fn launch(
     svc: &Services,
     env: &EnvironmentPolicy,
+    scope: &Scope,
     deployment_id: &str,
     info: RollbackInfo,
     actor: &Actor,
@@ -899,13 +998,9 @@ async fn launch(
     let environment = env.name.as_str();
     let now = info.started_at;
     let target_sha = info.target_sha.clone();
-    // A finished deployment gave its lock up; rolling back deploys again, so it takes the
-    // lock back, and waits its turn if another deployment is under way.
-    if let Some(holder) = svc
-        .repo
-        .try_take_lock(environment, deployment_id, now)
-        .await?
-    {
+    // A finished deployment gave its lock up; rolling back deploys again, so it takes its
+    // scope's lock back, and waits its turn if another deployment is under way.
+    if let Some(holder) = svc.repo.try_take_lock(scope, deployment_id, now).await? {
         return Ok(RollbackOutcome::Refused {
             reason: format!(
                 "environment {environment} is locked by deployment {holder}; wait for it to finish"
@@ -918,7 +1013,7 @@ async fn launch(
         other => {
             // Give back a lock taken above for a rollback that did not start (a no-op when
             // the deployment is rolling back after all, or still verifying).
-            if let Err(e) = svc.repo.release_stale_lock(environment).await {
+            if let Err(e) = svc.repo.release_stale_lock(scope).await {
                 tracing::error!(environment, error = %e, "could not release the lock after a refused rollback");
             }
             return match other? {
@@ -985,7 +1080,7 @@ pub async fn approve_request(
         Ok(found) => found,
         Err(outcome) => return Ok(outcome),
     };
-    let current = svc.repo.heads(dep.environment.as_str()).await?.current;
+    let current = svc.repo.heads(&dep.scope()).await?.current;
     if current.as_ref().map(|h| h.deployment_id.as_str()) != Some(dep.id.as_str()) {
         return Ok(RollbackOutcome::Refused {
             reason: format!(

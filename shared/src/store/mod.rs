@@ -8,6 +8,7 @@
 //! the same rules.
 
 pub mod item;
+pub mod migrate;
 pub mod repo;
 
 pub use item::{

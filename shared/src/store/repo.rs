@@ -5,18 +5,31 @@
 //! | record | pk | sk | timeline pk / sk |
 //! |---|---|---|---|
 //! | deployment | `DEP#{id}` | `DEP` | `ENV#{env}#DEPLOYS` / `{ms}#{id}` |
-//! | environment lock | `ENV#{env}` | `LOCK` | |
-//! | environment heads | `ENV#{env}` | `HEADS` | |
+//! | scope lock | `SCOPE#{repo}#{env}` | `LOCK` | |
+//! | scope heads (current, last known good) | `SCOPE#{repo}#{env}` | `HEADS` | |
+//! | repositories of an environment (index) | `ENV#{env}` | `SCOPE#{repo}` | |
 //! | audit event | `AUDIT#{deployment}` | `{ms}#{uuid}` | `ENV#{env}#AUDIT` / `{ms}#{uuid}` |
 //! | run → deployment | `RUN#{run_id}` | `ENV#{env}` | |
 //! | GitHub deployment → deployment | `GHDEP#{github id}` | `MAP` | |
 //! | sha facts | `SHA#{repo}@{sha}` | `OK#{env}`, `CI#{workflow}`, `COMMIT` | |
 //! | incident | `INC#{id}` | `INC` | `ENV#{env}#INCIDENTS` / `{ms}#{id}` |
-//! | open incident (index) | `ENV#{env}` | `OPEN#{id}` | |
+//! | open incident of a repository (index) | `SCOPE#{repo}#{env}` | `OPEN#{id}` | |
+//! | open environment-level incident (index) | `ENV#{env}` | `OPEN#{id}` | |
 //! | idempotency key (pending claim, then confirmed; see [`Repo::begin_event`]) | `IDEM#{scope}#{key}` | `IDEM` (expires) | |
+//! | rollback drill of a scope | `META#rollback-drill` | `{repo}#{env}` | |
+//! | schema version (see [`super::migrate`]) | `META#schema` | `version` | |
 //! | misc facts | `META#{kind}` | `{name}` | |
 //!
-//! `{ms}` is zero-padded unix milliseconds, so sort-key order is time order.
+//! `{ms}` is zero-padded unix milliseconds, so sort-key order is time order. `{repo}` is
+//! `owner/name`.
+//!
+//! A [`Scope`] is a repository and one of its environments: the lock, the heads and the open
+//! incidents a repository's deployment caused are per scope, so two repositories deploying
+//! to `production` never hold each other's lock nor roll back to each other's sha. The
+//! timelines (`ENV#{env}#DEPLOYS`, `#AUDIT`, `#INCIDENTS`) stay per environment for roll-ups;
+//! readers filter them by repository where they need one. Incidents no single repository's
+//! deployment can be blamed for are indexed at environment level and block every repository
+//! of the environment.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -28,6 +41,7 @@ use super::item::{Condition, Item, ItemStore, Query, StoreError, Timeline, Write
 use crate::domain::deployment::{AuditEvent, Deployment, EnvironmentHeads, Head, State};
 use crate::domain::ids::{RepoName, Sha};
 use crate::domain::incident::Incident;
+use crate::domain::scope::Scope;
 
 /// Errors of the typed layer.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +63,7 @@ pub enum RepoError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Created {
     Created,
-    /// The environment lock is held by another deployment.
+    /// The scope's lock is held by another deployment.
     Locked {
         holder: String,
     },
@@ -112,6 +126,51 @@ fn dep_pk(id: &str) -> String {
 
 fn env_pk(env: &str) -> String {
     format!("ENV#{env}")
+}
+
+fn scope_pk(scope: &Scope) -> String {
+    scope.key()
+}
+
+/// Where an incident's open-index entry lives: its scope when it has one, else its
+/// environment (`_unknown` for unmapped alerts).
+pub fn open_index_pk(incident: &Incident) -> String {
+    match incident.scope() {
+        Some(scope) => scope_pk(&scope),
+        None => env_pk(incident.environment.as_deref().unwrap_or("_unknown")),
+    }
+}
+
+fn lock_put(scope: &Scope, holder: &str, now: Timestamp) -> Write {
+    Write::Put {
+        item: Item {
+            pk: scope_pk(scope),
+            sk: "LOCK".into(),
+            version: 1,
+            expires_at: None,
+            timeline: None,
+            data: to_json(&LockRecord {
+                holder: holder.to_string(),
+                since: now,
+            }),
+        },
+        condition: Condition::Absent { now: i64::MIN },
+    }
+}
+
+/// What one read of a scope's partition says (see [`Repo::scope_state`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScopeState {
+    /// The deployment holding the scope's lock.
+    pub lock_holder: Option<String>,
+    /// The open incidents indexed in the scope (its repository's own).
+    pub open_incidents: Vec<crate::domain::incident::OpenIncident>,
+}
+
+/// The entry listing a repository among an environment's ([`Repo::repositories_in`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ScopeEntry {
+    repo: RepoName,
 }
 
 fn audit_writes(events: &[AuditEvent]) -> Vec<Write> {
@@ -412,8 +471,9 @@ impl Repo {
         Ok(())
     }
 
-    /// Stores a new deployment with its audit events. When its state holds the environment
-    /// lock, the lock is taken in the same transaction: either both land or neither.
+    /// Stores a new deployment with its audit events. When its state holds the lock, its
+    /// scope's lock is taken in the same transaction: either both land or neither. The
+    /// repository is listed among the environment's in the same transaction.
     pub async fn create_deployment(
         &self,
         dep: &mut Deployment,
@@ -425,23 +485,24 @@ impl Repo {
             item: deployment_item(dep),
             condition: Condition::Absent { now: i64::MIN },
         }];
+        let scope = dep.scope();
         let takes_lock = dep.state.holds_lock();
         if takes_lock {
-            writes.push(Write::Put {
-                item: Item {
-                    pk: env_pk(dep.environment.as_str()),
-                    sk: "LOCK".into(),
-                    version: 1,
-                    expires_at: None,
-                    timeline: None,
-                    data: to_json(&LockRecord {
-                        holder: dep.id.clone(),
-                        since: now,
-                    }),
-                },
-                condition: Condition::Absent { now: i64::MIN },
-            });
+            writes.push(lock_put(&scope, &dep.id, now));
         }
+        writes.push(Write::Put {
+            item: Item {
+                pk: env_pk(dep.environment.as_str()),
+                sk: format!("SCOPE#{}", dep.repo),
+                version: 1,
+                expires_at: None,
+                timeline: None,
+                data: to_json(&ScopeEntry {
+                    repo: dep.repo.clone(),
+                }),
+            },
+            condition: Condition::None,
+        });
         if let Some(run_id) = dep.run_id {
             writes.push(pointer(
                 format!("RUN#{run_id}"),
@@ -456,10 +517,7 @@ impl Repo {
                 Ok(Created::Exists)
             }
             Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) if takes_lock => {
-                let holder = self
-                    .lock_holder(dep.environment.as_str())
-                    .await?
-                    .unwrap_or_default();
+                let holder = self.lock_holder(&scope).await?.unwrap_or_default();
                 Ok(Created::Locked { holder })
             }
             Err(e) => Err(e.into()),
@@ -467,7 +525,7 @@ impl Repo {
     }
 
     /// Saves a changed deployment (optimistic: fails with [`RepoError::Stale`] when someone
-    /// else saved it first) together with its audit events, releasing the environment lock
+    /// else saved it first) together with its audit events, releasing its scope's lock
     /// in the same transaction when the new state no longer holds it, and recording heads.
     pub async fn save_deployment(
         &self,
@@ -481,11 +539,7 @@ impl Repo {
             condition: Condition::Version(expected),
         }];
         if !dep.state.holds_lock() {
-            if let Some(lock) = self
-                .store
-                .get(&env_pk(dep.environment.as_str()), "LOCK")
-                .await?
-            {
+            if let Some(lock) = self.store.get(&scope_pk(&dep.scope()), "LOCK").await? {
                 let rec: LockRecord = from_item(&lock, "lock")?;
                 if rec.holder == dep.id {
                     writes.push(Write::Delete {
@@ -623,9 +677,9 @@ impl Repo {
             .collect()
     }
 
-    /// Id of the deployment holding the environment lock, if any.
-    pub async fn lock_holder(&self, environment: &str) -> Result<Option<String>, RepoError> {
-        match self.store.get(&env_pk(environment), "LOCK").await? {
+    /// Id of the deployment holding the scope's lock, if any.
+    pub async fn lock_holder(&self, scope: &Scope) -> Result<Option<String>, RepoError> {
+        match self.store.get(&scope_pk(scope), "LOCK").await? {
             Some(item) => Ok(Some(from_item::<LockRecord>(&item, "lock")?.holder)),
             None => Ok(None),
         }
@@ -633,8 +687,8 @@ impl Repo {
 
     /// Releases a lock whose holder no longer holds it by state (sweeper, after a crash
     /// between a decision and its save). Returns true when a lock was released.
-    pub async fn release_stale_lock(&self, environment: &str) -> Result<bool, RepoError> {
-        let Some(lock) = self.store.get(&env_pk(environment), "LOCK").await? else {
+    pub async fn release_stale_lock(&self, scope: &Scope) -> Result<bool, RepoError> {
+        let Some(lock) = self.store.get(&scope_pk(scope), "LOCK").await? else {
             return Ok(false);
         };
         let rec: LockRecord = from_item(&lock, "lock")?;
@@ -660,30 +714,34 @@ impl Repo {
         }
     }
 
-    pub async fn heads(&self, environment: &str) -> Result<EnvironmentHeads, RepoError> {
-        match self.store.get(&env_pk(environment), "HEADS").await? {
+    /// The heads of a scope: what its repository runs in the environment now, and what to
+    /// roll back to.
+    pub async fn heads(&self, scope: &Scope) -> Result<EnvironmentHeads, RepoError> {
+        match self.store.get(&scope_pk(scope), "HEADS").await? {
             Some(item) => {
                 let mut h: EnvironmentHeads = from_item(&item, "heads")?;
                 h.version = item.version;
                 Ok(h)
             }
             None => Ok(EnvironmentHeads {
-                environment: environment.to_string(),
+                environment: scope.environment.to_string(),
+                repo: Some(scope.repo.clone()),
                 ..Default::default()
             }),
         }
     }
 
-    /// Moves an environment's heads: `current` always, `last_known_good` when `good`.
+    /// Moves a scope's heads: `current` always, `last_known_good` when `good`.
     /// Retries on concurrent updates, since heads are last-writer-wins per field.
     pub async fn set_head(
         &self,
-        environment: &str,
+        scope: &Scope,
         head: Head,
         good: bool,
     ) -> Result<EnvironmentHeads, RepoError> {
         for _ in 0..5 {
-            let mut heads = self.heads(environment).await?;
+            let mut heads = self.heads(scope).await?;
+            heads.repo = Some(scope.repo.clone());
             let condition = if heads.version == 0 {
                 Condition::Absent { now: i64::MIN }
             } else {
@@ -695,7 +753,7 @@ impl Repo {
             }
             heads.version += 1;
             let item = Item {
-                pk: env_pk(environment),
+                pk: scope_pk(scope),
                 sk: "HEADS".into(),
                 version: heads.version,
                 expires_at: None,
@@ -709,7 +767,7 @@ impl Repo {
             }
         }
         Err(RepoError::Stale {
-            what: format!("heads of {environment}"),
+            what: format!("heads of {scope}"),
         })
     }
 
@@ -903,10 +961,19 @@ impl Repo {
     }
 
     /// Creates (version 0) or updates (version check) an incident together with its entry in
-    /// the environment's open-incident index (`ENV#{env}` / `OPEN#{id}`), in one transaction:
+    /// the open-incident index of its scope (`SCOPE#{repo}#{env}` / `OPEN#{id}`) or, when no
+    /// repository is named, of its environment (`ENV#{env}` / `OPEN#{id}`), in one transaction:
     /// the entry exists exactly while the incident is open, so the gate and the status page
     /// read a handful of items instead of the environment's whole incident history.
-    pub async fn save_incident_indexed(&self, incident: &mut Incident) -> Result<(), RepoError> {
+    ///
+    /// `moved_from` is the index partition the incident's entry was in before this change,
+    /// when the change moved it (an incident reopened in another scope): the old entry is
+    /// deleted in the same transaction.
+    pub async fn save_incident_indexed(
+        &self,
+        incident: &mut Incident,
+        moved_from: Option<&str>,
+    ) -> Result<(), RepoError> {
         use crate::domain::incident::{IncidentStatus, OpenIncident};
         let expected = incident.version;
         let condition = if expected == 0 {
@@ -931,10 +998,18 @@ impl Repo {
             data: to_json(incident),
         };
         let index_sk = format!("OPEN#{}", incident.id);
+        let index_pk = open_index_pk(incident);
+        let stale_index = moved_from
+            .filter(|pk| *pk != index_pk)
+            .map(|pk| Write::Delete {
+                pk: pk.to_string(),
+                sk: index_sk.clone(),
+                condition: Condition::None,
+            });
         let index = if incident.status == IncidentStatus::Open {
             Write::Put {
                 item: Item {
-                    pk: env_pk(&env),
+                    pk: index_pk,
                     sk: index_sk,
                     version: 1,
                     expires_at: None,
@@ -945,16 +1020,14 @@ impl Repo {
             }
         } else {
             Write::Delete {
-                pk: env_pk(&env),
+                pk: index_pk,
                 sk: index_sk,
                 condition: Condition::None,
             }
         };
-        match self
-            .store
-            .transact(vec![Write::Put { item, condition }, index])
-            .await
-        {
+        let mut writes = vec![Write::Put { item, condition }, index];
+        writes.extend(stale_index);
+        match self.store.transact(writes).await {
             Ok(()) => Ok(()),
             Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => {
                 incident.version = expected;
@@ -969,8 +1042,9 @@ impl Repo {
         }
     }
 
-    /// The open incidents of an environment (`_unknown` for unmapped alerts), from the index
-    /// [`Repo::save_incident_indexed`] keeps.
+    /// The open environment-level incidents of an environment (`_unknown` for unmapped
+    /// alerts), from the index [`Repo::save_incident_indexed`] keeps. A repository's own
+    /// incidents are in [`Repo::scope_state`].
     pub async fn open_incidents(
         &self,
         environment: &str,
@@ -990,50 +1064,95 @@ impl Repo {
             .collect()
     }
 
-    /// Ids of the open critical incidents of an environment, read from the open-incident
-    /// index.
+    /// Ids of the open critical incidents blocking a scope: its repository's own and its
+    /// environment's environment-level ones, read from the open-incident indexes.
     pub async fn open_critical_incident_ids(
         &self,
-        environment: &str,
+        scope: &Scope,
     ) -> Result<Vec<String>, RepoError> {
-        Ok(self
-            .open_incidents(environment)
-            .await?
-            .into_iter()
-            .filter(|i| i.severity == crate::domain::policy::Severity::Critical)
-            .map(|i| i.id)
-            .collect())
+        let own = self.scope_state(scope).await?.open_incidents;
+        let shared = self.open_incidents(scope.environment.as_str()).await?;
+        Ok(critical_ids(own.into_iter().chain(shared)))
     }
 
-    /// Takes the environment lock for `deployment_id` unless another deployment holds it.
+    /// The lock holder and the scope's own open incidents, in one read of the scope's
+    /// partition (the gate's facts).
+    pub async fn scope_state(&self, scope: &Scope) -> Result<ScopeState, RepoError> {
+        let items = self
+            .store
+            .query(Query::Partition {
+                pk: scope_pk(scope),
+                sk_prefix: String::new(),
+                descending: false,
+                limit: None,
+            })
+            .await?;
+        let mut state = ScopeState::default();
+        for item in &items {
+            if item.sk == "LOCK" {
+                state.lock_holder = Some(from_item::<LockRecord>(item, "lock")?.holder);
+            } else if item.sk.starts_with("OPEN#") {
+                state.open_incidents.push(from_item(item, "open incident")?);
+            }
+        }
+        Ok(state)
+    }
+
+    /// Lists a scope's repository among its environment's (what [`Repo::create_deployment`]
+    /// does for each new deployment; the migration does it for older ones).
+    pub async fn index_repository(&self, scope: &Scope) -> Result<(), RepoError> {
+        self.store
+            .write(Write::Put {
+                item: Item {
+                    pk: env_pk(scope.environment.as_str()),
+                    sk: format!("SCOPE#{}", scope.repo),
+                    version: 1,
+                    expires_at: None,
+                    timeline: None,
+                    data: to_json(&ScopeEntry {
+                        repo: scope.repo.clone(),
+                    }),
+                },
+                condition: Condition::None,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The repositories that ever deployed to an environment, from the index
+    /// [`Repo::create_deployment`] keeps.
+    pub async fn repositories_in(&self, environment: &str) -> Result<Vec<RepoName>, RepoError> {
+        let items = self
+            .store
+            .query(Query::Partition {
+                pk: env_pk(environment),
+                sk_prefix: "SCOPE#".into(),
+                descending: false,
+                limit: None,
+            })
+            .await?;
+        items
+            .iter()
+            .map(|i| Ok(from_item::<ScopeEntry>(i, "scope entry")?.repo))
+            .collect()
+    }
+
+    /// Takes the scope's lock for `deployment_id` unless another deployment holds it.
     /// Returns the holder that kept it, or `None` when the lock is now `deployment_id`'s
     /// (taken here, or already its own). Used when a finished deployment starts rolling back
     /// and so needs the lock again.
     pub async fn try_take_lock(
         &self,
-        environment: &str,
+        scope: &Scope,
         deployment_id: &str,
         now: Timestamp,
     ) -> Result<Option<String>, RepoError> {
         for _ in 0..3 {
-            let put = Write::Put {
-                item: Item {
-                    pk: env_pk(environment),
-                    sk: "LOCK".into(),
-                    version: 1,
-                    expires_at: None,
-                    timeline: None,
-                    data: to_json(&LockRecord {
-                        holder: deployment_id.to_string(),
-                        since: now,
-                    }),
-                },
-                condition: Condition::Absent { now: i64::MIN },
-            };
+            let put = lock_put(scope, deployment_id, now);
             match self.store.write(put).await {
                 Ok(()) => return Ok(None),
                 Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => {
-                    match self.lock_holder(environment).await? {
+                    match self.lock_holder(scope).await? {
                         Some(holder) if holder != deployment_id => return Ok(Some(holder)),
                         Some(_) => return Ok(None),
                         // Released between our write and our read: try again.
@@ -1044,9 +1163,19 @@ impl Repo {
             }
         }
         Err(RepoError::Stale {
-            what: format!("lock of {environment}"),
+            what: format!("lock of {scope}"),
         })
     }
+}
+
+/// The ids of the critical incidents among `open`.
+pub fn critical_ids(
+    open: impl IntoIterator<Item = crate::domain::incident::OpenIncident>,
+) -> Vec<String> {
+    open.into_iter()
+        .filter(|i| i.severity == crate::domain::policy::Severity::Critical)
+        .map(|i| i.id)
+        .collect()
 }
 
 #[cfg(test)]

@@ -359,7 +359,11 @@ pub async fn assert_history_from(repo: &Repo, dep: &Deployment, start: State) ->
 /// (non-terminal) state, and no other deployment of the environment is in such a state.
 pub async fn assert_locks_are_consistent(world: &World) {
     for env in ENVIRONMENTS {
-        let holder = world.repo().lock_holder(env).await.expect("lock");
+        let holder = world
+            .repo()
+            .lock_holder(&testkit::scope(REPO, env))
+            .await
+            .expect("lock");
         let holding: Vec<Deployment> = world
             .deployments(env)
             .await

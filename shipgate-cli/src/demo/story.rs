@@ -25,6 +25,7 @@ use jiff::{SignedDuration, Timestamp};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use shipgate::domain::deployment::{Deployment, State};
+use shipgate::domain::{EnvName, RepoName, Scope};
 use shipgate::jobs::backup::TableBackups;
 use shipgate::jobs::{self, JobContext, JobName, MetricSink};
 use shipgate::render::APPROVE_ACTION_ID;
@@ -487,11 +488,22 @@ impl Stage {
         self.expect_state(g, state).await.map(drop)
     }
 
+    /// The demo repository's scope in `env`.
+    fn scope(&self, env: &str) -> Result<Scope, DemoError> {
+        let repo = RepoName::parse(&self.repo.full_name());
+        let env = EnvName::parse(env);
+        match (repo, env) {
+            (Ok(repo), Ok(env)) => Ok(Scope::new(repo, env)),
+            (Err(e), _) | (_, Err(e)) => Err(DemoError::Policy(format!("the demo scope: {e}"))),
+        }
+    }
+
     async fn expect_last_known_good(&mut self, env: &str, v: Version) -> Result<(), DemoError> {
+        let scope = self.scope(env)?;
         let heads = self
             .services
             .repo
-            .heads(env)
+            .heads(&scope)
             .await
             .map_err(DemoError::Repo)?;
         let lkg = heads.last_known_good.map(|h| h.sha).unwrap_or_default();
@@ -1117,10 +1129,11 @@ impl Stage {
             .await?;
         }
         self.expect_state(g, State::RolledBack).await?;
+        let scope = self.scope("production")?;
         let heads = self
             .services
             .repo
-            .heads("production")
+            .heads(&scope)
             .await
             .map_err(DemoError::Repo)?;
         let current = heads.current.map(|h| h.sha).unwrap_or_default();

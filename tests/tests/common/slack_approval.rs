@@ -260,7 +260,7 @@ impl Harness {
                 .unwrap();
             self.repo
                 .set_head(
-                    "production",
+                    &testkit::scope(REPO, "production"),
                     shipgate::domain::deployment::Head {
                         sha: sha.into(),
                         git_ref: "main".into(),

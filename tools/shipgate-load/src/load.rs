@@ -1293,15 +1293,17 @@ async fn sample_locks(repo: Repo, envs: Vec<String>, stop: Arc<AtomicBool>) -> L
                 .await
             {
                 Ok(deps) => {
-                    let holders: Vec<&str> = deps
-                        .iter()
-                        .filter(|d| d.state.holds_lock())
-                        .map(|d| d.id.as_str())
-                        .collect();
-                    seen.max_holders = seen.max_holders.max(holders.len());
-                    if holders.len() > 1 && seen.violations.len() < 20 {
-                        seen.violations
-                            .push(format!("{env}: {}", holders.join(", ")));
+                    // Locks are per repository in the environment.
+                    let mut by_scope: HashMap<shipgate::domain::Scope, Vec<&str>> = HashMap::new();
+                    for d in deps.iter().filter(|d| d.state.holds_lock()) {
+                        by_scope.entry(d.scope()).or_default().push(d.id.as_str());
+                    }
+                    for (scope, holders) in &by_scope {
+                        seen.max_holders = seen.max_holders.max(holders.len());
+                        if holders.len() > 1 && seen.violations.len() < 20 {
+                            seen.violations
+                                .push(format!("{scope}: {}", holders.join(", ")));
+                        }
                     }
                 }
                 Err(_) => seen.errors += 1,
@@ -1439,7 +1441,14 @@ async fn store_checks(
             repo.audit_for_environment(env, from, Timestamp::MAX, None)
                 .await?,
         );
-        locks.insert(env.clone(), repo.lock_holder(env).await?);
+        // Locks are per scope: every repository that deployed to the environment.
+        for name in repo.repositories_in(env).await? {
+            if let Ok(env_name) = shipgate::domain::EnvName::parse(env) {
+                let scope = shipgate::domain::Scope::new(name, env_name);
+                let holder = repo.lock_holder(&scope).await?;
+                locks.insert(scope, holder);
+            }
+        }
     }
     let ours: HashSet<&str> = deployments.iter().map(|d| d.id.as_str()).collect();
     let mut checks = Vec::new();
@@ -1514,15 +1523,12 @@ async fn store_checks(
         ),
     ));
 
-    // 3. At most one lock holder per environment.
+    // 3. At most one lock holder per scope (repository and environment).
     let mut problems = Vec::new();
-    let mut holding: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut holding: HashMap<shipgate::domain::Scope, Vec<&str>> = HashMap::new();
     for d in &deployments {
         if d.state.holds_lock() {
-            holding
-                .entry(d.environment.as_str())
-                .or_default()
-                .push(&d.id);
+            holding.entry(d.scope()).or_default().push(&d.id);
         }
     }
     for (env, holders) in &holding {
@@ -1551,7 +1557,7 @@ async fn store_checks(
                 "{env}: the lock names {holder}, which does not exist"
             )),
         }
-        if let Some(holders) = holding.get(env.as_str()) {
+        if let Some(holders) = holding.get(env) {
             if holders.iter().any(|h| h != holder) {
                 problems.push(format!(
                     "{env}: lock names {holder}, {holders:?} hold it by state"

@@ -1,0 +1,32 @@
+//! `shipgate migrate --data DIR`: moves the store's records to the current schema (see
+//! `shipgate::store::migrate`). `shipgate serve` does the same at start; this runs it on
+//! demand, e.g. on a copy of the data directory. Idempotent: a second run reports nothing to
+//! do.
+
+use std::io::Write;
+use std::path::Path;
+
+use shipgate::store::migrate::migrate;
+use shipgate_cli::data;
+use shipgate_cli::error::CliError;
+
+pub async fn run(data_dir: &Path, json: bool) -> Result<(), CliError> {
+    let repo = data::open_existing(data_dir)?;
+    let report = migrate(&repo).await.map_err(CliError::Migrate)?;
+    let line = if json {
+        serde_json::to_string(&report).map_err(|e| CliError::Output(e.into()))?
+    } else if report.from_version == report.to_version {
+        format!("schema version {}: nothing to do", report.to_version)
+    } else {
+        let kept = if report.kept.is_empty() {
+            String::new()
+        } else {
+            format!("; left as they were: {}", report.kept.join(", "))
+        };
+        format!(
+            "schema version {} -> {}: {} records moved, {} dropped, {} repository index entries{kept}",
+            report.from_version, report.to_version, report.moved, report.dropped, report.indexed
+        )
+    };
+    writeln!(std::io::stdout().lock(), "{line}").map_err(CliError::Output)
+}

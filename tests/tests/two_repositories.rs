@@ -1,0 +1,317 @@
+//! Two repositories sharing `staging` and `production`: state is per (repository,
+//! environment). Deployments are driven through the GitHub webhook handler and alerts through
+//! the alert route, on SQLite, with the GitHub REST calls checked on a wiremock stand-in.
+//!
+//! Each of the first three tests failed while the lock, the heads and the open incidents were
+//! keyed by the environment alone.
+
+#[path = "common/alert_webhook.rs"]
+mod common;
+
+use common::{alertmanager, labels, Harness, INSTALLATION_ID};
+use serde_json::{json, Value};
+use shipgate::domain::deployment::State;
+use shipgate::service::{lifecycle, rollback};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+const API: &str = "acme/api";
+const WEB: &str = "acme/web";
+const API_ROLLBACK_ID: u64 = 7001;
+const WEB_ROLLBACK_ID: u64 = 7002;
+
+const A1: &str = "a1a1a1a111111111111111111111111111111111";
+const A2: &str = "a2a2a2a222222222222222222222222222222222";
+const W1: &str = "b1b1b1b111111111111111111111111111111111";
+const W2: &str = "b2b2b2b222222222222222222222222222222222";
+
+const POLICY: &str = r#"
+[environments.staging]
+approvals_required = 0
+verification_window = "10m"
+rollback_on = ["critical"]
+rollback = { method = "redeploy" }
+
+[environments.production]
+approvals_required = 0
+promotion_from = ["staging"]
+verification_window = "30m"
+block_on_critical_incident = true
+rollback_on = ["critical"]
+rollback = { method = "redeploy" }
+"#;
+
+async fn harness() -> Harness {
+    let h = Harness::build(POLICY, 201, common::ALERT_TOKEN).await;
+    for (repo, id, sha) in [(API, API_ROLLBACK_ID, A1), (WEB, WEB_ROLLBACK_ID, W1)] {
+        Mock::given(method("POST"))
+            .and(path(format!("/repos/{repo}/deployments")))
+            .respond_with(ResponseTemplate::new(201).set_body_json(json!({ "id": id, "sha": sha })))
+            .mount(&h.github)
+            .await;
+    }
+    h
+}
+
+fn protection_rule(repo: &str, environment: &str, sha: &str, run_id: u64) -> Value {
+    json!({
+        "action": "requested",
+        "environment": environment,
+        "event": "push",
+        "ref": "main",
+        "sha": sha,
+        "deployment_callback_url": format!("https://api.github.com/repos/{repo}/actions/runs/{run_id}/deployment_protection_rule"),
+        "installation": { "id": INSTALLATION_ID },
+        "sender": { "login": "octocat" },
+        "repository": { "full_name": repo },
+    })
+}
+
+fn deployment_status(
+    repo: &str,
+    github_id: u64,
+    environment: &str,
+    sha: &str,
+    run_id: Option<u64>,
+    state: &str,
+) -> Value {
+    json!({
+        "action": "created",
+        "deployment_status": { "state": state, "description": format!("deploy {state}"), "environment": environment },
+        "deployment": { "id": github_id, "sha": sha, "ref": "main", "environment": environment, "payload": {} },
+        "repository": { "full_name": repo },
+        "workflow_run": run_id.map_or(Value::Null, |id| json!({ "id": id })),
+    })
+}
+
+/// Asks for `sha` of `repo` in `environment`; returns the reply's decision and deployment id.
+async fn request(h: &Harness, repo: &str, environment: &str, sha: &str, run: u64) -> common::Reply {
+    let reply = h
+        .deliver(
+            "deployment_protection_rule",
+            &protection_rule(repo, environment, sha, run),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    reply
+}
+
+/// Gates and deploys: the deployment ends verifying. Returns its id.
+async fn deploy(h: &Harness, repo: &str, environment: &str, sha: &str, run: u64) -> String {
+    let reply = request(h, repo, environment, sha, run).await;
+    assert_eq!(reply.str("decision"), "approved", "{reply:?}");
+    let id = reply.str("deployment_id").to_string();
+    let status = deployment_status(repo, run + 100_000, environment, sha, Some(run), "success");
+    let reply = h.deliver("deployment_status", &status).await;
+    assert_eq!(
+        (reply.status, reply.str("state")),
+        (200, "verifying"),
+        "{reply:?}"
+    );
+    id
+}
+
+/// Deploys and lets the window pass: the sha becomes the scope's last known good.
+async fn deploy_good(h: &Harness, repo: &str, environment: &str, sha: &str, run: u64) -> String {
+    let id = deploy(h, repo, environment, sha, run).await;
+    h.advance_mins(31);
+    let outcome = lifecycle::finish_verification(h.services(), &id)
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, lifecycle::LifecycleOutcome::Moved { .. }),
+        "{outcome:?}"
+    );
+    id
+}
+
+/// `sha` of `repo` good in staging, then good in production.
+async fn ship_good(h: &Harness, repo: &str, sha: &str, run: u64) -> String {
+    deploy_good(h, repo, "staging", sha, run).await;
+    deploy_good(h, repo, "production", sha, run + 1).await
+}
+
+async fn deployments_posted(h: &Harness, repo: &str) -> Vec<Value> {
+    h.github_calls(&format!("/repos/{repo}/deployments"))
+        .await
+        .iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn two_repositories_deploy_to_one_environment_at_once_each_under_its_own_lock() {
+    let h = harness().await;
+    let api = request(&h, API, "staging", A1, 11).await;
+    assert_eq!(api.str("decision"), "approved", "{api:?}");
+    // Used to be refused: "staging is locked by deployment <api's>".
+    let web = request(&h, WEB, "staging", W1, 21).await;
+    assert_eq!(web.str("decision"), "approved", "{web:?}");
+
+    let api_lock = h
+        .repo
+        .lock_holder(&testkit::scope(API, "staging"))
+        .await
+        .unwrap();
+    let web_lock = h
+        .repo
+        .lock_holder(&testkit::scope(WEB, "staging"))
+        .await
+        .unwrap();
+    assert_eq!(api_lock.as_deref(), Some(api.str("deployment_id")));
+    assert_eq!(web_lock.as_deref(), Some(web.str("deployment_id")));
+
+    // Within one repository the lock still holds.
+    let again = request(&h, API, "staging", A2, 12).await;
+    assert_eq!(again.str("decision"), "rejected", "{again:?}");
+    let mut repos: Vec<String> = h
+        .repo
+        .repositories_in("staging")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    repos.sort();
+    assert_eq!(repos, [API, WEB]);
+}
+
+#[tokio::test]
+async fn each_promotion_check_looks_at_its_own_repository() {
+    let h = harness().await;
+    deploy_good(&h, API, "staging", A1, 11).await;
+    // web's sha never went through staging: production refuses it, whatever api did.
+    let web = request(&h, WEB, "production", W1, 21).await;
+    assert_eq!(web.str("decision"), "rejected", "{web:?}");
+    let api = request(&h, API, "production", A1, 12).await;
+    assert_eq!(api.str("decision"), "approved", "{api:?}");
+}
+
+#[tokio::test]
+async fn a_critical_alert_with_one_repository_verifying_rolls_back_only_that_one_to_its_own_last_known_good(
+) {
+    let h = harness().await;
+    ship_good(&h, API, A1, 11).await;
+    // web shipped last: with environment-wide heads its sha was "production's" last known good.
+    ship_good(&h, WEB, W1, 21).await;
+    deploy_good(&h, API, "staging", A2, 13).await;
+    let a2 = deploy(&h, API, "production", A2, 14).await;
+
+    h.advance_mins(2);
+    let reply = h
+        .post_alert(
+            "/webhooks/alertmanager",
+            &alertmanager(
+                "firing",
+                "fp-errors",
+                labels("production", "critical", "HighErrorRate"),
+                h.now(),
+                None,
+            ),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.count("rollbacks_started"), 1, "{reply:?}");
+
+    // Exactly one GitHub deployment, in api, of api's own last known good.
+    let api_calls = deployments_posted(&h, API).await;
+    assert_eq!(api_calls.len(), 1, "{api_calls:?}");
+    assert_eq!(api_calls[0]["ref"], A1);
+    assert!(deployments_posted(&h, WEB).await.is_empty());
+    let dep = h.deployment(&a2).await;
+    assert_eq!(dep.state, State::RollingBack);
+    assert_eq!(dep.rollback.unwrap().target_sha, A1);
+    let web_heads = h
+        .repo
+        .heads(&testkit::scope(WEB, "production"))
+        .await
+        .unwrap();
+    assert_eq!(web_heads.current.unwrap().sha, W1);
+
+    // The incident is api's: it blocks api's production, not web's.
+    let incident = h.incident("alertmanager:fp-errors").await;
+    assert_eq!(incident.repository.as_ref().map(|r| r.as_str()), Some(API));
+    deploy_good(&h, WEB, "staging", W2, 23).await;
+    let web = request(&h, WEB, "production", W2, 24).await;
+    assert_eq!(web.str("decision"), "approved", "{web:?}");
+}
+
+#[tokio::test]
+async fn with_two_repositories_verifying_an_alert_rolls_nothing_back_and_pages_why() {
+    let h = harness().await;
+    ship_good(&h, API, A1, 11).await;
+    ship_good(&h, WEB, W1, 21).await;
+    deploy_good(&h, API, "staging", A2, 13).await;
+    deploy_good(&h, WEB, "staging", W2, 23).await;
+    deploy(&h, API, "production", A2, 14).await;
+    deploy(&h, WEB, "production", W2, 24).await;
+
+    let reply = h
+        .post_alert(
+            "/webhooks/alertmanager",
+            &alertmanager(
+                "firing",
+                "fp-both",
+                labels("production", "critical", "HighErrorRate"),
+                h.now(),
+                None,
+            ),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.count("rollbacks_started"), 0, "{reply:?}");
+    assert!(deployments_posted(&h, API).await.is_empty());
+    assert!(deployments_posted(&h, WEB).await.is_empty());
+
+    let incident = h.incident("alertmanager:fp-both").await;
+    assert_eq!(incident.repository, None);
+    assert_eq!(incident.caused_by_deployment, None);
+    assert_eq!(
+        h.repo.open_incidents("production").await.unwrap().len(),
+        1,
+        "an environment-level incident"
+    );
+    let pages: Vec<String> = h
+        .jobs()
+        .into_iter()
+        .filter(|(_, page)| *page)
+        .map(|(summary, _)| summary)
+        .collect();
+    assert_eq!(pages.len(), 1, "{pages:?}");
+    assert!(
+        pages[0].contains("several repositories are verifying in production")
+            && pages[0].contains(API)
+            && pages[0].contains(WEB),
+        "{pages:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_manual_rollback_names_its_repository_and_returns_to_that_repositorys_good_version() {
+    let h = harness().await;
+    ship_good(&h, API, A1, 11).await;
+    deploy_good(&h, API, "staging", A2, 13).await;
+    let a2 = deploy_good(&h, API, "production", A2, 14).await;
+    ship_good(&h, WEB, W1, 21).await;
+
+    let outcome =
+        rollback::start_manual(h.services(), &testkit::scope(API, "production"), "cli:ops")
+            .await
+            .unwrap();
+    assert!(
+        matches!(&outcome, rollback::RollbackOutcome::Started { deployment_id, target_sha, .. }
+            if *deployment_id == a2 && target_sha == A1),
+        "{outcome:?}"
+    );
+    let api_calls = deployments_posted(&h, API).await;
+    assert_eq!(api_calls.len(), 1, "{api_calls:?}");
+    assert_eq!(api_calls[0]["ref"], A1);
+    assert!(deployments_posted(&h, WEB).await.is_empty());
+    let web_heads = h
+        .repo
+        .heads(&testkit::scope(WEB, "production"))
+        .await
+        .unwrap();
+    assert_eq!(web_heads.current.unwrap().sha, W1);
+}
