@@ -523,6 +523,7 @@ async fn verifying(w: &World, id: &str) -> Deployment {
                 git_ref: "refs/heads/main".into(),
                 deployment_id: "dep-earlier".into(),
                 at: now,
+                verify_until: None,
             },
             true,
         )

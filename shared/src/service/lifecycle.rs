@@ -282,6 +282,7 @@ pub async fn deployment_status(
                 git_ref: dep.git_ref.clone(),
                 deployment_id: dep.id.clone(),
                 at: now,
+                verify_until: dep.verify_until,
             };
             svc.repo.set_head(&dep.scope(), head, false).await?;
         }
@@ -298,6 +299,7 @@ pub async fn deployment_status(
                     git_ref,
                     deployment_id: dep.id.clone(),
                     at: now,
+                    verify_until: None,
                 };
                 // The target was a known good version and runs again. If last known good
                 // still names it, keep that record; if it names the rolled-back sha (a manual
@@ -360,6 +362,7 @@ pub async fn finish_verification(
         git_ref: dep.git_ref.clone(),
         deployment_id: dep.id.clone(),
         at: now,
+        verify_until: None,
     };
     svc.repo.set_head(&dep.scope(), head, true).await?;
     svc.repo
@@ -378,6 +381,51 @@ pub async fn finish_verification(
     Ok(LifecycleOutcome::Moved {
         deployment_id: dep.id,
         state: dep.state,
+    })
+}
+
+/// Closes the verification window of `head`'s deployment when it has ended at `now`: the
+/// readers that meet a deployment whose window is over (a new request for its scope, a
+/// promotion check, an alert, `shipgate status`) close it themselves rather than wait for the
+/// next sweep. It is the sweeper's own [`finish_verification`], so the result is the same and
+/// happens once however many callers race (the deployment's version check decides; the
+/// losers find it succeeded).
+///
+/// Returns the deployment's state after the call, or `None` when the head names no window
+/// that has ended (no store access then: the caller read the head anyway). A head written
+/// before heads carried `verify_until` is left to the sweeper.
+pub async fn close_if_ended(
+    svc: &Services,
+    head: &Head,
+    now: Timestamp,
+) -> Result<Option<State>, ServiceError> {
+    if head.verify_until.is_none_or(|until| until > now) {
+        return Ok(None);
+    }
+    Ok(match finish_verification(svc, &head.deployment_id).await? {
+        LifecycleOutcome::Moved { state, .. } | LifecycleOutcome::Unchanged { state, .. } => {
+            Some(state)
+        }
+        LifecycleOutcome::Untracked => None,
+    })
+}
+
+/// Closes the window of a deployment read as verifying when it has ended at `now` (see
+/// [`close_if_ended`]); returns its state after the call, or `None` when its window is
+/// still open or it was not verifying.
+pub async fn close_deployment_if_ended(
+    svc: &Services,
+    dep: &Deployment,
+    now: Timestamp,
+) -> Result<Option<State>, ServiceError> {
+    if dep.state != State::Verifying || dep.verify_until.is_none_or(|until| until > now) {
+        return Ok(None);
+    }
+    Ok(match finish_verification(svc, &dep.id).await? {
+        LifecycleOutcome::Moved { state, .. } | LifecycleOutcome::Unchanged { state, .. } => {
+            Some(state)
+        }
+        LifecycleOutcome::Untracked => None,
     })
 }
 

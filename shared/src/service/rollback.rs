@@ -169,11 +169,12 @@ pub async fn verifying_deployment(
     let Some(holder) = svc.repo.lock_holder(scope).await? else {
         return Ok(None);
     };
-    Ok(svc
-        .repo
-        .get_deployment(&holder)
-        .await?
-        .filter(|d| d.in_verification_window(now)))
+    let Some(dep) = svc.repo.get_deployment(&holder).await? else {
+        return Ok(None);
+    };
+    // A window that has ended is over: close it now rather than at the next sweep.
+    crate::service::lifecycle::close_deployment_if_ended(svc, &dep, now).await?;
+    Ok(Some(dep).filter(|d| d.in_verification_window(now)))
 }
 
 /// The deployments of an environment inside their verification window at `now`, one per
@@ -189,10 +190,16 @@ pub async fn verifying_in(
             24 * VERIFYING_HORIZON_DAYS,
         ))
         .unwrap_or(Timestamp::UNIX_EPOCH);
-    let mut verifying: Vec<Deployment> = svc
+    let recent = svc
         .repo
         .deployments_in(environment, from, Timestamp::MAX, true, None)
-        .await?
+        .await?;
+    // A window that has ended is over: close it now rather than at the next sweep (no store
+    // access for deployments whose window is still open).
+    for dep in &recent {
+        crate::service::lifecycle::close_deployment_if_ended(svc, dep, now).await?;
+    }
+    let mut verifying: Vec<Deployment> = recent
         .into_iter()
         .filter(|d| d.in_verification_window(now))
         .collect();
