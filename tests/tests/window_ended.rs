@@ -171,3 +171,38 @@ async fn an_alert_after_the_window_ended_closes_it_and_rolls_nothing_back() {
         .collect();
     assert!(posted.is_empty(), "nothing to roll back: {posted:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_and_a_sweep_racing_on_an_ended_window_close_it_once() {
+    let h = Harness::build(POLICY, 201, common::ALERT_TOKEN).await;
+    let first = deploy(&h, "staging", A1, 11).await;
+    just_after_window(&h, &first).await;
+
+    let (a, b, report) = tokio::join!(
+        request(&h, "staging", A2, 12),
+        request(&h, "staging", A2, 13),
+        shipgate::jobs::sweeper::sweep(h.services()),
+    );
+    // One of the two requests takes the freed lock; the other finds it held by that one.
+    let mut decisions = [a.str("decision"), b.str("decision")];
+    decisions.sort();
+    assert_eq!(decisions, ["approved", "rejected"], "{a:?} {b:?}");
+    assert!(report.errors.is_empty(), "{report:?}");
+
+    assert_eq!(h.deployment(&first).await.state, State::Succeeded);
+    let succeeded = h
+        .deployment_events()
+        .into_iter()
+        .filter(|(id, event)| *id == first && event == "succeeded")
+        .count();
+    assert_eq!(succeeded, 1, "{:?}", h.deployment_events());
+    let passed = h
+        .repo
+        .audit_for_deployment(&first)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.to == Some(State::Succeeded))
+        .count();
+    assert_eq!(passed, 1);
+}

@@ -334,24 +334,31 @@ pub async fn finish_verification(
     deployment_id: &str,
 ) -> Result<LifecycleOutcome, ServiceError> {
     let now = svc.now();
+    // Only the caller whose save moved the deployment records the heads, the fact and the
+    // notification: a caller that lost the race (another reader, or a sweep) finds it
+    // already succeeded and does nothing more.
+    let mut moved = false;
     let updated = update_deployment(svc, deployment_id, |d| {
+        moved = false;
         if d.state != State::Verifying || d.verify_until.is_some_and(|u| now < u) {
             return None;
         }
-        d.apply(
-            Action::PassVerification,
-            now,
-            &Actor::system(),
-            "verification window passed without a rollback alert",
-        )
-        .ok()
-        .map(|e| vec![e])
+        let event = d
+            .apply(
+                Action::PassVerification,
+                now,
+                &Actor::system(),
+                "verification window passed without a rollback alert",
+            )
+            .ok()?;
+        moved = true;
+        Some(vec![event])
     })
     .await?;
     let Some(dep) = updated else {
         return Ok(LifecycleOutcome::Untracked);
     };
-    if dep.state != State::Succeeded {
+    if !moved || dep.state != State::Succeeded {
         return Ok(LifecycleOutcome::Unchanged {
             deployment_id: dep.id,
             state: dep.state,
