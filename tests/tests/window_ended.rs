@@ -206,3 +206,26 @@ async fn readers_and_a_sweep_racing_on_an_ended_window_close_it_once() {
         .count();
     assert_eq!(passed, 1);
 }
+
+#[tokio::test]
+async fn a_status_arriving_after_the_window_ended_finds_the_deployment_succeeded() {
+    let h = Harness::build(POLICY, 201, common::ALERT_TOKEN).await;
+    let first = deploy(&h, "staging", A1, 11).await;
+    just_after_window(&h, &first).await;
+
+    // GitHub repeats the final status: the window is closed first, the repeat changes nothing.
+    let reply = h
+        .deliver(
+            "deployment_status",
+            &deployment_status(100_011, "staging", A1, 11),
+        )
+        .await;
+    assert_eq!(
+        (reply.status, reply.str("state")),
+        (200, "succeeded"),
+        "{reply:?}"
+    );
+    assert_eq!(h.deployment(&first).await.state, State::Succeeded);
+    let scope = testkit::scope(API, "staging");
+    assert_eq!(h.repo.lock_holder(&scope).await.unwrap(), None);
+}

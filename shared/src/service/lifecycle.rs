@@ -4,6 +4,10 @@
 //! GitHub may deliver statuses out of order (a `success` before the `in_progress`); every
 //! status is applied only when the state machine allows it, so a late status is recorded in
 //! the audit log and otherwise ignored, and the record ends where the deployment really is.
+//!
+//! A verification window that has ended is closed by whoever reads the deployment next (a
+//! status here, the gate, an alert) with the sweeper's own [`finish_verification`], through
+//! [`close_if_ended`] and [`close_deployment_if_ended`].
 
 use jiff::Timestamp;
 
@@ -186,6 +190,13 @@ pub async fn deployment_status(
         return Ok(LifecycleOutcome::Untracked);
     };
     let now = svc.now();
+    // A window that has ended is over: a status that meets it closes it first (the sweeper's
+    // step; no store access while the window is open), then applies to what the deployment
+    // is now.
+    let dep = match close_deployment_if_ended(svc, &dep, now).await? {
+        Some(_) => svc.repo.get_deployment(&dep.id).await?.unwrap_or(dep),
+        None => dep,
+    };
     let is_rollback_status = ev.rollback_of.is_some()
         || dep.rollback.as_ref().and_then(|r| r.github_deployment_id)
             == Some(ev.github_deployment_id)
