@@ -559,6 +559,7 @@ fn critical_alert(n: usize) -> AlertSignal {
     let labels: BTreeMap<String, String> = [
         ("alertname", format!("HighErrorRate{n}")),
         ("env", "production".to_string()),
+        ("service", "api".to_string()),
         ("severity", "critical".to_string()),
     ]
     .into_iter()

@@ -786,6 +786,9 @@ U0APPROV1 = "alice-ops"
 U0APPROV2 = "bob-ops"
 U0ALICE00 = "alice"
 
+[services]
+api = "octo-org/shop"
+
 [environments.staging]
 verification_window = "10m"
 rollback_on = ["critical"]

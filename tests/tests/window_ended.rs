@@ -19,6 +19,9 @@ const A1: &str = "a1a1a1a111111111111111111111111111111111";
 const A2: &str = "a2a2a2a222222222222222222222222222222222";
 
 const POLICY: &str = r#"
+[services]
+api = "acme/api"
+
 [environments.staging]
 approvals_required = 0
 verification_window = "10m"
