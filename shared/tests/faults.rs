@@ -523,6 +523,7 @@ async fn verifying(w: &World, id: &str) -> Deployment {
                 git_ref: "refs/heads/main".into(),
                 deployment_id: "dep-earlier".into(),
                 at: now,
+                verify_until: None,
             },
             true,
         )
@@ -558,6 +559,7 @@ fn critical_alert(n: usize) -> AlertSignal {
     let labels: BTreeMap<String, String> = [
         ("alertname", format!("HighErrorRate{n}")),
         ("env", "production".to_string()),
+        ("service", "api".to_string()),
         ("severity", "critical".to_string()),
     ]
     .into_iter()

@@ -431,6 +431,7 @@ async fn running_with_rollback_request(
             git_ref: dep.git_ref.clone(),
             deployment_id: id.into(),
             at,
+            verify_until: None,
         },
         true,
     )

@@ -1367,3 +1367,39 @@ rollback_on = ["critical", "warning"]
         .expect("governed");
     assert!(payments.rolls_back_on(Severity::Warning));
 }
+
+#[test]
+fn services_map_alert_services_to_repositories_and_report_bad_entries_with_their_position() {
+    let text = "[services]\napi = \"acme/api\"\n\n[environments.production]\n";
+    let policy = Policy::parse("policy.toml", text).expect("valid");
+    assert_eq!(
+        policy.repository_for_service("api").map(String::from),
+        Some("acme/api".to_string())
+    );
+    // No default owner: a service that is not listed maps to no repository.
+    assert_eq!(policy.repository_for_service("web"), None);
+
+    let with_owner = "[alerts]\ndefault_owner = \"acme\"\n\n[services]\napi = \"acme/api-server\"\n\n[environments.production]\n";
+    let policy = Policy::parse("policy.toml", with_owner).expect("valid");
+    assert_eq!(
+        policy.repository_for_service("api").map(String::from),
+        Some("acme/api-server".to_string()),
+        "a listed service wins over the default owner"
+    );
+    assert_eq!(
+        policy.repository_for_service("web").map(String::from),
+        Some("acme/web".to_string())
+    );
+
+    let bad = one_error("[services]\napi = \"api\"\n\n[environments.production]\n");
+    assert!(
+        bad.starts_with("policy.toml:2:7: services.api: \"api\" is not a repository (owner/name)"),
+        "{bad}"
+    );
+    let bad_owner = one_error("[alerts]\ndefault_owner = \"ac me\"\n\n[environments.production]\n");
+    assert!(
+        bad_owner
+            .starts_with("policy.toml:2:17: alerts.default_owner: \"ac me\" is not a GitHub owner"),
+        "{bad_owner}"
+    );
+}

@@ -353,7 +353,8 @@ async fn a_critical_alert_after_the_window_closes_pages_but_does_not_roll_back()
         json!("no_deployment_verifying")
     );
     assert!(h.github_calls("/deployments").await.is_empty());
-    assert_eq!(h.deployment(&b).await.state, State::Verifying);
+    // A window that has ended is over: the alert closes it as the sweeper would have.
+    assert_eq!(h.deployment(&b).await.state, State::Succeeded);
     assert_eq!(
         h.incident("alertmanager:fp-late")
             .await
@@ -784,6 +785,9 @@ const GATED_POLICY: &str = r#"
 U0APPROV1 = "alice-ops"
 U0APPROV2 = "bob-ops"
 U0ALICE00 = "alice"
+
+[services]
+api = "octo-org/shop"
 
 [environments.staging]
 verification_window = "10m"

@@ -34,6 +34,9 @@ const POLICY: &str = r#"
 [identities]
 U0ALICE01 = "alice"
 
+[services]
+api = "octo-org/hello-world"
+
 [environments.staging]
 approvals_required = 0
 

@@ -63,6 +63,7 @@ async fn seed(h: &Harness) {
             git_ref: "refs/heads/main".into(),
             deployment_id: id.into(),
             at,
+            verify_until: None,
         };
         repo.set_head(&testkit::scope(REPO, "staging"), head, true)
             .await
@@ -244,6 +245,7 @@ async fn an_environment_with_one_good_version_has_nothing_to_roll_back_to() {
         git_ref: "refs/heads/main".into(),
         deployment_id: "dep-only".into(),
         at,
+        verify_until: None,
     };
     repo.set_head(&testkit::scope(REPO, "staging"), head, true)
         .await

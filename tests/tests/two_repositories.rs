@@ -26,6 +26,10 @@ const W1: &str = "b1b1b1b111111111111111111111111111111111";
 const W2: &str = "b2b2b2b222222222222222222222222222222222";
 
 const POLICY: &str = r#"
+[services]
+api = "acme/api"
+web = "acme/web"
+
 [environments.staging]
 approvals_required = 0
 verification_window = "10m"
@@ -237,34 +241,100 @@ async fn a_critical_alert_with_one_repository_verifying_rolls_back_only_that_one
     assert_eq!(web.str("decision"), "approved", "{web:?}");
 }
 
+/// The alert's labels with its service set to `service`.
+fn labels_for(service: &str) -> Value {
+    let mut l = labels("production", "critical", "HighErrorRate");
+    l["service"] = json!(service);
+    l
+}
+
+/// api and web both verifying in production, each over its own last known good.
+async fn both_verifying(h: &Harness) -> (String, String) {
+    ship_good(h, API, A1, 11).await;
+    ship_good(h, WEB, W1, 21).await;
+    deploy_good(h, API, "staging", A2, 13).await;
+    deploy_good(h, WEB, "staging", W2, 23).await;
+    let a2 = deploy(h, API, "production", A2, 14).await;
+    let w2 = deploy(h, WEB, "production", W2, 24).await;
+    (a2, w2)
+}
+
 #[tokio::test]
-async fn with_two_repositories_verifying_an_alert_rolls_nothing_back_and_pages_why() {
+async fn with_two_repositories_verifying_an_alert_for_api_rolls_back_only_api_and_blocks_only_api()
+{
     let h = harness().await;
-    ship_good(&h, API, A1, 11).await;
-    ship_good(&h, WEB, W1, 21).await;
-    deploy_good(&h, API, "staging", A2, 13).await;
-    deploy_good(&h, WEB, "staging", W2, 23).await;
-    deploy(&h, API, "production", A2, 14).await;
-    deploy(&h, WEB, "production", W2, 24).await;
+    let (a2, w2) = both_verifying(&h).await;
+
+    h.advance_mins(2);
+    let reply = h
+        .post_alert(
+            "/webhooks/alertmanager",
+            &alertmanager("firing", "fp-api", labels_for("api"), h.now(), None),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.count("rollbacks_started"), 1, "{reply:?}");
+
+    // Exactly one GitHub call, naming acme/api, to api's own last known good.
+    let api_calls = deployments_posted(&h, API).await;
+    assert_eq!(api_calls.len(), 1, "{api_calls:?}");
+    assert_eq!(api_calls[0]["ref"], A1);
+    assert!(deployments_posted(&h, WEB).await.is_empty());
+    let all_posts = h
+        .github_requests()
+        .await
+        .into_iter()
+        .filter(|r| r.method.as_str() == "POST" && r.url.path().ends_with("/deployments"))
+        .count();
+    assert_eq!(all_posts, 1);
+    let dep = h.deployment(&a2).await;
+    assert_eq!(dep.state, State::RollingBack);
+    assert_eq!(dep.rollback.unwrap().target_sha, A1);
+    // web is untouched.
+    assert_eq!(h.deployment(&w2).await.state, State::Verifying);
+
+    let incident = h.incident("alertmanager:fp-api").await;
+    assert_eq!(incident.repository.as_ref().map(|r| r.as_str()), Some(API));
+    assert_eq!(incident.caused_by_deployment.as_deref(), Some(a2.as_str()));
+
+    // api's rollback lands; the incident still blocks api's next deploy.
+    let done = deployment_status(API, API_ROLLBACK_ID, "production", A1, None, "success");
+    let reply = h.deliver("deployment_status", &done).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(h.deployment(&a2).await.state, State::RolledBack);
+    let api = request(&h, API, "production", A2, 15).await;
+    assert_eq!(api.str("decision"), "rejected", "{api:?}");
+    assert!(
+        api.str("reason")
+            .contains("critical incident alertmanager:fp-api"),
+        "{api:?}"
+    );
+
+    // web's window ends; its next deploy is not blocked by api's incident.
+    h.advance_mins(31);
+    let web = request(&h, WEB, "production", W2, 25).await;
+    assert_eq!(web.str("decision"), "approved", "{web:?}");
+}
+
+#[tokio::test]
+async fn an_alert_whose_service_maps_to_no_repository_rolls_nothing_back_and_pages_why() {
+    let h = harness().await;
+    let (a2, w2) = both_verifying(&h).await;
 
     let reply = h
         .post_alert(
             "/webhooks/alertmanager",
-            &alertmanager(
-                "firing",
-                "fp-both",
-                labels("production", "critical", "HighErrorRate"),
-                h.now(),
-                None,
-            ),
+            &alertmanager("firing", "fp-billing", labels_for("billing"), h.now(), None),
         )
         .await;
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(reply.count("rollbacks_started"), 0, "{reply:?}");
     assert!(deployments_posted(&h, API).await.is_empty());
     assert!(deployments_posted(&h, WEB).await.is_empty());
+    assert_eq!(h.deployment(&a2).await.state, State::Verifying);
+    assert_eq!(h.deployment(&w2).await.state, State::Verifying);
 
-    let incident = h.incident("alertmanager:fp-both").await;
+    let incident = h.incident("alertmanager:fp-billing").await;
     assert_eq!(incident.repository, None);
     assert_eq!(incident.caused_by_deployment, None);
     assert_eq!(
@@ -280,9 +350,7 @@ async fn with_two_repositories_verifying_an_alert_rolls_nothing_back_and_pages_w
         .collect();
     assert_eq!(pages.len(), 1, "{pages:?}");
     assert!(
-        pages[0].contains("several repositories are verifying in production")
-            && pages[0].contains(API)
-            && pages[0].contains(WEB),
+        pages[0].contains("no repository for service billing"),
         "{pages:?}"
     );
 }

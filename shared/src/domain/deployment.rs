@@ -789,4 +789,10 @@ pub struct Head {
     pub git_ref: String,
     pub deployment_id: String,
     pub at: Timestamp,
+    /// End of the verification window while this head is the scope's current deployment
+    /// verifying (absent otherwise, and on records written before it existed). It rides in
+    /// the scope's partition, which the gate reads anyway, so a request can see that the lock
+    /// holder's window has ended without reading the holder ([`crate::service::lifecycle::close_if_ended`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_until: Option<Timestamp>,
 }

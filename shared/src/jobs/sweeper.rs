@@ -8,6 +8,10 @@
 //! and answers GitHub's protection-rule callbacks still pending for decided deployments. It
 //! also times out rollback drills whose legs never finished. Every step is idempotent, so a
 //! sweep that overlaps another, or runs twice, changes nothing the second time.
+//!
+//! Closing a window is not left to the sweeper alone: the next request for the scope, a
+//! promotion check and an alert close a window that has ended with the same step
+//! ([`crate::service::lifecycle::close_if_ended`]); the sweeper closes the ones nobody read.
 
 use std::time::Duration;
 

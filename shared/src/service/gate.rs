@@ -15,13 +15,14 @@ use super::{ServiceError, Services};
 use crate::domain::deployment::{
     Action, Actor, AuditEvent, BreakGlass, CallbackState, Deployment, DeploymentKind, State,
 };
-use crate::domain::ids::DeploymentId;
+use crate::domain::ids::{DeploymentId, EnvName};
 use crate::domain::policy::{evaluate_in_scope, Decision, GateFacts, GateKind, GateRequest};
 use crate::domain::scope::Scope;
 use crate::domain::time::add;
 use crate::notify::Notification;
 use crate::outbound::github::ReviewState;
-use crate::store::repo::critical_ids;
+use crate::service::lifecycle::close_if_ended;
+use crate::store::repo::{critical_ids, ScopeState};
 use crate::store::Created;
 
 pub use crate::domain::events::ProtectionRuleRequest;
@@ -222,13 +223,16 @@ pub async fn request(
     // The scope's partition holds its lock and its repository's own open incidents; the
     // environment's partition the environment-level incidents, which block every repository.
     let scope = Scope::new(req.repo.clone(), req.environment.clone());
-    let scoped = svc.repo.scope_state(&scope).await?;
+    let mut scoped = svc.repo.scope_state(&scope).await?;
+    close_ended_holder(svc, &mut scoped, now).await?;
     let shared = svc.repo.open_incidents(req.environment.as_str()).await?;
+    let mut succeeded_in = svc
+        .repo
+        .succeeded_in(req.repo.as_str(), req.sha.as_str())
+        .await?;
+    close_ended_promotions(svc, req, &mut succeeded_in, now).await?;
     let facts = GateFacts {
-        succeeded_in: svc
-            .repo
-            .succeeded_in(req.repo.as_str(), req.sha.as_str())
-            .await?,
+        succeeded_in,
         open_critical_incidents: critical_ids(scoped.open_incidents.into_iter().chain(shared)),
         lock_holder: scoped.lock_holder,
     };
@@ -375,6 +379,63 @@ pub fn break_glass_reason_in(title: &str) -> Option<String> {
     let rest = title.get(at..)?;
     let reason = rest.split(']').next().unwrap_or(rest).trim();
     (!reason.is_empty()).then(|| reason.to_string())
+}
+
+/// A window that has ended is over: when the scope's lock holder is the deployment its
+/// heads say is verifying and that window has ended, close it now (the sweeper's own step)
+/// instead of refusing the request as locked until the next sweep. The head comes with the
+/// scope's partition, which the gate reads anyway, so a lock whose window is still open, or
+/// a free scope, costs no extra read.
+async fn close_ended_holder(
+    svc: &Services,
+    scoped: &mut ScopeState,
+    now: Timestamp,
+) -> Result<(), ServiceError> {
+    let (Some(holder), Some(current)) = (&scoped.lock_holder, &scoped.current) else {
+        return Ok(());
+    };
+    if current.deployment_id != *holder {
+        return Ok(());
+    }
+    if let Some(state) = close_if_ended(svc, current, now).await? {
+        if !state.holds_lock() {
+            tracing::info!(deployment_id = %holder, "closed a verification window that had ended");
+            scoped.lock_holder = None;
+        }
+    }
+    Ok(())
+}
+
+/// Promotion sees a window that has ended as passed: for each environment the policy wants
+/// this sha to have succeeded in and where it has not yet, read that scope's heads (only
+/// then: a request whose promotion is satisfied pays nothing); when the sha is the one
+/// verifying there and its window has ended, close it now and count it as succeeded.
+async fn close_ended_promotions(
+    svc: &Services,
+    req: &ProtectionRuleRequest,
+    succeeded_in: &mut std::collections::BTreeSet<String>,
+    now: Timestamp,
+) -> Result<(), ServiceError> {
+    let Ok(effective) = svc.policy.for_scope(&req.repo, &req.environment) else {
+        return Ok(());
+    };
+    for from in &effective.promotion_from {
+        if succeeded_in.contains(from) {
+            continue;
+        }
+        let Ok(env) = EnvName::parse(from) else {
+            continue;
+        };
+        let heads = svc.repo.heads(&Scope::new(req.repo.clone(), env)).await?;
+        let Some(current) = heads.current.filter(|h| h.sha == req.sha.as_str()) else {
+            continue;
+        };
+        if close_if_ended(svc, &current, now).await? == Some(State::Succeeded) {
+            tracing::info!(deployment_id = %current.deployment_id, environment = %from, "closed a verification window that had ended");
+            succeeded_in.insert(from.clone());
+        }
+    }
+    Ok(())
 }
 
 /// When a request was blocked by a rule break-glass can override (freeze, deploy window,

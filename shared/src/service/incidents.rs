@@ -14,11 +14,14 @@
 //!   [`UNMAPPED_SEVERITY`] (warning): someone wired the alert to shipgate, so it is shown,
 //!   but an unrecognised label neither pages (PagerDuty routing is per severity) nor rolls
 //!   back a deploy unless the environment rolls back on warnings.
-//! - An incident opening while a deployment of its environment is verifying names that
-//!   deployment (`caused_by_deployment`) and its repository (`repository`), and may roll it
-//!   back ([`super::rollback`]) — when exactly one repository is verifying there. With two or
-//!   more, the incident stays at environment level, nothing is rolled back automatically and
-//!   a page says why (the interim rule until alerts name their repository).
+//! - The alert's service label is routed to a repository by the policy
+//!   ([`Policy::repository_for_service`]: `[services]`, else `[alerts] default_owner`). A
+//!   routed incident belongs to that repository's scope: it names the repository
+//!   (`repository`) and its deployment verifying in the environment (`caused_by_deployment`),
+//!   may roll that one back ([`super::rollback`]) and blocks only that repository's deploys.
+//!   An alert naming no service, or one the policy cannot route, opens at environment level:
+//!   nothing is rolled back automatically, a page says why ("no repository for service X"),
+//!   and it blocks every repository of the environment per `block_on_critical_incident`.
 //! - `Incident` notifications go out when an incident opens and when it resolves.
 
 use std::collections::BTreeMap;
@@ -31,8 +34,10 @@ use super::rollback::{self, RollbackOutcome};
 use super::{ServiceError, Services};
 // The alert types moved to `domain::events`; tests and benches still name them here.
 pub use crate::domain::events::{fingerprint_of_labels, AlertSignal, AlertStatus};
+use crate::domain::ids::EnvName;
 use crate::domain::incident::{Incident, IncidentStatus};
 use crate::domain::policy::{Policy, Severity};
+use crate::domain::scope::Scope;
 use crate::notify::{Notification, NotificationBody};
 use crate::store::repo::{open_index_pk, Claim, CLAIM_LEASE};
 use crate::store::RepoError;
@@ -329,19 +334,25 @@ async fn apply(
             }
         };
         if matches!(effect, Effect::Opened | Effect::Reopened) {
-            // The interim rule: the incident belongs to the scope of the deployment verifying
-            // in its environment when exactly one repository is verifying there; otherwise it
-            // stays at environment level (and blocks every repository of the environment).
-            let verifying = match &inc.environment {
-                Some(env) => rollback::verifying_in(svc, env, now).await?,
-                None => Vec::new(),
+            // The policy routes the alert's service to a repository: the incident belongs to
+            // that repository's scope and names its deployment verifying there, if any. An
+            // alert it cannot route stays at environment level (and blocks every repository
+            // of the environment per `block_on_critical_incident`).
+            let scope = inc
+                .service
+                .as_deref()
+                .and_then(|s| svc.policy.repository_for_service(s))
+                .zip(
+                    inc.environment
+                        .as_deref()
+                        .and_then(|e| EnvName::parse(e).ok()),
+                )
+                .map(|(repo, env)| Scope::new(repo, env));
+            inc.caused_by_deployment = match &scope {
+                Some(scope) => verifying_holder(svc, scope, now).await?,
+                None => None,
             };
-            let only = match verifying.as_slice() {
-                [only] => Some(only),
-                _ => None,
-            };
-            inc.caused_by_deployment = only.map(|d| d.id.clone());
-            inc.repository = only.map(|d| d.repo.clone());
+            inc.repository = scope.map(|s| s.repo);
         }
         match svc
             .repo
@@ -382,6 +393,25 @@ async fn apply(
         result.rollback = Some(rollback::start_automatic(svc, env, &inc).await?);
     }
     Ok(result)
+}
+
+/// The scope's lock holder when the scope's heads say it is inside its verification window,
+/// from one read of the scope's partition (the lock and the heads live there).
+async fn verifying_holder(
+    svc: &Services,
+    scope: &Scope,
+    now: Timestamp,
+) -> Result<Option<String>, ServiceError> {
+    let state = svc.repo.scope_state(scope).await?;
+    Ok(match (state.lock_holder, state.current) {
+        (Some(holder), Some(current))
+            if current.deployment_id == holder
+                && current.verify_until.is_some_and(|until| now < until) =>
+        {
+            Some(holder)
+        }
+        _ => None,
+    })
 }
 
 async fn publish(svc: &Services, inc: &Incident, status: &str, now: Timestamp) {

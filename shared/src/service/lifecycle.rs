@@ -4,6 +4,10 @@
 //! GitHub may deliver statuses out of order (a `success` before the `in_progress`); every
 //! status is applied only when the state machine allows it, so a late status is recorded in
 //! the audit log and otherwise ignored, and the record ends where the deployment really is.
+//!
+//! A verification window that has ended is closed by whoever reads the deployment next (a
+//! status here, the gate, an alert) with the sweeper's own [`finish_verification`], through
+//! [`close_if_ended`] and [`close_deployment_if_ended`].
 
 use jiff::Timestamp;
 
@@ -186,6 +190,13 @@ pub async fn deployment_status(
         return Ok(LifecycleOutcome::Untracked);
     };
     let now = svc.now();
+    // A window that has ended is over: a status that meets it closes it first (the sweeper's
+    // step; no store access while the window is open), then applies to what the deployment
+    // is now.
+    let dep = match close_deployment_if_ended(svc, &dep, now).await? {
+        Some(_) => svc.repo.get_deployment(&dep.id).await?.unwrap_or(dep),
+        None => dep,
+    };
     let is_rollback_status = ev.rollback_of.is_some()
         || dep.rollback.as_ref().and_then(|r| r.github_deployment_id)
             == Some(ev.github_deployment_id)
@@ -282,6 +293,7 @@ pub async fn deployment_status(
                 git_ref: dep.git_ref.clone(),
                 deployment_id: dep.id.clone(),
                 at: now,
+                verify_until: dep.verify_until,
             };
             svc.repo.set_head(&dep.scope(), head, false).await?;
         }
@@ -298,6 +310,7 @@ pub async fn deployment_status(
                     git_ref,
                     deployment_id: dep.id.clone(),
                     at: now,
+                    verify_until: None,
                 };
                 // The target was a known good version and runs again. If last known good
                 // still names it, keep that record; if it names the rolled-back sha (a manual
@@ -332,24 +345,31 @@ pub async fn finish_verification(
     deployment_id: &str,
 ) -> Result<LifecycleOutcome, ServiceError> {
     let now = svc.now();
+    // Only the caller whose save moved the deployment records the heads, the fact and the
+    // notification: a caller that lost the race (another reader, or a sweep) finds it
+    // already succeeded and does nothing more.
+    let mut moved = false;
     let updated = update_deployment(svc, deployment_id, |d| {
+        moved = false;
         if d.state != State::Verifying || d.verify_until.is_some_and(|u| now < u) {
             return None;
         }
-        d.apply(
-            Action::PassVerification,
-            now,
-            &Actor::system(),
-            "verification window passed without a rollback alert",
-        )
-        .ok()
-        .map(|e| vec![e])
+        let event = d
+            .apply(
+                Action::PassVerification,
+                now,
+                &Actor::system(),
+                "verification window passed without a rollback alert",
+            )
+            .ok()?;
+        moved = true;
+        Some(vec![event])
     })
     .await?;
     let Some(dep) = updated else {
         return Ok(LifecycleOutcome::Untracked);
     };
-    if dep.state != State::Succeeded {
+    if !moved || dep.state != State::Succeeded {
         return Ok(LifecycleOutcome::Unchanged {
             deployment_id: dep.id,
             state: dep.state,
@@ -360,6 +380,7 @@ pub async fn finish_verification(
         git_ref: dep.git_ref.clone(),
         deployment_id: dep.id.clone(),
         at: now,
+        verify_until: None,
     };
     svc.repo.set_head(&dep.scope(), head, true).await?;
     svc.repo
@@ -378,6 +399,51 @@ pub async fn finish_verification(
     Ok(LifecycleOutcome::Moved {
         deployment_id: dep.id,
         state: dep.state,
+    })
+}
+
+/// Closes the verification window of `head`'s deployment when it has ended at `now`: the
+/// readers that meet a deployment whose window is over (a new request for its scope, a
+/// promotion check, an alert, `shipgate status`) close it themselves rather than wait for the
+/// next sweep. It is the sweeper's own [`finish_verification`], so the result is the same and
+/// happens once however many callers race (the deployment's version check decides; the
+/// losers find it succeeded).
+///
+/// Returns the deployment's state after the call, or `None` when the head names no window
+/// that has ended (no store access then: the caller read the head anyway). A head written
+/// before heads carried `verify_until` is left to the sweeper.
+pub async fn close_if_ended(
+    svc: &Services,
+    head: &Head,
+    now: Timestamp,
+) -> Result<Option<State>, ServiceError> {
+    if head.verify_until.is_none_or(|until| until > now) {
+        return Ok(None);
+    }
+    Ok(match finish_verification(svc, &head.deployment_id).await? {
+        LifecycleOutcome::Moved { state, .. } | LifecycleOutcome::Unchanged { state, .. } => {
+            Some(state)
+        }
+        LifecycleOutcome::Untracked => None,
+    })
+}
+
+/// Closes the window of a deployment read as verifying when it has ended at `now` (see
+/// [`close_if_ended`]); returns its state after the call, or `None` when its window is
+/// still open or it was not verifying.
+pub async fn close_deployment_if_ended(
+    svc: &Services,
+    dep: &Deployment,
+    now: Timestamp,
+) -> Result<Option<State>, ServiceError> {
+    if dep.state != State::Verifying || dep.verify_until.is_none_or(|until| until > now) {
+        return Ok(None);
+    }
+    Ok(match finish_verification(svc, &dep.id).await? {
+        LifecycleOutcome::Moved { state, .. } | LifecycleOutcome::Unchanged { state, .. } => {
+            Some(state)
+        }
+        LifecycleOutcome::Untracked => None,
     })
 }
 

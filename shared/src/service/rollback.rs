@@ -4,10 +4,10 @@
 //! Everything here is per scope (a repository in an environment): a deployment rolls back to
 //! the last known good of its own repository, under its own scope's lock.
 //!
-//! Which scope an alert acts on (the interim rule, until alerts name their repository): the
-//! scope of the deployment verifying in the alert's environment, when exactly one repository
-//! is verifying there. With two or more, nothing is rolled back automatically, the incident
-//! stays at environment level, and a page says why ([`Skipped::SeveralRepositoriesVerifying`]).
+//! Which scope an alert acts on: the scope of the repository the policy routes its service
+//! to ([`crate::domain::policy::Policy::repository_for_service`]), recorded on the incident.
+//! An alert that routes to no repository rolls nothing back automatically, and a page says
+//! why ([`Skipped::NoRepositoryForService`]).
 //!
 //! Manual rollbacks follow the same approval rules as a deploy (see [`start_manual`]): where
 //! the environment requires approvals, asking opens a [`RollbackRequest`] on the current
@@ -64,9 +64,9 @@ pub enum Skipped {
     SeverityNotRollingBack { severity: Severity },
     /// No deployment of the environment is inside its verification window.
     NoDeploymentVerifying,
-    /// Deployments of several repositories are verifying in the environment, and the alert
-    /// does not say which one it is about: nothing is rolled back automatically.
-    SeveralRepositoriesVerifying { repositories: Vec<String> },
+    /// The alert names no service, or one the policy routes to no repository: nothing is
+    /// rolled back automatically, and a page says why.
+    NoRepositoryForService { service: Option<String> },
 }
 
 /// What a rollback request did.
@@ -169,11 +169,12 @@ pub async fn verifying_deployment(
     let Some(holder) = svc.repo.lock_holder(scope).await? else {
         return Ok(None);
     };
-    Ok(svc
-        .repo
-        .get_deployment(&holder)
-        .await?
-        .filter(|d| d.in_verification_window(now)))
+    let Some(dep) = svc.repo.get_deployment(&holder).await? else {
+        return Ok(None);
+    };
+    // A window that has ended is over: close it now rather than at the next sweep.
+    crate::service::lifecycle::close_deployment_if_ended(svc, &dep, now).await?;
+    Ok(Some(dep).filter(|d| d.in_verification_window(now)))
 }
 
 /// The deployments of an environment inside their verification window at `now`, one per
@@ -189,10 +190,16 @@ pub async fn verifying_in(
             24 * VERIFYING_HORIZON_DAYS,
         ))
         .unwrap_or(Timestamp::UNIX_EPOCH);
-    let mut verifying: Vec<Deployment> = svc
+    let recent = svc
         .repo
         .deployments_in(environment, from, Timestamp::MAX, true, None)
-        .await?
+        .await?;
+    // A window that has ended is over: close it now rather than at the next sweep (no store
+    // access for deployments whose window is still open).
+    for dep in &recent {
+        crate::service::lifecycle::close_deployment_if_ended(svc, dep, now).await?;
+    }
+    let mut verifying: Vec<Deployment> = recent
         .into_iter()
         .filter(|d| d.in_verification_window(now))
         .collect();
@@ -207,8 +214,8 @@ pub async fn verifying_in(
 /// Rolls back when the incident's severity is in the environment's `rollback_on` and a
 /// deployment of the incident's scope is inside its verification window (and, when the
 /// incident names the deployment that was verifying when it opened, it is that one). An
-/// incident with no repository acts on the one deployment verifying in its environment, and
-/// on none when several repositories are verifying there (the page says so). Safe to call
+/// incident with no repository (its service routes nowhere) acts on none, and the page says
+/// why. Safe to call
 /// many times concurrently: only one caller starts the rollback and calls GitHub.
 pub async fn start_automatic(
     svc: &Services,
@@ -230,16 +237,10 @@ pub async fn start_automatic(
     let dep = match incident.scope() {
         Some(scope) => verifying_deployment(svc, &scope, now).await?,
         None => {
-            let mut verifying = verifying_in(svc, environment, now).await?;
-            if verifying.len() > 1 {
-                let repositories: Vec<String> =
-                    verifying.iter().map(|d| d.repo.to_string()).collect();
-                page_ambiguous(svc, environment, incident, &repositories, now).await;
-                return Ok(RollbackOutcome::Skipped(
-                    Skipped::SeveralRepositoriesVerifying { repositories },
-                ));
-            }
-            verifying.pop()
+            page_unrouted(svc, environment, incident, now).await;
+            return Ok(RollbackOutcome::Skipped(Skipped::NoRepositoryForService {
+                service: incident.service.clone(),
+            }));
         }
     };
     let Some(dep) = dep else {
@@ -320,20 +321,14 @@ pub async fn start_automatic(
     carry_out(svc, &dep, &target.git_ref, env).await
 }
 
-/// Pages that a rollback-worthy alert could not be tied to one repository: several were
-/// verifying in its environment. Called once per opening of the incident (the alert's own
+/// Pages that a rollback-worthy alert could not be tied to a repository: it names no service,
+/// or the policy routes its service nowhere ("no repository for service X"). Called once per opening of the incident (the alert's own
 /// claim keeps repeats out); a failed page is logged, the incident itself was notified.
-async fn page_ambiguous(
-    svc: &Services,
-    environment: &str,
-    incident: &Incident,
-    repositories: &[String],
-    now: Timestamp,
-) {
-    let reason = format!(
-        "several repositories are verifying in {environment} ({}) and the alert does not say which one it is about",
-        repositories.join(", ")
-    );
+async fn page_unrouted(svc: &Services, environment: &str, incident: &Incident, now: Timestamp) {
+    let reason = match &incident.service {
+        Some(service) => format!("no repository for service {service}"),
+        None => "the alert names no service".to_string(),
+    };
     tracing::error!(incident_id = %incident.id, environment, %reason, "no automatic rollback");
     svc.publish(Notification::new(
         now,
@@ -341,13 +336,13 @@ async fn page_ambiguous(
             job: "rollback".into(),
             ok: false,
             summary: format!(
-                "{} incident \"{}\" in {environment}: {reason}; no automatic action was taken",
+                "{} incident \"{}\" in {environment}: {reason}; no automatic rollback was taken",
                 incident.severity, incident.title
             ),
             details: serde_json::json!({
                 "environment": environment,
                 "incident_id": incident.id,
-                "repositories": repositories,
+                "service": incident.service,
                 "reason": reason,
             }),
             page: true,

@@ -165,6 +165,9 @@ pub struct ScopeState {
     pub lock_holder: Option<String>,
     /// The open incidents indexed in the scope (its repository's own).
     pub open_incidents: Vec<crate::domain::incident::OpenIncident>,
+    /// What the scope runs now (its heads' `current`), which says when the window of a
+    /// deployment verifying there ends.
+    pub current: Option<Head>,
 }
 
 /// The entry listing a repository among an environment's ([`Repo::repositories_in`]).
@@ -1075,8 +1078,8 @@ impl Repo {
         Ok(critical_ids(own.into_iter().chain(shared)))
     }
 
-    /// The lock holder and the scope's own open incidents, in one read of the scope's
-    /// partition (the gate's facts).
+    /// The lock holder, the scope's own open incidents and its current head, in one read of
+    /// the scope's partition (the gate's facts).
     pub async fn scope_state(&self, scope: &Scope) -> Result<ScopeState, RepoError> {
         let items = self
             .store
@@ -1093,6 +1096,8 @@ impl Repo {
                 state.lock_holder = Some(from_item::<LockRecord>(item, "lock")?.holder);
             } else if item.sk.starts_with("OPEN#") {
                 state.open_incidents.push(from_item(item, "open incident")?);
+            } else if item.sk == "HEADS" {
+                state.current = from_item::<EnvironmentHeads>(item, "heads")?.current;
             }
         }
         Ok(state)

@@ -36,6 +36,9 @@ pub const APPROVERS: [&str; 3] = ["U0APPROV1", "U0APPROV2", "U0APPROV3"];
 /// staging deploys at once; production needs two of three approvers and rolls back on
 /// critical alerts during its 15-minute verification window.
 pub const POLICY: &str = r#"
+[services]
+api = "octo-org/hello-world"
+
 [identities]
 U0APPROV1 = "alice-ops"
 U0APPROV2 = "bob-sre"

@@ -50,6 +50,9 @@ pub const POLICY: &str = r#"
 [identities]
 U0APPROV1 = "alice-ops"
 
+[services]
+api = "octo-org/shop"
+
 [environments.staging]
 verification_window = "10m"
 rollback_on = ["critical"]

@@ -266,6 +266,7 @@ impl Harness {
                         git_ref: "main".into(),
                         deployment_id: id.clone(),
                         at,
+                        verify_until: None,
                     },
                     n == 1,
                 )

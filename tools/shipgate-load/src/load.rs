@@ -212,7 +212,8 @@ pub fn load_policy(n: u32) -> String {
     let mut text = String::from(
         "# The policy `shipgate load` runs on: environments that need no approval (so every\n\
          # request that finds its environment free goes through), verify for one second, and\n\
-         # roll back on critical alerts.\n",
+         # roll back on critical alerts. The alerts' service is the deploying repository's.\n\
+         \n[services]\napi = \"acme/api\"\n",
     );
     for name in environment_names(n) {
         text.push_str(&format!(

@@ -14,6 +14,7 @@ use super::{
     AlertsPolicy, BackupsPolicy, DeployWindow, EnvironmentPolicy, Freeze, NotificationsPolicy,
     Policy, PolicyError, PolicyErrors, Probe, RollbackMethod, Severity, TimeOfDay,
 };
+use crate::domain::ids::RepoName;
 
 const ROOT_KEYS: &[&str] = &[
     "identities",
@@ -22,12 +23,14 @@ const ROOT_KEYS: &[&str] = &[
     "backups",
     "probes",
     "environments",
+    "services",
 ];
 const ALERTS_KEYS: &[&str] = &[
     "environment_labels",
     "service_labels",
     "severity_label",
     "severity_map",
+    "default_owner",
 ];
 const NOTIFICATIONS_KEYS: &[&str] = &["pagerduty_routing_keys"];
 const BACKUPS_KEYS: &[&str] = &["tables", "schedule", "retention_days", "keep_daily"];
@@ -132,6 +135,10 @@ pub(super) fn decode(file: &str, text: &str) -> Result<Policy, PolicyErrors> {
             (BTreeMap::new(), BTreeMap::new())
         }
     };
+    let services = root
+        .take("services")
+        .map(|f| cx.services(&f))
+        .unwrap_or_default();
     let probes = root
         .take("probes")
         .map(|f| cx.probes(&f, &environments))
@@ -147,6 +154,7 @@ pub(super) fn decode(file: &str, text: &str) -> Result<Policy, PolicyErrors> {
             probes,
             environments,
             scopes,
+            services,
         })
     } else {
         Err(cx.into_errors())
@@ -514,6 +522,20 @@ impl<'a> Ctx<'a> {
                 }
             }
         }
+        if let Some(f) = table.take("default_owner") {
+            if let Some(owner) = self.text(&f) {
+                if crate::domain::ids::RepoName::parse(&format!("{owner}/x")).is_err() {
+                    self.fail(
+                        &f,
+                        format!(
+                            "{owner:?} is not a GitHub owner (letters, digits and -, at most 39)"
+                        ),
+                    );
+                } else {
+                    alerts.default_owner = Some(owner);
+                }
+            }
+        }
         if let Some(f) = table.take("severity_label") {
             if let Some(label) = self.text(&f) {
                 alerts.severity_label = label;
@@ -532,6 +554,29 @@ impl<'a> Ctx<'a> {
         }
         table.finish(self);
         Some(alerts)
+    }
+
+    /// `[services]`: service label value → `owner/name`.
+    fn services(&mut self, field: &Field<'_>) -> BTreeMap<String, RepoName> {
+        let mut services = BTreeMap::new();
+        let Some(mut table) = self.table(field, &[]) else {
+            return services;
+        };
+        for (service, _, value) in table.take_all() {
+            let Some(repo) = self.text(&value) else {
+                continue;
+            };
+            match RepoName::parse(&repo) {
+                Ok(repo) => {
+                    services.insert(service.to_owned(), repo);
+                }
+                Err(e) => self.fail(
+                    &value,
+                    format!("{repo:?} is not a repository (owner/name): {e}"),
+                ),
+            }
+        }
+        services
     }
 
     fn notifications(&mut self, field: &Field<'_>) -> Option<NotificationsPolicy> {

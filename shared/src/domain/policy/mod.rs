@@ -78,6 +78,8 @@ pub struct Policy {
     environments: BTreeMap<String, EnvironmentPolicy>,
     /// Per section: which repositories it governs and its overrides.
     scopes: BTreeMap<String, scope::Scope>,
+    /// `[services]`: an alert's service label → the repository it is about.
+    services: BTreeMap<String, crate::domain::ids::RepoName>,
 }
 
 impl Policy {
@@ -167,6 +169,17 @@ impl Policy {
         &self.alerts.service_labels
     }
 
+    /// The repository an alert's service is about: its `[services]` entry, else
+    /// `{default_owner}/{service}` when `[alerts] default_owner` is set, else none (an alert
+    /// the policy cannot route acts at environment level and rolls nothing back).
+    pub fn repository_for_service(&self, service: &str) -> Option<crate::domain::ids::RepoName> {
+        if let Some(repo) = self.services.get(service) {
+            return Some(repo.clone());
+        }
+        let owner = self.alerts.default_owner.as_deref()?;
+        crate::domain::ids::RepoName::parse(&format!("{owner}/{service}")).ok()
+    }
+
     /// The label that carries an alert's raw severity.
     pub fn severity_label(&self) -> &str {
         &self.alerts.severity_label
@@ -193,6 +206,9 @@ pub struct AlertsPolicy {
     pub severity_label: String,
     /// Lowercased raw label value → canonical severity (defaults merged with the file's).
     pub severity_map: BTreeMap<String, Severity>,
+    /// Owner of the repository named like a service that `[services]` does not list; none
+    /// by default (see [`Policy::repository_for_service`]).
+    pub default_owner: Option<String>,
 }
 
 impl AlertsPolicy {
@@ -217,6 +233,7 @@ impl Default for AlertsPolicy {
             .into_iter()
             .map(|(raw, severity)| (raw.to_owned(), severity))
             .collect(),
+            default_owner: None,
         }
     }
 }
