@@ -17,6 +17,7 @@ pub mod contract;
 pub mod counting;
 mod doubles;
 mod fixtures;
+mod reply;
 mod services;
 mod signing;
 
@@ -27,6 +28,7 @@ pub use fixtures::{
     event_path, fixture, fixture_json, github_app_key, github_app_key_path, test_data,
     workspace_root,
 };
+pub use reply::Reply;
 pub use services::{fast_retries, github_app, mount_installation_token, Builder, TestServices};
 pub use signing::{
     github_delivery, github_signature, signed_slack_request, slack_form_body, slack_request,

@@ -28,6 +28,8 @@ use testkit::{ManualClock, TestServices};
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
+pub use testkit::Reply;
+
 pub const ALERT_TOKEN: &str = "alert token used only by these tests";
 pub const WEBHOOK_SECRET: &str = "github webhook secret used only by these tests";
 pub const APP_ID: u64 = 4242;
@@ -357,35 +359,6 @@ pub fn alert_request(
         builder = builder.header("authorization", value);
     }
     builder.body(Bytes::from(body)).unwrap()
-}
-
-/// A handler answer with its JSON body parsed.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub body: Value,
-}
-
-impl From<http::Response<String>> for Reply {
-    fn from(resp: http::Response<String>) -> Self {
-        let status = resp.status().as_u16();
-        let body = serde_json::from_str(resp.body())
-            .unwrap_or_else(|e| panic!("response is not JSON ({e}): {}", resp.body()));
-        Reply { status, body }
-    }
-}
-
-impl Reply {
-    pub fn str(&self, key: &str) -> &str {
-        self.body[key]
-            .as_str()
-            .unwrap_or_else(|| panic!("no string {key:?} in {}", self.body))
-    }
-    pub fn count(&self, key: &str) -> u64 {
-        self.body[key]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no count {key:?} in {}", self.body))
-    }
 }
 
 /// A `deployment_protection_rule` / `requested` delivery for a GitHub App installation.

@@ -23,6 +23,8 @@ use testkit::{ManualClock, RecordingPublisher, TestServices};
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
+pub use testkit::Reply;
+
 pub const WEBHOOK_SECRET: &str = "test webhook secret, not used anywhere else";
 pub const APP_ID: u64 = 31337;
 pub const INSTALLATION_ID: u64 = 777;
@@ -239,30 +241,6 @@ pub fn request(headers: &[(&str, &str)], body: &[u8]) -> http::Request<Bytes> {
         builder = builder.header(*name, *value);
     }
     builder.body(Bytes::copy_from_slice(body)).unwrap()
-}
-
-/// A handler answer with its JSON body parsed.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub body: Value,
-}
-
-impl From<http::Response<String>> for Reply {
-    fn from(resp: http::Response<String>) -> Self {
-        let status = resp.status().as_u16();
-        let body = serde_json::from_str(resp.body())
-            .unwrap_or_else(|e| panic!("response is not JSON ({e}): {}", resp.body()));
-        Reply { status, body }
-    }
-}
-
-impl Reply {
-    pub fn str(&self, key: &str) -> &str {
-        self.body[key]
-            .as_str()
-            .unwrap_or_else(|| panic!("no string {key:?} in {}", self.body))
-    }
 }
 
 /// A `deployment_protection_rule` delivery: the octokit fixture with a real callback URL,
