@@ -26,7 +26,7 @@ impl KmsKeys {
 
     /// Builds the client from the default AWS configuration (which honours `AWS_ENDPOINT_URL`).
     pub async fn from_env(key_id: impl Into<String>) -> Self {
-        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let config = crate::aws::sdk_config().await;
         Self::new(aws_sdk_kms::Client::new(&config), key_id)
     }
 }

@@ -69,7 +69,7 @@ impl S3Objects {
     /// (`AWS_ENDPOINT_URL`, an emulator or S3-compatible store) it uses path-style addressing,
     /// since virtual-host buckets need DNS such endpoints rarely have.
     pub async fn from_env(bucket: impl Into<String>) -> Self {
-        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let config = crate::aws::sdk_config().await;
         Self::new(s3_client(&config), bucket)
     }
 

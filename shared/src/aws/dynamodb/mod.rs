@@ -80,9 +80,7 @@ impl DynamoStore {
     /// Builds the client from the standard AWS environment (credentials chain, region, and
     /// `AWS_ENDPOINT_URL`, which is how tests and the self-hosted demo point at an emulator).
     pub async fn from_env(table: impl Into<String>) -> Self {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .load()
-            .await;
+        let config = crate::aws::sdk_config().await;
         DynamoStore::new(Client::new(&config), table)
     }
 

@@ -60,7 +60,7 @@ impl DynamoTable {
 
     /// Builds the client from the standard AWS environment (honours `AWS_ENDPOINT_URL`).
     pub async fn from_env(table: impl Into<String>) -> Self {
-        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let config = crate::aws::sdk_config().await;
         Self::new(Client::new(&config), table)
     }
 
