@@ -1225,7 +1225,7 @@ pub struct DrillReport {
     pub ok: bool,
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut line = error.to_string();
     let mut cause = error.source();
     while let Some(e) = cause {

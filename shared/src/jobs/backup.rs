@@ -21,7 +21,9 @@ use serde_json::{json, Value};
 
 use super::emf::{self, Unit};
 use super::{BackupJobs, JobError, JobName, JobOutcome, MetricSink};
-use crate::backup::operations::{self as backup, BackupDeps, DrillReport, PruneReport};
+use crate::backup::operations::{
+    self as backup, error_chain, BackupDeps, DrillReport, PruneReport,
+};
 use crate::backup::tables::{ScratchTables, TableSource};
 use crate::backup::Manifest;
 use crate::config::ConfigError;
@@ -115,18 +117,6 @@ impl TableBackups {
             value,
         ));
     }
-}
-
-/// The error and its causes on one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut line = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        line.push_str(": ");
-        line.push_str(&e.to_string());
-        cause = e.source();
-    }
-    line
 }
 
 /// `1234567` → `1,234,567`.
