@@ -48,6 +48,20 @@ pub struct DeploymentSummary {
     pub approval_expires_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify_until: Option<Timestamp>,
+    /// Its place in its scope's queue while it is queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueSpot>,
+}
+
+/// Where a queued deployment stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueSpot {
+    /// 1 for the next to go once the lock frees.
+    pub position: u32,
+    /// The deployment that holds the scope's lock.
+    pub behind: String,
+    /// Rejected if still waiting then.
+    pub until: Timestamp,
 }
 
 impl From<&Deployment> for DeploymentSummary {
@@ -69,6 +83,7 @@ impl From<&Deployment> for DeploymentSummary {
             button_nonce: d.button_nonce.clone(),
             approval_expires_at: d.approval_expires_at,
             verify_until: d.verify_until,
+            queue: None,
         }
     }
 }
@@ -127,6 +142,19 @@ impl Notification {
             at,
             body,
         }
+    }
+
+    /// A queued deployment's notification, with its place in the queue.
+    pub fn queued(at: Timestamp, dep: &Deployment, spot: QueueSpot) -> Self {
+        let mut deployment = DeploymentSummary::from(dep);
+        deployment.queue = Some(spot);
+        Self::new(
+            at,
+            NotificationBody::Deployment {
+                deployment,
+                event: "queued".to_string(),
+            },
+        )
     }
 
     pub fn deployment(at: Timestamp, dep: &Deployment, event: &str) -> Self {

@@ -158,6 +158,7 @@ fn field(label: &str, value: &str) -> Value {
 fn state_label(state: State) -> (&'static str, &'static str) {
     match state {
         State::Requested => (":inbox_tray:", "Deployment requested"),
+        State::Queued => (":busstop:", "Queued"),
         State::AwaitingApproval => (":hourglass_flowing_sand:", "Approval needed"),
         State::Approved => (":white_check_mark:", "Approved"),
         State::Rejected => (":no_entry:", "Rejected"),
@@ -203,6 +204,15 @@ fn outcome_line(dep: &DeploymentSummary) -> Option<String> {
     };
     let line = match dep.state {
         State::Requested => return None,
+        State::Queued => match &dep.queue {
+            Some(spot) => format!(
+                "{} in line behind deployment `{}`; waits until {}, then gives up",
+                ordinal(spot.position),
+                escape(&spot.behind),
+                slack_date(spot.until)
+            ),
+            None => "Waiting for the deployment in progress to finish".to_owned(),
+        },
         State::AwaitingApproval if dep.approvals.is_empty() => return None,
         State::AwaitingApproval => format!("Approved so far by {}", approvers(dep)),
         State::Approved | State::Deploying | State::Verifying | State::Succeeded => approved,
@@ -231,6 +241,18 @@ fn outcome_line(dep: &DeploymentSummary) -> Option<String> {
         }
     };
     Some(line)
+}
+
+/// `1st`, `2nd`, `3rd`, `11th`, `22nd`.
+pub fn ordinal(n: u32) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
 }
 
 fn button(action_id: &str, label: &str, style: &str, value: &str) -> Value {
@@ -620,7 +642,49 @@ mod tests {
             button_nonce: Some("n0nce".into()),
             approval_expires_at: Some("2025-03-04T16:00:00Z".parse().expect("ts")),
             verify_until: None,
+            queue: None,
         }
+    }
+
+    #[test]
+    fn a_queued_deployment_says_where_it_stands_and_has_no_buttons() {
+        let mut dep = awaiting();
+        dep.state = State::Queued;
+        dep.queue = Some(crate::notify::QueueSpot {
+            position: 2,
+            behind: "dep-ahead".into(),
+            until: "2025-03-04T13:00:00Z".parse().expect("ts"),
+        });
+        let message = deployment_message(&dep, "https://github.com");
+        let text = serde_json::to_string(&message.blocks).expect("json");
+        assert!(text.contains("Queued: acme/shop"), "{text}");
+        assert!(
+            text.contains(
+                "2nd in line behind deployment `dep-ahead`; waits until <!date^1741093200^"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("\"actions\""), "{text}");
+        assert!(
+            message.text.starts_with("Queued: acme/shop `main`"),
+            "{}",
+            message.text
+        );
+    }
+
+    #[test]
+    fn ordinals_read_as_english() {
+        let got: Vec<String> = [1, 2, 3, 4, 11, 12, 13, 21, 22, 23, 101, 111]
+            .into_iter()
+            .map(ordinal)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "23rd",
+                "101st", "111th"
+            ]
+        );
     }
 
     fn blocks_of(message: &SlackMessage) -> &Vec<Value> {

@@ -22,12 +22,19 @@ use State as S;
 /// Documented additions: a final status may overtake `in_progress` (approved → verifying,
 /// approved → failed); a rollback's own failure fails it; the current version may be rolled
 /// back by hand after its window (succeeded/failed → rolling_back); a run withdrawn before it
-/// finished deploying is cancelled.
+/// finished deploying is cancelled. The queue: a request whose scope is locked waits
+/// (requested → queued) and leaves the queue decided as a fresh request is (approved,
+/// awaiting_approval, rejected), or cancelled when its run is.
 const LEGAL: &[(State, Action, State)] = &[
     (S::Requested, A::AutoApprove, S::Approved),
     (S::Requested, A::RequestApproval, S::AwaitingApproval),
     (S::Requested, A::Reject, S::Rejected),
     (S::Requested, A::Cancel, S::Cancelled),
+    (S::Requested, A::Queue, S::Queued),
+    (S::Queued, A::AutoApprove, S::Approved),
+    (S::Queued, A::RequestApproval, S::AwaitingApproval),
+    (S::Queued, A::Reject, S::Rejected),
+    (S::Queued, A::Cancel, S::Cancelled),
     (S::AwaitingApproval, A::Approve, S::Approved),
     (S::AwaitingApproval, A::Reject, S::Rejected),
     (S::AwaitingApproval, A::Expire, S::Expired),
@@ -435,7 +442,10 @@ fn random_walks_from_requested_stay_inside_the_reachable_states() {
                     );
                     assert!(reachable.contains(&dep.state));
                     assert_eq!(event.from, Some(before.state));
-                    if !dep.state.holds_lock() {
+                    // A queued request has not finished: it waits for its turn.
+                    if dep.state == S::Queued {
+                        assert!(dep.finished_at.is_none(), "walk {walk} step {step}");
+                    } else if !dep.state.holds_lock() {
                         assert!(
                             dep.finished_at.is_some(),
                             "walk {walk} step {step}: {} has no finish time",

@@ -20,6 +20,7 @@
 
 use std::time::Duration;
 
+use crate::queue_timer::Deadlines;
 use async_trait::async_trait;
 use shipgate::embedded::ChannelPublisher;
 use shipgate::jobs::{predeploy, JobContext};
@@ -49,20 +50,23 @@ impl Publisher for DiscardPublisher {
 const PRE_DEPLOY_CAPACITY: usize = 64;
 
 /// The self-hosted server's publisher: pre-deploy backup requests to the jobs task, every
-/// other notification to the notifier's channel.
+/// other notification to the notifier's channel, and the deadlines deployment notifications
+/// set to the queue timer ([`crate::queue_timer`]).
 pub(crate) struct RoutingPublisher {
     notifications: ChannelPublisher,
     pre_deploy: mpsc::Sender<String>,
+    deadlines: Deadlines,
 }
 
 impl RoutingPublisher {
     /// The publisher and the receiving end for [`spawn_pre_deploy_backups`].
-    pub fn new(notifications: ChannelPublisher) -> (Self, Receiver<String>) {
+    pub fn new(notifications: ChannelPublisher, deadlines: Deadlines) -> (Self, Receiver<String>) {
         let (pre_deploy, rx) = mpsc::channel(PRE_DEPLOY_CAPACITY);
         (
             RoutingPublisher {
                 notifications,
                 pre_deploy,
+                deadlines,
             },
             rx,
         )
@@ -81,7 +85,10 @@ impl Publisher for RoutingPublisher {
                     message: "the pre-deploy backup task has stopped".into(),
                     source: None,
                 }),
-            _ => self.notifications.publish(n).await,
+            _ => {
+                self.deadlines.note(n);
+                self.notifications.publish(n).await
+            }
         }
     }
 }

@@ -53,6 +53,7 @@ use crate::error::CliError;
 use crate::notifier_task::{
     spawn_notifier, spawn_pre_deploy_backups, DiscardPublisher, RoutingPublisher,
 };
+use crate::queue_timer::{spawn_queue_timer, Deadlines};
 use crate::scheduler::{spawn_scheduler, Schedule};
 
 /// Notifications buffered between handlers and the notifier before publishing waits.
@@ -228,7 +229,8 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, CliError> {
     let local = listener.local_addr().map_err(CliError::Serve)?;
 
     let (channel, notifications) = ChannelPublisher::new(NOTIFY_CAPACITY);
-    let (publisher, pre_deploy_requests) = RoutingPublisher::new(channel);
+    let (deadlines, deadline_rx) = Deadlines::new();
+    let (publisher, pre_deploy_requests) = RoutingPublisher::new(channel, deadlines);
     let services = Services {
         repo: repo.clone(),
         policy: Arc::clone(&policy),
@@ -279,6 +281,7 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, CliError> {
         .with_backups(Arc::new(backups))
         .with_metrics(MetricSink::Off);
     spawn_pre_deploy_backups(pre_deploy_requests, jobs.clone(), shutdown_rx.clone());
+    spawn_queue_timer(deadline_rx, services.clone(), shutdown_rx.clone());
     let scheduler = spawn_scheduler(jobs, cfg.schedule, shutdown_rx.clone());
     let state = AppState {
         github: Arc::new(GitHubWebhook::new(

@@ -74,10 +74,29 @@ async fn environment_status(
     environment: &str,
     scope: Option<&Scope>,
 ) -> Result<Value, CliError> {
-    let (heads, lock_holder) = match scope {
-        Some(scope) => (repo.heads(scope).await?, repo.lock_holder(scope).await?),
-        None => (Default::default(), None),
+    let (heads, lock_holder, queue) = match scope {
+        Some(scope) => (
+            repo.heads(scope).await?,
+            repo.lock_holder(scope).await?,
+            repo.queue(scope).await?,
+        ),
+        None => (Default::default(), None, Vec::new()),
     };
+    let queue: Vec<Value> = queue
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            json!({
+                "position": i + 1,
+                "deployment_id": e.deployment_id,
+                "run_id": e.run_id,
+                "ref": e.git_ref,
+                "sha": e.sha,
+                "since": e.since,
+                "until": e.until,
+            })
+        })
+        .collect();
     let heads: shipgate::domain::deployment::EnvironmentHeads = heads;
     let lock = match lock_holder {
         Some(holder) => {
@@ -137,6 +156,7 @@ async fn environment_status(
         "current": head_json(&heads.current),
         "last_known_good": head_json(&heads.last_known_good),
         "lock": lock,
+        "queue": queue,
         "latest_deployment": latest.first().map(deployment_json),
         "open_incidents": open,
         "open_critical_incidents": critical,
@@ -178,11 +198,13 @@ fn status_row(s: &Value) -> Vec<String> {
     };
     let open = s["open_incidents"].as_array().map_or(0, Vec::len);
     let critical = s["open_critical_incidents"].as_array().map_or(0, Vec::len);
+    let queued = s["queue"].as_array().map_or(0, Vec::len);
     vec![
         text(&s["scope"]).to_string(),
         head_cell(&s["current"]),
         head_cell(&s["last_known_good"]),
         lock,
+        queued.to_string(),
         format!("{open} ({critical} critical)"),
         latest,
     ]
@@ -263,12 +285,26 @@ pub async fn status(opts: StatusOptions) -> Result<(), CliError> {
             "CURRENT",
             "LAST GOOD",
             "LOCK",
+            "QUEUED",
             "INCIDENTS",
             "LATEST DEPLOYMENT",
         ],
         &rows,
     );
     for s in &statuses {
+        for q in s["queue"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "queued in {}: {}. {} {} ({}) run {}, waiting since {}, gives up at {}\n",
+                text(&s["scope"]),
+                q["position"],
+                text(&q["deployment_id"]),
+                text(&q["ref"]),
+                short_sha(text(&q["sha"])),
+                q["run_id"],
+                text(&q["since"]),
+                text(&q["until"]),
+            ));
+        }
         for inc in s["open_incidents"].as_array().into_iter().flatten() {
             out.push_str(&format!(
                 "open incident in {}: {} [{}] {} (since {})\n",

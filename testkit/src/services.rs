@@ -61,8 +61,10 @@ pub fn github_app(github: &MockServer, app_id: u64, retries: RetryPolicy) -> Git
 /// Services over fakes, and the fakes themselves for the test to drive and inspect.
 pub struct TestServices {
     pub services: Services,
-    /// The SQLite store under the repo.
+    /// The SQLite store under the repo (unused when built with [`Builder::item_store`]).
     pub store: Arc<SqliteStore>,
+    /// The store the repo uses: the SQLite one, or the one given to [`Builder::item_store`].
+    pub items: Arc<dyn ItemStore>,
     /// The counting wrapper the repo goes through, when built with [`Builder::counting`].
     pub counter: Option<Arc<CountingStore>>,
     pub repo: Repo,
@@ -89,6 +91,7 @@ pub struct Builder {
     retries: RetryPolicy,
     github_app: bool,
     counting: bool,
+    items: Option<Arc<dyn ItemStore>>,
 }
 
 impl Default for Builder {
@@ -103,6 +106,7 @@ impl Default for Builder {
             retries: fast_retries(),
             github_app: true,
             counting: false,
+            items: None,
         }
     }
 }
@@ -136,6 +140,12 @@ impl Builder {
         self.github_app = false;
         self
     }
+    /// The repo uses this store instead of a fresh in-memory SQLite one (a DynamoDB table,
+    /// to run a test on both stores).
+    pub fn item_store(mut self, items: Arc<dyn ItemStore>) -> Self {
+        self.items = Some(items);
+        self
+    }
     /// The repo goes through a [`CountingStore`].
     pub fn counting(mut self) -> Self {
         self.counting = true;
@@ -154,12 +164,15 @@ impl Builder {
         };
 
         let store = Arc::new(SqliteStore::in_memory().expect("in-memory SQLite"));
+        let items: Arc<dyn ItemStore> = match self.items {
+            Some(items) => items,
+            None => store.clone(),
+        };
         let (repo, counter) = if self.counting {
-            let counter = Arc::new(CountingStore::new(store.clone()));
+            let counter = Arc::new(CountingStore::new(items.clone()));
             (Repo::new(counter.clone()), Some(counter))
         } else {
-            let items: Arc<dyn ItemStore> = store.clone();
-            (Repo::new(items), None)
+            (Repo::new(items.clone()), None)
         };
         let clock = ManualClock::new(self.start);
         let publisher = RecordingPublisher::default();
@@ -175,6 +188,7 @@ impl Builder {
         TestServices {
             services,
             store,
+            items,
             counter,
             repo,
             clock,

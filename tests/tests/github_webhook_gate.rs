@@ -18,6 +18,15 @@ use shipgate::store::repo::ShaFact;
 
 const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 
+/// The common policy with staging's queue off (`queue_wait = "0s"`): a locked scope rejects.
+fn queue_off() -> String {
+    common::POLICY.replacen(
+        "verification_window = \"10m\"\n",
+        "verification_window = \"10m\"\nqueue_wait = \"0s\"\n",
+        1,
+    )
+}
+
 fn review_path(run_id: u64) -> String {
     format!("/repos/{REPO}/actions/runs/{run_id}/deployment_protection_rule")
 }
@@ -200,8 +209,8 @@ async fn awaiting_approval_reports_a_status_without_deciding() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn fifty_concurrent_requests_for_one_environment_let_exactly_one_through() {
-    let h = std::sync::Arc::new(Harness::new().await);
+async fn fifty_concurrent_requests_with_the_queue_off_let_exactly_one_through() {
+    let h = std::sync::Arc::new(Harness::with_policy(&queue_off()).await);
     let mut tasks = Vec::new();
     for run_id in 1000..1050u64 {
         let h = h.clone();
@@ -282,6 +291,96 @@ async fn fifty_concurrent_requests_for_one_environment_let_exactly_one_through()
         .filter(|r| r.url.path().ends_with("/access_tokens"))
         .count();
     assert_eq!(exchanges, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_requests_queue_behind_one_and_the_next_goes_when_it_ends() {
+    let h = std::sync::Arc::new(Harness::new().await);
+    let mut tasks = Vec::new();
+    for run_id in 2000..2050u64 {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move {
+            let sha = format!("{run_id:040x}");
+            // Fifty tags: no request supersedes another.
+            let tag = format!("refs/tags/v1.{run_id}");
+            h.deliver_json(
+                "deployment_protection_rule",
+                &protection_rule("staging", run_id, &sha, &tag),
+            )
+            .await
+        }));
+    }
+    let replies: Vec<_> = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert!(replies.iter().all(|r| r.status == 200), "{replies:?}");
+    let approved: Vec<_> = replies
+        .iter()
+        .filter(|r| r.str("decision") == "approved")
+        .collect();
+    let queued = replies
+        .iter()
+        .filter(|r| r.str("decision") == "queued")
+        .count();
+    assert_eq!((approved.len(), queued), (1, 49), "{replies:?}");
+
+    let scope = testkit::scope(REPO, "staging");
+    let holder = h.repo.lock_holder(&scope).await.unwrap().expect("locked");
+    assert_eq!(holder, approved[0].str("deployment_id"));
+    let queue = h.repo.queue(&scope).await.unwrap();
+    assert_eq!(queue.len(), 49);
+    let deps = h.deployments().await;
+    assert_eq!(deps.iter().filter(|d| d.state == State::Queued).count(), 49);
+    // GitHub got one approval and a status comment for each waiting run: nothing rejected.
+    let calls = h.protection_rule_calls().await;
+    assert_eq!(calls.len(), 50, "{calls:?}");
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|(_, b)| b["state"] == json!("approved"))
+            .count(),
+        1
+    );
+    for (path, body) in calls.iter().filter(|(_, b)| b.get("state").is_none()) {
+        let comment = body["comment"].as_str().unwrap();
+        assert!(
+            comment.starts_with(&format!(
+                "shipgate: queued behind deployment {holder} in staging"
+            )),
+            "{path}: {comment}"
+        );
+    }
+
+    // The holder fails: the first in line is approved at once, and only it.
+    let holder_run = h.deployment(&holder).await.run_id.unwrap();
+    let holder_sha = format!("{holder_run:040x}");
+    let failed = h
+        .deliver_json(
+            "deployment_status",
+            &deployment_status(900, "staging", &holder_sha, Some(holder_run), "failure"),
+        )
+        .await;
+    assert_eq!(failed.str("state"), "failed", "{failed:?}");
+    let next = h.repo.lock_holder(&scope).await.unwrap().expect("locked");
+    assert_eq!(next, queue[0].deployment_id, "the first in line goes next");
+    assert_eq!(h.deployment(&next).await.state, State::Approved);
+    assert_eq!(h.repo.queue(&scope).await.unwrap().len(), 48);
+    let approvals: Vec<_> = h
+        .protection_rule_calls()
+        .await
+        .into_iter()
+        .filter(|(_, b)| b["state"] == json!("approved"))
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(
+        approvals,
+        vec![
+            review_path(holder_run),
+            review_path(queue[0].run_id.unwrap())
+        ]
+    );
 }
 
 #[tokio::test]
@@ -405,7 +504,7 @@ async fn a_second_request_for_a_gated_run_repeats_nothing() {
 
 #[tokio::test]
 async fn a_rerun_of_a_rejected_run_is_gated_again_and_answered() {
-    let h = Harness::new().await;
+    let h = Harness::with_policy(&queue_off()).await;
     let holder = h
         .deliver_json(
             "deployment_protection_rule",

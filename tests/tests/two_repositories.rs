@@ -1,6 +1,7 @@
 //! Two repositories sharing `staging` and `production`: state is per (repository,
 //! environment). Deployments are driven through the GitHub webhook handler and alerts through
-//! the alert route, on SQLite, with the GitHub REST calls checked on a wiremock stand-in.
+//! the alert route, on both stores (SQLite; DynamoDB on moto), with the GitHub REST calls
+//! checked on a wiremock stand-in.
 //!
 //! Each of the first three tests failed while the lock, the heads and the open incidents were
 //! keyed by the environment alone.
@@ -45,8 +46,48 @@ rollback_on = ["critical"]
 rollback = { method = "redeploy" }
 "#;
 
-async fn harness() -> Harness {
-    let h = Harness::build(POLICY, 201, common::ALERT_TOKEN).await;
+async fn on_sqlite() -> Harness {
+    Harness::build(POLICY, 201, common::ALERT_TOKEN).await
+}
+
+async fn on_dynamodb() -> Harness {
+    Harness::build_on(
+        POLICY,
+        201,
+        common::ALERT_TOKEN,
+        Some(common::dynamodb_store().await),
+    )
+    .await
+}
+
+/// Each test runs twice: on SQLite and on DynamoDB (moto).
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::on_sqlite().await).await;
+            })*
+        }
+        mod dynamodb {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::on_dynamodb().await).await;
+            })*
+        }
+    };
+}
+
+on_both_stores!(
+    two_repositories_deploy_to_one_environment_at_once_each_under_its_own_lock,
+    each_promotion_check_looks_at_its_own_repository,
+    a_critical_alert_with_one_repository_verifying_rolls_back_only_that_one_to_its_own_last_known_good,
+    with_two_repositories_verifying_an_alert_for_api_rolls_back_only_api_and_blocks_only_api,
+    an_alert_whose_service_maps_to_no_repository_rolls_nothing_back_and_pages_why,
+    a_manual_rollback_names_its_repository_and_returns_to_that_repositorys_good_version,
+);
+
+async fn mount_rollbacks(h: &Harness) {
     for (repo, id, sha) in [(API, API_ROLLBACK_ID, A1), (WEB, WEB_ROLLBACK_ID, W1)] {
         Mock::given(method("POST"))
             .and(path(format!("/repos/{repo}/deployments")))
@@ -54,7 +95,6 @@ async fn harness() -> Harness {
             .mount(&h.github)
             .await;
     }
-    h
 }
 
 fn protection_rule(repo: &str, environment: &str, sha: &str, run_id: u64) -> Value {
@@ -144,9 +184,8 @@ async fn deployments_posted(h: &Harness, repo: &str) -> Vec<Value> {
         .collect()
 }
 
-#[tokio::test]
-async fn two_repositories_deploy_to_one_environment_at_once_each_under_its_own_lock() {
-    let h = harness().await;
+async fn two_repositories_deploy_to_one_environment_at_once_each_under_its_own_lock(h: Harness) {
+    mount_rollbacks(&h).await;
     let api = request(&h, API, "staging", A1, 11).await;
     assert_eq!(api.str("decision"), "approved", "{api:?}");
     // Used to be refused: "staging is locked by deployment <api's>".
@@ -166,9 +205,10 @@ async fn two_repositories_deploy_to_one_environment_at_once_each_under_its_own_l
     assert_eq!(api_lock.as_deref(), Some(api.str("deployment_id")));
     assert_eq!(web_lock.as_deref(), Some(web.str("deployment_id")));
 
-    // Within one repository the lock still holds.
+    // Within one repository the lock still holds: the next request waits behind api's.
     let again = request(&h, API, "staging", A2, 12).await;
-    assert_eq!(again.str("decision"), "rejected", "{again:?}");
+    assert_eq!(again.str("decision"), "queued", "{again:?}");
+    assert_eq!(again.str("behind"), api.str("deployment_id"), "{again:?}");
     let mut repos: Vec<String> = h
         .repo
         .repositories_in("staging")
@@ -181,9 +221,8 @@ async fn two_repositories_deploy_to_one_environment_at_once_each_under_its_own_l
     assert_eq!(repos, [API, WEB]);
 }
 
-#[tokio::test]
-async fn each_promotion_check_looks_at_its_own_repository() {
-    let h = harness().await;
+async fn each_promotion_check_looks_at_its_own_repository(h: Harness) {
+    mount_rollbacks(&h).await;
     deploy_good(&h, API, "staging", A1, 11).await;
     // web's sha never went through staging: production refuses it, whatever api did.
     let web = request(&h, WEB, "production", W1, 21).await;
@@ -192,10 +231,10 @@ async fn each_promotion_check_looks_at_its_own_repository() {
     assert_eq!(api.str("decision"), "approved", "{api:?}");
 }
 
-#[tokio::test]
 async fn a_critical_alert_with_one_repository_verifying_rolls_back_only_that_one_to_its_own_last_known_good(
+    h: Harness,
 ) {
-    let h = harness().await;
+    mount_rollbacks(&h).await;
     ship_good(&h, API, A1, 11).await;
     // web shipped last: with environment-wide heads its sha was "production's" last known good.
     ship_good(&h, WEB, W1, 21).await;
@@ -259,10 +298,10 @@ async fn both_verifying(h: &Harness) -> (String, String) {
     (a2, w2)
 }
 
-#[tokio::test]
-async fn with_two_repositories_verifying_an_alert_for_api_rolls_back_only_api_and_blocks_only_api()
-{
-    let h = harness().await;
+async fn with_two_repositories_verifying_an_alert_for_api_rolls_back_only_api_and_blocks_only_api(
+    h: Harness,
+) {
+    mount_rollbacks(&h).await;
     let (a2, w2) = both_verifying(&h).await;
 
     h.advance_mins(2);
@@ -316,9 +355,8 @@ async fn with_two_repositories_verifying_an_alert_for_api_rolls_back_only_api_an
     assert_eq!(web.str("decision"), "approved", "{web:?}");
 }
 
-#[tokio::test]
-async fn an_alert_whose_service_maps_to_no_repository_rolls_nothing_back_and_pages_why() {
-    let h = harness().await;
+async fn an_alert_whose_service_maps_to_no_repository_rolls_nothing_back_and_pages_why(h: Harness) {
+    mount_rollbacks(&h).await;
     let (a2, w2) = both_verifying(&h).await;
 
     let reply = h
@@ -355,9 +393,10 @@ async fn an_alert_whose_service_maps_to_no_repository_rolls_nothing_back_and_pag
     );
 }
 
-#[tokio::test]
-async fn a_manual_rollback_names_its_repository_and_returns_to_that_repositorys_good_version() {
-    let h = harness().await;
+async fn a_manual_rollback_names_its_repository_and_returns_to_that_repositorys_good_version(
+    h: Harness,
+) {
+    mount_rollbacks(&h).await;
     ship_good(&h, API, A1, 11).await;
     deploy_good(&h, API, "staging", A2, 13).await;
     let a2 = deploy_good(&h, API, "production", A2, 14).await;

@@ -93,15 +93,16 @@ async fn just_after_window(h: &Harness, id: &str) {
     h.clock.advance(Duration::from_millis(wait));
 }
 
-#[tokio::test]
-async fn a_request_100ms_after_the_previous_window_ended_is_not_refused() {
-    let h = Harness::build(POLICY, 201, common::ALERT_TOKEN).await;
+async fn a_request_100ms_after_the_previous_window_ended_is_not_refused(h: Harness) {
     let first = deploy(&h, "staging", A1, 11).await;
 
     // While the window is open the scope stays locked.
     h.advance_mins(5);
-    let early = request(&h, "staging", A2, 12).await;
-    assert_eq!(early.str("decision"), "rejected", "{early:?}");
+    let scope = testkit::scope(API, "staging");
+    assert_eq!(
+        h.repo.lock_holder(&scope).await.unwrap().as_deref(),
+        Some(first.as_str())
+    );
 
     just_after_window(&h, &first).await;
     let next = request(&h, "staging", A2, 13).await;
@@ -109,7 +110,6 @@ async fn a_request_100ms_after_the_previous_window_ended_is_not_refused() {
 
     // Closed exactly as the sweeper closes it: succeeded, last known good, lock passed on.
     assert_eq!(h.deployment(&first).await.state, State::Succeeded);
-    let scope = testkit::scope(API, "staging");
     let heads = h.repo.heads(&scope).await.unwrap();
     assert_eq!(
         heads.last_known_good.map(|g| g.deployment_id),
@@ -127,9 +127,7 @@ async fn a_request_100ms_after_the_previous_window_ended_is_not_refused() {
     assert_eq!(succeeded.len(), 1, "{:?}", h.deployment_events());
 }
 
-#[tokio::test]
-async fn a_promotion_check_right_after_stagings_window_ended_sees_the_sha_as_succeeded() {
-    let h = Harness::build(POLICY, 201, common::ALERT_TOKEN).await;
+async fn a_promotion_check_right_after_stagings_window_ended_sees_the_sha_as_succeeded(h: Harness) {
     let staging = deploy(&h, "staging", A1, 11).await;
 
     // Still verifying in staging: not yet promotable.
@@ -148,9 +146,7 @@ async fn a_promotion_check_right_after_stagings_window_ended_sees_the_sha_as_suc
         .contains("staging"));
 }
 
-#[tokio::test]
-async fn an_alert_after_the_window_ended_closes_it_and_rolls_nothing_back() {
-    let h = Harness::build(POLICY, 201, common::ALERT_TOKEN).await;
+async fn an_alert_after_the_window_ended_closes_it_and_rolls_nothing_back(h: Harness) {
     let first = deploy(&h, "staging", A1, 11).await;
     just_after_window(&h, &first).await;
 
@@ -175,9 +171,7 @@ async fn an_alert_after_the_window_ended_closes_it_and_rolls_nothing_back() {
     assert!(posted.is_empty(), "nothing to roll back: {posted:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readers_and_a_sweep_racing_on_an_ended_window_close_it_once() {
-    let h = Harness::build(POLICY, 201, common::ALERT_TOKEN).await;
+async fn readers_and_a_sweep_racing_on_an_ended_window_close_it_once(h: Harness) {
     let first = deploy(&h, "staging", A1, 11).await;
     just_after_window(&h, &first).await;
 
@@ -186,10 +180,10 @@ async fn readers_and_a_sweep_racing_on_an_ended_window_close_it_once() {
         request(&h, "staging", A2, 13),
         shipgate::jobs::sweeper::sweep(h.services()),
     );
-    // One of the two requests takes the freed lock; the other finds it held by that one.
+    // One of the two requests takes the freed lock; the other waits behind that one.
     let mut decisions = [a.str("decision"), b.str("decision")];
     decisions.sort();
-    assert_eq!(decisions, ["approved", "rejected"], "{a:?} {b:?}");
+    assert_eq!(decisions, ["approved", "queued"], "{a:?} {b:?}");
     assert!(report.errors.is_empty(), "{report:?}");
 
     assert_eq!(h.deployment(&first).await.state, State::Succeeded);
@@ -210,9 +204,7 @@ async fn readers_and_a_sweep_racing_on_an_ended_window_close_it_once() {
     assert_eq!(passed, 1);
 }
 
-#[tokio::test]
-async fn a_status_arriving_after_the_window_ended_finds_the_deployment_succeeded() {
-    let h = Harness::build(POLICY, 201, common::ALERT_TOKEN).await;
+async fn a_status_arriving_after_the_window_ended_finds_the_deployment_succeeded(h: Harness) {
     let first = deploy(&h, "staging", A1, 11).await;
     just_after_window(&h, &first).await;
 
@@ -231,4 +223,115 @@ async fn a_status_arriving_after_the_window_ended_finds_the_deployment_succeeded
     assert_eq!(h.deployment(&first).await.state, State::Succeeded);
     let scope = testkit::scope(API, "staging");
     assert_eq!(h.repo.lock_holder(&scope).await.unwrap(), None);
+}
+
+// Each test runs on SQLite and on DynamoDB (moto).
+mod sqlite {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_100ms_after_the_previous_window_ended_is_not_refused() {
+        super::a_request_100ms_after_the_previous_window_ended_is_not_refused(
+            Harness::build(POLICY, 201, common::ALERT_TOKEN).await,
+        )
+        .await;
+    }
+    #[tokio::test]
+    async fn a_promotion_check_right_after_stagings_window_ended_sees_the_sha_as_succeeded() {
+        super::a_promotion_check_right_after_stagings_window_ended_sees_the_sha_as_succeeded(
+            Harness::build(POLICY, 201, common::ALERT_TOKEN).await,
+        )
+        .await;
+    }
+    #[tokio::test]
+    async fn an_alert_after_the_window_ended_closes_it_and_rolls_nothing_back() {
+        super::an_alert_after_the_window_ended_closes_it_and_rolls_nothing_back(
+            Harness::build(POLICY, 201, common::ALERT_TOKEN).await,
+        )
+        .await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readers_and_a_sweep_racing_on_an_ended_window_close_it_once() {
+        super::readers_and_a_sweep_racing_on_an_ended_window_close_it_once(
+            Harness::build(POLICY, 201, common::ALERT_TOKEN).await,
+        )
+        .await;
+    }
+    #[tokio::test]
+    async fn a_status_arriving_after_the_window_ended_finds_the_deployment_succeeded() {
+        super::a_status_arriving_after_the_window_ended_finds_the_deployment_succeeded(
+            Harness::build(POLICY, 201, common::ALERT_TOKEN).await,
+        )
+        .await;
+    }
+}
+
+mod dynamodb {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_100ms_after_the_previous_window_ended_is_not_refused() {
+        super::a_request_100ms_after_the_previous_window_ended_is_not_refused(
+            Harness::build_on(
+                POLICY,
+                201,
+                common::ALERT_TOKEN,
+                Some(common::dynamodb_store().await),
+            )
+            .await,
+        )
+        .await;
+    }
+    #[tokio::test]
+    async fn a_promotion_check_right_after_stagings_window_ended_sees_the_sha_as_succeeded() {
+        super::a_promotion_check_right_after_stagings_window_ended_sees_the_sha_as_succeeded(
+            Harness::build_on(
+                POLICY,
+                201,
+                common::ALERT_TOKEN,
+                Some(common::dynamodb_store().await),
+            )
+            .await,
+        )
+        .await;
+    }
+    #[tokio::test]
+    async fn an_alert_after_the_window_ended_closes_it_and_rolls_nothing_back() {
+        super::an_alert_after_the_window_ended_closes_it_and_rolls_nothing_back(
+            Harness::build_on(
+                POLICY,
+                201,
+                common::ALERT_TOKEN,
+                Some(common::dynamodb_store().await),
+            )
+            .await,
+        )
+        .await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readers_and_a_sweep_racing_on_an_ended_window_close_it_once() {
+        super::readers_and_a_sweep_racing_on_an_ended_window_close_it_once(
+            Harness::build_on(
+                POLICY,
+                201,
+                common::ALERT_TOKEN,
+                Some(common::dynamodb_store().await),
+            )
+            .await,
+        )
+        .await;
+    }
+    #[tokio::test]
+    async fn a_status_arriving_after_the_window_ended_finds_the_deployment_succeeded() {
+        super::a_status_arriving_after_the_window_ended_finds_the_deployment_succeeded(
+            Harness::build_on(
+                POLICY,
+                201,
+                common::ALERT_TOKEN,
+                Some(common::dynamodb_store().await),
+            )
+            .await,
+        )
+        .await;
+    }
 }

@@ -173,6 +173,7 @@ struct DeploymentStatusPayload {
 
 #[derive(Deserialize)]
 struct WorkflowRun {
+    id: u64,
     head_sha: String,
     #[serde(default)]
     conclusion: Option<String>,
@@ -335,6 +336,7 @@ pub fn parse(event: &str, body: &[u8]) -> Result<GitHubEvent, ParseError> {
             debug_assert_eq!(p.action, "completed");
             let run = p.workflow_run;
             Ok(GitHubEvent::WorkflowRunCompleted(WorkflowRunCompleted {
+                run_id: run.id,
                 repo: repo(event, &p.repository)?,
                 sha: field(event, "workflow_run.head_sha", Sha::parse, &run.head_sha)?,
                 workflow: run.path.or(run.name).unwrap_or_else(|| "workflow".into()),

@@ -183,6 +183,13 @@ async fn dispatch(svc: &Services, event: GitHubEvent) -> Result<Response, Servic
                 } => {
                     serde_json::json!({ "decision": "rejected", "deployment_id": deployment_id, "reason": message })
                 }
+                gate::GateOutcome::Queued {
+                    deployment_id,
+                    position,
+                    behind,
+                } => {
+                    serde_json::json!({ "decision": "queued", "deployment_id": deployment_id, "position": position, "behind": behind })
+                }
                 gate::GateOutcome::AlreadyGated {
                     deployment_id,
                     state,

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! requested ─policy─▶ rejected
+//!     ├─(scope locked)─▶ queued ─(lock frees: policy again)─▶ approved / awaiting / rejected
 //!     ├─auto-approve─▶ approved ─▶ deploying ─▶ verifying ─(window passes)─▶ succeeded
 //!     └─▶ awaiting_approval ─(N approvals)─▶ approved          │
 //!               └─(TTL)─▶ expired              failed ◀────────┤
@@ -23,6 +24,9 @@ use super::ids::{short_sha, EnvName, RepoName, Sha};
 #[serde(rename_all = "snake_case")]
 pub enum State {
     Requested,
+    /// Waiting for its scope's lock: GitHub's protection rule stays pending until the
+    /// deployment ahead finishes, then the request is decided on the facts of that moment.
+    Queued,
     AwaitingApproval,
     Approved,
     Rejected,
@@ -37,8 +41,9 @@ pub enum State {
 }
 
 impl State {
-    pub const ALL: [State; 12] = [
+    pub const ALL: [State; 13] = [
         State::Requested,
+        State::Queued,
         State::AwaitingApproval,
         State::Approved,
         State::Rejected,
@@ -55,6 +60,7 @@ impl State {
     pub fn as_str(self) -> &'static str {
         match self {
             State::Requested => "requested",
+            State::Queued => "queued",
             State::AwaitingApproval => "awaiting_approval",
             State::Approved => "approved",
             State::Rejected => "rejected",
@@ -81,6 +87,12 @@ impl State {
                 | State::Verifying
                 | State::RollingBack
         )
+    }
+
+    /// True while the deployment is undecided or running: it holds its scope's lock, or
+    /// waits in its scope's queue for it.
+    pub fn is_open(self) -> bool {
+        self.holds_lock() || self == State::Queued
     }
 
     /// True when no move at all leaves this state.
@@ -123,10 +135,12 @@ pub enum Action {
     FinishRollback,
     /// Withdrawn before it ran (superseded, or the workflow run was cancelled).
     Cancel,
+    /// The scope's lock is held: wait in its queue.
+    Queue,
 }
 
 impl Action {
-    pub const ALL: [Action; 12] = [
+    pub const ALL: [Action; 13] = [
         Action::AutoApprove,
         Action::RequestApproval,
         Action::Approve,
@@ -139,6 +153,7 @@ impl Action {
         Action::StartRollback,
         Action::FinishRollback,
         Action::Cancel,
+        Action::Queue,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -155,6 +170,7 @@ impl Action {
             Action::StartRollback => "start_rollback",
             Action::FinishRollback => "finish_rollback",
             Action::Cancel => "cancel",
+            Action::Queue => "queue",
         }
     }
 }
@@ -185,6 +201,12 @@ pub fn next_state(from: State, action: Action) -> Result<State, TransitionError>
     use State as S;
     let to = match (from, action) {
         (S::Requested, A::AutoApprove) => S::Approved,
+        (S::Requested, A::Queue) => S::Queued,
+        // Leaving the queue: decided afresh once the lock frees, or withdrawn while waiting.
+        (S::Queued, A::AutoApprove) => S::Approved,
+        (S::Queued, A::RequestApproval) => S::AwaitingApproval,
+        (S::Queued, A::Reject) => S::Rejected,
+        (S::Queued, A::Cancel) => S::Cancelled,
         (S::Requested, A::RequestApproval) => S::AwaitingApproval,
         (S::Requested | S::AwaitingApproval, A::Reject) => S::Rejected,
         (S::AwaitingApproval, A::Approve) => S::Approved,
@@ -407,6 +429,26 @@ pub struct Deployment {
     /// written before rollbacks needed approvals, which therefore still load.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_request: Option<RollbackRequest>,
+    /// When it waited in its scope's queue, and until when it was allowed to (kept after it
+    /// left, for the history).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued: Option<QueueTicket>,
+    /// Set by [`Deployment::apply`] when this change takes the deployment out of the queue,
+    /// so the save removes its queue entry (and takes the lock when the new state holds it)
+    /// in the same transaction. Never stored.
+    #[serde(skip)]
+    pub left_queue: bool,
+}
+
+/// A deployment's place in its scope's queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueTicket {
+    /// Arrival: the queue is served in this order.
+    pub since: Timestamp,
+    /// Past this the request is rejected (the policy's `queue_wait`).
+    pub until: Timestamp,
+    /// The deployment holding the lock when it arrived.
+    pub behind: String,
 }
 
 /// Who did something.
@@ -464,7 +506,10 @@ impl Deployment {
         if to == State::Deploying && self.deploy_started_at.is_none() {
             self.deploy_started_at = Some(now);
         }
-        if !to.holds_lock() && self.finished_at.is_none() {
+        if from == State::Queued && to != State::Queued {
+            self.left_queue = true;
+        }
+        if !to.is_open() && self.finished_at.is_none() {
             self.finished_at = Some(now);
         }
         Ok(AuditEvent {

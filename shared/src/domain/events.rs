@@ -66,6 +66,7 @@ pub struct DeploymentStatus {
 /// A CI outcome for a sha (`workflow_run` / `completed`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkflowRunCompleted {
+    pub run_id: u64,
     pub repo: RepoName,
     pub sha: Sha,
     /// The workflow's path, else its name.

@@ -6,7 +6,8 @@
 //! windows that passed quietly (the deployment succeeds and becomes last known good), resumes
 //! rollbacks whose GitHub call failed, releases locks still held by deployments that ended,
 //! and answers GitHub's protection-rule callbacks still pending for decided deployments. It
-//! also times out rollback drills whose legs never finished. Every step is idempotent, so a
+//! serves deploy queues (rejecting requests past their `queue_wait`) and times out rollback
+//! drills whose legs never finished. Every step is idempotent, so a
 //! sweep that overlaps another, or runs twice, changes nothing the second time.
 //!
 //! Closing a window is not left to the sweeper alone: the next request for the scope, a
@@ -49,6 +50,10 @@ pub struct SweepReport {
     pub locks_released: Vec<String>,
     pub answered: Vec<String>,
     pub drills_timed_out: Vec<String>,
+    /// Queued deployments taken out of their queue and decided.
+    pub dequeued: Vec<String>,
+    /// Queued deployments rejected for waiting past `queue_wait`.
+    pub queue_timed_out: Vec<String>,
     /// Steps that failed; they are retried by the next sweep.
     pub errors: Vec<String>,
 }
@@ -74,6 +79,11 @@ impl SweepReport {
             (self.locks_released.len(), "stale locks released"),
             (self.answered.len(), "GitHub answers sent"),
             (self.drills_timed_out.len(), "rollback drills timed out"),
+            (self.dequeued.len(), "queued requests decided"),
+            (
+                self.queue_timed_out.len(),
+                "queued requests rejected after their wait",
+            ),
             (self.errors.len(), "errors"),
         ] {
             if n > 0 {
@@ -145,7 +155,10 @@ pub async fn expire(
 }
 
 fn is_decided(dep: &Deployment) -> bool {
-    !matches!(dep.state, State::Requested | State::AwaitingApproval)
+    !matches!(
+        dep.state,
+        State::Requested | State::Queued | State::AwaitingApproval
+    )
 }
 
 /// One sweep over every policy environment. Never fails as a whole: a step that fails is
@@ -207,8 +220,12 @@ async fn sweep_active(svc: &Services, environment: &str, now: Timestamp, report:
             return;
         }
     };
+    let mut queues = std::collections::BTreeSet::new();
     for dep in active {
         match dep.state {
+            State::Queued => {
+                queues.insert(dep.scope());
+            }
             State::AwaitingApproval if dep.approval_expires_at.is_some_and(|e| e <= now) => {
                 match expire(svc, &dep.id).await {
                     Ok(Some(_)) => report.expired.push(dep.id.clone()),
@@ -247,6 +264,17 @@ async fn sweep_active(svc: &Services, environment: &str, now: Timestamp, report:
                 }
             }
             _ => {}
+        }
+    }
+    // Queues move when a lock is released; the sweep serves those whose release could not
+    // advance them, and rejects requests past their wait.
+    for scope in queues {
+        match crate::service::queue::advance(svc, &scope).await {
+            Ok(done) => {
+                report.dequeued.extend(done.decided);
+                report.queue_timed_out.extend(done.timed_out);
+            }
+            Err(e) => report.errors.push(format!("queue of {scope}: {e}")),
         }
     }
 }

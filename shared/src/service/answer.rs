@@ -39,7 +39,7 @@ pub fn decision_comment(dep: &Deployment) -> String {
 
 /// Answers GitHub's protection-rule callback for a decided deployment whose answer is still
 /// pending, then marks it answered. Returns true when an answer was sent now. A deployment
-/// still awaiting approval gets a status comment instead (and stays pending).
+/// still awaiting approval, or queued, gets a status comment instead (and stays pending).
 pub async fn answer_github(svc: &Services, deployment_id: &str) -> Result<bool, ServiceError> {
     let Some(dep) = svc.repo.get_deployment(deployment_id).await? else {
         return Ok(false);
@@ -63,6 +63,25 @@ pub async fn answer_github(svc: &Services, deployment_id: &str) -> Result<bool, 
                 dep.approvals_required,
                 dep.approvals.len()
             );
+            github
+                .report_protection_rule_status(
+                    installation_id,
+                    dep.repo.as_str(),
+                    run_id,
+                    dep.environment.as_str(),
+                    &comment,
+                )
+                .await?;
+            return Ok(false);
+        }
+        State::Queued => {
+            let comment = match &dep.queued {
+                Some(ticket) => format!(
+                    "shipgate: queued behind deployment {} in {}; waits until {}",
+                    ticket.behind, dep.environment, ticket.until
+                ),
+                None => format!("shipgate: queued for {}", dep.environment),
+            };
             github
                 .report_protection_rule_status(
                     installation_id,

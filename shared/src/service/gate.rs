@@ -1,25 +1,26 @@
 //! The deployment gate: GitHub's `deployment_protection_rule` request in, a decision out.
 //!
-//! A request becomes a deployment record in one of three states — approved (policy needs no
-//! humans), awaiting_approval (the notifier posts the Slack request), or rejected (the comment
-//! names the rule). Approved and awaiting records take the environment lock in the same
-//! transaction that creates them, so of many concurrent requests for one environment exactly
-//! one proceeds; the others are rejected with the holder's id.
+//! A request becomes a deployment record in one of four states — approved (policy needs no
+//! humans), awaiting_approval (the notifier posts the Slack request), rejected (the comment
+//! names the rule), or queued (its scope is locked; see [`super::queue`]). Approved and
+//! awaiting records take the scope's lock in the same transaction that creates them, so of
+//! many concurrent requests for one scope exactly one proceeds; the others join the queue.
 
 use std::time::Duration;
 
 use jiff::Timestamp;
 
 use super::answer::answer_github;
-use super::{ServiceError, Services};
+use super::{queue, ServiceError, Services};
 use crate::domain::deployment::{
-    Action, Actor, AuditEvent, BreakGlass, CallbackState, Deployment, DeploymentKind, State,
+    Action, Actor, AuditEvent, BreakGlass, CallbackState, Deployment, DeploymentKind, QueueTicket,
+    State,
 };
-use crate::domain::ids::{DeploymentId, EnvName};
+use crate::domain::ids::{DeploymentId, EnvName, Sha};
 use crate::domain::policy::{evaluate_in_scope, Decision, GateFacts, GateKind, GateRequest};
 use crate::domain::scope::Scope;
 use crate::domain::time::add;
-use crate::notify::Notification;
+use crate::notify::{Notification, QueueSpot};
 use crate::outbound::github::ReviewState;
 use crate::service::lifecycle::close_if_ended;
 use crate::store::repo::{critical_ids, ScopeState};
@@ -40,6 +41,12 @@ pub enum GateOutcome {
     Rejected {
         deployment_id: String,
         message: String,
+    },
+    /// The scope is locked: the request waits in its queue, `position` 1 being next.
+    Queued {
+        deployment_id: String,
+        position: u32,
+        behind: String,
     },
     /// This run was already gated (a redelivery); the earlier decision stands.
     AlreadyGated {
@@ -78,6 +85,8 @@ fn new_deployment(req: &ProtectionRuleRequest, now: Timestamp) -> Deployment {
         button_nonce: Some(uuid::Uuid::new_v4().simple().to_string()),
         checks: Vec::new(),
         rollback_request: None,
+        queued: None,
+        left_queue: false,
     }
 }
 
@@ -102,14 +111,36 @@ fn decide(
             req.event
         ),
     )];
+    events.extend(apply_decision(
+        svc,
+        &mut dep,
+        decision,
+        req.break_glass_reason.as_deref(),
+        now,
+    ));
+    (dep, events)
+}
+
+/// Moves a requested or queued deployment by a policy decision; returns the audit event.
+fn apply_decision(
+    svc: &Services,
+    dep: &mut Deployment,
+    decision: Decision,
+    break_glass_reason: Option<&str>,
+    now: Timestamp,
+) -> Option<AuditEvent> {
     let system = Actor::system();
+    let passed = |checks: &[crate::domain::policy::Check]| {
+        checks
+            .iter()
+            .filter(|c| c.passed)
+            .map(|c| c.detail.clone())
+            .collect::<Vec<_>>()
+    };
     let applied = match decision {
         Decision::Approve { checks } => {
-            dep.checks = checks
-                .iter()
-                .filter(|c| c.passed)
-                .map(|c| c.detail.clone())
-                .collect();
+            dep.checks = passed(&checks);
+            dep.break_glass = None;
             dep.apply(
                 Action::AutoApprove,
                 now,
@@ -122,25 +153,19 @@ fn decide(
             break_glass,
             checks,
         } => {
-            dep.checks = checks
-                .iter()
-                .filter(|c| c.passed)
-                .map(|c| c.detail.clone())
-                .collect();
+            dep.checks = passed(&checks);
             dep.approvals_required = required;
             let ttl = svc
                 .policy
-                .for_scope(&req.repo, &req.environment)
+                .for_scope(&dep.repo, &dep.environment)
                 .map(|e| e.approval_ttl)
                 .ok()
                 .unwrap_or(Duration::from_secs(4 * 3600));
             dep.approval_expires_at = Some(add(now, ttl));
-            if break_glass {
-                dep.break_glass = Some(BreakGlass {
-                    reason: req.break_glass_reason.clone().unwrap_or_default(),
-                    requested_by: req.requester.clone(),
-                });
-            }
+            dep.break_glass = break_glass.then(|| BreakGlass {
+                reason: break_glass_reason.unwrap_or_default().to_string(),
+                requested_by: dep.requester.clone(),
+            });
             let why = if break_glass {
                 format!("break-glass: needs {required} approvals")
             } else {
@@ -151,20 +176,13 @@ fn decide(
         Decision::Reject {
             message, checks, ..
         } => {
-            dep.checks = checks
-                .iter()
-                .filter(|c| c.passed)
-                .map(|c| c.detail.clone())
-                .collect();
+            dep.checks = passed(&checks);
             dep.reason = Some(message.clone());
             dep.apply(Action::Reject, now, &system, message)
         }
     };
-    // Requested → approved/awaiting/rejected are always legal moves.
-    if let Ok(event) = applied {
-        events.push(event);
-    }
-    (dep, events)
+    // Requested or queued → approved/awaiting/rejected are always legal moves.
+    applied.ok()
 }
 
 /// Gates one protection-rule request.
@@ -178,11 +196,12 @@ pub async fn request(
         .deployment_for_run(req.run_id, req.environment.as_str())
         .await?;
     // GitHub asks once per run attempt, and a re-run keeps the run id. A request for a run
-    // whose answered deployment has finished (rejected, expired, failed...) is therefore a
-    // re-run: gate it afresh, or the re-run waits for an answer that never comes.
+    // whose deployment has finished and needs no answer (answered, or withdrawn when the run
+    // was cancelled) is therefore a re-run: gate it afresh, or the re-run waits for an
+    // answer that never comes.
     let rerun = existing
         .as_ref()
-        .is_some_and(|d| d.callback == CallbackState::Answered && !d.state.holds_lock());
+        .is_some_and(|d| d.callback != CallbackState::Pending && !d.state.is_open());
     if let Some(existing) = existing.filter(|_| !rerun) {
         // A second request for the same run and environment: answer again if GitHub never
         // got our answer, never decide twice.
@@ -212,49 +231,60 @@ pub async fn request(
         return Ok(outcome);
     }
 
-    let gate_request = GateRequest {
-        environment: req.environment.to_string(),
-        git_ref: req.git_ref.clone(),
-        sha: req.sha.to_string(),
-        requester_login: req.requester.clone(),
-        kind: GateKind::Deploy,
-        break_glass_reason: req.break_glass_reason.clone(),
-    };
-    // The scope's partition holds its lock and its repository's own open incidents; the
-    // environment's partition the environment-level incidents, which block every repository.
+    // The scope's partition holds its lock, its queue and its repository's own open
+    // incidents; the environment's partition the environment-level incidents, which block
+    // every repository.
     let scope = Scope::new(req.repo.clone(), req.environment.clone());
     let mut scoped = svc.repo.scope_state(&scope).await?;
-    close_ended_holder(svc, &mut scoped, now).await?;
-    let shared = svc.repo.open_incidents(req.environment.as_str()).await?;
-    let mut succeeded_in = svc
-        .repo
-        .succeeded_in(req.repo.as_str(), req.sha.as_str())
-        .await?;
-    close_ended_promotions(svc, req, &mut succeeded_in, now).await?;
-    let facts = GateFacts {
-        succeeded_in,
-        open_critical_incidents: critical_ids(scoped.open_incidents.into_iter().chain(shared)),
-        lock_holder: scoped.lock_holder,
-    };
-    let mut decision = evaluate_in_scope(&svc.policy, &req.repo, &gate_request, &facts, now);
+    close_ended_holder(svc, &scope, &mut scoped, now).await?;
+    let incidents = std::mem::take(&mut scoped.open_incidents);
+    let mut facts = gate_facts(svc, &scope, &req.sha, incidents, now).await?;
     let mut req = req.clone();
-    if let Some(reason) = break_glass_request(svc, &req, &decision).await {
-        req.break_glass_reason = Some(reason.clone());
-        let gate_request = GateRequest {
-            break_glass_reason: Some(reason),
-            ..gate_request
-        };
-        decision = evaluate_in_scope(&svc.policy, &req.repo, &gate_request, &facts, now);
+    let mut decision = evaluate_request(svc, &req, &facts, now);
+    if let Some(reason) = break_glass_request(
+        svc,
+        &scope,
+        Some(req.run_id),
+        req.installation_id,
+        req.break_glass_reason.as_deref(),
+        &decision,
+    )
+    .await
+    {
+        req.break_glass_reason = Some(reason);
+        decision = evaluate_request(svc, &req, &facts, now);
     }
     let req = &req;
+    let queue_wait = svc
+        .policy
+        .for_scope(&req.repo, &req.environment)
+        .map(|e| e.queue_wait)
+        .unwrap_or_default();
+    // The lock is left out of the facts: a request that passes every other rule waits for
+    // it behind those already waiting, unless the queue is off.
+    let ahead = scoped
+        .lock_holder
+        .clone()
+        .or_else(|| scoped.queue.first().map(|e| e.deployment_id.clone()));
+    if let Some(ahead) = ahead.filter(|_| !matches!(decision, Decision::Reject { .. })) {
+        if !queue_wait.is_zero() {
+            return enqueue(svc, req, &scoped, ahead, queue_wait, now).await;
+        }
+        facts.lock_holder = Some(ahead);
+        decision = evaluate_request(svc, req, &facts, now);
+    }
+    let goes_ahead = !matches!(decision, Decision::Reject { .. });
     let (mut dep, events) = decide(svc, req, decision, now);
 
     let created = svc.repo.create_deployment(&mut dep, &events, now).await?;
     if let Created::Locked { holder } = created {
-        // Lost the race for the lock after the facts were read: same answer as if the lock
-        // had been seen held.
-        // Same wording as the policy's lock rule; the holder may already have finished
-        // between the failed write and this read.
+        // Lost the race for the lock after the facts were read: wait behind the winner, or,
+        // with the queue off, the same answer as if the lock had been seen held.
+        if goes_ahead && !queue_wait.is_zero() {
+            let scoped = svc.repo.scope_state(&scope).await?;
+            let ahead = scoped.lock_holder.clone().unwrap_or(holder);
+            return enqueue(svc, req, &scoped, ahead, queue_wait, now).await;
+        }
         let holder = if holder.is_empty() {
             "another deployment".to_string()
         } else {
@@ -275,19 +305,6 @@ pub async fn request(
     }
 
     tracing::info!(deployment_id = %dep.id, environment = %dep.environment, state = %dep.state, "gated deployment request");
-    let outcome = match dep.state {
-        State::Approved => GateOutcome::Approved {
-            deployment_id: dep.id.clone(),
-        },
-        State::AwaitingApproval => GateOutcome::AwaitingApproval {
-            deployment_id: dep.id.clone(),
-            required: dep.approvals_required,
-        },
-        _ => GateOutcome::Rejected {
-            deployment_id: dep.id.clone(),
-            message: dep.reason.clone().unwrap_or_default(),
-        },
-    };
     let event = match dep.state {
         State::AwaitingApproval => "approval_requested",
         State::Approved => "approved",
@@ -301,7 +318,201 @@ pub async fn request(
     if let Err(e) = answer_github(svc, &dep.id).await {
         tracing::warn!(deployment_id = %dep.id, error = %e, "GitHub answer failed; the sweeper will retry");
     }
-    Ok(outcome)
+    Ok(outcome_of(&dep, 0))
+}
+
+fn evaluate_request(
+    svc: &Services,
+    req: &ProtectionRuleRequest,
+    facts: &GateFacts,
+    now: Timestamp,
+) -> Decision {
+    let gate_request = GateRequest {
+        environment: req.environment.to_string(),
+        git_ref: req.git_ref.clone(),
+        sha: req.sha.to_string(),
+        requester_login: req.requester.clone(),
+        kind: GateKind::Deploy,
+        break_glass_reason: req.break_glass_reason.clone(),
+    };
+    evaluate_in_scope(&svc.policy, &req.repo, &gate_request, facts, now)
+}
+
+fn outcome_of(dep: &Deployment, position: u32) -> GateOutcome {
+    match dep.state {
+        State::Approved => GateOutcome::Approved {
+            deployment_id: dep.id.clone(),
+        },
+        State::AwaitingApproval => GateOutcome::AwaitingApproval {
+            deployment_id: dep.id.clone(),
+            required: dep.approvals_required,
+        },
+        State::Queued => GateOutcome::Queued {
+            deployment_id: dep.id.clone(),
+            position,
+            behind: dep
+                .queued
+                .as_ref()
+                .map(|t| t.behind.clone())
+                .unwrap_or_default(),
+        },
+        _ => GateOutcome::Rejected {
+            deployment_id: dep.id.clone(),
+            message: dep.reason.clone().unwrap_or_default(),
+        },
+    }
+}
+
+/// Puts a request that passed every rule but the lock in its scope's queue, behind `ahead`
+/// (the lock holder, or the first in line). Older waiting requests for the same ref are
+/// superseded first.
+async fn enqueue(
+    svc: &Services,
+    req: &ProtectionRuleRequest,
+    scoped: &ScopeState,
+    ahead: String,
+    wait: Duration,
+    now: Timestamp,
+) -> Result<GateOutcome, ServiceError> {
+    let mut waiting = 0u32;
+    for entry in &scoped.queue {
+        if entry.git_ref == req.git_ref && entry.run_id != Some(req.run_id) {
+            let why = queue::superseded_by(Some(req.run_id), &req.git_ref, &req.sha);
+            let superseded = queue::leave(svc, &entry.deployment_id, now, Action::Reject, |_| {
+                why.clone()
+            })
+            .await?;
+            if superseded.is_some() {
+                continue;
+            }
+        }
+        waiting += 1;
+    }
+    let mut dep = new_deployment(req, now);
+    dep.queued = Some(QueueTicket {
+        since: now,
+        until: add(now, wait),
+        behind: ahead.clone(),
+    });
+    // Kept so the decision taken when it leaves the queue can use it.
+    dep.break_glass = req.break_glass_reason.as_ref().map(|reason| BreakGlass {
+        reason: reason.clone(),
+        requested_by: req.requester.clone(),
+    });
+    let mut events = vec![dep.note(
+        now,
+        &Actor::github(&req.requester),
+        "requested",
+        format!(
+            "{} {} ({}) via {}",
+            req.repo,
+            req.git_ref,
+            dep.short_sha(),
+            req.event
+        ),
+    )];
+    let why = format!(
+        "{} is locked: waits behind deployment {ahead} for up to {}",
+        req.environment,
+        crate::domain::policy::format_duration(wait)
+    );
+    events.extend(dep.apply(Action::Queue, now, &Actor::system(), why).ok());
+    svc.repo.create_deployment(&mut dep, &events, now).await?;
+    let position = waiting + 1;
+    tracing::info!(deployment_id = %dep.id, scope = %dep.scope(), position, behind = %ahead, "queued deployment request");
+    svc.publish(Notification::queued(
+        now,
+        &dep,
+        QueueSpot {
+            position,
+            behind: ahead,
+            until: add(now, wait),
+        },
+    ))
+    .await;
+    if let Err(e) = answer_github(svc, &dep.id).await {
+        tracing::warn!(deployment_id = %dep.id, error = %e, "could not tell GitHub the request is queued");
+    }
+    if scoped.lock_holder.is_none() {
+        // Requests waited on a lock that is free now (their advance failed midway): serve
+        // them, this one last.
+        if let Err(e) = queue::advance(svc, &dep.scope()).await {
+            tracing::warn!(scope = %dep.scope(), error = %e, "could not advance the queue; the sweeper will");
+        }
+        if let Some(now_dep) = svc.repo.get_deployment(&dep.id).await? {
+            return Ok(outcome_of(&now_dep, position));
+        }
+    }
+    Ok(outcome_of(&dep, position))
+}
+
+/// The facts a decision on a request of `scope` for `sha` reads, except the lock (see
+/// [`request`]): `scope_incidents` come from the scope's partition, read by the caller.
+pub(crate) async fn gate_facts(
+    svc: &Services,
+    scope: &Scope,
+    sha: &Sha,
+    scope_incidents: Vec<crate::domain::incident::OpenIncident>,
+    now: Timestamp,
+) -> Result<GateFacts, ServiceError> {
+    let shared = svc.repo.open_incidents(scope.environment.as_str()).await?;
+    let mut succeeded_in = svc
+        .repo
+        .succeeded_in(scope.repo.as_str(), sha.as_str())
+        .await?;
+    close_ended_promotions(svc, scope, sha, &mut succeeded_in, now).await?;
+    Ok(GateFacts {
+        succeeded_in,
+        open_critical_incidents: critical_ids(scope_incidents.into_iter().chain(shared)),
+        lock_holder: None,
+    })
+}
+
+/// Decides a queued deployment whose turn has come, as the gate decides a fresh request
+/// (the lock is free: the caller takes it with the save).
+pub(crate) async fn decide_queued(
+    svc: &Services,
+    mut dep: Deployment,
+    facts: GateFacts,
+    now: Timestamp,
+) -> (Deployment, Vec<AuditEvent>) {
+    let mut reason = dep.break_glass.as_ref().map(|b| b.reason.clone());
+    let gate_request = |reason: Option<String>| GateRequest {
+        environment: dep.environment.to_string(),
+        git_ref: dep.git_ref.clone(),
+        sha: dep.sha.to_string(),
+        requester_login: dep.requester.clone(),
+        kind: GateKind::Deploy,
+        break_glass_reason: reason,
+    };
+    let mut decision = evaluate_in_scope(
+        &svc.policy,
+        &dep.repo,
+        &gate_request(reason.clone()),
+        &facts,
+        now,
+    );
+    if let Some(found) = break_glass_request(
+        svc,
+        &dep.scope(),
+        dep.run_id,
+        dep.installation_id,
+        reason.as_deref(),
+        &decision,
+    )
+    .await
+    {
+        reason = Some(found);
+        decision = evaluate_in_scope(
+            &svc.policy,
+            &dep.repo,
+            &gate_request(reason.clone()),
+            &facts,
+            now,
+        );
+    }
+    let event = apply_decision(svc, &mut dep, decision, reason.as_deref(), now);
+    (dep, event.into_iter().collect())
 }
 
 /// With `rollback.method = "workflow"`, shipgate dispatches the rollback workflow, whose job
@@ -388,6 +599,7 @@ pub fn break_glass_reason_in(title: &str) -> Option<String> {
 /// a free scope, costs no extra read.
 async fn close_ended_holder(
     svc: &Services,
+    scope: &Scope,
     scoped: &mut ScopeState,
     now: Timestamp,
 ) -> Result<(), ServiceError> {
@@ -401,6 +613,13 @@ async fn close_ended_holder(
         if !state.holds_lock() {
             tracing::info!(deployment_id = %holder, "closed a verification window that had ended");
             scoped.lock_holder = None;
+            if !scoped.queue.is_empty() {
+                // Closing released the lock to the queue, which moved: read where it stands
+                // now (only on this path, a window that ended with requests waiting).
+                let incidents = std::mem::take(&mut scoped.open_incidents);
+                *scoped = svc.repo.scope_state(scope).await?;
+                scoped.open_incidents = incidents;
+            }
         }
     }
     Ok(())
@@ -412,11 +631,12 @@ async fn close_ended_holder(
 /// verifying there and its window has ended, close it now and count it as succeeded.
 async fn close_ended_promotions(
     svc: &Services,
-    req: &ProtectionRuleRequest,
+    scope: &Scope,
+    sha: &Sha,
     succeeded_in: &mut std::collections::BTreeSet<String>,
     now: Timestamp,
 ) -> Result<(), ServiceError> {
-    let Ok(effective) = svc.policy.for_scope(&req.repo, &req.environment) else {
+    let Ok(effective) = svc.policy.for_scope(&scope.repo, &scope.environment) else {
         return Ok(());
     };
     for from in &effective.promotion_from {
@@ -426,8 +646,8 @@ async fn close_ended_promotions(
         let Ok(env) = EnvName::parse(from) else {
             continue;
         };
-        let heads = svc.repo.heads(&Scope::new(req.repo.clone(), env)).await?;
-        let Some(current) = heads.current.filter(|h| h.sha == req.sha.as_str()) else {
+        let heads = svc.repo.heads(&Scope::new(scope.repo.clone(), env)).await?;
+        let Some(current) = heads.current.filter(|h| h.sha == sha.as_str()) else {
             continue;
         };
         if close_if_ended(svc, &current, now).await? == Some(State::Succeeded) {
@@ -444,11 +664,14 @@ async fn close_ended_promotions(
 /// a failure to ask leaves the rejection standing.
 async fn break_glass_request(
     svc: &Services,
-    req: &ProtectionRuleRequest,
+    scope: &Scope,
+    run_id: Option<u64>,
+    installation_id: Option<u64>,
+    reason: Option<&str>,
     decision: &Decision,
 ) -> Option<String> {
     use crate::domain::policy::Rule;
-    if req.break_glass_reason.is_some() {
+    if reason.is_some() {
         return None;
     }
     let Decision::Reject { rule, .. } = decision else {
@@ -459,21 +682,21 @@ async fn break_glass_request(
     }
     if !svc
         .policy
-        .for_scope(&req.repo, &req.environment)
+        .for_scope(&scope.repo, &scope.environment)
         .ok()?
         .break_glass
         .allowed
     {
         return None;
     }
-    let (github, installation_id) = (svc.github.as_ref()?, req.installation_id?);
+    let (github, installation_id, run_id) = (svc.github.as_ref()?, installation_id?, run_id?);
     match github
-        .run_title(installation_id, req.repo.as_str(), req.run_id)
+        .run_title(installation_id, scope.repo.as_str(), run_id)
         .await
     {
         Ok(title) => break_glass_reason_in(&title),
         Err(e) => {
-            tracing::warn!(run_id = req.run_id, error = %e, "could not read the run title for break-glass");
+            tracing::warn!(run_id, error = %e, "could not read the run title for break-glass");
             None
         }
     }

@@ -447,11 +447,17 @@ pub async fn close_deployment_if_ended(
     })
 }
 
-/// A CI outcome for a sha (`workflow_run` / `completed`).
+/// A CI outcome for a sha (`workflow_run` / `completed`). A run that did not succeed may
+/// have ended while one of its jobs waited on shipgate (cancelled in the queue or before its
+/// approvals): those requests are withdrawn, so nothing waits for a job that is gone. Only
+/// such runs pay the read of the run's deployments.
 pub async fn workflow_completed(
     svc: &Services,
     run: &WorkflowRunCompleted,
 ) -> Result<(), ServiceError> {
+    if run.conclusion != "success" {
+        crate::service::queue::withdraw_run(svc, run.run_id, &run.conclusion).await?;
+    }
     svc.repo
         .record_sha_fact(
             &format!("CI#{}", run.workflow),

@@ -11,6 +11,7 @@ pub mod gate;
 pub mod incidents;
 pub mod lifecycle;
 pub mod predeploy;
+pub mod queue;
 pub mod rollback;
 
 use std::sync::Arc;
@@ -99,7 +100,9 @@ impl Services {
 const UPDATE_ATTEMPTS: usize = 8;
 
 /// Re-reads, changes and saves a deployment until the save is not stale. `change` returns the
-/// audit events of its change, or `None` when there is nothing to change.
+/// audit events of its change, or `None` when there is nothing to change. When the save
+/// releases a lock that queued requests wait for, the queue advances before this returns
+/// (see [`queue::advance`]).
 pub async fn update_deployment<F>(
     svc: &Services,
     id: &str,
@@ -116,7 +119,16 @@ where
             return Ok(Some(dep));
         };
         match svc.repo.save_deployment(&mut dep, &events).await {
-            Ok(()) => return Ok(Some(dep)),
+            Ok(saved) => {
+                if saved.queue_waiting {
+                    // The save released the lock others wait for: serve them now. A failure
+                    // leaves them queued for the next release, request or sweep.
+                    if let Err(e) = queue::advance_boxed(svc, &dep.scope()).await {
+                        tracing::warn!(scope = %dep.scope(), error = %e, "could not advance the queue; the sweeper will");
+                    }
+                }
+                return Ok(Some(dep));
+            }
             Err(RepoError::Stale { .. }) => continue,
             Err(e) => return Err(e.into()),
         }

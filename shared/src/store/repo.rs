@@ -14,6 +14,7 @@
 //! | sha facts | `SHA#{repo}@{sha}` | `OK#{env}`, `CI#{workflow}`, `COMMIT` | |
 //! | incident | `INC#{id}` | `INC` | `ENV#{env}#INCIDENTS` / `{ms}#{id}` |
 //! | open incident of a repository (index) | `SCOPE#{repo}#{env}` | `OPEN#{id}` | |
+//! | queued request of a scope (see [`QueueEntry`]) | `SCOPE#{repo}#{env}` | `QUEUE#{deployment}` | |
 //! | open environment-level incident (index) | `ENV#{env}` | `OPEN#{id}` | |
 //! | idempotency key (pending claim, then confirmed; see [`Repo::begin_event`]) | `IDEM#{scope}#{key}` | `IDEM` (expires) | |
 //! | rollback drill of a scope | `META#rollback-drill` | `{repo}#{env}` | |
@@ -168,6 +169,56 @@ pub struct ScopeState {
     /// What the scope runs now (its heads' `current`), which says when the window of a
     /// deployment verifying there ends.
     pub current: Option<Head>,
+    /// The requests waiting for the lock, in arrival order.
+    pub queue: Vec<QueueEntry>,
+}
+
+/// A request waiting in its scope's queue: written with its deployment (state `queued`) and
+/// deleted in the same transaction that takes the deployment out of the queue, so the queue
+/// holds exactly the queued deployments. It lives in the scope's partition, which the gate
+/// reads anyway: a request learns its place in line without an extra read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueEntry {
+    pub deployment_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<u64>,
+    pub git_ref: String,
+    pub sha: Sha,
+    pub since: Timestamp,
+    pub until: Timestamp,
+}
+
+impl QueueEntry {
+    fn of(dep: &Deployment) -> Option<QueueEntry> {
+        let ticket = dep.queued.as_ref()?;
+        Some(QueueEntry {
+            deployment_id: dep.id.clone(),
+            run_id: dep.run_id,
+            git_ref: dep.git_ref.clone(),
+            sha: dep.sha.clone(),
+            since: ticket.since,
+            until: ticket.until,
+        })
+    }
+}
+
+/// Arrival order: by time, then by id (time-ordered too).
+fn sort_queue(queue: &mut [QueueEntry]) {
+    queue.sort_by(|a, b| {
+        (a.since, a.deployment_id.as_str()).cmp(&(b.since, b.deployment_id.as_str()))
+    });
+}
+
+fn queue_sk(deployment_id: &str) -> String {
+    format!("QUEUE#{deployment_id}")
+}
+
+/// What saving a deployment found out about its scope.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Saved {
+    /// The save released the scope's lock and requests are waiting for it: the caller should
+    /// let the queue advance.
+    pub queue_waiting: bool,
 }
 
 /// The entry listing a repository among an environment's ([`Repo::repositories_in`]).
@@ -493,6 +544,21 @@ impl Repo {
         if takes_lock {
             writes.push(lock_put(&scope, &dep.id, now));
         }
+        if dep.state == State::Queued {
+            if let Some(entry) = QueueEntry::of(dep) {
+                writes.push(Write::Put {
+                    item: Item {
+                        pk: scope_pk(&scope),
+                        sk: queue_sk(&dep.id),
+                        version: 1,
+                        expires_at: None,
+                        timeline: None,
+                        data: to_json(&entry),
+                    },
+                    condition: Condition::None,
+                });
+            }
+        }
         writes.push(Write::Put {
             item: Item {
                 pk: env_pk(dep.environment.as_str()),
@@ -530,28 +596,64 @@ impl Repo {
     /// Saves a changed deployment (optimistic: fails with [`RepoError::Stale`] when someone
     /// else saved it first) together with its audit events, releasing its scope's lock
     /// in the same transaction when the new state no longer holds it, and recording heads.
+    ///
+    /// A deployment leaving the queue ([`Deployment::left_queue`]) has its queue entry
+    /// deleted in the same transaction, and takes the scope's lock there when its new state
+    /// holds it; when another deployment holds the lock, the save fails as stale.
+    ///
+    /// Releasing the lock reads the scope's partition (one query, where a lookup of the lock
+    /// alone was one read before) so the caller learns in the same round trip whether
+    /// requests are waiting.
     pub async fn save_deployment(
         &self,
         dep: &mut Deployment,
         events: &[AuditEvent],
-    ) -> Result<(), RepoError> {
+    ) -> Result<Saved, RepoError> {
         let expected = dep.version;
         dep.version = expected + 1;
+        let mut saved = Saved::default();
+        let scope = dep.scope();
         let mut writes = vec![Write::Put {
             item: deployment_item(dep),
             condition: Condition::Version(expected),
         }];
-        if !dep.state.holds_lock() {
-            if let Some(lock) = self.store.get(&scope_pk(&dep.scope()), "LOCK").await? {
-                let rec: LockRecord = from_item(&lock, "lock")?;
-                if rec.holder == dep.id {
-                    writes.push(Write::Delete {
-                        pk: lock.pk,
-                        sk: lock.sk,
-                        condition: Condition::Version(lock.version),
-                    });
+        if dep.left_queue {
+            writes.push(Write::Delete {
+                pk: scope_pk(&scope),
+                sk: queue_sk(&dep.id),
+                condition: Condition::None,
+            });
+            if dep.state.holds_lock() {
+                writes.push(lock_put(&scope, &dep.id, dep.updated_at));
+            }
+        } else if !dep.state.holds_lock() {
+            let items = self
+                .store
+                .query(Query::Partition {
+                    pk: scope_pk(&scope),
+                    sk_prefix: String::new(),
+                    descending: false,
+                    limit: None,
+                })
+                .await?;
+            let mut releases = false;
+            let mut waiting = false;
+            for item in items {
+                if item.sk == "LOCK" {
+                    let rec: LockRecord = from_item(&item, "lock")?;
+                    if rec.holder == dep.id {
+                        releases = true;
+                        writes.push(Write::Delete {
+                            pk: item.pk,
+                            sk: item.sk,
+                            condition: Condition::Version(item.version),
+                        });
+                    }
+                } else if item.sk.starts_with("QUEUE#") {
+                    waiting = true;
                 }
             }
+            saved.queue_waiting = releases && waiting;
         }
         if let Some(gh) = dep.github_deployment_id {
             writes.push(pointer(format!("GHDEP#{gh}"), "MAP", dep.id.clone()));
@@ -563,7 +665,10 @@ impl Repo {
         }
         writes.extend(audit_writes(events));
         match self.store.transact(writes).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                dep.left_queue = false;
+                Ok(saved)
+            }
             Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => {
                 dep.version = expected;
                 Err(RepoError::Stale {
@@ -575,6 +680,62 @@ impl Repo {
                 Err(e.into())
             }
         }
+    }
+
+    /// Deletes a queue entry whose deployment is gone or no longer queued.
+    pub async fn remove_queue_entry(
+        &self,
+        scope: &Scope,
+        deployment_id: &str,
+    ) -> Result<(), RepoError> {
+        self.store
+            .write(Write::Delete {
+                pk: scope_pk(scope),
+                sk: queue_sk(deployment_id),
+                condition: Condition::None,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Every deployment gated for a workflow run, one per environment its jobs asked for.
+    pub async fn deployments_for_run(&self, run_id: u64) -> Result<Vec<Deployment>, RepoError> {
+        let items = self
+            .store
+            .query(Query::Partition {
+                pk: format!("RUN#{run_id}"),
+                sk_prefix: String::new(),
+                descending: false,
+                limit: None,
+            })
+            .await?;
+        let mut found = Vec::new();
+        for item in &items {
+            let p: Pointer = from_item(item, "pointer")?;
+            if let Some(dep) = self.get_deployment(&p.deployment_id).await? {
+                found.push(dep);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The requests waiting in a scope's queue, in arrival order.
+    pub async fn queue(&self, scope: &Scope) -> Result<Vec<QueueEntry>, RepoError> {
+        let items = self
+            .store
+            .query(Query::Partition {
+                pk: scope_pk(scope),
+                sk_prefix: "QUEUE#".into(),
+                descending: false,
+                limit: None,
+            })
+            .await?;
+        let mut queue = items
+            .iter()
+            .map(|i| from_item::<QueueEntry>(i, "queue entry"))
+            .collect::<Result<Vec<_>, _>>()?;
+        sort_queue(&mut queue);
+        Ok(queue)
     }
 
     pub async fn get_deployment(&self, id: &str) -> Result<Option<Deployment>, RepoError> {
@@ -918,10 +1079,7 @@ impl Repo {
         let all = self
             .deployments_in(environment, from, Timestamp::MAX, false, None)
             .await?;
-        Ok(all
-            .into_iter()
-            .filter(|d| d.state.holds_lock() || d.state == State::Verifying)
-            .collect())
+        Ok(all.into_iter().filter(|d| d.state.is_open()).collect())
     }
 
     /// Reads an incident by id.
@@ -1098,8 +1256,11 @@ impl Repo {
                 state.open_incidents.push(from_item(item, "open incident")?);
             } else if item.sk == "HEADS" {
                 state.current = from_item::<EnvironmentHeads>(item, "heads")?.current;
+            } else if item.sk.starts_with("QUEUE#") {
+                state.queue.push(from_item(item, "queue entry")?);
             }
         }
+        sort_queue(&mut state.queue);
         Ok(state)
     }
 

@@ -19,7 +19,6 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 use shipgate::domain::deployment::Deployment;
 use shipgate::domain::incident::Incident;
-use shipgate::embedded::sqlite::SqliteStore;
 use shipgate::notify::{Notification, NotificationBody};
 use shipgate::service::{lifecycle, Services};
 use shipgate::store::{Item, ItemStore, Repo};
@@ -89,7 +88,8 @@ pub fn event_path(name: &str) -> PathBuf {
 pub struct Harness {
     pub alerts: AlertWebhook,
     pub github_hook: GitHubWebhook,
-    pub store: Arc<SqliteStore>,
+    /// The store under test: in-memory SQLite, or a DynamoDB table ([`Harness::build_on`]).
+    pub store: Arc<dyn ItemStore>,
     pub repo: Repo,
     pub clock: ManualClock,
     pub publisher: RecordingPublisher,
@@ -128,25 +128,54 @@ pub async fn mount_github(github: &MockServer, deployments_status: u16) {
         .await;
 }
 
+/// A fresh DynamoDB table on the emulator `make test` starts (moto), for tests that run on
+/// both stores. Fails loudly without it: a skipped DynamoDB run would hide a broken adapter.
+#[allow(dead_code)]
+pub async fn dynamodb_store() -> Arc<dyn ItemStore> {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "needs the DynamoDB emulator: run make test (it starts moto and exports AWS_ENDPOINT_URL)"
+    );
+    let table = format!("shipgate-test-{}", uuid::Uuid::new_v4());
+    let store = shipgate::aws::dynamodb::DynamoStore::from_env(table).await;
+    store
+        .create_table_if_missing()
+        .await
+        .expect("create the test table");
+    Arc::new(store)
+}
+
 impl Harness {
     pub async fn new() -> Harness {
         Harness::build(POLICY, 201, ALERT_TOKEN).await
     }
 
     pub async fn build(policy_toml: &str, deployments_status: u16, token: &str) -> Harness {
+        Harness::build_on(policy_toml, deployments_status, token, None).await
+    }
+
+    /// [`Harness::build`] on the given store (`None`: in-memory SQLite).
+    pub async fn build_on(
+        policy_toml: &str,
+        deployments_status: u16,
+        token: &str,
+        store: Option<Arc<dyn ItemStore>>,
+    ) -> Harness {
         // The token endpoint is mounted with the rest of GitHub below.
-        let fakes = TestServices::builder()
+        let mut builder = TestServices::builder()
             .policy(policy_toml)
             .start(start_time())
-            .without_github_app()
-            .build()
-            .await;
+            .without_github_app();
+        if let Some(store) = store {
+            builder = builder.item_store(store);
+        }
+        let fakes = builder.build().await;
         let github = fakes.github;
         mount_github(&github, deployments_status).await;
         let client = testkit::github_app(&github, APP_ID, testkit::fast_retries());
 
         let (store, repo, clock, publisher) =
-            (fakes.store, fakes.repo, fakes.clock, fakes.publisher);
+            (fakes.items, fakes.repo, fakes.clock, fakes.publisher);
         let services = Services {
             github: Some(Arc::new(client)),
             ..fakes.services

@@ -213,6 +213,8 @@ pub fn awaiting_deployment(id: &str) -> Deployment {
         button_nonce: Some("8c1e4f2a9b7d43e6a0f5c2d1b8e7a694".into()),
         checks: vec!["ref main matches allowed_refs".into()],
         rollback_request: None,
+        queued: None,
+        left_queue: false,
     }
 }
 

@@ -51,6 +51,7 @@ const ENVIRONMENT_KEYS: &[&str] = &[
     "require_reject_reason",
     "approval_ttl",
     "verification_window",
+    "queue_wait",
     "block_on_critical_incident",
     "rollback_on",
     "rollback",
@@ -73,6 +74,7 @@ const OVERRIDE_KEYS: &[&str] = &[
     "require_reject_reason",
     "approval_ttl",
     "verification_window",
+    "queue_wait",
     "block_on_critical_incident",
     "rollback_on",
     "rollback",
@@ -1165,6 +1167,11 @@ impl<'a> Ctx<'a> {
         if let Some(f) = table.take("verification_window") {
             if let Some(d) = self.duration(&f, Duration::from_secs(1)) {
                 env.verification_window = d;
+            }
+        }
+        if let Some(f) = table.take("queue_wait") {
+            if let Some(d) = self.duration(&f, Duration::ZERO) {
+                env.queue_wait = d;
             }
         }
         if let Some(f) = table.take("block_on_critical_incident") {

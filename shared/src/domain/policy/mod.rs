@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use duration::parse_duration;
+pub use duration::{format_duration, parse_duration};
 pub use evaluate::{
     evaluate, evaluate_for, evaluate_in_scope, Check, Decision, GateFacts, GateKind, GateRequest,
     Rule,
@@ -305,6 +305,9 @@ pub struct EnvironmentPolicy {
     pub require_reject_reason: bool,
     pub approval_ttl: Duration,
     pub verification_window: Duration,
+    /// How long a request waits in its scope's queue for the lock before it is rejected;
+    /// zero turns the queue off (a locked scope rejects at once).
+    pub queue_wait: Duration,
     pub block_on_critical_incident: bool,
     pub rollback_on: Vec<Severity>,
     pub rollback: RollbackMethod,
@@ -316,6 +319,10 @@ pub struct EnvironmentPolicy {
     pub freezes: Vec<Freeze>,
     pub break_glass: BreakGlass,
 }
+
+/// The default `queue_wait`: room for a few deploys with their default 15-minute windows
+/// ahead; a run still waiting after that deploys a build the world has moved past.
+pub const DEFAULT_QUEUE_WAIT: Duration = Duration::from_secs(3600);
 
 impl EnvironmentPolicy {
     /// An environment with every default: any ref, no approvals, no windows or freezes.
@@ -330,6 +337,7 @@ impl EnvironmentPolicy {
             require_reject_reason: false,
             approval_ttl: Duration::from_secs(4 * 3600),
             verification_window: Duration::from_secs(15 * 60),
+            queue_wait: DEFAULT_QUEUE_WAIT,
             block_on_critical_incident: true,
             rollback_on: vec![Severity::Critical],
             rollback: RollbackMethod::Redeploy,

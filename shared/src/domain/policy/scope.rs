@@ -24,6 +24,7 @@ pub const OVERRIDABLE_KEYS: &[&str] = &[
     "require_reject_reason",
     "approval_ttl",
     "verification_window",
+    "queue_wait",
     "block_on_critical_incident",
     "rollback_on",
     "rollback",
@@ -173,6 +174,7 @@ pub(crate) const SECTION_KEYS: &[&str] = &[
     "require_reject_reason",
     "approval_ttl",
     "verification_window",
+    "queue_wait",
     "block_on_critical_incident",
     "rollback_on",
     "rollback",
@@ -286,6 +288,7 @@ pub(crate) fn apply_key(to: &mut EnvironmentPolicy, from: &EnvironmentPolicy, ke
         "require_reject_reason" => to.require_reject_reason = from.require_reject_reason,
         "approval_ttl" => to.approval_ttl = from.approval_ttl,
         "verification_window" => to.verification_window = from.verification_window,
+        "queue_wait" => to.queue_wait = from.queue_wait,
         "block_on_critical_incident" => {
             to.block_on_critical_incident = from.block_on_critical_incident
         }
