@@ -271,6 +271,20 @@ async fn store_round_trips_per_inbound_event_kind() {
     assert_eq!(json_of(&resp)["state"], "verifying", "{}", resp.body());
     lines.push(("deployment status (success)", counter.take()));
 
+    // Another run asks for production while it is locked: it waits in the queue.
+    let mut queued = protection_rule();
+    queued["deployment_callback_url"] = json!(format!(
+        "https://api.github.com/repos/{REPO}/actions/runs/{}/deployment_protection_rule",
+        RUN_ID + 1
+    ));
+    let resp = github_webhook::handle(
+        &webhook,
+        deliver("deployment_protection_rule", "d-4", &queued),
+    )
+    .await;
+    assert_eq!(json_of(&resp)["decision"], "queued", "{}", resp.body());
+    lines.push(("protection rule (queued)", counter.take()));
+
     // An alert fires in production while the deployment is verified.
     let body = serde_json::to_vec(&alertmanager_firing(fakes.clock.now())).expect("JSON");
     let req = http::Request::builder()
@@ -319,6 +333,10 @@ async fn store_round_trips_per_inbound_event_kind() {
             (
                 "deployment status (success)",
                 "9 round trips: 5 get, 2 create, 1 put, 1 transact".to_string(),
+            ),
+            (
+                "protection rule (queued)",
+                "10 round trips: 4 get, 3 query, 1 create, 1 put, 1 transact".to_string(),
             ),
             (
                 "alert (firing)",

@@ -1558,3 +1558,105 @@ fn policy_explain_says_when_no_section_governs_the_repository_and_exits_1() {
         .arg(&path));
     assert_eq!(malformed.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn serve_approves_a_queued_request_when_the_window_ahead_ends_without_a_sweep() {
+    // No scheduled jobs: only the server's queue timer can move the queue.
+    let ws = Workspace::with_policy(
+        "[environments.staging]\napprovals_required = 0\nverification_window = \"2s\"\n",
+    );
+    let server = Server::launch(ws, &[], &["--no-schedule"]).await;
+    let rule = protection_rule("staging", 5001);
+    let (_, first) = deliver(
+        &server,
+        "deployment_protection_rule",
+        "d-q-1",
+        rule.clone().into(),
+        signed(rule.as_bytes()),
+    )
+    .await;
+    assert_eq!(first["decision"], "approved", "{first}");
+    let status = serde_json::json!({
+        "action": "created",
+        "deployment_status": { "state": "success", "environment": "staging" },
+        "deployment": { "id": 95001, "sha": "0123456789abcdef0123456789abcdef01234567", "ref": "refs/heads/main", "environment": "staging", "payload": {} },
+        "repository": { "full_name": "acme/api" },
+        "workflow_run": { "id": 5001 },
+    })
+    .to_string();
+    let (_, verifying) = deliver(
+        &server,
+        "deployment_status",
+        "d-q-2",
+        status.clone().into(),
+        signed(status.as_bytes()),
+    )
+    .await;
+    assert_eq!(verifying["state"], "verifying", "{verifying}");
+    let window_ends = Instant::now() + Duration::from_secs(2);
+
+    let rule = protection_rule("staging", 5002);
+    let (_, queued) = deliver(
+        &server,
+        "deployment_protection_rule",
+        "d-q-3",
+        rule.clone().into(),
+        signed(rule.as_bytes()),
+    )
+    .await;
+    assert_eq!(queued["decision"], "queued", "{queued}");
+    let waiting = queued["deployment_id"].as_str().expect("id").to_string();
+
+    // `status` lists the queue.
+    let out = with_data_and_policy(shipgate().args(["status", "--json"]), &server.ws);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = json_lines(&stdout(&out));
+    let staging = lines
+        .iter()
+        .find(|l| l["environment"] == "staging")
+        .expect("staging");
+    assert_eq!(staging["queue"][0]["deployment_id"], waiting.as_str());
+    assert_eq!(staging["queue"][0]["position"], 1);
+    assert_eq!(staging["queue"][0]["run_id"], 5002);
+    let out = with_data_and_policy(shipgate().arg("status"), &server.ws);
+    let table = stdout(&out);
+    assert!(
+        table.contains(&format!(
+            "queued in acme/api · staging: 1. {waiting} refs/heads/main (0123456) run 5002"
+        )),
+        "{table}"
+    );
+
+    // The window ends: the waiting request takes the lock (bounded poll, not a timing
+    // assertion; the latency is printed).
+    let deadline = window_ends + Duration::from_secs(10);
+    let holder = loop {
+        let out = with_data_and_policy(shipgate().args(["status", "--json"]), &server.ws);
+        let lines = json_lines(&stdout(&out));
+        let holder = lines
+            .iter()
+            .find(|l| l["environment"] == "staging")
+            .and_then(|l| l["lock"]["deployment_id"].as_str().map(str::to_string));
+        if holder.as_deref() == Some(waiting.as_str()) || Instant::now() > deadline {
+            break holder;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        holder.as_deref(),
+        Some(waiting.as_str()),
+        "{}",
+        server.logs()
+    );
+    println!(
+        "queued request approved {} ms after the window ahead ended",
+        Instant::now()
+            .saturating_duration_since(window_ends)
+            .as_millis()
+    );
+    assert!(
+        server.logs().contains("queue advanced at its deadline"),
+        "{}",
+        server.logs()
+    );
+}

@@ -72,7 +72,22 @@ pub async fn advance(svc: &Services, scope: &Scope) -> Result<Advanced, ServiceE
             if current.deployment_id == *holder {
                 if let Some(closed) = close_if_ended(svc, current, now).await? {
                     if !closed.holds_lock() {
-                        // Closing released the lock, and that release advanced the queue.
+                        // Closing released the lock, and that release advanced the queue:
+                        // count what left it, then look again.
+                        let still: Vec<String> = svc
+                            .repo
+                            .queue(scope)
+                            .await?
+                            .into_iter()
+                            .map(|e| e.deployment_id)
+                            .collect();
+                        done.decided.extend(
+                            state
+                                .queue
+                                .iter()
+                                .filter(|e| !still.contains(&e.deployment_id))
+                                .map(|e| e.deployment_id.clone()),
+                        );
                         continue;
                     }
                 }
