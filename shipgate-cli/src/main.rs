@@ -50,7 +50,7 @@ enum Command {
     /// Play a complete story (approvals, deploys, a rollback, backups) against local fakes.
     Demo(demo::DemoArgs),
     /// Run one scheduled job now: backup, restore-drill, rollback-drill, dora-report,
-    /// sweeper or health-probes.
+    /// sweeper, health-probes or migrate.
     Job(JobArgs),
     /// List, verify and restore the encrypted backups (`shipgate job backup` makes one).
     #[command(subcommand)]

@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use shipgate::store::migrate::migrate;
+use shipgate::store::migrate::{migrate, summary};
 use shipgate_cli::data;
 use shipgate_cli::error::CliError;
 
@@ -15,18 +15,8 @@ pub async fn run(data_dir: &Path, json: bool) -> Result<(), CliError> {
     let report = migrate(&repo).await.map_err(CliError::Migrate)?;
     let line = if json {
         serde_json::to_string(&report).map_err(|e| CliError::Output(e.into()))?
-    } else if report.from_version == report.to_version {
-        format!("schema version {}: nothing to do", report.to_version)
     } else {
-        let kept = if report.kept.is_empty() {
-            String::new()
-        } else {
-            format!("; left as they were: {}", report.kept.join(", "))
-        };
-        format!(
-            "schema version {} -> {}: {} records moved, {} dropped, {} repository index entries{kept}",
-            report.from_version, report.to_version, report.moved, report.dropped, report.indexed
-        )
+        summary(&report)
     };
     writeln!(std::io::stdout().lock(), "{line}").map_err(CliError::Output)
 }

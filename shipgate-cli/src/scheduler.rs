@@ -45,6 +45,9 @@ pub(crate) fn standard_interval(job: JobName) -> Duration {
         JobName::Sweeper => 30,
         JobName::HealthProbes => 60,
         JobName::Backup | JobName::RestoreDrill | JobName::DoraReport => DAY,
+        // Not in ORDER, so never scheduled: `serve` migrates at start (and the sweeper when
+        // the store is behind); `shipgate job migrate` runs it on demand.
+        JobName::Migrate => DAY,
         JobName::RollbackDrill => 7 * DAY,
     })
 }

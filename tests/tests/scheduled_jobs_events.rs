@@ -50,7 +50,7 @@ fn an_unknown_job_is_refused_with_the_list_of_names() {
     let err = parse_event(&serde_json::json!({"job": "backups"})).expect_err("unknown");
     assert_eq!(
         err.to_string(),
-        "unknown job \"backups\"; expected one of: backup, restore-drill, rollback-drill, dora-report, sweeper, health-probes"
+        "unknown job \"backups\"; expected one of: backup, restore-drill, rollback-drill, dora-report, sweeper, health-probes, migrate"
     );
     // The scheduled-event fixture from the runtime's own tests has an empty detail.
     let bare = serde_json::json!({"detail-type": "Scheduled Event", "time": "2015-10-08T16:53:06Z", "detail": {}});

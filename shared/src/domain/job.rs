@@ -17,16 +17,21 @@ pub enum JobName {
     DoraReport,
     Sweeper,
     HealthProbes,
+    /// Moves the store to the current schema (see `crate::store::migrate`); on AWS it is
+    /// invoked once after a deploy that changes the schema, and the sweeper runs it when it
+    /// finds the store behind.
+    Migrate,
 }
 
 impl JobName {
-    pub const ALL: [JobName; 6] = [
+    pub const ALL: [JobName; 7] = [
         JobName::Backup,
         JobName::RestoreDrill,
         JobName::RollbackDrill,
         JobName::DoraReport,
         JobName::Sweeper,
         JobName::HealthProbes,
+        JobName::Migrate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -37,6 +42,7 @@ impl JobName {
             JobName::DoraReport => "dora-report",
             JobName::Sweeper => "sweeper",
             JobName::HealthProbes => "health-probes",
+            JobName::Migrate => "migrate",
         }
     }
 
@@ -59,7 +65,7 @@ impl fmt::Display for JobName {
 
 /// A job name that is not one of [`JobName::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown job {given:?}; expected one of: backup, restore-drill, rollback-drill, dora-report, sweeper, health-probes")]
+#[error("unknown job {given:?}; expected one of: backup, restore-drill, rollback-drill, dora-report, sweeper, health-probes, migrate")]
 pub struct UnknownJob {
     pub given: String,
 }

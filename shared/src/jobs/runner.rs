@@ -91,7 +91,22 @@ async fn outcome_of(ctx: &JobContext, job: JobName) -> Result<JobOutcome, JobErr
         JobName::DoraReport => dora::run(ctx).await,
         JobName::Sweeper => sweeper::run(ctx).await,
         JobName::HealthProbes => probes::run(ctx).await,
+        JobName::Migrate => migrate(svc).await,
     }
+}
+
+/// The `migrate` job: the store to the current schema, or nothing when it is there.
+async fn migrate(svc: &crate::service::Services) -> Result<JobOutcome, JobError> {
+    use crate::store::migrate;
+    let report = migrate::migrate(&svc.repo)
+        .await
+        .map_err(|e| JobError::Failed {
+            job: JobName::Migrate,
+            message: e.to_string(),
+            source: Some(Box::new(e)),
+        })?;
+    let details = serde_json::to_value(&report).unwrap_or_default();
+    Ok(JobOutcome::ok(migrate::summary(&report), details))
 }
 
 async fn execute(

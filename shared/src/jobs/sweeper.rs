@@ -50,6 +50,9 @@ pub struct SweepReport {
     pub locks_released: Vec<String>,
     pub answered: Vec<String>,
     pub drills_timed_out: Vec<String>,
+    /// What a migration of a store found behind the schema did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub migrated: Option<String>,
     /// Queued deployments taken out of their queue and decided.
     pub dequeued: Vec<String>,
     /// Queued deployments rejected for waiting past `queue_wait`.
@@ -89,6 +92,9 @@ impl SweepReport {
             if n > 0 {
                 parts.push(format!("{n} {what}"));
             }
+        }
+        if let Some(migrated) = &self.migrated {
+            parts.push(migrated.clone());
         }
         parts.join(", ")
     }
@@ -165,6 +171,23 @@ fn is_decided(dep: &Deployment) -> bool {
 /// logged, listed in `errors` and retried next time.
 pub async fn sweep(svc: &Services) -> SweepReport {
     let mut report = SweepReport::default();
+    // A store behind the schema (a deploy whose `migrate` run was forgotten) is moved first:
+    // one read of the version per sweep.
+    match crate::store::migrate::schema_version(&svc.repo).await {
+        Ok(v) if v < crate::store::migrate::SCHEMA_VERSION => {
+            match crate::store::migrate::migrate(&svc.repo).await {
+                Ok(done) => {
+                    tracing::warn!(summary = %crate::store::migrate::summary(&done), "the sweeper migrated a store that was behind the schema");
+                    report.migrated = Some(crate::store::migrate::summary(&done));
+                }
+                Err(e) => report.errors.push(format!("migrating the store: {e}")),
+            }
+        }
+        Ok(_) => {}
+        Err(e) => report
+            .errors
+            .push(format!("reading the schema version: {e}")),
+    }
     let now = svc.now();
     let environments: Vec<String> = svc.policy.environments().map(|e| e.name.clone()).collect();
     for environment in &environments {

@@ -15,9 +15,10 @@
 //! Each step is conditional and safe to repeat: a record is written at its new key only if
 //! nothing is there yet, and the old record is deleted only at the version that was read, so
 //! running the migration twice, or again after a crash halfway, ends in the same state. The
-//! version record is written last. `shipgate serve` runs it at start; `shipgate migrate`
-//! runs it on demand (on AWS, once, against the table, before the new functions take
-//! traffic).
+//! version record is written last. `shipgate serve` runs it at start and `shipgate migrate`
+//! on demand. On AWS the scheduled-jobs function runs it as the `migrate` job: invoked once
+//! right after a deploy that changes the schema, and by the sweeper (one read of the version
+//! per sweep) whenever it finds the table behind.
 
 use serde::{Deserialize, Serialize};
 
@@ -71,6 +72,22 @@ pub struct MigrationReport {
     pub indexed: usize,
     /// Old records left as they were (their repository could not be told).
     pub kept: Vec<String>,
+}
+
+/// One line saying what a run did: `schema version 0 -> 1: 3 records moved, ...`.
+pub fn summary(report: &MigrationReport) -> String {
+    if report.from_version == report.to_version {
+        return format!("schema version {}: nothing to do", report.to_version);
+    }
+    let kept = if report.kept.is_empty() {
+        String::new()
+    } else {
+        format!("; left as they were: {}", report.kept.join(", "))
+    };
+    format!(
+        "schema version {} -> {}: {} records moved, {} dropped, {} repository index entries{kept}",
+        report.from_version, report.to_version, report.moved, report.dropped, report.indexed
+    )
 }
 
 fn corrupt(what: &str, source: serde_json::Error) -> MigrateError {
