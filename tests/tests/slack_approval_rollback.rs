@@ -333,3 +333,32 @@ async fn a_rollback_click_in_an_environment_without_approvals_starts_at_once() {
     assert_eq!(REPO, done.repo);
     assert_eq!(SHA, done.sha);
 }
+
+#[tokio::test]
+async fn a_repository_override_sets_the_approvals_and_ttl_of_its_manual_rollback() {
+    // The section asks 2 approvals within 1h; the override for this repository 3 within 30m.
+    let policy = format!(
+        "{}\n[[environments.production.overrides]]\nrepos = [\"{REPO}\"]\napprovals_required = 3\napproval_ttl = \"30m\"\n",
+        common::POLICY
+    );
+    let h = Harness::with_policy(&policy).await;
+    let dep = h.seed_running_production().await;
+
+    let outcome =
+        rollback::start_manual(h.services(), &testkit::scope(REPO, "production"), "cli:ada")
+            .await
+            .unwrap();
+    assert!(
+        matches!(outcome, RollbackOutcome::AwaitingApprovals { .. }),
+        "{outcome:?}"
+    );
+    let request = h
+        .deployment(&dep.id)
+        .await
+        .rollback_request
+        .expect("request opened");
+    assert_eq!(
+        (request.approvals_required, request.expires_at.to_string()),
+        (3, "2025-06-02T10:30:00Z".to_string())
+    );
+}

@@ -723,9 +723,12 @@ pub async fn start_manual(
     let now = svc.now();
     let environment = scope.environment.as_str();
     let refuse = |reason: String| Ok(RollbackOutcome::Refused { reason });
-    let Some(env) = svc.policy.environment(environment) else {
-        return refuse(format!("environment {environment} is not in the policy"));
+    // The repository's own rules: an override may ask more approvals or a shorter TTL.
+    let effective = match svc.policy.for_scope(&scope.repo, &scope.environment) {
+        Ok(effective) => effective,
+        Err(why) => return refuse(why.to_string()),
     };
+    let env = &effective.policy;
     let heads = svc.repo.heads(scope).await?;
     let Some(current) = heads.current.as_ref() else {
         return refuse(format!(
