@@ -42,7 +42,7 @@ use std::time::Duration;
 use crate::config::{
     self, ConfigError, PagerDutySettings, SlackSettings, Vars, GITHUB_WEB_URL_VAR, OPS_CHANNEL_VAR,
 };
-use crate::domain::deployment::SlackRef;
+use crate::domain::deployment::{SlackRef, State};
 use crate::domain::policy::Severity;
 use crate::notify::{DeploymentSummary, Notification, NotificationBody};
 use crate::outbound::{
@@ -516,8 +516,13 @@ async fn deliver_deployment(
                 ts: posted.ts,
             }]);
         };
+        let mut summary: DeploymentSummary = (&stored).into();
+        if stored.state == State::Queued && snapshot.state == State::Queued {
+            // The place in line is the notification's: the record does not keep it.
+            summary.queue = snapshot.queue.clone().or(summary.queue);
+        }
         let message = render::deployment_message_with_rollback_request(
-            &(&stored).into(),
+            &summary,
             stored.rollback_request.as_ref(),
             &app.github_web_url,
         );

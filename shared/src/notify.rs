@@ -56,7 +56,7 @@ pub struct DeploymentSummary {
 /// Where a queued deployment stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueSpot {
-    /// 1 for the next to go once the lock frees.
+    /// 1 for the next to go once the lock frees; 0 when not known (rendered from the record).
     pub position: u32,
     /// The deployment that holds the scope's lock.
     pub behind: String,
@@ -83,7 +83,17 @@ impl From<&Deployment> for DeploymentSummary {
             button_nonce: d.button_nonce.clone(),
             approval_expires_at: d.approval_expires_at,
             verify_until: d.verify_until,
-            queue: None,
+            // Its place in line is not stored (it changes as others leave); a queued record
+            // still says whom it waits behind, at position 0 ("not known here").
+            queue: d
+                .queued
+                .as_ref()
+                .filter(|_| d.state == State::Queued)
+                .map(|t| QueueSpot {
+                    position: 0,
+                    behind: t.behind.clone(),
+                    until: t.until,
+                }),
         }
     }
 }

@@ -205,9 +205,14 @@ fn outcome_line(dep: &DeploymentSummary) -> Option<String> {
     let line = match dep.state {
         State::Requested => return None,
         State::Queued => match &dep.queue {
-            Some(spot) => format!(
+            Some(spot) if spot.position > 0 => format!(
                 "{} in line behind deployment `{}`; waits until {}, then gives up",
                 ordinal(spot.position),
+                escape(&spot.behind),
+                slack_date(spot.until)
+            ),
+            Some(spot) => format!(
+                "Waiting behind deployment `{}`; waits until {}, then gives up",
                 escape(&spot.behind),
                 slack_date(spot.until)
             ),

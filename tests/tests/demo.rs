@@ -95,7 +95,7 @@ fn demo_plays_the_whole_story_and_exits_zero() {
         "the production approval request",
         &[
             "github → shipgate",
-            "deployment_protection_rule production",
+            "deployment_protection_rule api production",
             "→ awaiting_approval (needs 2)",
         ],
     );
@@ -124,7 +124,7 @@ fn demo_plays_the_whole_story_and_exits_zero() {
     );
     expect(
         "the verification window",
-        &["deployment_status success (production", "→ verifying"],
+        &["deployment_status success (api production", "→ verifying"],
     );
     expect(
         "the critical alert starting the rollback",
@@ -151,6 +151,39 @@ fn demo_plays_the_whole_story_and_exits_zero() {
     expect(
         "the resolution",
         &["shipgate → pagerduty", "resolve dedup_key="],
+    );
+    expect(
+        "web deploying beside api in staging",
+        &[
+            "deployment_protection_rule api staging 9a4e1c7 (run 7102",
+            "→ approved",
+        ],
+    );
+    expect(
+        "web's second change queued behind its first",
+        &[
+            "deployment_protection_rule web staging c0ffee2 (run 7103",
+            "→ queued (1st in line behind dep-",
+        ],
+    );
+    expect(
+        "GitHub told the run is queued",
+        &[
+            "shipgate → github",
+            "status comment on run 7103 staging",
+            "queued behind deployment",
+        ],
+    );
+    expect(
+        "Slack showing the place in line",
+        &[
+            "shipgate → slack",
+            "Queued: acme/web `refs/heads/main` (c0ffee2) to staging — 1st in line behind",
+        ],
+    );
+    expect(
+        "the queued run approved when the window ahead ended",
+        &["shipgate → github", "review run 7103 staging: approved"],
     );
     expect(
         "the backup",

@@ -658,3 +658,61 @@ async fn job_results_without_an_ops_channel_go_to_every_environment_channel() {
     assert_eq!(channels, vec!["C0PRODUCTION", "C0STAGING"]);
     assert!(fakes.pagerduty_requests().await.is_empty());
 }
+
+#[tokio::test]
+async fn a_queued_deployment_is_posted_with_its_place_in_line_and_updated_as_it_moves() {
+    let fakes = Fakes::start().await;
+    slack_posts_ok(&fakes.slack, TS).await;
+    slack_updates_ok(&fakes.slack).await;
+    let services = services();
+    let app = fakes.notifier(services.clone());
+    let mut dep = awaiting_deployment("dep-queued");
+    dep.state = State::Queued;
+    dep.approvals_required = 0;
+    dep.approval_expires_at = None;
+    dep.queued = Some(shipgate::domain::deployment::QueueTicket {
+        since: now(),
+        until: "2025-03-04T13:00:00Z".parse().unwrap(),
+        behind: "dep-ahead".into(),
+    });
+    let dep = store_deployment(&services, dep).await;
+    let spot = |position| shipgate::notify::QueueSpot {
+        position,
+        behind: "dep-ahead".into(),
+        until: "2025-03-04T13:00:00Z".parse().unwrap(),
+    };
+
+    deliver(&app, &Notification::queued(now(), &dep, spot(2)))
+        .await
+        .expect("delivered");
+    deliver(&app, &Notification::queued(now(), &dep, spot(1)))
+        .await
+        .expect("delivered");
+
+    let requests = fakes.slack_requests().await;
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_slack_call(&requests[0], "chat.postMessage");
+    assert_slack_call(&requests[1], "chat.update");
+    let (first, second) = (body(&requests[0]), body(&requests[1]));
+    assert_eq!(first["channel"], json!("C0PRODUCTION"));
+    let line = |b: &serde_json::Value| {
+        b["blocks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|block| block["text"]["text"].as_str())
+            .find(|t| t.contains("in line"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(
+        line(&first),
+        "2nd in line behind deployment `dep-ahead`; waits until <!date^1741093200^{date_short_pretty} at {time}|2025-03-04T13:00:00Z>, then gives up"
+    );
+    assert!(line(&second).starts_with("1st in line behind deployment `dep-ahead`"));
+    assert_eq!(second["ts"], json!(TS));
+    assert!(
+        action_ids(&first["blocks"]).is_empty(),
+        "no buttons while queued"
+    );
+}

@@ -9,7 +9,11 @@
 //!    being verified a critical Alertmanager alert arrives: shipgate rolls production back
 //!    to `c5b1e9a` through a GitHub deployment, pages PagerDuty, and resolves when the alert
 //!    does.
-//! 4. The scheduled jobs: an encrypted backup, a restore drill that must pass, the DORA
+//! 4. A second service, `acme/web`, shares staging with `acme/api`: each deploys under its own
+//!    lock, and web's next change, asked for while the first is still deploying, waits in
+//!    the queue (GitHub is told where it stands) and is approved by the server the moment
+//!    the deploy ahead has passed its window, with no sweep.
+//! 5. The scheduled jobs: an encrypted backup, a restore drill that must pass, the DORA
 //!    report.
 //!
 //! Every step checks what shipgate answered and what it stored; the first deviation ends the
@@ -154,12 +158,32 @@ const V2: Version = Version {
     author: OCTOCAT,
     committed_minutes_ago: 42,
 };
+const V3: Version = Version {
+    sha: "9a4e1c7b3d5f2e8a0c6b4d2f1e3a5c7b9d0e2f41",
+    message: "Retry payment webhooks with backoff",
+    author: BOB,
+    committed_minutes_ago: 12,
+};
+/// acme/web's changes.
+const W1: Version = Version {
+    sha: "c0ffee1b2a3d4e5f60718293a4b5c6d7e8f90a1b",
+    message: "Dark mode for the checkout page",
+    author: CAROL,
+    committed_minutes_ago: 30,
+};
+const W2: Version = Version {
+    sha: "c0ffee2d4e6f8a0b1c3d5e7f9a2b4c6d8e0f1a2b",
+    message: "Fix the dark mode contrast on buttons",
+    author: CAROL,
+    committed_minutes_ago: 8,
+};
 const PARENT: &str = "7d2c0e91b4a85f3e6d1c9b0a2f4e7d8c1b3a5f60";
 
 /// One gated deployment as the story follows it.
 #[derive(Debug, Clone)]
 struct Gated {
     id: String,
+    repo: Repository,
     environment: &'static str,
     version: Version,
     run_id: u64,
@@ -357,7 +381,7 @@ fn banner(
         slack.base_url(),
         pagerduty.base_url()
     ));
-    tl.plain("  people     octocat (U024BE7LH) and alice-ops (U0APPROV1) ship; alice-ops, bob-sre, carol-lead approve production");
+    tl.plain("  people     octocat (U024BE7LH), alice-ops (U0APPROV1), bob-sre and carol-lead ship acme/api and acme/web; alice-ops, bob-sre, carol-lead approve production");
 }
 
 /// What a step saw, when it was not what the story expected.
@@ -440,11 +464,123 @@ impl Stage {
         let started = Timestamp::now();
         self.rollback(&v2_prod, started).await?;
 
+        self.chapter("acme/web shares staging with acme/api; a deploy waits its turn in the queue")
+            .await;
+        self.two_services_and_the_queue().await?;
+
         self.chapter("The scheduled jobs: backup, restore drill, DORA report")
             .await;
         self.backup_and_drill().await?;
         self.dora().await?;
         Ok(())
+    }
+
+    /// Chapter 4: acme/web deploys to staging beside acme/api, and web's second change waits
+    /// for its first.
+    async fn two_services_and_the_queue(&mut self) -> Result<(), DemoError> {
+        let web = Repository {
+            owner: "acme".into(),
+            name: "web".into(),
+        };
+        self.push_to(&web, &[W1, W2]).await?;
+        self.push(&[V3]).await?;
+        let w1 = self.gate_for(&web, "staging", W1, 7101, CAROL).await?;
+        self.expect_decision(&w1, State::Approved).await?;
+        self.wait_review(7101, "approved").await?;
+        self.start_deploy(&w1).await?;
+
+        // api's staging is its own scope: web's deploy does not hold it up.
+        let v3 = self.gate("staging", V3, 7102, BOB).await?;
+        self.expect_decision(&v3, State::Approved).await?;
+        self.wait_review(7102, "approved").await?;
+
+        // web's next change arrives while its first is still deploying: it waits.
+        let w2 = self.gate_for(&web, "staging", W2, 7103, CAROL).await?;
+        let queued = self.expect_state(&w2, State::Queued).await?;
+        let behind = queued.queued.map(|t| t.behind).unwrap_or_default();
+        self.expect(
+            "web's second change waits behind",
+            &w1.id,
+            &behind,
+            behind == w1.id,
+        )?;
+        self.wait_status_comment(7103, "shipgate: queued behind deployment")
+            .await?;
+
+        // The first one succeeds; the moment its 1 s window ends, the server's queue timer
+        // closes it and lets the next in line go (the story runs no sweeper here).
+        self.finish_deploy(&w1).await?;
+        self.tl.note(
+            "… web's staging window passes; at its end shipgate takes the next request out of the queue",
+        );
+        self.wait_review(7103, "approved").await?;
+        self.expect_decision(&w1, State::Succeeded).await?;
+        self.expect_decision(&w2, State::Approved).await?;
+        self.tl.check(&format!(
+            "{} went when {} had passed its window: one deployment at a time per repository",
+            short(W2.sha),
+            short(W1.sha)
+        ));
+
+        self.deploy(&w2).await?;
+        self.deploy(&v3).await?;
+        self.pass_window(&w2).await?;
+        self.pass_window(&v3).await?;
+        for (g, v) in [(&w2, W2), (&v3, V3)] {
+            let scope = match (
+                RepoName::parse(&g.repo.full_name()),
+                EnvName::parse("staging"),
+            ) {
+                (Ok(repo), Ok(env)) => Scope::new(repo, env),
+                _ => return Err(DemoError::Policy("the demo scopes".into())),
+            };
+            let lkg = self
+                .services
+                .repo
+                .heads(&scope)
+                .await
+                .map_err(DemoError::Repo)?
+                .last_known_good
+                .map(|h| h.sha)
+                .unwrap_or_default();
+            self.expect(
+                &format!("{} staging last known good", g.repo.full_name()),
+                short(v.sha),
+                short(&lkg),
+                lkg == v.sha,
+            )?;
+        }
+        self.tl.check(&format!(
+            "staging: acme/api at {}, acme/web at {}, each its own last known good",
+            short(V3.sha),
+            short(W2.sha)
+        ));
+        Ok(())
+    }
+
+    /// Waits for GitHub to get a status comment (no decision) on `run_id` starting `prefix`.
+    async fn wait_status_comment(&mut self, run_id: u64, prefix: &str) -> Result<(), DemoError> {
+        let path_end = format!("/actions/runs/{run_id}/deployment_protection_rule");
+        let seen = self
+            .github
+            .wait_for(WAIT, |reqs| {
+                reqs.iter()
+                    .filter(|r| r.path.ends_with(&path_end) && r.body.get("state").is_none())
+                    .find_map(|r| {
+                        r.body
+                            .get("comment")
+                            .and_then(Value::as_str)
+                            .filter(|c| c.starts_with(prefix))
+                            .map(str::to_string)
+                    })
+            })
+            .await;
+        self.expect(
+            &format!("GitHub's status comment on run {run_id}"),
+            prefix,
+            seen.as_deref().unwrap_or("nothing within 10 s"),
+            seen.is_some(),
+        )
     }
 
     // ── checks ──────────────────────────────────────────────────────────────────────────
@@ -604,6 +740,11 @@ impl Stage {
     }
 
     async fn push(&mut self, versions: &[Version]) -> Result<(), DemoError> {
+        let repo = self.repo.clone();
+        self.push_to(&repo, versions).await
+    }
+
+    async fn push_to(&mut self, repo: &Repository, versions: &[Version]) -> Result<(), DemoError> {
         let now = Timestamp::now();
         let commits: Vec<Commit<'_>> = versions
             .iter()
@@ -617,12 +758,13 @@ impl Stage {
             })
             .collect();
         let payload =
-            payloads::push(&self.repo, "main", PARENT, &commits).map_err(DemoError::Template)?;
+            payloads::push(repo, "main", PARENT, &commits).map_err(DemoError::Template)?;
         let what = versions
             .iter()
             .map(|v| {
                 format!(
-                    "push main {} by {}, committed {} min ago",
+                    "push {} main {} by {}, committed {} min ago",
+                    repo.name,
                     short(v.sha),
                     v.author.login,
                     v.committed_minutes_ago
@@ -644,10 +786,23 @@ impl Stage {
         run_id: u64,
         requester: Person,
     ) -> Result<Gated, DemoError> {
+        let repo = self.repo.clone();
+        self.gate_for(&repo, environment, version, run_id, requester)
+            .await
+    }
+
+    async fn gate_for(
+        &mut self,
+        repo: &Repository,
+        environment: &'static str,
+        version: Version,
+        run_id: u64,
+        requester: Person,
+    ) -> Result<Gated, DemoError> {
         let github_deployment = self.next_github_deployment;
         self.next_github_deployment += 1;
         let payload = payloads::protection_rule(
-            &self.repo,
+            repo,
             environment,
             "refs/heads/main",
             version.sha,
@@ -658,7 +813,8 @@ impl Stage {
         )
         .map_err(DemoError::Template)?;
         let what = format!(
-            "deployment_protection_rule {environment} {} (run {run_id}, by {})",
+            "deployment_protection_rule {} {environment} {} (run {run_id}, by {})",
+            repo.name,
             short(version.sha),
             requester.login
         );
@@ -667,6 +823,16 @@ impl Stage {
                 let decision = str_field(b, "decision");
                 match b.get("approvals_required").and_then(Value::as_u64) {
                     Some(n) => format!("{decision} (needs {n})"),
+                    None if decision == "queued" => format!(
+                        "{decision} ({} in line behind {})",
+                        shipgate::render::ordinal(
+                            b.get("position")
+                                .and_then(Value::as_u64)
+                                .and_then(|p| u32::try_from(p).ok())
+                                .unwrap_or(0)
+                        ),
+                        str_field(b, "behind")
+                    ),
                     None if decision == "rejected" => {
                         format!("{decision}: {}", str_field(b, "reason"))
                     }
@@ -684,6 +850,7 @@ impl Stage {
         }
         Ok(Gated {
             id,
+            repo: repo.clone(),
             environment,
             version,
             run_id,
@@ -718,8 +885,30 @@ impl Stage {
 
     /// GitHub Actions runs the job: `deployment` created, `in_progress`, `success`.
     async fn deploy(&mut self, g: &Gated) -> Result<(), DemoError> {
+        self.start_deploy(g).await?;
+        self.finish_deploy(g).await
+    }
+
+    /// The job starts: `deployment` created, `in_progress`. The deployment holds its lock.
+    async fn start_deploy(&mut self, g: &Gated) -> Result<(), DemoError> {
+        self.deploy_steps(g, &[("in_progress", State::Deploying)], true)
+            .await
+    }
+
+    /// The job reports `success`: the verification window opens.
+    async fn finish_deploy(&mut self, g: &Gated) -> Result<(), DemoError> {
+        self.deploy_steps(g, &[("success", State::Verifying)], false)
+            .await
+    }
+
+    async fn deploy_steps(
+        &mut self,
+        g: &Gated,
+        statuses: &[(&str, State)],
+        create: bool,
+    ) -> Result<(), DemoError> {
         let gh_id = g.github_deployment;
-        let repo = self.repo.clone();
+        let repo = g.repo.clone();
         let dep = GhDeployment {
             repo: &repo,
             environment: g.environment,
@@ -730,28 +919,28 @@ impl Stage {
             payload: json!({}),
             creator: "github-actions[bot]",
         };
-        let created = payloads::deployment_created(&dep).map_err(DemoError::Template)?;
-        self.github_event(
-            "deployment",
-            &created,
-            &format!(
-                "deployment {gh_id} created for run {} ({})",
-                g.run_id, g.environment
-            ),
-            |_, b| lifecycle_result(b, "linked"),
-        )
-        .await?;
-        for (state, expect) in [
-            ("in_progress", State::Deploying),
-            ("success", State::Verifying),
-        ] {
+        if create {
+            let created = payloads::deployment_created(&dep).map_err(DemoError::Template)?;
+            self.github_event(
+                "deployment",
+                &created,
+                &format!(
+                    "deployment {gh_id} created for run {} ({})",
+                    g.run_id, g.environment
+                ),
+                |_, b| lifecycle_result(b, "linked"),
+            )
+            .await?;
+        }
+        for &(state, expect) in statuses {
             let status = payloads::deployment_status(&dep, state, &format!("{state} via Actions"))
                 .map_err(DemoError::Template)?;
             self.github_event(
                 "deployment_status",
                 &status,
                 &format!(
-                    "deployment_status {state} ({} {})",
+                    "deployment_status {state} ({} {} {})",
+                    g.repo.name,
                     g.environment,
                     short(g.version.sha)
                 ),
