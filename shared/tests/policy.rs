@@ -146,6 +146,7 @@ fn minimal_policy_gets_documented_defaults() {
     assert!(!dev.require_reject_reason);
     assert_eq!(dev.approval_ttl, Duration::from_secs(4 * 3600));
     assert_eq!(dev.verification_window, Duration::from_secs(15 * 60));
+    assert_eq!(dev.queue_wait, Duration::from_secs(3600));
     assert!(dev.block_on_critical_incident);
     assert_eq!(dev.rollback_on, vec![Severity::Critical]);
     assert_eq!(dev.rollback, RollbackMethod::Redeploy);
@@ -203,6 +204,13 @@ fn each_validation_error_names_line_column_and_field() {
             (2, 1),
             "environments.dev.allowed_ref",
             "unknown key; expected one of: allowed_refs,",
+        ),
+        (
+            "a queue wait GitHub would not honour",
+            "[environments.dev]\nqueue_wait = \"31d\"\n",
+            (2, 14),
+            "environments.dev.queue_wait",
+            "must be at most 30d: GitHub stops waiting for a protection rule's answer after 30 days",
         ),
         (
             "wrong type",

@@ -149,7 +149,7 @@ async fn a_request_behind_a_deploy_is_approved_when_the_deploy_succeeds_and_its_
     assert_eq!(waiting.body["position"], json!(1), "{waiting:?}");
     assert_eq!(waiting.str("behind"), first, "{waiting:?}");
     let id = waiting.str("deployment_id").to_string();
-    assert_eq!(queue_ids(&h, API).await, [id.clone()]);
+    assert_eq!(queue_ids(&h, API).await, std::slice::from_ref(&id));
 
     // GitHub keeps the rule pending and is told why: a status, no decision.
     let calls = protection_calls(&h, API).await;
@@ -187,7 +187,7 @@ async fn a_request_behind_a_deploy_is_approved_when_the_deploy_succeeds_and_its_
     let done = queue::advance(h.services(), &testkit::scope(API, "staging"))
         .await
         .unwrap();
-    assert_eq!(done.decided, [id.clone()]);
+    assert_eq!(done.decided, std::slice::from_ref(&id));
 
     assert_eq!(h.deployment(&first).await.state, State::Succeeded);
     let dep = h.deployment(&id).await;

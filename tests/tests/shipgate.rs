@@ -1654,6 +1654,10 @@ async fn serve_approves_a_queued_request_when_the_window_ahead_ends_without_a_sw
             .saturating_duration_since(window_ends)
             .as_millis()
     );
+    // The timer logs once its advance has finished (after the lock was taken): wait for it.
+    while !server.logs().contains("queue advanced at its deadline") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
         server.logs().contains("queue advanced at its deadline"),
         "{}",

@@ -83,6 +83,8 @@ const OVERRIDE_KEYS: &[&str] = &[
     "freezes",
     "break_glass",
 ];
+/// GitHub waits at most 30 days for a custom protection rule's answer.
+const MAX_QUEUE_WAIT: Duration = Duration::from_secs(30 * 86_400);
 const ROLLBACK_KEYS: &[&str] = &["method", "workflow", "ref"];
 const WINDOW_KEYS: &[&str] = &["days", "start", "end", "timezone"];
 const FREEZE_KEYS: &[&str] = &["from", "to", "timezone", "reason"];
@@ -1171,7 +1173,14 @@ impl<'a> Ctx<'a> {
         }
         if let Some(f) = table.take("queue_wait") {
             if let Some(d) = self.duration(&f, Duration::ZERO) {
-                env.queue_wait = d;
+                if d > MAX_QUEUE_WAIT {
+                    self.fail(
+                        &f,
+                        "must be at most 30d: GitHub stops waiting for a protection rule's answer after 30 days",
+                    );
+                } else {
+                    env.queue_wait = d;
+                }
             }
         }
         if let Some(f) = table.take("block_on_critical_incident") {
