@@ -79,6 +79,7 @@ macro_rules! on_both_stores {
 }
 
 on_both_stores!(
+    only_shipgates_own_rollback_deployment_finishes_a_rollback,
     two_repositories_deploy_to_one_environment_at_once_each_under_its_own_lock,
     each_promotion_check_looks_at_its_own_repository,
     a_critical_alert_with_one_repository_verifying_rolls_back_only_that_one_to_its_own_last_known_good,
@@ -278,6 +279,65 @@ async fn a_critical_alert_with_one_repository_verifying_rolls_back_only_that_one
     deploy_good(&h, WEB, "staging", W2, 23).await;
     let web = request(&h, WEB, "production", W2, 24).await;
     assert_eq!(web.str("decision"), "approved", "{web:?}");
+}
+
+/// A `deployment_status` whose deployment payload names `shipgate_rollback_of`.
+fn rollback_status(repo: &str, github_id: u64, sha: &str, of: &str, state: &str) -> Value {
+    json!({
+        "action": "created",
+        "deployment_status": { "state": state, "description": format!("rollback {state}"), "environment": "production" },
+        "deployment": { "id": github_id, "sha": sha, "ref": sha, "environment": "production", "payload": { "shipgate_rollback_of": of } },
+        "repository": { "full_name": repo },
+    })
+}
+
+async fn only_shipgates_own_rollback_deployment_finishes_a_rollback(h: Harness) {
+    mount_rollbacks(&h).await;
+    ship_good(&h, API, A1, 11).await;
+    deploy_good(&h, API, "staging", A2, 13).await;
+    let a2 = deploy(&h, API, "production", A2, 14).await;
+    let alert = alertmanager(
+        "firing",
+        "fp-errors",
+        labels("production", "critical", "HighErrorRate"),
+        h.now(),
+        None,
+    );
+    let reply = h.post_alert("/webhooks/alertmanager", &alert).await;
+    assert_eq!(reply.count("rollbacks_started"), 1, "{reply:?}");
+
+    // web's workflows can put anything in a deployment's payload: naming api's deployment
+    // neither fails nor finishes api's rollback. Nor does a deployment of api's own that is
+    // not the one shipgate created for the rollback (GitHub sets a deployment's id,
+    // repository and environment; only the payload is the creator's).
+    for (repo, github_id, state) in [
+        (WEB, 9901, "failure"),
+        (WEB, 9902, "success"),
+        (API, 9903, "failure"),
+        (API, 9904, "success"),
+    ] {
+        let reply = h
+            .deliver(
+                "deployment_status",
+                &rollback_status(repo, github_id, A1, &a2, state),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(
+            h.deployment(&a2).await.state,
+            State::RollingBack,
+            "{repo} {github_id} {state}: {reply:?}"
+        );
+    }
+    // The one shipgate created finishes it.
+    let reply = h
+        .deliver(
+            "deployment_status",
+            &rollback_status(API, API_ROLLBACK_ID, A1, &a2, "success"),
+        )
+        .await;
+    assert_eq!(reply.str("state"), "rolled_back", "{reply:?}");
+    assert_eq!(h.deployment(&a2).await.state, State::RolledBack);
 }
 
 /// The alert's labels with its service set to `service`.

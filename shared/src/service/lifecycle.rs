@@ -33,6 +33,20 @@ pub enum LifecycleOutcome {
     Untracked,
 }
 
+/// Is a GitHub deployment that names `shipgate_rollback_of` really the rollback shipgate
+/// created for `dep`? The payload is written by whoever creates the deployment, so any
+/// repository the App is installed on could name any deployment: only the same repository,
+/// the same environment, the rollback's target sha and the GitHub deployment id shipgate got
+/// back when it created the rollback deployment make it so.
+fn owns_rollback_event(dep: &Deployment, scope: &Scope, github_id: u64, sha: &str) -> bool {
+    dep.repo == scope.repo
+        && dep.environment == scope.environment
+        && dep
+            .rollback
+            .as_ref()
+            .is_some_and(|rb| rb.github_deployment_id == Some(github_id) && rb.target_sha == sha)
+}
+
 async fn find(
     svc: &Services,
     github_id: u64,
@@ -46,9 +60,21 @@ async fn find(
         return Ok(Some(d));
     }
     if let Some(id) = rollback_of {
-        if let Some(d) = svc.repo.get_deployment(id).await? {
-            return Ok(Some(d));
-        }
+        // A deployment claiming to be a rollback that is not shipgate's own is recorded and
+        // ignored; it is not matched to anything else either.
+        return match svc.repo.get_deployment(id).await? {
+            Some(d) if owns_rollback_event(&d, scope, github_id, sha) => Ok(Some(d)),
+            Some(_) | None => {
+                tracing::warn!(
+                    github_deployment_id = github_id,
+                    rollback_of = id,
+                    repo = %scope.repo,
+                    environment,
+                    "a deployment names a shipgate rollback it is not; ignored"
+                );
+                Ok(None)
+            }
+        };
     }
     if let Some(run) = run_id {
         if let Some(d) = svc.repo.deployment_for_run(run, environment).await? {
@@ -114,7 +140,8 @@ pub async fn deployment_created(
     let gh = ev.github_deployment_id;
     // A second GitHub deployment for a deployment that is rolling back is the rollback's
     // own (the rollback workflow's run is linked to the deployment it rolls back).
-    let is_rollback = ev.rollback_of.is_some()
+    let is_rollback = dep.rollback.as_ref().and_then(|r| r.github_deployment_id)
+        == Some(ev.github_deployment_id)
         || (dep.state == State::RollingBack
             && dep
                 .github_deployment_id
@@ -197,9 +224,8 @@ pub async fn deployment_status(
         Some(_) => svc.repo.get_deployment(&dep.id).await?.unwrap_or(dep),
         None => dep,
     };
-    let is_rollback_status = ev.rollback_of.is_some()
-        || dep.rollback.as_ref().and_then(|r| r.github_deployment_id)
-            == Some(ev.github_deployment_id)
+    let is_rollback_status = dep.rollback.as_ref().and_then(|r| r.github_deployment_id)
+        == Some(ev.github_deployment_id)
         || (dep.state == State::RollingBack
             && dep.github_deployment_id != Some(ev.github_deployment_id));
     let actor = Actor("github".into());
