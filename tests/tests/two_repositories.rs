@@ -79,6 +79,7 @@ macro_rules! on_both_stores {
 }
 
 on_both_stores!(
+    a_first_deploy_that_drew_a_critical_incident_never_becomes_last_known_good,
     only_shipgates_own_rollback_deployment_finishes_a_rollback,
     two_repositories_deploy_to_one_environment_at_once_each_under_its_own_lock,
     each_promotion_check_looks_at_its_own_repository,
@@ -338,6 +339,68 @@ async fn only_shipgates_own_rollback_deployment_finishes_a_rollback(h: Harness) 
         .await;
     assert_eq!(reply.str("state"), "rolled_back", "{reply:?}");
     assert_eq!(h.deployment(&a2).await.state, State::RolledBack);
+}
+
+async fn a_first_deploy_that_drew_a_critical_incident_never_becomes_last_known_good(h: Harness) {
+    mount_rollbacks(&h).await;
+    deploy_good(&h, API, "staging", A1, 11).await;
+    // api's first production deploy: nothing earlier to roll back to.
+    let a1 = deploy(&h, API, "production", A1, 12).await;
+    h.advance_mins(2);
+    let firing = alertmanager(
+        "firing",
+        "fp-first",
+        labels("production", "critical", "HighErrorRate"),
+        h.now(),
+        None,
+    );
+    let reply = h.post_alert("/webhooks/alertmanager", &firing).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.count("rollbacks_started"), 0, "{reply:?}");
+    assert!(deployments_posted(&h, API).await.is_empty());
+    // The alert even resolves before the window ends: the window still saw it.
+    h.advance_mins(5);
+    let resolved = alertmanager(
+        "resolved",
+        "fp-first",
+        labels("production", "critical", "HighErrorRate"),
+        h.now(),
+        Some(h.now()),
+    );
+    h.post_alert("/webhooks/alertmanager", &resolved).await;
+
+    h.advance_mins(30);
+    let report = shipgate::jobs::sweeper::sweep(h.services()).await;
+    assert!(report.errors.is_empty(), "{report:?}");
+    let dep = h.deployment(&a1).await;
+    assert_eq!(dep.state, State::Failed, "{dep:?}");
+    assert!(
+        dep.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("critical incident alertmanager:fp-first")),
+        "{dep:?}"
+    );
+    let heads = h
+        .repo
+        .heads(&testkit::scope(API, "production"))
+        .await
+        .unwrap();
+    assert_eq!(heads.last_known_good, None, "never the rollback target");
+    assert!(h
+        .repo
+        .succeeded_in(API, A1)
+        .await
+        .unwrap()
+        .iter()
+        .all(|env| env != "production"));
+    // Its lock is free: the next deploy may go.
+    assert_eq!(
+        h.repo
+            .lock_holder(&testkit::scope(API, "production"))
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 /// The alert's labels with its service set to `service`.

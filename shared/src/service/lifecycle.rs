@@ -364,13 +364,51 @@ pub async fn deployment_status(
     })
 }
 
-/// Closes a verification window that passed quietly: the deployment succeeded and its sha
-/// becomes the environment's last known good.
+/// The critical incident blamed on `dep` since it was gated, if any (open or resolved since).
+async fn critical_incident_of(
+    svc: &Services,
+    dep: &Deployment,
+    now: Timestamp,
+) -> Result<Option<String>, ServiceError> {
+    let to = now
+        .checked_add(jiff::SignedDuration::from_millis(1))
+        .unwrap_or(now);
+    Ok(svc
+        .repo
+        .incidents_in(dep.environment.as_str(), dep.created_at, to)
+        .await?
+        .into_iter()
+        .find(|i| {
+            i.severity == crate::domain::policy::Severity::Critical
+                && i.caused_by_deployment.as_deref() == Some(dep.id.as_str())
+        })
+        .map(|i| i.id))
+}
+
+/// Closes a verification window that has ended. A window that passed quietly: the
+/// deployment succeeded and its sha becomes the environment's last known good. A window that
+/// saw a critical incident blamed on the deployment (one that could not be rolled back, for
+/// want of an earlier good version): verification failed, whatever became of the incident,
+/// and the sha is never a rollback target.
+///
+/// Reading the deployment and the environment's incidents since it was gated costs two round
+/// trips per window close (once per deployment), on the sweeper's path or the reader's that
+/// meets an ended window.
 pub async fn finish_verification(
     svc: &Services,
     deployment_id: &str,
 ) -> Result<LifecycleOutcome, ServiceError> {
     let now = svc.now();
+    let Some(current) = svc.repo.get_deployment(deployment_id).await? else {
+        return Ok(LifecycleOutcome::Untracked);
+    };
+    if current.state != State::Verifying || current.verify_until.is_some_and(|u| now < u) {
+        return Ok(LifecycleOutcome::Unchanged {
+            deployment_id: current.id,
+            state: current.state,
+        });
+    }
+    let blamed = critical_incident_of(svc, &current, now).await?;
     // Only the caller whose save moved the deployment records the heads, the fact and the
     // notification: a caller that lost the race (another reader, or a sweep) finds it
     // already succeeded and does nothing more.
@@ -380,14 +418,24 @@ pub async fn finish_verification(
         if d.state != State::Verifying || d.verify_until.is_some_and(|u| now < u) {
             return None;
         }
-        let event = d
-            .apply(
-                Action::PassVerification,
-                now,
-                &Actor::system(),
-                "verification window passed without a rollback alert",
-            )
-            .ok()?;
+        let event = match &blamed {
+            Some(incident) => {
+                let why = format!(
+                    "verification failed: critical incident {incident} opened during its window"
+                );
+                let event = d.apply(Action::Fail, now, &Actor::system(), why.clone()).ok()?;
+                d.reason = Some(why);
+                event
+            }
+            None => d
+                .apply(
+                    Action::PassVerification,
+                    now,
+                    &Actor::system(),
+                    "verification window passed without a rollback alert",
+                )
+                .ok()?,
+        };
         moved = true;
         Some(vec![event])
     })
@@ -395,6 +443,15 @@ pub async fn finish_verification(
     let Some(dep) = updated else {
         return Ok(LifecycleOutcome::Untracked);
     };
+    if moved && dep.state == State::Failed {
+        tracing::warn!(deployment_id = %dep.id, reason = dep.reason.as_deref().unwrap_or(""), "a deployment blamed for a critical incident failed verification");
+        svc.publish(Notification::deployment(now, &dep, "failed"))
+            .await;
+        return Ok(LifecycleOutcome::Moved {
+            deployment_id: dep.id,
+            state: dep.state,
+        });
+    }
     if !moved || dep.state != State::Succeeded {
         return Ok(LifecycleOutcome::Unchanged {
             deployment_id: dep.id,
