@@ -707,3 +707,45 @@ async fn a_run_titled_with_a_break_glass_reason_waits_for_one_extra_approval() {
         "{audit:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_during_a_slow_answer_does_not_send_a_second_one() {
+    let h = std::sync::Arc::new(Harness::new().await);
+    // GitHub takes its time to accept the answer for run 60.
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .and(wiremock::matchers::path(review_path(60)))
+        .respond_with(wiremock::ResponseTemplate::new(204).set_delay(Duration::from_millis(600)))
+        .with_priority(1)
+        .mount(&h.github)
+        .await;
+
+    let request = {
+        let h = h.clone();
+        tokio::spawn(async move {
+            h.deliver_json(
+                "deployment_protection_rule",
+                &protection_rule("staging", 60, SHA, "main"),
+            )
+            .await
+        })
+    };
+    // While that answer is in flight, the sweeper finds the decision still pending.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let report = shipgate::jobs::sweeper::sweep(h.services()).await;
+    let reply = request.await.unwrap();
+    assert_eq!(reply.str("decision"), "approved", "{reply:?}");
+    assert!(report.answered.is_empty(), "{report:?}");
+
+    let decisions: Vec<_> = h
+        .protection_rule_calls()
+        .await
+        .into_iter()
+        .filter(|(p, b)| *p == review_path(60) && b.get("state").is_some())
+        .collect();
+    assert_eq!(decisions.len(), 1, "one decision per run: {decisions:?}");
+    let id = reply.str("deployment_id").to_string();
+    assert_eq!(
+        h.deployment(&id).await.callback,
+        shipgate::domain::deployment::CallbackState::Answered
+    );
+}

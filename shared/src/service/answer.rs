@@ -8,6 +8,12 @@ use crate::domain::deployment::{Action, Actor, CallbackState, Deployment, State}
 use crate::notify::Notification;
 use crate::outbound::github::ReviewState;
 
+/// The claim scope of the answer lease (`IDEM#answer#{deployment id}`).
+const ANSWER_SCOPE: &str = "answer";
+/// How long a caller sending GitHub's answer holds it: longer than the GitHub client's
+/// retries take, short enough that a crash mid-send is retried by the next sweeps.
+const ANSWER_LEASE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// The comment GitHub shows for a decided deployment.
 pub fn decision_comment(dep: &Deployment) -> String {
     match dep.state {
@@ -118,7 +124,22 @@ pub async fn answer_github(svc: &Services, deployment_id: &str) -> Result<bool, 
     if state == ReviewState::Approved && !backed_up.is_empty() {
         comment.push_str(&format!("; backed up first: {}", backed_up.join(", ")));
     }
-    github
+    // GitHub takes one answer per run and environment: whoever sends it holds a lease on it
+    // first, so a sweep (or a second request) that finds the answer still pending while it is
+    // in flight leaves it alone. The lease outlives the call's retries; a failed call gives
+    // it back so the next attempt need not wait for it to expire.
+    if !svc
+        .repo
+        .claim_event(ANSWER_SCOPE, &dep.id, svc.now(), ANSWER_LEASE)
+        .await?
+    {
+        tracing::info!(
+            deployment_id,
+            "GitHub's answer is being sent by another caller"
+        );
+        return Ok(false);
+    }
+    if let Err(e) = github
         .review_protection_rule(
             installation_id,
             dep.repo.as_str(),
@@ -127,7 +148,13 @@ pub async fn answer_github(svc: &Services, deployment_id: &str) -> Result<bool, 
             state,
             &comment,
         )
-        .await?;
+        .await
+    {
+        if let Err(release) = svc.repo.release_event(ANSWER_SCOPE, &dep.id).await {
+            tracing::warn!(deployment_id, error = %release, "could not give back the answer lease; the next attempt waits for it to expire");
+        }
+        return Err(e.into());
+    }
     let now = svc.now();
     update_deployment(svc, deployment_id, |d| {
         if d.callback != CallbackState::Pending {
