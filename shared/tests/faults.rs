@@ -346,6 +346,11 @@ async fn a_lost_callback_save_repeats_the_same_answer_never_a_different_one() {
         shipgate::domain::deployment::CallbackState::Pending
     );
 
+    // GitHub has the answer; whoever sent it still holds the answer's lease, so a sweep now
+    // sends nothing. Once the lease has run out, the sweep repeats it.
+    assert!(sweeper::sweep(&w.svc).await.answered.is_empty());
+    assert_eq!(w.reviews().await.len(), 1);
+    w.clock.advance(std::time::Duration::from_secs(121));
     let report = sweeper::sweep(&w.svc).await;
     assert_eq!(report.answered, std::slice::from_ref(&dep.id));
     // At-least-once towards GitHub: the answer may repeat, and every copy says the same.

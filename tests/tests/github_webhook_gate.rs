@@ -749,3 +749,63 @@ async fn a_sweep_during_a_slow_answer_does_not_send_a_second_one() {
         shipgate::domain::deployment::CallbackState::Answered
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_requests_for_one_run_arriving_together_are_gated_once_on_sqlite() {
+    two_requests_for_one_run_arriving_together_are_gated_once(Harness::new().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_requests_for_one_run_arriving_together_are_gated_once_on_dynamodb() {
+    two_requests_for_one_run_arriving_together_are_gated_once(Harness::on_dynamodb().await).await;
+}
+
+async fn two_requests_for_one_run_arriving_together_are_gated_once(h: Harness) {
+    let h = std::sync::Arc::new(h);
+    // Twenty runs, each asking twice at once (two jobs of the run, or a redelivery racing
+    // the original), each in its own repository so no run waits for another.
+    let mut tasks = Vec::new();
+    for run_id in 3000..3020u64 {
+        for _ in 0..2 {
+            let h = h.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut body = protection_rule("staging", run_id, SHA, "main");
+                let repo = format!("octo-org/svc-{run_id}");
+                body["repository"]["full_name"] = json!(repo);
+                body["deployment_callback_url"] = json!(format!(
+                    "https://api.github.com/repos/{repo}/actions/runs/{run_id}/deployment_protection_rule"
+                ));
+                (run_id, h.deliver_json("deployment_protection_rule", &body).await)
+            }));
+        }
+    }
+    let replies: Vec<_> = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let deps = h.deployments().await;
+    let calls = h.protection_rule_calls().await;
+    for run_id in 3000..3020u64 {
+        let mine: Vec<_> = replies.iter().filter(|(r, _)| *r == run_id).collect();
+        assert!(
+            mine.iter()
+                .all(|(_, reply)| reply.status == 200 && reply.str("decision") == "approved"),
+            "run {run_id}: {mine:?}"
+        );
+        assert_eq!(
+            deps.iter().filter(|d| d.run_id == Some(run_id)).count(),
+            1,
+            "run {run_id} gated once: {mine:?}"
+        );
+        let decisions = calls
+            .iter()
+            .filter(|(p, b)| {
+                p.ends_with(&format!(
+                    "/actions/runs/{run_id}/deployment_protection_rule"
+                )) && b.get("state").is_some()
+            })
+            .count();
+        assert_eq!(decisions, 1, "run {run_id} answered once");
+    }
+}

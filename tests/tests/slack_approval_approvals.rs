@@ -436,7 +436,15 @@ async fn a_slow_github_does_not_hold_up_the_click_and_the_answer_stays_pending()
         Some("Approved: the production deployment of d6fde92 is approved by U0ALICE01, U0BOB0002. GitHub will be told shortly.")
     );
 
-    // What the sweeper does later: the answer goes out and is recorded.
+    // The click's own attempt was cut short while GitHub was still busy with it, so its lease
+    // on the answer stands: nobody sends a second answer until it has expired.
+    assert!(
+        !shipgate::service::answer::answer_github(h.services(), &dep.id)
+            .await
+            .unwrap()
+    );
+    // What the sweeper does once the lease has run out: the answer goes out and is recorded.
+    h.clock.advance(Duration::from_secs(121));
     assert!(
         shipgate::service::answer::answer_github(h.services(), &dep.id)
             .await

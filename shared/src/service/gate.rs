@@ -191,10 +191,14 @@ pub async fn request(
     req: &ProtectionRuleRequest,
 ) -> Result<GateOutcome, ServiceError> {
     let now = svc.now();
-    let existing = svc
+    let (existing, pointer_version) = match svc
         .repo
-        .deployment_for_run(req.run_id, req.environment.as_str())
-        .await?;
+        .run_pointer(req.run_id, req.environment.as_str())
+        .await?
+    {
+        Some((dep, version)) => (Some(dep), Some(version)),
+        None => (None, None),
+    };
     // GitHub asks once per run attempt, and a re-run keeps the run id. A request for a run
     // whose deployment has finished and needs no answer (answered, or withdrawn when the run
     // was cancelled) is therefore a re-run: gate it afresh, or the re-run waits for an
@@ -268,7 +272,7 @@ pub async fn request(
         .or_else(|| scoped.queue.first().map(|e| e.deployment_id.clone()));
     if let Some(ahead) = ahead.filter(|_| !matches!(decision, Decision::Reject { .. })) {
         if !queue_wait.is_zero() {
-            return enqueue(svc, req, &scoped, ahead, queue_wait, now).await;
+            return enqueue(svc, req, &scoped, ahead, queue_wait, pointer_version, now).await;
         }
         facts.lock_holder = Some(ahead);
         decision = evaluate_request(svc, req, &facts, now);
@@ -276,14 +280,20 @@ pub async fn request(
     let goes_ahead = !matches!(decision, Decision::Reject { .. });
     let (mut dep, events) = decide(svc, req, decision, now);
 
-    let created = svc.repo.create_deployment(&mut dep, &events, now).await?;
+    let created = svc
+        .repo
+        .create_gated(&mut dep, &events, now, pointer_version)
+        .await?;
+    if created == Created::RunTaken {
+        return gated_meanwhile(svc, req).await;
+    }
     if let Created::Locked { holder } = created {
         // Lost the race for the lock after the facts were read: wait behind the winner, or,
         // with the queue off, the same answer as if the lock had been seen held.
         if goes_ahead && !queue_wait.is_zero() {
             let scoped = svc.repo.scope_state(&scope).await?;
             let ahead = scoped.lock_holder.clone().unwrap_or(holder);
-            return enqueue(svc, req, &scoped, ahead, queue_wait, now).await;
+            return enqueue(svc, req, &scoped, ahead, queue_wait, pointer_version, now).await;
         }
         let holder = if holder.is_empty() {
             "another deployment".to_string()
@@ -301,7 +311,14 @@ pub async fn request(
         };
         let (rejected, events) = decide(svc, req, decision, now);
         dep = rejected;
-        svc.repo.create_deployment(&mut dep, &events, now).await?;
+        if svc
+            .repo
+            .create_gated(&mut dep, &events, now, pointer_version)
+            .await?
+            == Created::RunTaken
+        {
+            return gated_meanwhile(svc, req).await;
+        }
     }
 
     tracing::info!(deployment_id = %dep.id, environment = %dep.environment, state = %dep.state, "gated deployment request");
@@ -319,6 +336,31 @@ pub async fn request(
         tracing::warn!(deployment_id = %dep.id, error = %e, "GitHub answer failed; the sweeper will retry");
     }
     Ok(outcome_of(&dep, 0))
+}
+
+/// Another request for the same run and environment created its deployment between our read
+/// of the run and our write: that one is the run's, and it answers GitHub.
+async fn gated_meanwhile(
+    svc: &Services,
+    req: &ProtectionRuleRequest,
+) -> Result<GateOutcome, ServiceError> {
+    match svc
+        .repo
+        .deployment_for_run(req.run_id, req.environment.as_str())
+        .await?
+    {
+        Some(dep) => {
+            tracing::info!(deployment_id = %dep.id, run_id = req.run_id, "a concurrent request gated this run first");
+            Ok(GateOutcome::AlreadyGated {
+                deployment_id: dep.id,
+                state: dep.state,
+            })
+        }
+        None => Err(ServiceError::Contended(format!(
+            "the pointer of run {} in {}",
+            req.run_id, req.environment
+        ))),
+    }
 }
 
 fn evaluate_request(
@@ -366,12 +408,14 @@ fn outcome_of(dep: &Deployment, position: u32) -> GateOutcome {
 /// Puts a request that passed every rule but the lock in its scope's queue, behind `ahead`
 /// (the lock holder, or the first in line). Older waiting requests for the same ref are
 /// superseded first.
+#[allow(clippy::too_many_arguments)]
 async fn enqueue(
     svc: &Services,
     req: &ProtectionRuleRequest,
     scoped: &ScopeState,
     ahead: String,
     wait: Duration,
+    pointer_version: Option<u64>,
     now: Timestamp,
 ) -> Result<GateOutcome, ServiceError> {
     let mut waiting = 0u32;
@@ -417,7 +461,14 @@ async fn enqueue(
         crate::domain::policy::format_duration(wait)
     );
     events.extend(dep.apply(Action::Queue, now, &Actor::system(), why).ok());
-    svc.repo.create_deployment(&mut dep, &events, now).await?;
+    if svc
+        .repo
+        .create_gated(&mut dep, &events, now, pointer_version)
+        .await?
+        == Created::RunTaken
+    {
+        return gated_meanwhile(svc, req).await;
+    }
     let position = waiting + 1;
     tracing::info!(deployment_id = %dep.id, scope = %dep.scope(), position, behind = %ahead, "queued deployment request");
     svc.publish(Notification::queued(

@@ -423,7 +423,9 @@ pub async fn finish_verification(
                 let why = format!(
                     "verification failed: critical incident {incident} opened during its window"
                 );
-                let event = d.apply(Action::Fail, now, &Actor::system(), why.clone()).ok()?;
+                let event = d
+                    .apply(Action::Fail, now, &Actor::system(), why.clone())
+                    .ok()?;
                 d.reason = Some(why);
                 event
             }

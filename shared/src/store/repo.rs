@@ -70,6 +70,9 @@ pub enum Created {
     },
     /// A deployment with this id exists already.
     Exists,
+    /// Another request for the same run and environment was gated first (its deployment now
+    /// holds the run's pointer).
+    RunTaken,
 }
 
 fn ms_key(t: Timestamp) -> String {
@@ -534,6 +537,36 @@ impl Repo {
         events: &[AuditEvent],
         now: Timestamp,
     ) -> Result<Created, RepoError> {
+        self.create(dep, events, now, None).await
+    }
+
+    /// [`Repo::create_deployment`] for a protection-rule request: the run's pointer
+    /// (`RUN#{run}` / `ENV#{env}`) is written only if it is still what the gate read —
+    /// absent (`None`), or at `pointer_version` for a re-run — so of two requests for one run
+    /// and environment arriving together exactly one creates a deployment; the other gets
+    /// [`Created::RunTaken`]. The pointer is written in the same transaction anyway, so this
+    /// costs no extra round trip.
+    pub async fn create_gated(
+        &self,
+        dep: &mut Deployment,
+        events: &[AuditEvent],
+        now: Timestamp,
+        pointer_version: Option<u64>,
+    ) -> Result<Created, RepoError> {
+        let expect = match pointer_version {
+            Some(v) => Condition::Version(v),
+            None => Condition::Absent { now: i64::MIN },
+        };
+        self.create(dep, events, now, Some(expect)).await
+    }
+
+    async fn create(
+        &self,
+        dep: &mut Deployment,
+        events: &[AuditEvent],
+        now: Timestamp,
+        run_condition: Option<Condition>,
+    ) -> Result<Created, RepoError> {
         dep.version = 1;
         let mut writes = vec![Write::Put {
             item: deployment_item(dep),
@@ -573,17 +606,36 @@ impl Repo {
             condition: Condition::None,
         });
         if let Some(run_id) = dep.run_id {
-            writes.push(pointer(
+            let mut write = pointer(
                 format!("RUN#{run_id}"),
                 env_pk(dep.environment.as_str()),
                 dep.id.clone(),
-            ));
+            );
+            if let (
+                Some(condition),
+                Write::Put {
+                    item,
+                    condition: slot,
+                },
+            ) = (run_condition, &mut write)
+            {
+                if let Condition::Version(v) = condition {
+                    item.version = v + 1;
+                }
+                *slot = condition;
+            }
+            writes.push(write);
         }
         writes.extend(audit_writes(events));
         match self.store.transact(writes).await {
             Ok(()) => Ok(Created::Created),
             Err(StoreError::ConditionFailed { key }) if key.starts_with("DEP#") => {
                 Ok(Created::Exists)
+            }
+            Err(StoreError::ConditionFailed { key })
+                if key.starts_with("RUN#") && run_condition.is_some() =>
+            {
+                Ok(Created::RunTaken)
             }
             Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) if takes_lock => {
                 let holder = self.lock_holder(&scope).await?.unwrap_or_default();
@@ -757,6 +809,27 @@ impl Repo {
             }
             None => Ok(None),
         }
+    }
+
+    /// The deployment gated for workflow run `run_id` in `environment`, with the version of
+    /// the run's pointer (what [`Repo::create_gated`] expects for a re-run).
+    pub async fn run_pointer(
+        &self,
+        run_id: u64,
+        environment: &str,
+    ) -> Result<Option<(Deployment, u64)>, RepoError> {
+        let Some(item) = self
+            .store
+            .get(&format!("RUN#{run_id}"), &env_pk(environment))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let p: Pointer = from_item(&item, "pointer")?;
+        Ok(self
+            .get_deployment(&p.deployment_id)
+            .await?
+            .map(|d| (d, item.version)))
     }
 
     /// The deployment gated for workflow run `run_id` in `environment`.

@@ -16,7 +16,6 @@ use jiff::Timestamp;
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use shipgate::domain::deployment::Deployment;
-use shipgate::embedded::sqlite::SqliteStore;
 use shipgate::service::Services;
 use shipgate::store::{Item, ItemStore, Query, Repo};
 use testkit::{ManualClock, RecordingPublisher, TestServices};
@@ -78,7 +77,8 @@ pub fn app_key_path(public: bool) -> PathBuf {
 
 pub struct Harness {
     pub app: GitHubWebhook,
-    pub store: Arc<SqliteStore>,
+    /// The store under test: in-memory SQLite, or a DynamoDB table ([`Harness::on_dynamodb`]).
+    pub store: Arc<dyn ItemStore>,
     pub repo: Repo,
     pub clock: ManualClock,
     pub publisher: RecordingPublisher,
@@ -92,12 +92,34 @@ impl Harness {
     }
 
     pub async fn with_policy(policy_toml: &str) -> Harness {
-        let fakes = TestServices::builder()
+        Harness::with_policy_on(policy_toml, None).await
+    }
+
+    /// The common policy on a fresh DynamoDB table (moto, started by `make test`).
+    #[allow(dead_code)]
+    pub async fn on_dynamodb() -> Harness {
+        assert!(
+            std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+            "needs the DynamoDB emulator: run make test (it starts moto and exports AWS_ENDPOINT_URL)"
+        );
+        let table = format!("shipgate-test-{}", uuid::Uuid::new_v4());
+        let store = shipgate::aws::dynamodb::DynamoStore::from_env(table).await;
+        store
+            .create_table_if_missing()
+            .await
+            .expect("create the test table");
+        Harness::with_policy_on(POLICY, Some(Arc::new(store))).await
+    }
+
+    pub async fn with_policy_on(policy_toml: &str, store: Option<Arc<dyn ItemStore>>) -> Harness {
+        let mut builder = TestServices::builder()
             .policy(policy_toml)
             .start(start_time())
-            .app(APP_ID, INSTALLATION_ID, INSTALLATION_TOKEN)
-            .build()
-            .await;
+            .app(APP_ID, INSTALLATION_ID, INSTALLATION_TOKEN);
+        if let Some(store) = store {
+            builder = builder.item_store(store);
+        }
+        let fakes = builder.build().await;
         let github = fakes.github;
         Mock::given(method("POST"))
             .and(path_regex(
@@ -112,7 +134,7 @@ impl Harness {
         );
         Harness {
             app,
-            store: fakes.store,
+            store: fakes.items,
             repo: fakes.repo,
             clock: fakes.clock,
             publisher: fakes.publisher,
