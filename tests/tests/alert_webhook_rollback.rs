@@ -449,6 +449,14 @@ async fn a_failed_github_call_leaves_the_deployment_rolling_back_until_it_is_res
         json!("failed")
     );
     let dep = h.deployment(&b).await;
+    // What Slack shows (the record) says it is still rolling back, why not yet, and that it
+    // is retried.
+    let reason = dep.reason.clone().unwrap_or_default();
+    assert!(
+        reason.starts_with("rollback not started yet: ")
+            && reason.ends_with("; retrying every 2 minutes"),
+        "{reason}"
+    );
     assert_eq!(
         (dep.state, dep.rollback.unwrap().github_deployment_id),
         (State::RollingBack, None)
@@ -476,6 +484,11 @@ async fn a_failed_github_call_leaves_the_deployment_rolling_back_until_it_is_res
             .unwrap()
             .github_deployment_id,
         Some(ROLLBACK_GITHUB_ID)
+    );
+    assert_eq!(
+        h.deployment(&b).await.reason,
+        None,
+        "no longer waiting on a retry"
     );
     assert_eq!(
         rollback::resume(h.services(), &b).await.unwrap(),
@@ -1078,4 +1091,82 @@ async fn an_alert_rolls_back_a_gated_environment_at_once_and_settles_an_open_req
             .unwrap(),
         RollbackOutcome::StaleButton
     );
+}
+
+#[tokio::test]
+async fn without_a_github_app_a_rollback_that_cannot_start_fails_the_deployment_and_frees_the_lock()
+{
+    let h = Harness::new().await;
+    h.deploy_good("production", SHA_A, 101, 5001).await;
+    let b = h.deploy("production", SHA_B, 102, 5002).await;
+    // The same shipgate, but without a GitHub App (SHIPGATE_GITHUB_APP_ID unset).
+    let services = shipgate::service::Services {
+        github: None,
+        ..h.services().clone()
+    };
+    let alerts = alert_webhook::AlertWebhook::new(
+        services.clone(),
+        secrecy::SecretString::from(ALERT_TOKEN.to_string()),
+    );
+    let body = alertmanager(
+        "firing",
+        "fp-noapp",
+        labels("production", "critical", "ApiDown"),
+        h.now(),
+        None,
+    );
+    let req = alert_request(
+        ROUTE,
+        Some(&format!("Bearer {ALERT_TOKEN}")),
+        serde_json::to_vec(&body).unwrap(),
+    );
+    let reply = Reply::from(alert_webhook::handle(&alerts, req).await);
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(
+        reply.body["items"][0]["rollback"]["outcome"],
+        json!("failed")
+    );
+
+    // Nothing could ever retry it: the deployment failed, the lock is free, Slack says why.
+    let dep = h.deployment(&b).await;
+    assert_eq!(dep.state, State::Failed, "{dep:?}");
+    let reason = dep.reason.clone().unwrap_or_default();
+    assert_eq!(
+        reason,
+        "rollback could not be started: no GitHub App is configured; roll production back by hand"
+    );
+    assert_eq!(
+        h.repo
+            .lock_holder(&testkit::scope(REPO, "production"))
+            .await
+            .unwrap(),
+        None
+    );
+    let notices: Vec<_> = h
+        .notifications()
+        .into_iter()
+        .filter_map(|n| match n.body {
+            shipgate::notify::NotificationBody::Deployment { deployment, event }
+                if deployment.id == b =>
+            {
+                Some((event, deployment.state, deployment.reason))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        notices.last(),
+        Some(&(
+            "rollback_failed".to_string(),
+            State::Failed,
+            Some(reason.clone())
+        )),
+        "{notices:?}"
+    );
+    // The sweeper has nothing to resume.
+    h.advance_mins(5);
+    let report = shipgate::jobs::sweeper::sweep(&services).await;
+    assert!(report.rollbacks_resumed.is_empty(), "{report:?}");
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert!(h.github_calls("/deployments").await.is_empty());
 }

@@ -487,12 +487,21 @@ async fn carry_out(
             reason: format!("deployment {} has no rollback to carry out", dep.id),
         });
     };
+    // Retrying cannot fix a missing App or installation: those fail the rollback at once.
+    // A failed GitHub call may succeed later, and the sweeper resumes it.
+    let mut cannot_retry = false;
     let result: Result<Option<u64>, String> = match (&svc.github, dep.installation_id) {
-        (None, _) => Err("no GitHub App is configured".into()),
-        (_, None) => Err(format!(
-            "deployment {} has no GitHub App installation recorded",
-            dep.id
-        )),
+        (None, _) => {
+            cannot_retry = true;
+            Err("no GitHub App is configured".into())
+        }
+        (_, None) => {
+            cannot_retry = true;
+            Err(format!(
+                "deployment {} has no GitHub App installation recorded",
+                dep.id
+            ))
+        }
         (Some(github), Some(installation)) => match &env.rollback {
             RollbackMethod::Redeploy => {
                 let mut new = NewDeployment::new(rb.target_sha.clone(), dep.environment.clone());
@@ -542,6 +551,12 @@ async fn carry_out(
                     .await?;
             }
             update_deployment(svc, &dep.id, |d| {
+                if d.reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with(RETRY_NOTE))
+                {
+                    d.reason = None;
+                }
                 let current = d.rollback.as_mut()?;
                 if let Some(id) = github_id {
                     // The lifecycle may have linked it already from GitHub's own webhook.
@@ -563,13 +578,55 @@ async fn carry_out(
                 github_deployment_id: github_id,
             })
         }
+        Err(error) if cannot_retry => {
+            let reason = format!(
+                "rollback could not be started: {error}; roll {} back by hand",
+                dep.environment
+            );
+            tracing::error!(deployment_id = %dep.id, error = %error, "rollback cannot be started and nothing can retry it: the deployment is failed and its lock released");
+            let mut moved = false;
+            let saved = update_deployment(svc, &dep.id, |d| {
+                moved = false;
+                if d.state != State::RollingBack {
+                    return None;
+                }
+                let event = d
+                    .apply(Action::Fail, now, &Actor::system(), reason.clone())
+                    .ok()?;
+                d.reason = Some(reason.clone());
+                moved = true;
+                Some(vec![event])
+            })
+            .await?;
+            if let Some(failed) = saved.filter(|_| moved) {
+                svc.publish(Notification::deployment(now, &failed, "rollback_failed"))
+                    .await;
+            }
+            Ok(RollbackOutcome::Failed {
+                deployment_id: dep.id.clone(),
+                target_sha: rb.target_sha,
+                error,
+            })
+        }
         Err(error) => {
-            tracing::error!(deployment_id = %dep.id, error = %error, "rollback could not be carried out; the sweeper will retry");
-            svc.repo
-                .append_audit(&[dep.note(now, &Actor::system(), "rollback_failed", &error)])
-                .await?;
-            let mut shown = dep.clone();
-            shown.reason = Some(format!("rollback could not be started: {error}"));
+            tracing::error!(deployment_id = %dep.id, error = %error, "rollback could not be carried out; the sweeper retries it in 2 minutes");
+            // The record says so too, since Slack shows the record: still rolling back, why
+            // not yet, and that it is being retried.
+            let reason = format!("{RETRY_NOTE}: {error}; retrying every 2 minutes");
+            let saved = update_deployment(svc, &dep.id, |d| {
+                if d.state != State::RollingBack {
+                    return None;
+                }
+                d.reason = Some(reason.clone());
+                Some(vec![d.note(
+                    now,
+                    &Actor::system(),
+                    "rollback_failed",
+                    error.clone(),
+                )])
+            })
+            .await?;
+            let shown = saved.unwrap_or_else(|| dep.clone());
             svc.publish(Notification::deployment(now, &shown, "rollback_failed"))
                 .await;
             Ok(RollbackOutcome::Failed {
@@ -580,6 +637,9 @@ async fn carry_out(
         }
     }
 }
+
+/// How a rolling-back deployment whose GitHub call failed explains itself until a retry works.
+const RETRY_NOTE: &str = "rollback not started yet";
 
 /// Retries a rollback whose GitHub call failed: a `rolling_back` deployment without a rollback
 /// deployment (or, for the workflow method, without a dispatch marker). The sweeper calls
