@@ -219,7 +219,11 @@ fn outcome_line(dep: &DeploymentSummary) -> Option<String> {
             None => "Waiting for the deployment in progress to finish".to_owned(),
         },
         State::AwaitingApproval if dep.approvals.is_empty() => return None,
-        State::AwaitingApproval => format!("Approved so far by {}", approvers(dep)),
+        State::AwaitingApproval => match dep.reason.as_deref().filter(|r| !r.trim().is_empty()) {
+            // Complete but held: say by whom and what holds it.
+            Some(held) => format!("Approved by {}; {}", approvers(dep), escape(held)),
+            None => format!("Approved so far by {}", approvers(dep)),
+        },
         State::Approved | State::Deploying | State::Verifying | State::Succeeded => approved,
         State::Rejected => format!("Rejected: {}", reason_or(dep, "no reason given")),
         State::Expired => format!(

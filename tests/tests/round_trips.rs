@@ -324,7 +324,7 @@ async fn store_round_trips_per_inbound_event_kind() {
             ),
             (
                 "Slack approve click",
-                "8 round trips: 3 get, 2 create, 1 put, 2 transact".to_string(),
+                "11 round trips: 4 get, 2 query, 2 create, 1 put, 2 transact".to_string(),
             ),
             (
                 "deployment (created)",

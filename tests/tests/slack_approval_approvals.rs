@@ -666,3 +666,69 @@ async fn two_approvals_read_from_the_same_version_both_count_and_github_hears_on
         .count();
     assert_eq!(approved, 1);
 }
+
+#[tokio::test]
+async fn an_approval_completed_after_the_deploy_window_closed_is_held_until_it_opens() {
+    // Production deploys Monday to Friday, 09:00 to 17:00 UTC; requests keep for a day.
+    let policy = format!(
+        "{}\n[[environments.production.windows]]\ndays = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\"]\nstart = \"09:00\"\nend = \"17:00\"\n",
+        common::POLICY.replace("approval_ttl = \"1h\"", "approval_ttl = \"1d\"")
+    );
+    let h = Harness::with_policy(&policy).await;
+    // Monday 10:00: inside the window, so the request waits for its two approvals.
+    let dep = h.gate_production(9301).await;
+    assert_eq!(dep.state, State::AwaitingApproval);
+    h.click("U0ALICE01", "shipgate_approve", &dep).await;
+
+    // Monday 17:30: the second approval arrives after the window closed.
+    h.clock.advance(Duration::from_secs(7 * 3600 + 30 * 60));
+    let reply = h.click("U0BOB0002", "shipgate_approve", &dep).await;
+    assert_eq!(reply.status, 200);
+    let held = h.deployment(&dep.id).await;
+    assert_eq!(
+        held.state,
+        State::AwaitingApproval,
+        "not approved outside the window"
+    );
+    assert_eq!(held.approvals.len(), 2);
+    let told = h
+        .ephemeral_texts()
+        .await
+        .last()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        told.starts_with("Approval recorded for production: the approvals are complete, but outside deploy window"),
+        "{told}"
+    );
+    let decisions = |calls: Vec<(String, Value)>| {
+        calls
+            .into_iter()
+            .filter(|(_, b)| b.get("state").is_some())
+            .count()
+    };
+    assert_eq!(
+        decisions(h.protection_rule_calls().await),
+        0,
+        "GitHub not told yet"
+    );
+    // A sweep while the window is still closed changes nothing.
+    let report = shipgate::jobs::sweeper::sweep(h.services()).await;
+    assert!(report.held_released.is_empty(), "{report:?}");
+
+    // Tuesday 09:30: the window is open again; the sweep lets it go.
+    h.clock.advance(Duration::from_secs(16 * 3600));
+    let report = shipgate::jobs::sweeper::sweep(h.services()).await;
+    assert_eq!(
+        report.held_released,
+        std::slice::from_ref(&dep.id),
+        "{report:?}"
+    );
+    let approved = h.deployment(&dep.id).await;
+    assert_eq!(approved.state, State::Approved);
+    assert_eq!(approved.reason, None);
+    let calls = h.protection_rule_calls().await;
+    let last = calls.last().cloned().expect("an answer");
+    assert_eq!(last.1["state"], json!("approved"));
+    assert_eq!(decisions(calls), 1);
+}

@@ -562,6 +562,13 @@ pub enum ApprovalOutcome {
     Progress { have: u32, need: u32 },
     /// Counted, and the quorum is reached: the deployment is now approved.
     QuorumReached { approvers: Vec<String> },
+    /// Counted, and the quorum is reached, but a rule that blocks deploys now (a freeze, the
+    /// deploy window, a critical incident) did not when the request came: the deployment
+    /// keeps waiting, with its approvals, until that no longer holds or it expires.
+    QuorumHeld {
+        approvers: Vec<String>,
+        blocker: String,
+    },
 }
 
 /// Why a click did not count.
@@ -598,6 +605,19 @@ impl Deployment {
         facts: &ApproverFacts<'_>,
         now: Timestamp,
     ) -> Result<(ApprovalOutcome, Vec<AuditEvent>), ApprovalRefused> {
+        self.record_approval_unless(user, facts, now, None)
+    }
+
+    /// [`Deployment::record_approval`], with what blocks deploys at this moment: when the
+    /// approval completes the quorum and `blocker` is set, the approval is kept but the
+    /// deployment is not approved ([`ApprovalOutcome::QuorumHeld`]); its `reason` says why.
+    pub fn record_approval_unless(
+        &mut self,
+        user: &str,
+        facts: &ApproverFacts<'_>,
+        now: Timestamp,
+        blocker: Option<&str>,
+    ) -> Result<(ApprovalOutcome, Vec<AuditEvent>), ApprovalRefused> {
         self.check_can_decide(user, facts, now)?;
         let need = self.approvals_required.max(1);
         if self.approvals.iter().any(|a| a.approver == user) {
@@ -621,6 +641,19 @@ impl Deployment {
         if have >= need {
             let approvers: Vec<String> =
                 self.approvals.iter().map(|a| a.approver.clone()).collect();
+            if let Some(blocker) = blocker {
+                let why = format!("approvals complete, held: {blocker}");
+                self.reason = Some(why.clone());
+                self.updated_at = now;
+                events.push(self.note(now, &actor, "approval_held", why));
+                return Ok((
+                    ApprovalOutcome::QuorumHeld {
+                        approvers,
+                        blocker: blocker.to_string(),
+                    },
+                    events,
+                ));
+            }
             let why = format!("approved by {}", approvers.join(", "));
             // check_can_decide guarantees awaiting_approval, from which Approve is legal.
             let event = self
@@ -650,6 +683,12 @@ impl Deployment {
         self.reason = Some(why.clone());
         self.apply(Action::Reject, now, &Actor::slack(user), why)
             .map_err(|e| ApprovalRefused::AlreadyDecided { state: e.from })
+    }
+
+    /// True when the approvals are complete but a blocker held the approval.
+    pub fn approval_held(&self) -> bool {
+        self.state == State::AwaitingApproval
+            && self.approval_count() >= self.approvals_required.max(1)
     }
 
     pub fn approval_count(&self) -> u32 {

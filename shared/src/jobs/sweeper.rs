@@ -6,7 +6,7 @@
 //! windows that passed quietly (the deployment succeeds and becomes last known good), resumes
 //! rollbacks whose GitHub call failed, releases locks still held by deployments that ended,
 //! and answers GitHub's protection-rule callbacks still pending for decided deployments. It
-//! serves deploy queues (rejecting requests past their `queue_wait`) and times out rollback
+//! releases approvals held by a blocker that no longer holds, serves deploy queues (rejecting requests past their `queue_wait`) and times out rollback
 //! drills whose legs never finished. Every step is idempotent, so a
 //! sweep that overlaps another, or runs twice, changes nothing the second time.
 //!
@@ -53,6 +53,9 @@ pub struct SweepReport {
     /// What a migration of a store found behind the schema did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub migrated: Option<String>,
+    /// Deployments whose approvals were complete but held (a freeze, the deploy window, a
+    /// critical incident) and went out once nothing blocked them.
+    pub held_released: Vec<String>,
     /// Queued deployments taken out of their queue and decided.
     pub dequeued: Vec<String>,
     /// Queued deployments rejected for waiting past `queue_wait`.
@@ -82,6 +85,7 @@ impl SweepReport {
             (self.locks_released.len(), "stale locks released"),
             (self.answered.len(), "GitHub answers sent"),
             (self.drills_timed_out.len(), "rollback drills timed out"),
+            (self.held_released.len(), "held approvals released"),
             (self.dequeued.len(), "queued requests decided"),
             (
                 self.queue_timed_out.len(),
@@ -254,6 +258,15 @@ async fn sweep_active(svc: &Services, environment: &str, now: Timestamp, report:
                     Ok(Some(_)) => report.expired.push(dep.id.clone()),
                     Ok(None) => {}
                     Err(e) => report.errors.push(format!("expiring {}: {e}", dep.id)),
+                }
+            }
+            State::AwaitingApproval if dep.approval_held() => {
+                match crate::service::approvals::release_held(svc, &dep.id).await {
+                    Ok(Some(_)) => report.held_released.push(dep.id.clone()),
+                    Ok(None) => {}
+                    Err(e) => report
+                        .errors
+                        .push(format!("releasing the held approval of {}: {e}", dep.id)),
                 }
             }
             State::Verifying if dep.verify_until.is_some_and(|u| u <= now) => {

@@ -74,6 +74,13 @@ pub enum ClickOutcome {
         break_glass: bool,
         github: GitHubAnswer,
     },
+    /// The approval counted and completed the quorum, but something that blocks deploys now
+    /// (a freeze, the deploy window, a critical incident) holds it: the deployment waits.
+    Held {
+        environment: String,
+        blocker: String,
+        expires_at: Option<jiff::Timestamp>,
+    },
     /// The deployment is rejected.
     Rejected {
         environment: String,
@@ -130,6 +137,18 @@ impl ClickOutcome {
                     "Approved: the {environment} {kind} of {short_sha} is approved by {}.{}",
                     approvers.join(", "),
                     github.sentence()
+                )
+            }
+            ClickOutcome::Held {
+                environment,
+                blocker,
+                expires_at,
+            } => {
+                let until = expires_at
+                    .map(|t| format!(" (it expires at {t})"))
+                    .unwrap_or_default();
+                format!(
+                    "Approval recorded for {environment}: the approvals are complete, but {blocker}. shipgate approves it once that no longer holds, unless the request expires first{until}."
                 )
             }
             ClickOutcome::Rejected {
@@ -203,37 +222,60 @@ pub async fn approve(
     let now = svc.now();
     let mut result: Option<Result<ApprovalOutcome, ApprovalRefused>> = None;
     let mut stale = false;
-    let saved = update_deployment(svc, deployment_id, |dep| {
-        // Reset on every attempt: only the attempt that was saved (or refused) counts.
-        result = None;
-        stale = !nonce_matches(dep, nonce);
-        if stale {
-            return None;
-        }
-        let scoped = svc.policy.for_scope(&dep.repo, &dep.environment).ok();
-        let facts = facts(svc, scoped.as_deref(), slack_user);
-        match dep.record_approval(slack_user, &facts, now) {
-            Ok((outcome, mut events)) => {
-                if let (ApprovalOutcome::QuorumReached { .. }, Some(bg)) =
-                    (&outcome, dep.break_glass.as_ref())
-                {
-                    events.push(dep.note(
-                        now,
-                        &Actor::slack(slack_user),
-                        "break_glass_approved",
-                        bg.reason.clone(),
-                    ));
+    // What blocks deploys at this moment, read only once a click may complete the quorum:
+    // `None` until read.
+    let mut blockers: Option<Option<String>> = None;
+    let mut saved;
+    loop {
+        let mut needs_facts = false;
+        saved = update_deployment(svc, deployment_id, |dep| {
+            // Reset on every attempt: only the attempt that was saved (or refused) counts.
+            result = None;
+            needs_facts = false;
+            stale = !nonce_matches(dep, nonce);
+            if stale {
+                return None;
+            }
+            let scoped = svc.policy.for_scope(&dep.repo, &dep.environment).ok();
+            let facts = facts(svc, scoped.as_deref(), slack_user);
+            // A break-glass request was asked for despite its blockers; any other completes
+            // its quorum only if nothing blocks deploys now.
+            let completes = dep.state == State::AwaitingApproval
+                && dep.break_glass.is_none()
+                && facts.approvers.iter().any(|a| a == slack_user)
+                && dep.approval_count() + 1 >= dep.approvals_required.max(1);
+            if completes && blockers.is_none() {
+                needs_facts = true;
+                return None;
+            }
+            let blocker = blockers.clone().flatten();
+            match dep.record_approval_unless(slack_user, &facts, now, blocker.as_deref()) {
+                Ok((outcome, mut events)) => {
+                    if let (ApprovalOutcome::QuorumReached { .. }, Some(bg)) =
+                        (&outcome, dep.break_glass.as_ref())
+                    {
+                        events.push(dep.note(
+                            now,
+                            &Actor::slack(slack_user),
+                            "break_glass_approved",
+                            bg.reason.clone(),
+                        ));
+                    }
+                    result = Some(Ok(outcome));
+                    Some(events)
                 }
-                result = Some(Ok(outcome));
-                Some(events)
+                Err(refusal) => {
+                    result = Some(Err(refusal));
+                    None
+                }
             }
-            Err(refusal) => {
-                result = Some(Err(refusal));
-                None
-            }
+        })
+        .await?;
+        match (&saved, needs_facts) {
+            (Some(dep), true) => blockers = Some(blocker_now(svc, dep, now).await?),
+            _ => break,
         }
-    })
-    .await?;
+    }
     let (Some(dep), false) = (saved, stale) else {
         tracing::info!(deployment_id, slack_user, "stale approval button");
         return Ok(ClickOutcome::Stale);
@@ -283,6 +325,21 @@ pub async fn approve(
                 break_glass,
             })
         }
+        Some(Ok(ApprovalOutcome::QuorumHeld { blocker, .. })) => {
+            tracing::info!(
+                deployment_id,
+                slack_user,
+                blocker,
+                "approval quorum reached but held"
+            );
+            svc.publish(Notification::deployment(now, &dep, "approval_held"))
+                .await;
+            Ok(ClickOutcome::Held {
+                environment: dep.environment.to_string(),
+                blocker,
+                expires_at: dep.approval_expires_at,
+            })
+        }
         Some(Ok(ApprovalOutcome::QuorumReached { approvers })) => {
             tracing::info!(
                 deployment_id,
@@ -302,6 +359,103 @@ pub async fn approve(
             })
         }
     }
+}
+
+/// What blocks a deploy of `dep`'s scope at `now` among the rules that may change while a
+/// request waits for its approvals — a freeze, the deploy window, a critical incident — as
+/// the rule's own message; `None` when nothing does. Reads the open incidents (the scope's,
+/// then the environment's) only when the policy blocks on them.
+pub async fn blocker_now(
+    svc: &Services,
+    dep: &Deployment,
+    now: jiff::Timestamp,
+) -> Result<Option<String>, ServiceError> {
+    use crate::domain::policy::{evaluate, GateFacts, GateKind, GateRequest, Rule};
+    let Ok(effective) = svc.policy.for_scope(&dep.repo, &dep.environment) else {
+        return Ok(None);
+    };
+    let open_critical_incidents = if effective.block_on_critical_incident {
+        let scoped = svc.repo.scope_state(&dep.scope()).await?;
+        let shared = svc.repo.open_incidents(dep.environment.as_str()).await?;
+        crate::store::repo::critical_ids(scoped.open_incidents.into_iter().chain(shared))
+    } else {
+        Vec::new()
+    };
+    let facts = GateFacts {
+        succeeded_in: Default::default(),
+        open_critical_incidents,
+        lock_holder: None,
+    };
+    let request = GateRequest {
+        environment: dep.environment.to_string(),
+        git_ref: dep.git_ref.clone(),
+        sha: dep.sha.to_string(),
+        requester_login: dep.requester.clone(),
+        kind: GateKind::Deploy,
+        break_glass_reason: None,
+    };
+    let decision = evaluate(&effective, &request, &facts, now);
+    Ok(decision
+        .checks()
+        .iter()
+        .find(|c| !c.passed && matches!(c.rule, Rule::Freeze | Rule::DeployWindow | Rule::Incident))
+        .map(|c| c.detail.clone()))
+}
+
+/// A held approval whose blocker no longer holds goes out (the sweeper's step): approved,
+/// announced, GitHub answered. `None` when it is still held, expired or was decided.
+pub async fn release_held(
+    svc: &Services,
+    deployment_id: &str,
+) -> Result<Option<Deployment>, ServiceError> {
+    let now = svc.now();
+    let Some(dep) = svc.repo.get_deployment(deployment_id).await? else {
+        return Ok(None);
+    };
+    if !dep.approval_held() || dep.approval_expires_at.is_some_and(|e| e <= now) {
+        return Ok(None);
+    }
+    if blocker_now(svc, &dep, now).await?.is_some() {
+        return Ok(None);
+    }
+    let mut moved = false;
+    let saved = update_deployment(svc, deployment_id, |d| {
+        moved = false;
+        if !d.approval_held() {
+            return None;
+        }
+        let approvers: Vec<String> = d.approvals.iter().map(|a| a.approver.clone()).collect();
+        let why = format!(
+            "approved by {}; the hold ({}) no longer applies",
+            approvers.join(", "),
+            d.reason.clone().unwrap_or_default()
+        );
+        let event = d
+            .apply(
+                crate::domain::deployment::Action::Approve,
+                now,
+                &Actor::system(),
+                why,
+            )
+            .ok()?;
+        d.reason = None;
+        moved = true;
+        Some(vec![event])
+    })
+    .await?;
+    let Some(dep) = saved.filter(|_| moved) else {
+        return Ok(None);
+    };
+    tracing::info!(
+        deployment_id,
+        "a held approval went out: nothing blocks it any more"
+    );
+    svc.publish(Notification::deployment(now, &dep, "approved"))
+        .await;
+    if let Err(e) = answer_github(svc, &dep.id).await {
+        tracing::warn!(deployment_id, error = %e, "GitHub answer failed; the sweeper will retry");
+    }
+    Ok(Some(dep))
 }
 
 /// Records a Reject click. `reason` is the typed reason (from the reason dialog), if any; when
