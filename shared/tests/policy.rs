@@ -147,6 +147,7 @@ fn minimal_policy_gets_documented_defaults() {
     assert_eq!(dev.approval_ttl, Duration::from_secs(4 * 3600));
     assert_eq!(dev.verification_window, Duration::from_secs(15 * 60));
     assert_eq!(dev.queue_wait, Duration::from_secs(3600));
+    assert_eq!(dev.deploy_timeout, Duration::from_secs(3600));
     assert!(dev.block_on_critical_incident);
     assert_eq!(dev.rollback_on, vec![Severity::Critical]);
     assert_eq!(dev.rollback, RollbackMethod::Redeploy);
@@ -1239,11 +1240,11 @@ fn override_and_repos_problems_are_reported_with_their_position() {
         ),
         (
             "[[environments.production.overrides]]\nrepos = [\"acme/web\"]\nslack_channel = \"#web\"\napprovals_required = 0\n",
-            "policy.toml:3:1: environments.production.overrides[0].slack_channel: slack_channel cannot be overridden per repository: an environment's notifications go to one channel; an override may set: allowed_refs, approvals_required, approvers, prevent_self_approval, require_reject_reason, approval_ttl, verification_window, queue_wait, block_on_critical_incident, rollback_on, rollback, pre_deploy_backups, windows, freezes, break_glass",
+            "policy.toml:3:1: environments.production.overrides[0].slack_channel: slack_channel cannot be overridden per repository: an environment's notifications go to one channel; an override may set: allowed_refs, approvals_required, approvers, prevent_self_approval, require_reject_reason, approval_ttl, verification_window, queue_wait, deploy_timeout, block_on_critical_incident, rollback_on, rollback, pre_deploy_backups, windows, freezes, break_glass",
         ),
         (
             "[[environments.production.overrides]]\nrepos = [\"acme/web\"]\n",
-            "policy.toml:1:1: environments.production.overrides[0]: an override sets no key; give it one of: allowed_refs, approvals_required, approvers, prevent_self_approval, require_reject_reason, approval_ttl, verification_window, queue_wait, block_on_critical_incident, rollback_on, rollback, pre_deploy_backups, windows, freezes, break_glass",
+            "policy.toml:1:1: environments.production.overrides[0]: an override sets no key; give it one of: allowed_refs, approvals_required, approvers, prevent_self_approval, require_reject_reason, approval_ttl, verification_window, queue_wait, deploy_timeout, block_on_critical_incident, rollback_on, rollback, pre_deploy_backups, windows, freezes, break_glass",
         ),
         (
             "[[environments.production.overrides]]\nrepos = [\"other/web\"]\napprovals_required = 1\n",

@@ -185,6 +185,7 @@ fn value_of(env: &EnvironmentPolicy, key: &str) -> String {
         "approval_ttl" => format!("{:?}", human(env.approval_ttl)),
         "verification_window" => format!("{:?}", human(env.verification_window)),
         "queue_wait" => format!("{:?}", human(env.queue_wait)),
+        "deploy_timeout" => format!("{:?}", human(env.deploy_timeout)),
         "block_on_critical_incident" => env.block_on_critical_incident.to_string(),
         "rollback_on" => severities(&env.rollback_on),
         "rollback" => match &env.rollback {

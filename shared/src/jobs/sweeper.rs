@@ -6,7 +6,8 @@
 //! windows that passed quietly (the deployment succeeds and becomes last known good), resumes
 //! rollbacks whose GitHub call failed, releases locks still held by deployments that ended,
 //! and answers GitHub's protection-rule callbacks still pending for decided deployments. It
-//! releases approvals held by a blocker that no longer holds, serves deploy queues (rejecting requests past their `queue_wait`) and times out rollback
+//! asks GitHub about deployments in flight for a while and applies what it says
+//! ([`crate::service::reconcile`]), releases approvals held by a blocker that no longer holds, serves deploy queues (rejecting requests past their `queue_wait`) and times out rollback
 //! drills whose legs never finished. Every step is idempotent, so a
 //! sweep that overlaps another, or runs twice, changes nothing the second time.
 //!
@@ -53,6 +54,10 @@ pub struct SweepReport {
     /// What a migration of a store found behind the schema did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub migrated: Option<String>,
+    /// In-flight deployments whose end GitHub reported when asked (their webhook was lost).
+    pub reconciled: Vec<String>,
+    /// In-flight deployments GitHub said nothing final about within `deploy_timeout`: failed.
+    pub deploys_timed_out: Vec<String>,
     /// Deployments whose approvals were complete but held (a freeze, the deploy window, a
     /// critical incident) and went out once nothing blocked them.
     pub held_released: Vec<String>,
@@ -85,6 +90,11 @@ impl SweepReport {
             (self.locks_released.len(), "stale locks released"),
             (self.answered.len(), "GitHub answers sent"),
             (self.drills_timed_out.len(), "rollback drills timed out"),
+            (self.reconciled.len(), "deployments reconciled with GitHub"),
+            (
+                self.deploys_timed_out.len(),
+                "deployments failed after deploy_timeout",
+            ),
             (self.held_released.len(), "held approvals released"),
             (self.dequeued.len(), "queued requests decided"),
             (
@@ -258,6 +268,17 @@ async fn sweep_active(svc: &Services, environment: &str, now: Timestamp, report:
                     Ok(Some(_)) => report.expired.push(dep.id.clone()),
                     Ok(None) => {}
                     Err(e) => report.errors.push(format!("expiring {}: {e}", dep.id)),
+                }
+            }
+            State::Approved | State::Deploying if crate::service::reconcile::is_due(&dep, now) => {
+                use crate::service::reconcile::{reconcile, Reconciled};
+                match reconcile(svc, &dep.id).await {
+                    Ok(Reconciled::Moved(_)) => report.reconciled.push(dep.id.clone()),
+                    Ok(Reconciled::TimedOut) => report.deploys_timed_out.push(dep.id.clone()),
+                    Ok(Reconciled::StillGoing) => {}
+                    Err(e) => report
+                        .errors
+                        .push(format!("reconciling {} with GitHub: {e}", dep.id)),
                 }
             }
             State::AwaitingApproval if dep.approval_held() => {

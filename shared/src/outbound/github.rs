@@ -134,14 +134,24 @@ pub trait GitHubApi: Send + Sync {
         deployment: &NewDeployment,
     ) -> Result<u64, OutboundError>;
 
-    /// The run's display title (`GET /repos/{o}/{r}/actions/runs/{run_id}`): the workflow's
-    /// `run-name`, which is how a run asks for break-glass (`break-glass: <reason>`).
-    async fn run_title(
+    /// A workflow run as GitHub sees it (`GET /repos/{o}/{r}/actions/runs/{run_id}`): its
+    /// display title — the workflow's `run-name`, which is how a run asks for break-glass
+    /// (`break-glass: <reason>`) — and where it is (the sweeper's reconciliation).
+    async fn workflow_run(
         &self,
         installation_id: u64,
         repo_full_name: &str,
         run_id: u64,
-    ) -> Result<String, OutboundError>;
+    ) -> Result<WorkflowRunView, OutboundError>;
+
+    /// The newest status of a deployment
+    /// (`GET /repos/{o}/{r}/deployments/{id}/statuses?per_page=1`), `None` when it has none.
+    async fn latest_deployment_status(
+        &self,
+        installation_id: u64,
+        repo_full_name: &str,
+        deployment_id: u64,
+    ) -> Result<Option<String>, OutboundError>;
 
     /// Triggers a `workflow_dispatch` run of `workflow_id_or_file` (a numeric id or a file name
     /// such as `rollback.yml`) on `git_ref`.
@@ -153,6 +163,19 @@ pub trait GitHubApi: Send + Sync {
         git_ref: &str,
         inputs: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<(), OutboundError>;
+}
+
+/// What [`GitHubApi::workflow_run`] returns.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct WorkflowRunView {
+    #[serde(default)]
+    pub display_title: String,
+    /// `queued`, `in_progress`, `waiting`, `completed`, ...
+    #[serde(default)]
+    pub status: String,
+    /// Set once `completed`: `success`, `failure`, `cancelled`, `timed_out`, ...
+    #[serde(default)]
+    pub conclusion: Option<String>,
 }
 
 /// Takes the workflow run id out of a `deployment_callback_url`
@@ -462,31 +485,51 @@ impl GitHubApi for GitHubApp {
         Ok(created.id)
     }
 
-    async fn run_title(
+    async fn workflow_run(
         &self,
         installation_id: u64,
         repo_full_name: &str,
         run_id: u64,
-    ) -> Result<String, OutboundError> {
-        #[derive(Deserialize)]
-        struct Run {
-            #[serde(default)]
-            display_title: String,
-        }
+    ) -> Result<WorkflowRunView, OutboundError> {
         let repo = RepoPath::parse(repo_full_name)?;
         let path = format!("/repos/{repo}/actions/runs/{run_id}");
         let response = self
             .call(
                 installation_id,
-                "run_title",
+                "workflow_run",
                 Method::GET,
                 &path,
                 &Bytes::new(),
             )
             .await?;
-        let run: Run = serde_json::from_slice(&response.body)
-            .map_err(|err| OutboundError::decode(SERVICE, "workflow run response", err))?;
-        Ok(run.display_title)
+        serde_json::from_slice(&response.body)
+            .map_err(|err| OutboundError::decode(SERVICE, "workflow run response", err))
+    }
+
+    async fn latest_deployment_status(
+        &self,
+        installation_id: u64,
+        repo_full_name: &str,
+        deployment_id: u64,
+    ) -> Result<Option<String>, OutboundError> {
+        #[derive(Deserialize)]
+        struct Status {
+            state: String,
+        }
+        let repo = RepoPath::parse(repo_full_name)?;
+        let path = format!("/repos/{repo}/deployments/{deployment_id}/statuses?per_page=1");
+        let response = self
+            .call(
+                installation_id,
+                "deployment_statuses",
+                Method::GET,
+                &path,
+                &Bytes::new(),
+            )
+            .await?;
+        let statuses: Vec<Status> = serde_json::from_slice(&response.body)
+            .map_err(|err| OutboundError::decode(SERVICE, "deployment statuses response", err))?;
+        Ok(statuses.into_iter().next().map(|s| s.state))
     }
 
     async fn dispatch_workflow(

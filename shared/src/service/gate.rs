@@ -742,10 +742,10 @@ async fn break_glass_request(
     }
     let (github, installation_id, run_id) = (svc.github.as_ref()?, installation_id?, run_id?);
     match github
-        .run_title(installation_id, scope.repo.as_str(), run_id)
+        .workflow_run(installation_id, scope.repo.as_str(), run_id)
         .await
     {
-        Ok(title) => break_glass_reason_in(&title),
+        Ok(run) => break_glass_reason_in(&run.display_title),
         Err(e) => {
             tracing::warn!(run_id, error = %e, "could not read the run title for break-glass");
             None

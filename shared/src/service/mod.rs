@@ -12,6 +12,7 @@ pub mod incidents;
 pub mod lifecycle;
 pub mod predeploy;
 pub mod queue;
+pub mod reconcile;
 pub mod rollback;
 
 use std::sync::Arc;

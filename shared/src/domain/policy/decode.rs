@@ -52,6 +52,7 @@ const ENVIRONMENT_KEYS: &[&str] = &[
     "approval_ttl",
     "verification_window",
     "queue_wait",
+    "deploy_timeout",
     "block_on_critical_incident",
     "rollback_on",
     "rollback",
@@ -75,6 +76,7 @@ const OVERRIDE_KEYS: &[&str] = &[
     "approval_ttl",
     "verification_window",
     "queue_wait",
+    "deploy_timeout",
     "block_on_critical_incident",
     "rollback_on",
     "rollback",
@@ -1181,6 +1183,11 @@ impl<'a> Ctx<'a> {
                 } else {
                     env.queue_wait = d;
                 }
+            }
+        }
+        if let Some(f) = table.take("deploy_timeout") {
+            if let Some(d) = self.duration(&f, Duration::from_secs(60)) {
+                env.deploy_timeout = d;
             }
         }
         if let Some(f) = table.take("block_on_critical_incident") {

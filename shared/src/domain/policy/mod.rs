@@ -308,6 +308,9 @@ pub struct EnvironmentPolicy {
     /// How long a request waits in its scope's queue for the lock before it is rejected;
     /// zero turns the queue off (a locked scope rejects at once).
     pub queue_wait: Duration,
+    /// How long a deployment may be approved or deploying with GitHub saying nothing about it
+    /// before the sweeper fails it and frees its lock.
+    pub deploy_timeout: Duration,
     pub block_on_critical_incident: bool,
     pub rollback_on: Vec<Severity>,
     pub rollback: RollbackMethod,
@@ -324,6 +327,10 @@ pub struct EnvironmentPolicy {
 /// ahead; a run still waiting after that deploys a build the world has moved past.
 pub const DEFAULT_QUEUE_WAIT: Duration = Duration::from_secs(3600);
 
+/// The default `deploy_timeout`: longer than GitHub Actions' deploy jobs usually take, short
+/// enough that a lost status does not keep a scope locked for a working day.
+pub const DEFAULT_DEPLOY_TIMEOUT: Duration = Duration::from_secs(3600);
+
 impl EnvironmentPolicy {
     /// An environment with every default: any ref, no approvals, no windows or freezes.
     pub fn with_defaults(name: impl Into<String>) -> Self {
@@ -338,6 +345,7 @@ impl EnvironmentPolicy {
             approval_ttl: Duration::from_secs(4 * 3600),
             verification_window: Duration::from_secs(15 * 60),
             queue_wait: DEFAULT_QUEUE_WAIT,
+            deploy_timeout: DEFAULT_DEPLOY_TIMEOUT,
             block_on_critical_incident: true,
             rollback_on: vec![Severity::Critical],
             rollback: RollbackMethod::Redeploy,

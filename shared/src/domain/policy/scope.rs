@@ -25,6 +25,7 @@ pub const OVERRIDABLE_KEYS: &[&str] = &[
     "approval_ttl",
     "verification_window",
     "queue_wait",
+    "deploy_timeout",
     "block_on_critical_incident",
     "rollback_on",
     "rollback",
@@ -175,6 +176,7 @@ pub(crate) const SECTION_KEYS: &[&str] = &[
     "approval_ttl",
     "verification_window",
     "queue_wait",
+    "deploy_timeout",
     "block_on_critical_incident",
     "rollback_on",
     "rollback",
@@ -289,6 +291,7 @@ pub(crate) fn apply_key(to: &mut EnvironmentPolicy, from: &EnvironmentPolicy, ke
         "approval_ttl" => to.approval_ttl = from.approval_ttl,
         "verification_window" => to.verification_window = from.verification_window,
         "queue_wait" => to.queue_wait = from.queue_wait,
+        "deploy_timeout" => to.deploy_timeout = from.deploy_timeout,
         "block_on_critical_incident" => {
             to.block_on_critical_incident = from.block_on_critical_incident
         }
