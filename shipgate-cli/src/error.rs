@@ -77,6 +77,8 @@ pub enum CliError {
     Job(#[source] shipgate::jobs::JobError),
     #[error("rolling back: {}", chain(.0))]
     Rollback(#[source] shipgate::service::ServiceError),
+    #[error("unlocking: {}", chain(.0))]
+    Unlock(#[source] shipgate::service::ServiceError),
     /// The command ran and reported a failure, already printed; only the exit code is left.
     #[error("{0}")]
     Reported(String),

@@ -17,6 +17,7 @@ mod policy_cmd;
 mod progress;
 mod rollback_cmd;
 mod status;
+mod unlock_cmd;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,6 +59,9 @@ enum Command {
     /// Roll an environment back to its previous good version (as `cli:$USER`); where approvals
     /// are required, this opens a rollback request that approvers approve in Slack.
     Rollback(RollbackArgs),
+    /// Free a repository's environment whose lock is held by a deployment that will not end
+    /// on its own (as `cli:$USER`, with a reason that is audited and announced).
+    Unlock(UnlockArgs),
     /// Migrate the store in the data directory to the current schema (`serve` does it at
     /// start); safe to run again.
     Migrate(MigrateArgs),
@@ -128,6 +132,27 @@ struct RollbackArgs {
     /// one repository has deployed to the environment.
     #[arg(long, value_name = "OWNER/NAME")]
     repo: Option<String>,
+    #[command(flatten)]
+    data: DataArgs,
+    /// The policy file.
+    #[arg(long, value_name = "FILE", env = "SHIPGATE_POLICY_FILE")]
+    policy: PathBuf,
+    /// Print the outcome as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct UnlockArgs {
+    /// The policy environment to unlock.
+    env: String,
+    /// The repository (`owner/name`) whose lock to free; required when more than one
+    /// repository has deployed to the environment.
+    #[arg(long, value_name = "OWNER/NAME")]
+    repo: Option<String>,
+    /// Why (required; recorded in the audit log and shown in Slack).
+    #[arg(long, value_name = "TEXT")]
+    reason: String,
     #[command(flatten)]
     data: DataArgs,
     /// The policy file.
@@ -269,6 +294,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Backup(BackupCommand::Verify { .. }) => "backup verify",
         Command::Backup(BackupCommand::Restore { .. }) => "backup restore",
         Command::Rollback(_) => "rollback",
+        Command::Unlock(_) => "unlock",
         Command::Migrate(_) => "migrate",
     }
 }
@@ -357,6 +383,18 @@ fn run(command: Command) -> Result<(), CliError> {
                 json: args.json,
             };
             runtime()?.block_on(rollback_cmd::run(opts, &ProcessEnv))
+        }
+        Command::Unlock(args) => {
+            logging::init(LogFormat::Text, "warn");
+            let opts = unlock_cmd::UnlockOptions {
+                environment: args.env,
+                repo: args.repo,
+                reason: args.reason,
+                data_dir: args.data.data,
+                policy_file: args.policy,
+                json: args.json,
+            };
+            runtime()?.block_on(unlock_cmd::run(opts, &ProcessEnv))
         }
         Command::Migrate(args) => {
             logging::init(LogFormat::Text, "warn");

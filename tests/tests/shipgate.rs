@@ -696,7 +696,8 @@ fn help_lists_the_whole_command_surface() {
     assert!(out.status.success());
     let help = stdout(&out);
     for cmd in [
-        "serve", "policy", "status", "history", "demo", "job", "backup", "rollback",
+        "serve", "policy", "status", "history", "demo", "job", "backup", "rollback", "unlock",
+        "migrate",
     ] {
         assert!(
             help.lines().any(|l| l.trim_start().starts_with(cmd)),
@@ -1663,4 +1664,87 @@ async fn serve_approves_a_queued_request_when_the_window_ahead_ends_without_a_sw
         "{}",
         server.logs()
     );
+}
+
+#[tokio::test]
+async fn unlock_frees_a_scope_with_an_audited_reason_and_the_queue_moves_on() {
+    let server = Server::start().await;
+    let mut ids = Vec::new();
+    for (n, run_id) in [6001u64, 6002].into_iter().enumerate() {
+        let rule = protection_rule("staging", run_id);
+        let (_, body) = deliver(
+            &server,
+            "deployment_protection_rule",
+            &format!("d-unlock-{n}"),
+            rule.clone().into(),
+            signed(rule.as_bytes()),
+        )
+        .await;
+        ids.push(body["deployment_id"].as_str().expect("id").to_string());
+        let want = if n == 0 { "approved" } else { "queued" };
+        assert_eq!(body["decision"], want, "{body}");
+    }
+
+    // No reason: refused before anything is touched.
+    let out = with_data_and_policy(shipgate().args(["unlock", "staging"]), &server.ws);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--reason"), "{}", stderr(&out));
+    let out = with_data_and_policy(
+        shipgate().args(["unlock", "staging", "--reason", "  "]),
+        &server.ws,
+    );
+    assert_ne!(out.status.code(), Some(0));
+
+    let out = with_data_and_policy(
+        shipgate()
+            .args(["unlock", "staging", "--reason", "the deploy runner died"])
+            .env("USER", "ada"),
+        &server.ws,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        format!(
+            "acme/api · staging: unlocked; deployment {} is cancelled",
+            ids[0]
+        )
+    );
+
+    // The queued request took the lock; the audit log says who unlocked and why.
+    let out = with_data_and_policy(shipgate().args(["status", "--json"]), &server.ws);
+    let lines = json_lines(&stdout(&out));
+    let staging = lines
+        .iter()
+        .find(|l| l["environment"] == "staging")
+        .expect("staging");
+    assert_eq!(
+        staging["lock"]["deployment_id"],
+        ids[1].as_str(),
+        "{staging}"
+    );
+    assert_eq!(staging["queue"], serde_json::json!([]));
+    let out = with_data_and_policy(
+        shipgate().args(["history", "--json", "--env", "staging"]),
+        &server.ws,
+    );
+    let events = json_lines(&stdout(&out));
+    let unlocked = events
+        .iter()
+        .find(|e| e["deployment_id"] == ids[0].as_str() && e["what"] == "cancel")
+        .expect("the unlock in the audit log");
+    assert_eq!(unlocked["actor"], "cli:ada");
+    assert_eq!(
+        unlocked["why"],
+        "unlocked by cli:ada: the deploy runner died"
+    );
+
+    // Unlocking again ends the request that has taken the lock since (JSON this time).
+    let out = with_data_and_policy(
+        shipgate().args(["unlock", "staging", "--reason", "again", "--json"]),
+        &server.ws,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let outcome: Value = serde_json::from_str(stdout(&out).trim()).expect("json");
+    assert_eq!(outcome["outcome"], "unlocked", "{outcome}");
+    assert_eq!(outcome["deployment_id"], ids[1].as_str());
 }

@@ -14,6 +14,7 @@ pub mod predeploy;
 pub mod queue;
 pub mod reconcile;
 pub mod rollback;
+pub mod unlock;
 
 use std::sync::Arc;
 
