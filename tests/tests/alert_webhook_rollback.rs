@@ -13,6 +13,8 @@ use shipgate::domain::policy::Severity;
 use shipgate::domain::short_sha as short;
 use shipgate::service::gate::{self, GateOutcome, ProtectionRuleRequest};
 use shipgate::service::rollback::{self, RollbackOutcome};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
 
 const ROUTE: &str = "/webhooks/alertmanager";
 
@@ -529,9 +531,10 @@ async fn a_workflow_rollback_dispatches_the_policy_workflow_on_the_last_known_go
     );
     let body: Value = serde_json::from_slice(&calls[0].body).unwrap();
     let reason = format!("critical alert \"API 5xx ratio above 5%\" (alertmanager:fp-s) during the verification window of {}", short(SHA_B));
+    let reason = format!("{reason} [shipgate-rollback: {b}]");
     assert_eq!(
         body,
-        json!({ "ref": "main", "inputs": { "environment": "staging", "sha": SHA_A, "reason": reason } })
+        json!({ "ref": "main", "inputs": { "environment": "staging", "sha": SHA_A, "reason": reason }, "return_run_details": true })
     );
     assert!(h.github_calls("/deployments").await.is_empty());
     assert_eq!(h.deployment(&b).await.state, State::RollingBack);
@@ -1169,4 +1172,128 @@ async fn without_a_github_app_a_rollback_that_cannot_start_fails_the_deployment_
     assert!(report.rollbacks_resumed.is_empty(), "{report:?}");
     assert!(report.errors.is_empty(), "{report:?}");
     assert!(h.github_calls("/deployments").await.is_empty());
+}
+
+/// A workflow rollback started by a critical alert in staging while B (`SHA_B`) verifies over
+/// A (`SHA_A`); GitHub's dispatch endpoint answers with `dispatch` (mounted first).
+async fn workflow_rollback_with(dispatch: ResponseTemplate, first_only: bool) -> (Harness, String) {
+    let h = Harness::new().await;
+    let mut mock = Mock::given(method("POST"))
+        .and(path(format!(
+            "/repos/{REPO}/actions/workflows/rollback.yml/dispatches"
+        )))
+        .respond_with(dispatch)
+        .with_priority(1);
+    if first_only {
+        mock = mock.up_to_n_times(1);
+    }
+    mock.mount(&h.github).await;
+    h.deploy_good("staging", SHA_A, 301, 7101).await;
+    let b = h.deploy("staging", SHA_B, 302, 7102).await;
+    let reply = h
+        .post_alert(
+            ROUTE,
+            &alertmanager(
+                "firing",
+                "fp-w",
+                labels("staging", "critical", "ApiDown"),
+                h.now(),
+                None,
+            ),
+        )
+        .await;
+    assert_eq!(
+        reply.body["items"][0]["rollback"]["outcome"],
+        json!("started"),
+        "{reply:?}"
+    );
+    (h, b)
+}
+
+/// The branch head a dispatched run runs at: neither A nor B.
+const HEAD: &str = "cccccccccccccccccccccccccccccccccccccccc";
+
+#[tokio::test]
+async fn a_dispatched_rollback_run_at_the_branch_head_is_admitted_by_the_run_id_github_returned() {
+    let (h, b) = workflow_rollback_with(
+        ResponseTemplate::new(200).set_body_json(json!({
+            "workflow_run_id": 7103,
+            "run_url": format!("https://api.github.com/repos/{REPO}/actions/runs/7103"),
+            "html_url": format!("https://github.com/{REPO}/actions/runs/7103"),
+        })),
+        false,
+    )
+    .await;
+    // Another run at the same head is not the rollback: it is gated as any request, and the
+    // open incident refuses it.
+    let other = h
+        .deliver(
+            "deployment_protection_rule",
+            &protection_rule("staging", HEAD, 7200),
+        )
+        .await;
+    assert_eq!(other.str("decision"), "rejected", "{other:?}");
+    assert_ne!(other.str("deployment_id"), b.as_str());
+
+    let reply = h
+        .deliver(
+            "deployment_protection_rule",
+            &protection_rule("staging", HEAD, 7103),
+        )
+        .await;
+    assert_eq!(
+        (reply.str("decision"), reply.str("deployment_id")),
+        ("approved", b.as_str()),
+        "{reply:?}"
+    );
+    let reviews = h
+        .github_calls("/actions/runs/7103/deployment_protection_rule")
+        .await;
+    assert_eq!(reviews.len(), 1);
+    let review: Value = serde_json::from_slice(&reviews[0].body).unwrap();
+    assert_eq!(review["state"], json!("approved"));
+    // Known by id: GitHub was not asked for the run's name.
+    assert!(h.github_calls("/actions/runs/7103").await.is_empty());
+}
+
+#[tokio::test]
+async fn where_github_refuses_return_run_details_the_run_is_known_by_its_name() {
+    let (h, b) = workflow_rollback_with(
+        ResponseTemplate::new(422).set_body_json(json!({
+            "message": "Invalid request.\n\n\"return_run_details\" is not a permitted key.",
+        })),
+        true,
+    )
+    .await;
+    let dispatches = h.github_calls("/dispatches").await;
+    assert_eq!(dispatches.len(), 2, "asked again without the parameter");
+    let second: Value = serde_json::from_slice(&dispatches[1].body).unwrap();
+    assert!(second.get("return_run_details").is_none(), "{second}");
+
+    // The documented rollback.yml names its run after the reason input, marker included.
+    let reason = second["inputs"]["reason"].as_str().unwrap().to_string();
+    assert!(
+        reason.ends_with(&format!("[shipgate-rollback: {b}]")),
+        "{reason}"
+    );
+    Mock::given(method("GET"))
+        .and(path(format!("/repos/{REPO}/actions/runs/7104")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": 7104,
+            "display_title": format!("Roll staging back to {SHA_A}: {reason}"),
+            "status": "waiting",
+        })))
+        .mount(&h.github)
+        .await;
+    let reply = h
+        .deliver(
+            "deployment_protection_rule",
+            &protection_rule("staging", HEAD, 7104),
+        )
+        .await;
+    assert_eq!(
+        (reply.str("decision"), reply.str("deployment_id")),
+        ("approved", b.as_str()),
+        "{reply:?}"
+    );
 }

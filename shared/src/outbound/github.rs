@@ -154,7 +154,10 @@ pub trait GitHubApi: Send + Sync {
     ) -> Result<Option<String>, OutboundError>;
 
     /// Triggers a `workflow_dispatch` run of `workflow_id_or_file` (a numeric id or a file name
-    /// such as `rollback.yml`) on `git_ref`.
+    /// such as `rollback.yml`) on `git_ref`, asking for the run's id (`return_run_details`,
+    /// answered since February 2026). Returns the run id, or `None` where GitHub does not
+    /// give it (GitHub Enterprise Server versions that refuse the parameter are asked again
+    /// without it).
     async fn dispatch_workflow(
         &self,
         installation_id: u64,
@@ -162,7 +165,7 @@ pub trait GitHubApi: Send + Sync {
         workflow_id_or_file: &str,
         git_ref: &str,
         inputs: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<(), OutboundError>;
+    ) -> Result<Option<u64>, OutboundError>;
 }
 
 /// What [`GitHubApi::workflow_run`] returns.
@@ -245,6 +248,13 @@ struct DispatchBody<'a> {
     #[serde(rename = "ref")]
     git_ref: &'a str,
     inputs: &'a serde_json::Map<String, serde_json::Value>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    return_run_details: bool,
+}
+
+#[derive(Deserialize)]
+struct DispatchedRun {
+    workflow_run_id: u64,
 }
 
 #[derive(Deserialize)]
@@ -539,7 +549,7 @@ impl GitHubApi for GitHubApp {
         workflow_id_or_file: &str,
         git_ref: &str,
         inputs: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<(), OutboundError> {
+    ) -> Result<Option<u64>, OutboundError> {
         let repo = RepoPath::parse(repo_full_name)?;
         if !is_path_segment(workflow_id_or_file) {
             return Err(OutboundError::InvalidRequest {
@@ -547,17 +557,57 @@ impl GitHubApi for GitHubApp {
                 message: format!("workflow {workflow_id_or_file:?} is not an id or a file name"),
             });
         }
-        let body = json_bytes(SERVICE, &DispatchBody { git_ref, inputs })?;
         let path = format!("/repos/{repo}/actions/workflows/{workflow_id_or_file}/dispatches");
-        self.call(
-            installation_id,
-            "dispatch_workflow",
-            Method::POST,
-            &path,
-            &body,
-        )
-        .await
-        .map(drop)
+        let body = json_bytes(
+            SERVICE,
+            &DispatchBody {
+                git_ref,
+                inputs,
+                return_run_details: true,
+            },
+        )?;
+        match self
+            .call(
+                installation_id,
+                "dispatch_workflow",
+                Method::POST,
+                &path,
+                &body,
+            )
+            .await
+        {
+            Ok(response) if response.body.is_empty() => Ok(None),
+            Ok(response) => serde_json::from_slice::<DispatchedRun>(&response.body)
+                .map(|run| Some(run.workflow_run_id))
+                .map_err(|err| OutboundError::decode(SERVICE, "dispatch response", err)),
+            // A server that does not know the parameter refuses the request: ask without it.
+            Err(OutboundError::Permanent {
+                status, message, ..
+            }) if status == 422 && message.contains("return_run_details") => {
+                tracing::info!(
+                    workflow = workflow_id_or_file,
+                    "GitHub refused return_run_details; dispatching without it"
+                );
+                let body = json_bytes(
+                    SERVICE,
+                    &DispatchBody {
+                        git_ref,
+                        inputs,
+                        return_run_details: false,
+                    },
+                )?;
+                self.call(
+                    installation_id,
+                    "dispatch_workflow",
+                    Method::POST,
+                    &path,
+                    &body,
+                )
+                .await
+                .map(|_| None)
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -568,8 +568,8 @@ pub(crate) async fn decide_queued(
 
 /// With `rollback.method = "workflow"`, shipgate dispatches the rollback workflow, whose job
 /// then reaches the environment's protection rule while the deployment it rolls back still
-/// holds the lock. The run is recognised by that lock holder rolling back to exactly this
-/// sha in this repository, and admitted as the rollback: it is linked to the rolling-back
+/// holds the lock. The run is recognised as that lock holder's rollback (see
+/// [`is_rollback_run`]), and admitted as the rollback: it is linked to the rolling-back
 /// deployment (so its deployment statuses finish the rollback) and approved at once.
 async fn admit_rollback_run(
     svc: &Services,
@@ -583,13 +583,10 @@ async fn admit_rollback_run(
     let Some(dep) = svc.repo.get_deployment(&holder).await? else {
         return Ok(None);
     };
-    let rolls_back_to_this = dep.state == State::RollingBack
-        && dep.repo == req.repo
-        && dep
-            .rollback
-            .as_ref()
-            .is_some_and(|r| r.target_sha == req.sha);
-    if !rolls_back_to_this {
+    if dep.state != State::RollingBack || dep.repo != req.repo {
+        return Ok(None);
+    }
+    if !is_rollback_run(svc, &dep, req).await? {
         return Ok(None);
     }
     svc.repo
@@ -629,6 +626,51 @@ async fn admit_rollback_run(
     Ok(Some(GateOutcome::Approved {
         deployment_id: dep.id,
     }))
+}
+
+/// Is `req` the run of the rollback workflow dispatched for `dep` (rolling back, holding the
+/// lock)? A dispatched workflow runs at the head of the branch it was dispatched on, so its
+/// sha is the rollback target only when that head is; the run is known by the id GitHub
+/// returned for the dispatch, or, where GitHub returns none (older GitHub Enterprise Server),
+/// by the marker its `run-name` carries from the `reason` input. Only a request arriving
+/// while its scope is rolling back pays the read of the dispatch record (and, in the marker
+/// case, one GitHub call).
+async fn is_rollback_run(
+    svc: &Services,
+    dep: &Deployment,
+    req: &ProtectionRuleRequest,
+) -> Result<bool, ServiceError> {
+    use crate::service::rollback::{rollback_marker, Dispatch, DISPATCH_META};
+    if dep
+        .rollback
+        .as_ref()
+        .is_some_and(|r| r.target_sha == req.sha)
+    {
+        return Ok(true);
+    }
+    let Some(dispatch) = svc
+        .repo
+        .get_meta::<Dispatch>(DISPATCH_META, &dep.id)
+        .await?
+    else {
+        return Ok(false);
+    };
+    if let Some(run_id) = dispatch.run_id {
+        return Ok(run_id == req.run_id);
+    }
+    let (Some(github), Some(installation_id)) = (svc.github.as_ref(), req.installation_id) else {
+        return Ok(false);
+    };
+    match github
+        .workflow_run(installation_id, req.repo.as_str(), req.run_id)
+        .await
+    {
+        Ok(run) => Ok(run.display_title.contains(&rollback_marker(&dep.id))),
+        Err(e) => {
+            tracing::warn!(run_id = req.run_id, error = %e, "could not read the run's name to recognise a rollback run");
+            Ok(false)
+        }
+    }
 }
 
 /// The break-glass reason a run asks for in its title (`run-name`), e.g.

@@ -490,6 +490,9 @@ async fn carry_out(
     // Retrying cannot fix a missing App or installation: those fail the rollback at once.
     // A failed GitHub call may succeed later, and the sweeper resumes it.
     let mut cannot_retry = false;
+    // `Ok(Some(id))`: the GitHub deployment created; `Ok(None)`: a workflow dispatched, whose
+    // run id (when GitHub gave it) is in `dispatched_run`.
+    let mut dispatched_run: Option<u64> = None;
     let result: Result<Option<u64>, String> = match (&svc.github, dep.installation_id) {
         (None, _) => {
             cannot_retry = true;
@@ -525,12 +528,22 @@ async fn carry_out(
                 let mut inputs = serde_json::Map::new();
                 inputs.insert("environment".into(), dep.environment.as_str().into());
                 inputs.insert("sha".into(), rb.target_sha.clone().into());
-                inputs.insert("reason".into(), rb.reason.clone().into());
-                github
+                // The marker lets the run be recognised by its name where GitHub does not
+                // return the run id (see `admit_rollback_run`).
+                inputs.insert(
+                    "reason".into(),
+                    format!("{} {}", rb.reason, rollback_marker(&dep.id)).into(),
+                );
+                match github
                     .dispatch_workflow(installation, dep.repo.as_str(), workflow, git_ref, &inputs)
                     .await
-                    .map(|()| None)
-                    .map_err(|e| e.to_string())
+                {
+                    Ok(run_id) => {
+                        dispatched_run = run_id;
+                        Ok(None)
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
             }
         },
     };
@@ -539,14 +552,24 @@ async fn carry_out(
         Ok(github_id) => {
             let what = match github_id {
                 Some(id) => format!("GitHub deployment {id} of {}", short_sha(&rb.target_sha)),
-                None => format!("workflow dispatched for {}", short_sha(&rb.target_sha)),
+                None => match dispatched_run {
+                    Some(run) => format!(
+                        "workflow run {run} dispatched for {}",
+                        short_sha(&rb.target_sha)
+                    ),
+                    None => format!("workflow dispatched for {}", short_sha(&rb.target_sha)),
+                },
             };
             if github_id.is_none() {
                 svc.repo
                     .put_meta(
                         DISPATCH_META,
                         &dep.id,
-                        &serde_json::json!({ "at": now, "target_sha": rb.target_sha }),
+                        &Dispatch {
+                            at: now,
+                            target_sha: rb.target_sha.clone(),
+                            run_id: dispatched_run,
+                        },
                     )
                     .await?;
             }
@@ -636,6 +659,23 @@ async fn carry_out(
             })
         }
     }
+}
+
+/// The record of a dispatched rollback workflow (`META#rollback-dispatch` / `{deployment}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Dispatch {
+    pub at: Timestamp,
+    pub target_sha: String,
+    /// The run GitHub started, when it said (`return_run_details`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<u64>,
+}
+
+/// `[shipgate-rollback: dep-…]`: appended to the `reason` input of a rollback workflow, whose
+/// documented `run-name` carries it, so the run is recognised where GitHub does not return
+/// its id.
+pub fn rollback_marker(deployment_id: &str) -> String {
+    format!("[shipgate-rollback: {deployment_id}]")
 }
 
 /// How a rolling-back deployment whose GitHub call failed explains itself until a retry works.
