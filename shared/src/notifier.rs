@@ -485,7 +485,7 @@ async fn deliver_deployment(
     snapshot: &DeploymentSummary,
     event: &str,
 ) -> Result<Vec<Outcome>, Failure> {
-    let svc = &app.services;
+    let svc = &app.services.refreshed();
     let span = tracing::info_span!("deployment", deployment_id = %snapshot.id, environment = %snapshot.environment, event);
     async move {
         let Some(channel) = svc
@@ -758,7 +758,7 @@ async fn deliver_incident(
         status = incident.status
     );
     async move {
-        let policy = &app.services.policy;
+        let policy = &app.services.refreshed().policy;
         let mut steps = Steps::new(app, &n.id);
 
         let channel = incident
@@ -992,6 +992,7 @@ mod tests {
             github: None,
             publisher: Arc::new(Discard),
             clock: Arc::new(SystemClock),
+            policy_source: None,
         }
     }
 

@@ -457,6 +457,7 @@ mod job {
             github: None,
             publisher: Arc::new(published.clone()),
             clock: Arc::new(ManualClock::new(now)),
+            policy_source: None,
         };
         // One deploy in 30 days is "yearly" by the Four Keys rule (most weeks, and most
         // weeks' months, had none).

@@ -70,6 +70,7 @@ async fn harness(now: Timestamp) -> Harness {
         github: None,
         publisher: Arc::new(published.clone()),
         clock: Arc::new(clock.clone()),
+        policy_source: None,
     };
     let metrics = MetricSink::memory();
     let backups = Arc::new(

@@ -192,6 +192,7 @@ fn harness(server: &MockServer, failing: bool) -> Harness {
         github: Some(github_at(server)),
         publisher: Arc::new(published.clone()),
         clock: Arc::new(clock.clone()),
+        policy_source: None,
     };
     let backups: Arc<dyn BackupJobs> = if failing {
         Arc::new(FailingBackups)
@@ -326,6 +327,7 @@ async fn the_backup_written_before_a_deploy_verifies_and_is_listed() {
         github: Some(github_at(&server)),
         publisher: Arc::new(RecordingPublisher::default()),
         clock: Arc::new(ManualClock::new(t("2026-03-02T10:00:00Z"))),
+        policy_source: None,
     };
     let manifests = backups
         .backup_tables(&svc, &["shipgate".to_string()])

@@ -65,6 +65,7 @@ fn harness(now: Timestamp, github: Option<Arc<dyn GitHubApi>>) -> Harness {
         github,
         publisher: Arc::new(published.clone()),
         clock: Arc::new(clock.clone()),
+        policy_source: None,
     };
     let ctx =
         JobContext::new(services, http_client().expect("http")).with_metrics(MetricSink::memory());

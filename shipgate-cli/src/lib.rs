@@ -10,6 +10,7 @@ pub mod data;
 pub mod error;
 pub mod logging;
 pub mod notifier_task;
+pub mod policy_reload;
 pub mod queue_timer;
 pub mod scheduler;
 pub mod server;

@@ -104,7 +104,7 @@ pub(crate) fn spawn_pre_deploy_backups(
         loop {
             tokio::select! {
                 next = rx.recv() => match next {
-                    Some(deployment_id) => match predeploy::run(&jobs, &deployment_id).await {
+                    Some(deployment_id) => match predeploy::run(&jobs.refreshed(), &deployment_id).await {
                         Ok(outcome) => tracing::info!(deployment_id, ?outcome, "pre-deploy backup handled"),
                         Err(e) => tracing::error!(deployment_id, error = %e, "pre-deploy backup could not run; the sweeper retries"),
                     },
@@ -284,6 +284,7 @@ mod tests {
             github: None,
             publisher: Arc::new(DiscardPublisher),
             clock: Arc::new(SystemClock),
+            policy_source: None,
         };
         Notifier::new(services)
             .with_slack(slack)

@@ -55,6 +55,7 @@ impl Operator {
             github: github.clone(),
             publisher: Arc::new(DiscardPublisher),
             clock: Arc::new(SystemClock),
+            policy_source: None,
         };
         let notifier = shipgate::notifier::from_settings(
             notifier_services,
@@ -74,6 +75,7 @@ impl Operator {
                 github,
                 publisher: Arc::new(publisher),
                 clock: Arc::new(SystemClock),
+                policy_source: None,
             },
             http,
             notifier,

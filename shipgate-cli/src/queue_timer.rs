@@ -94,7 +94,7 @@ pub(crate) fn spawn_queue_timer(
                             break;
                         }
                         due.pop_first();
-                        match queue::advance(&services, &scope).await {
+                        match queue::advance(&services.refreshed(), &scope).await {
                             Ok(done) if !done.decided.is_empty() || !done.timed_out.is_empty() => {
                                 tracing::info!(scope = %scope, decided = ?done.decided, timed_out = ?done.timed_out, "queue advanced at its deadline");
                             }

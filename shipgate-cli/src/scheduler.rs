@@ -383,6 +383,7 @@ mod tests {
             github: None,
             publisher: Arc::new(RecordingPublisher::default()),
             clock: Arc::new(clock.clone()),
+            policy_source: None,
         };
         JobContext::new(services, reqwest::Client::new())
             .with_metrics(shipgate::jobs::MetricSink::Off)

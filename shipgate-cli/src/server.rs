@@ -41,7 +41,7 @@ use shipgate::embedded::ChannelPublisher;
 use shipgate::jobs::backup::TableBackups;
 use shipgate::jobs::{JobContext, MetricSink};
 use shipgate::outbound::{OutboundError, SlackApi, SlackApiPort, SlackConfig, SlackMessageRef};
-use shipgate::service::{Services, SystemClock};
+use shipgate::service::{PolicySource, Services, SystemClock};
 use shipgate::store::Repo;
 use shipgate::web::{self, ApiError};
 use slack_approval::SlackApproval;
@@ -180,6 +180,8 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), CliError> {
 pub async fn start(cfg: ServeConfig) -> Result<RunningServer, CliError> {
     let vars: &dyn Vars = &*cfg.vars;
     let policy = Arc::new(data::load_policy(&cfg.policy_file)?);
+    // Replaced on SIGHUP and when the file changes (see `policy_reload`).
+    let policy_source = PolicySource::new(Arc::clone(&policy));
     let github_settings = GitHubSettings::from_vars(vars).map_err(config_error)?;
     let slack = SlackSettings::from_vars(vars).map_err(config_error)?;
     let pagerduty = PagerDutySettings::from_vars(vars).map_err(config_error)?;
@@ -210,6 +212,7 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, CliError> {
         github: github.clone(),
         publisher: Arc::new(DiscardPublisher),
         clock: Arc::new(SystemClock),
+        policy_source: Some(Arc::clone(&policy_source)),
     };
     let notifier = shipgate::notifier::from_settings(
         notifier_services,
@@ -237,6 +240,7 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, CliError> {
         github,
         publisher: Arc::new(publisher),
         clock: Arc::new(SystemClock),
+        policy_source: Some(Arc::clone(&policy_source)),
     };
 
     let slack_app = match &slack.signing_secret {
@@ -282,6 +286,12 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, CliError> {
         .with_metrics(MetricSink::Off);
     spawn_pre_deploy_backups(pre_deploy_requests, jobs.clone(), shutdown_rx.clone());
     spawn_queue_timer(deadline_rx, services.clone(), shutdown_rx.clone());
+    crate::policy_reload::spawn(
+        cfg.policy_file.clone(),
+        Arc::clone(&policy_source),
+        Arc::clone(&services.publisher),
+        shutdown_rx.clone(),
+    );
     let scheduler = spawn_scheduler(jobs, cfg.schedule, shutdown_rx.clone());
     let state = AppState {
         github: Arc::new(GitHubWebhook::new(

@@ -184,6 +184,7 @@ impl Builder {
             github: app.map(|a| Arc::new(a) as _),
             publisher: Arc::new(publisher.clone()),
             clock: Arc::new(clock.clone()),
+            policy_source: None,
         };
         TestServices {
             services,

@@ -56,6 +56,7 @@ async fn v0_table() -> (JobContext, Arc<DynamoStore>) {
         github: None,
         publisher: Arc::new(RecordingPublisher::default()),
         clock: Arc::new(ManualClock::new(Timestamp::now())),
+        policy_source: None,
     };
     let ctx =
         JobContext::new(services, http_client().expect("http")).with_metrics(MetricSink::memory());

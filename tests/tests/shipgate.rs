@@ -1748,3 +1748,83 @@ async fn unlock_frees_a_scope_with_an_audited_reason_and_the_queue_moves_on() {
     assert_eq!(outcome["outcome"], "unlocked", "{outcome}");
     assert_eq!(outcome["deployment_id"], ids[1].as_str());
 }
+
+#[tokio::test]
+async fn a_changed_policy_applies_after_sighup_and_an_invalid_one_is_refused_and_announced() {
+    let slack = fake_slack().await;
+    let api_url = format!("{}/api", slack.uri());
+    let ws = Workspace::with_policy("[environments.staging]\napprovals_required = 0\n");
+    let server = Server::launch(
+        ws.clone(),
+        &[
+            ("SHIPGATE_SLACK_BOT_TOKEN", "xoxb-test-token"),
+            ("SHIPGATE_SLACK_API_URL", api_url.as_str()),
+            ("SHIPGATE_SLACK_OPS_CHANNEL", "C0OPS"),
+        ],
+        &["--no-schedule"],
+    )
+    .await;
+    let gate = |repo: &'static str, run: u64, delivery: &'static str| {
+        let rule = protection_rule_for(repo, "staging", run);
+        let server = &server;
+        async move {
+            deliver(
+                server,
+                "deployment_protection_rule",
+                delivery,
+                rule.clone().into(),
+                signed(rule.as_bytes()),
+            )
+            .await
+            .1
+        }
+    };
+    assert_eq!(
+        gate("acme/one", 8001, "d-p-1").await["decision"],
+        "approved"
+    );
+
+    // Staging now needs an approval: SIGHUP puts it in force for the next request.
+    std::fs::write(
+        ws.policy(),
+        "[identities]\nU0APPROV1 = \"alice\"\n\n[environments.staging]\napprovals_required = 1\napprovers = [\"U0APPROV1\"]\n",
+    )
+    .expect("write policy");
+    let hup = Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(hup.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.logs().contains("policy reloaded") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let body = gate("acme/two", 8002, "d-p-2").await;
+    assert_eq!(body["decision"], "awaiting_approval", "{body}");
+
+    // A broken policy is not loaded: the one in force stays, and the ops channel is told.
+    std::fs::write(
+        ws.policy(),
+        "[environments.staging]\napprovals_required = \"two\"\n",
+    )
+    .expect("write policy");
+    let hup = Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(hup.success());
+    let posts = slack_calls(&slack, "/api/chat.postMessage", 1).await;
+    let notice = posts
+        .iter()
+        .find(|p| p["channel"] == "C0OPS")
+        .unwrap_or_else(|| panic!("no ops notice in {posts:?}"));
+    let text = notice["text"].as_str().unwrap_or_default();
+    assert!(text.contains("policy-reload"), "{text}");
+    assert!(
+        server.logs().contains("policy not reloaded"),
+        "{}",
+        server.logs()
+    );
+    let body = gate("acme/three", 8003, "d-p-3").await;
+    assert_eq!(body["decision"], "awaiting_approval", "{body}");
+}

@@ -101,7 +101,8 @@ async fn handle_inner(
         Err(e) => return Err(ApiError::BadRequest(e.to_string())),
     };
 
-    let svc = &app.services;
+    // The policy in force when the event arrived.
+    let svc = &app.services.refreshed();
     let now = svc.now();
     match svc
         .repo

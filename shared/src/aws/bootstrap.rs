@@ -171,6 +171,7 @@ pub async fn aws_services(
         github,
         publisher,
         clock: Arc::new(SystemClock),
+        policy_source: None,
     })
 }
 

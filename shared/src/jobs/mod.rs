@@ -116,6 +116,16 @@ pub struct JobContext {
     pub metrics: MetricSink,
 }
 
+impl JobContext {
+    /// This context under the policy in force now (see [`Services::refreshed`]).
+    pub fn refreshed(&self) -> JobContext {
+        JobContext {
+            services: self.services.refreshed(),
+            ..self.clone()
+        }
+    }
+}
+
 impl fmt::Debug for JobContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JobContext")

@@ -114,6 +114,8 @@ async fn execute(
     job: JobName,
     tick: Option<&str>,
 ) -> Result<JobReport, JobError> {
+    // The policy in force when the job starts, for the whole run.
+    let ctx = &ctx.refreshed();
     let svc = &ctx.services;
     let started_at = svc.now();
     let span = tracing::info_span!("job", job = %job, tick = tick.unwrap_or(""));

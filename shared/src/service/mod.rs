@@ -51,6 +51,41 @@ pub struct Services {
     pub github: Option<Arc<dyn GitHubApi>>,
     pub publisher: Arc<dyn Publisher>,
     pub clock: Arc<dyn Clock>,
+    /// Where a policy that changes while running comes from (`shipgate serve` reloads its
+    /// file); `None` keeps `policy` for good. Entry points take [`Services::refreshed`].
+    pub policy_source: Option<Arc<PolicySource>>,
+}
+
+/// The policy in force, replaced as a whole when a new valid one is loaded: every event is
+/// handled under one policy, the one current when it arrived ([`Services::refreshed`]).
+#[derive(Debug)]
+pub struct PolicySource {
+    current: std::sync::RwLock<Arc<Policy>>,
+}
+
+impl PolicySource {
+    pub fn new(policy: Arc<Policy>) -> Arc<Self> {
+        Arc::new(PolicySource {
+            current: std::sync::RwLock::new(policy),
+        })
+    }
+
+    /// The policy in force now.
+    pub fn current(&self) -> Arc<Policy> {
+        match self.current.read() {
+            Ok(p) => Arc::clone(&p),
+            // A writer panicked mid-swap; the value is a whole Arc either way.
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Puts `policy` in force for every event that arrives from now on.
+    pub fn replace(&self, policy: Arc<Policy>) {
+        match self.current.write() {
+            Ok(mut p) => *p = policy,
+            Err(poisoned) => *poisoned.into_inner() = policy,
+        }
+    }
 }
 
 impl std::fmt::Debug for Services {
@@ -86,6 +121,18 @@ impl ServiceError {
 }
 
 impl Services {
+    /// These services under the policy in force now (itself when the policy is fixed).
+    /// Entry points call this once per event.
+    pub fn refreshed(&self) -> Services {
+        match &self.policy_source {
+            Some(source) => Services {
+                policy: source.current(),
+                ..self.clone()
+            },
+            None => self.clone(),
+        }
+    }
+
     pub fn now(&self) -> Timestamp {
         self.clock.now()
     }

@@ -126,6 +126,7 @@ impl World {
             github: Some(client),
             publisher: Arc::new(published.clone()),
             clock: Arc::new(clock.clone()),
+            policy_source: None,
         };
         World {
             svc,

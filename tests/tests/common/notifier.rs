@@ -56,6 +56,7 @@ pub fn services() -> Services {
         github: None,
         publisher: Arc::new(RecordingPublisher::default()),
         clock: Arc::new(ManualClock::new(now())),
+        policy_source: None,
     }
 }
 
