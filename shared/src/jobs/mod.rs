@@ -116,16 +116,6 @@ pub struct JobContext {
     pub metrics: MetricSink,
 }
 
-impl JobContext {
-    /// This context under the policy in force now (see [`Services::refreshed`]).
-    pub fn refreshed(&self) -> JobContext {
-        JobContext {
-            services: self.services.refreshed(),
-            ..self.clone()
-        }
-    }
-}
-
 impl fmt::Debug for JobContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JobContext")
@@ -136,6 +126,14 @@ impl fmt::Debug for JobContext {
 }
 
 impl JobContext {
+    /// This context under the policy in force now (see [`Services::refreshed`]).
+    pub fn refreshed(&self) -> JobContext {
+        JobContext {
+            services: self.services.refreshed(),
+            ..self.clone()
+        }
+    }
+
     /// A context without backups, printing metrics to stdout.
     pub fn new(services: Services, http: reqwest::Client) -> Self {
         JobContext {
