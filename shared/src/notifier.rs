@@ -485,7 +485,7 @@ async fn deliver_deployment(
     snapshot: &DeploymentSummary,
     event: &str,
 ) -> Result<Vec<Outcome>, Failure> {
-    let svc = &app.services.refreshed();
+    let svc = &app.services.current().await;
     let span = tracing::info_span!("deployment", deployment_id = %snapshot.id, environment = %snapshot.environment, event);
     async move {
         let Some(channel) = svc

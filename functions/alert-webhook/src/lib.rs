@@ -108,7 +108,7 @@ async fn handle_inner(
     if signals.is_empty() {
         return Ok(web::accepted("notification carries no alerts"));
     }
-    let report = incidents::ingest(&app.services.refreshed(), signals)
+    let report = incidents::ingest(&app.services.current().await, signals)
         .await
         .map_err(service_error)?;
     Ok(web::ok("ingested", summary(&report)))
@@ -183,7 +183,7 @@ pub async fn handle_sns(app: &AlertWebhook, event: SnsEvent) -> Result<SnsReport
                 continue;
             }
         };
-        let ingested = incidents::ingest(&app.services.refreshed(), vec![signal])
+        let ingested = incidents::ingest(&app.services.current().await, vec![signal])
             .await
             .map_err(|source| SnsError {
                 message_id: message_id.clone(),

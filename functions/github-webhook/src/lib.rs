@@ -102,7 +102,7 @@ async fn handle_inner(
     };
 
     // The policy in force when the event arrived.
-    let svc = &app.services.refreshed();
+    let svc = &app.services.current().await;
     let now = svc.now();
     match svc
         .repo

@@ -189,7 +189,7 @@ async fn failed(svc: &Services, key: &str, e: ServiceError) -> ApiError {
 }
 
 async fn on_click(app: &SlackApproval, click: Click) -> Result<Response, ApiError> {
-    let svc = &app.services.refreshed();
+    let svc = &app.services.current().await;
     let key = format!("{}:{}:{}", click.user, click.action_ts, click.value);
     match claim(svc, &key).await? {
         Claim::Acquired => {}
@@ -327,7 +327,7 @@ pub fn outcome_view(text: &str) -> serde_json::Value {
 }
 
 async fn on_reason(app: &SlackApproval, sub: ReasonSubmission) -> Result<Response, ApiError> {
-    let svc = &app.services.refreshed();
+    let svc = &app.services.current().await;
     if sub.reason.trim().is_empty() {
         return Ok(web::json(
             StatusCode::OK,

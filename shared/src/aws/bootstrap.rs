@@ -124,33 +124,72 @@ pub async fn load_policy(
     vars: &dyn Vars,
     sdk: Option<&aws_config::SdkConfig>,
 ) -> Result<Policy, BootError> {
+    Ok(load_policy_source(vars, sdk).await?.0)
+}
+
+/// How often a warm function looks at the policy parameter for a new version.
+pub const POLICY_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The policy, with the parameter it came from and its version when it came from SSM.
+async fn load_policy_source(
+    vars: &dyn Vars,
+    sdk: Option<&aws_config::SdkConfig>,
+) -> Result<(Policy, Option<(Arc<SsmPolicy>, i64)>), BootError> {
     if let Some(path) = config::optional(vars, POLICY_FILE_VAR) {
-        return Ok(Policy::load(path)?);
+        return Ok((Policy::load(path)?, None));
     }
     if let Some(text) = config::optional(vars, POLICY_VAR) {
-        return Ok(Policy::parse(POLICY_VAR, &text)?);
+        return Ok((Policy::parse(POLICY_VAR, &text)?, None));
     }
     if let (Some(name), Some(sdk)) = (config::optional(vars, POLICY_PARAMETER_VAR), sdk) {
-        let out = aws_sdk_ssm::Client::new(sdk)
+        let ssm = Arc::new(SsmPolicy {
+            client: aws_sdk_ssm::Client::new(sdk),
+            name: name.clone(),
+        });
+        let (name, text, version) = ssm
+            .read()
+            .await
+            .map_err(|message| BootError::Parameter { name, message })?;
+        return Ok((Policy::parse(&name, &text)?, Some((ssm, version))));
+    }
+    Err(BootError::NoPolicy)
+}
+
+/// The policy's SSM parameter, read at a cold start and looked at again by warm functions.
+pub struct SsmPolicy {
+    client: aws_sdk_ssm::Client,
+    name: String,
+}
+
+impl SsmPolicy {
+    /// The parameter `name`, read through `client`.
+    pub fn new(client: aws_sdk_ssm::Client, name: impl Into<String>) -> Self {
+        SsmPolicy {
+            client,
+            name: name.into(),
+        }
+    }
+
+    async fn read(&self) -> Result<(String, String, i64), String> {
+        let out = self
+            .client
             .get_parameter()
-            .name(&name)
+            .name(&self.name)
             .with_decryption(true)
             .send()
             .await
-            .map_err(|e| BootError::Parameter {
-                name: name.clone(),
-                message: aws_sdk_ssm::error::DisplayErrorContext(e).to_string(),
-            })?;
-        let text = out
-            .parameter()
-            .and_then(|p| p.value())
-            .ok_or_else(|| BootError::Parameter {
-                name: name.clone(),
-                message: "parameter has no value".into(),
-            })?;
-        return Ok(Policy::parse(&name, text)?);
+            .map_err(|e| aws_sdk_ssm::error::DisplayErrorContext(e).to_string())?;
+        let parameter = out.parameter().ok_or("no parameter in the answer")?;
+        let text = parameter.value().ok_or("parameter has no value")?;
+        Ok((self.name.clone(), text.to_string(), parameter.version()))
     }
-    Err(BootError::NoPolicy)
+}
+
+#[async_trait::async_trait]
+impl crate::service::PolicyFetch for SsmPolicy {
+    async fn fetch(&self) -> Result<(String, String, i64), String> {
+        self.read().await
+    }
 }
 
 /// Services on AWS: DynamoDB table `SHIPGATE_TABLE`, SNS topic `SHIPGATE_TOPIC_ARN`.
@@ -161,17 +200,28 @@ pub async fn aws_services(
 ) -> Result<Services, BootError> {
     let table = config::required(vars, STATE_TABLE_VAR)?;
     let topic = config::required(vars, TOPIC_ARN_VAR)?;
-    let policy = load_policy(vars, Some(sdk)).await?;
+    let (policy, remote) = load_policy_source(vars, Some(sdk)).await?;
+    let policy = Arc::new(policy);
+    // A policy from SSM is looked at again by warm functions (see `PolicySource`).
+    let policy_source = remote.map(|(ssm, version)| {
+        crate::service::PolicySource::with_remote(
+            Arc::clone(&policy),
+            version,
+            ssm,
+            POLICY_CHECK_EVERY,
+            jiff::Timestamp::now(),
+        )
+    });
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), table);
     let publisher: Arc<dyn Publisher> =
         Arc::new(SnsPublisher::new(aws_sdk_sns::Client::new(sdk), topic));
     Ok(Services {
         repo: Repo::new(Arc::new(store)),
-        policy: Arc::new(policy),
+        policy,
         github,
         publisher,
         clock: Arc::new(SystemClock),
-        policy_source: None,
+        policy_source,
     })
 }
 

@@ -134,6 +134,15 @@ impl JobContext {
         }
     }
 
+    /// [`JobContext::refreshed`], after looking at the policy's remote copy when due (see
+    /// [`Services::current`]).
+    pub async fn current(&self) -> JobContext {
+        JobContext {
+            services: self.services.current().await,
+            ..self.clone()
+        }
+    }
+
     /// A context without backups, printing metrics to stdout.
     pub fn new(services: Services, http: reqwest::Client) -> Self {
         JobContext {

@@ -115,7 +115,7 @@ async fn execute(
     tick: Option<&str>,
 ) -> Result<JobReport, JobError> {
     // The policy in force when the job starts, for the whole run.
-    let ctx = &ctx.refreshed();
+    let ctx = &ctx.current().await;
     let svc = &ctx.services;
     let started_at = svc.now();
     let span = tracing::info_span!("job", job = %job, tick = tick.unwrap_or(""));

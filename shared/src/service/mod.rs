@@ -58,16 +58,117 @@ pub struct Services {
 
 /// The policy in force, replaced as a whole when a new valid one is loaded: every event is
 /// handled under one policy, the one current when it arrived ([`Services::refreshed`]).
-#[derive(Debug)]
+///
+/// A source with a remote copy (the functions' SSM parameter) looks at it at most every
+/// `every`, on the first event after that ([`Services::current`]), and loads a new version
+/// when it is valid; an invalid one is refused, logged and announced once per version, and
+/// the policy in force stays.
 pub struct PolicySource {
     current: std::sync::RwLock<Arc<Policy>>,
+    remote: Option<Remote>,
+}
+
+impl std::fmt::Debug for PolicySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicySource")
+            .field("remote", &self.remote.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a remote copy of the policy is read: its text and its version.
+#[async_trait::async_trait]
+pub trait PolicyFetch: Send + Sync {
+    /// The copy's name (for messages), text and version.
+    async fn fetch(&self) -> Result<(String, String, i64), String>;
+}
+
+struct Remote {
+    fetch: Arc<dyn PolicyFetch>,
+    every: std::time::Duration,
+    /// When it was last looked at, and the version last seen (loaded or refused).
+    state: tokio::sync::Mutex<(Option<Timestamp>, i64)>,
 }
 
 impl PolicySource {
     pub fn new(policy: Arc<Policy>) -> Arc<Self> {
         Arc::new(PolicySource {
             current: std::sync::RwLock::new(policy),
+            remote: None,
         })
+    }
+
+    /// A source whose policy (`version` of the remote copy) is checked against the copy at
+    /// most every `every`.
+    pub fn with_remote(
+        policy: Arc<Policy>,
+        version: i64,
+        fetch: Arc<dyn PolicyFetch>,
+        every: std::time::Duration,
+        now: Timestamp,
+    ) -> Arc<Self> {
+        Arc::new(PolicySource {
+            current: std::sync::RwLock::new(policy),
+            remote: Some(Remote {
+                fetch,
+                every,
+                state: tokio::sync::Mutex::new((Some(now), version)),
+            }),
+        })
+    }
+
+    /// Looks at the remote copy when it is due, and loads a new valid version.
+    pub async fn check(&self, now: Timestamp, publisher: &dyn Publisher) {
+        let Some(remote) = &self.remote else {
+            return;
+        };
+        // One caller checks; the others go on with the policy in force.
+        let Ok(mut state) = remote.state.try_lock() else {
+            return;
+        };
+        let due = state
+            .0
+            .is_none_or(|at| crate::domain::time::add(at, remote.every) <= now);
+        if !due {
+            return;
+        }
+        state.0 = Some(now);
+        let (name, text, version) = match remote.fetch.fetch().await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the policy's remote copy; the policy in force stays");
+                return;
+            }
+        };
+        if version == state.1 {
+            return;
+        }
+        state.1 = version;
+        match Policy::parse(&name, &text) {
+            Ok(policy) => {
+                tracing::info!(policy = %name, version, environments = policy.environments().count(), "policy reloaded");
+                self.replace(Arc::new(policy));
+            }
+            Err(errors) => {
+                let summary = format!(
+                    "version {version} of the policy {name} is not valid; the previous one stays in force:\n{errors}"
+                );
+                tracing::error!(policy = %name, version, error = %summary, "policy not reloaded");
+                let notice = Notification::new(
+                    now,
+                    crate::notify::NotificationBody::Job {
+                        job: "policy-reload".into(),
+                        ok: false,
+                        summary,
+                        details: serde_json::Value::Null,
+                        page: false,
+                    },
+                );
+                if let Err(e) = publisher.publish(&notice).await {
+                    tracing::error!(error = %e, "could not announce the refused policy");
+                }
+            }
+        }
     }
 
     /// The policy in force now.
@@ -121,8 +222,17 @@ impl ServiceError {
 }
 
 impl Services {
+    /// [`Services::refreshed`], after looking at the policy's remote copy when that is due
+    /// (the functions: at most once a minute, one SSM read). Entry points call this once per
+    /// event.
+    pub async fn current(&self) -> Services {
+        if let Some(source) = &self.policy_source {
+            source.check(self.now(), self.publisher.as_ref()).await;
+        }
+        self.refreshed()
+    }
+
     /// These services under the policy in force now (itself when the policy is fixed).
-    /// Entry points call this once per event.
     pub fn refreshed(&self) -> Services {
         match &self.policy_source {
             Some(source) => Services {
