@@ -1828,3 +1828,81 @@ async fn a_changed_policy_applies_after_sighup_and_an_invalid_one_is_refused_and
     let body = gate("acme/three", 8003, "d-p-3").await;
     assert_eq!(body["decision"], "awaiting_approval", "{body}");
 }
+
+#[tokio::test]
+async fn a_queue_waiting_when_serve_is_killed_moves_on_after_a_restart() {
+    // Only the sweeper (every second) runs: the restarted server has lost the timer's
+    // deadlines, and the queue must not depend on them.
+    let ws = Workspace::with_policy(
+        "[environments.staging]\napprovals_required = 0\nverification_window = \"1s\"\n",
+    );
+    let schedule = [
+        "--schedule",
+        "sweeper=1s",
+        "--schedule",
+        "health-probes=off",
+        "--schedule",
+        "backup=off",
+        "--schedule",
+        "restore-drill=off",
+        "--schedule",
+        "dora-report=off",
+        "--schedule",
+        "rollback-drill=off",
+    ];
+    let mut server = Server::launch(ws.clone(), &[], &schedule).await;
+    let mut ids = Vec::new();
+    for (n, run_id) in [9101u64, 9102].into_iter().enumerate() {
+        let rule = protection_rule("staging", run_id);
+        let (_, body) = deliver(
+            &server,
+            "deployment_protection_rule",
+            &format!("d-restart-{n}"),
+            rule.clone().into(),
+            signed(rule.as_bytes()),
+        )
+        .await;
+        ids.push(body["deployment_id"].as_str().expect("id").to_string());
+    }
+    let status = serde_json::json!({
+        "action": "created",
+        "deployment_status": { "state": "success", "environment": "staging" },
+        "deployment": { "id": 99101, "sha": "0123456789abcdef0123456789abcdef01234567", "ref": "refs/heads/main", "environment": "staging", "payload": {} },
+        "repository": { "full_name": "acme/api" },
+        "workflow_run": { "id": 9101 },
+    })
+    .to_string();
+    let (_, verifying) = deliver(
+        &server,
+        "deployment_status",
+        "d-restart-s",
+        status.clone().into(),
+        signed(status.as_bytes()),
+    )
+    .await;
+    assert_eq!(verifying["state"], "verifying", "{verifying}");
+
+    // Killed hard, at once: no graceful shutdown, no timers.
+    server.child.kill().expect("kill -9");
+    server.child.wait().expect("reap");
+    let restarted = Server::launch(ws, &[], &schedule).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let holder = loop {
+        let out = with_data_and_policy(shipgate().args(["status", "--json"]), &restarted.ws);
+        let lines = json_lines(&stdout(&out));
+        let holder = lines
+            .iter()
+            .find(|l| l["environment"] == "staging")
+            .and_then(|l| l["lock"]["deployment_id"].as_str().map(str::to_string));
+        if holder.as_deref() == Some(ids[1].as_str()) || Instant::now() > deadline {
+            break holder;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        holder.as_deref(),
+        Some(ids[1].as_str()),
+        "{}",
+        restarted.logs()
+    );
+}
