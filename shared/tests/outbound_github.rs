@@ -491,9 +491,13 @@ async fn dispatch_workflow_posts_ref_and_inputs_to_the_workflow() {
     )))
     .and(header("authorization", "Bearer ghs_one"))
     .and(body_json(
-        json!({"ref": "main", "inputs": {"sha": "9f0c1e2", "environment": "production"}}),
+        json!({"ref": "main", "inputs": {"sha": "9f0c1e2", "environment": "production"}, "return_run_details": true}),
     ))
-    .respond_with(ResponseTemplate::new(204))
+    .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+        "workflow_run_id": 4711,
+        "run_url": "https://api.github.com/repos/octo-org/hello-world/actions/runs/4711",
+        "html_url": "https://github.com/octo-org/hello-world/actions/runs/4711",
+    })))
     .expect(1)
     .mount(&server)
     .await;
@@ -501,7 +505,7 @@ async fn dispatch_workflow_posts_ref_and_inputs_to_the_workflow() {
     let mut inputs = serde_json::Map::new();
     inputs.insert("sha".into(), json!("9f0c1e2"));
     inputs.insert("environment".into(), json!("production"));
-    app(&server)
+    let run = app(&server)
         .dispatch_workflow(
             INSTALLATION,
             "octo-org/hello-world",
@@ -511,6 +515,37 @@ async fn dispatch_workflow_posts_ref_and_inputs_to_the_workflow() {
         )
         .await
         .unwrap();
+    assert_eq!(run, Some(4711));
+}
+
+#[tokio::test]
+async fn a_dispatch_answered_without_run_details_or_with_an_unreadable_body_still_went_out() {
+    for answer in [
+        ResponseTemplate::new(204),
+        ResponseTemplate::new(200).set_body_string("{\"unexpected\": true}"),
+    ] {
+        let server = MockServer::start().await;
+        mount_token(&server, "ghs_one", 1).await;
+        Mock::given(method("POST"))
+            .and(path(
+                "/repos/octo-org/hello-world/actions/workflows/rollback.yml/dispatches",
+            ))
+            .respond_with(answer)
+            .expect(1)
+            .mount(&server)
+            .await;
+        let run = app(&server)
+            .dispatch_workflow(
+                INSTALLATION,
+                "octo-org/hello-world",
+                "rollback.yml",
+                "main",
+                &serde_json::Map::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(run, None, "dispatched once; the run is known by its name");
+    }
 }
 
 #[tokio::test]

@@ -24,8 +24,8 @@ fn help_lists_the_operator_commands_and_not_the_load_tool() {
     assert_eq!(
         commands,
         [
-            "serve", "policy", "status", "history", "demo", "job", "backup", "rollback", "migrate",
-            "help"
+            "serve", "policy", "status", "history", "demo", "job", "backup", "rollback", "unlock",
+            "migrate", "help"
         ],
         "{help}"
     );

@@ -14,6 +14,8 @@ use serde_json::{json, Value};
 use shipgate::domain::deployment::State;
 use shipgate::notify::NotificationBody;
 use shipgate::service::queue;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
 
 const API: &str = "acme/api";
 const WEB: &str = "acme/web";
@@ -429,6 +431,61 @@ async fn with_the_queue_off_a_locked_scope_rejects_at_once() {
     assert!(queue_ids(&h, API).await.is_empty());
 }
 
+async fn a_cancelled_run_whose_approval_github_never_received_frees_the_lock(h: Harness) {
+    // GitHub is down when the approval goes out: the deployment is approved, the answer
+    // pending, the lock held.
+    Mock::given(method("POST"))
+        .and(path(format!(
+            "/repos/{API}/actions/runs/31/deployment_protection_rule"
+        )))
+        .respond_with(ResponseTemplate::new(502))
+        .with_priority(1)
+        .mount(&h.github)
+        .await;
+    let first = request(&h, API, A1, "main", 31).await;
+    assert_eq!(first.str("decision"), "approved", "{first:?}");
+    let id = first.str("deployment_id").to_string();
+    assert_eq!(
+        h.deployment(&id).await.callback,
+        shipgate::domain::deployment::CallbackState::Pending
+    );
+    // The user cancels the run: nothing will deploy it, and GitHub waits for no answer.
+    h.advance_mins(1);
+    let mut ended = workflow_run_completed(API, A1, 31, "cancelled");
+    ended["workflow_run"]["updated_at"] = json!(h.now().to_string());
+    h.deliver("workflow_run", &ended).await;
+    let dep = h.deployment(&id).await;
+    assert_eq!(dep.state, State::Cancelled);
+    assert_eq!(
+        dep.callback,
+        shipgate::domain::deployment::CallbackState::None
+    );
+    assert_eq!(
+        h.repo
+            .lock_holder(&testkit::scope(API, "staging"))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn a_late_end_of_an_earlier_attempt_leaves_the_rerun_waiting(h: Harness) {
+    deploy(&h, API, A1, 11).await;
+    // Attempt 1 of run 12 ended before attempt 2 asked; its `completed` arrives late.
+    let ended_at = h.now();
+    h.advance_mins(2);
+    let waiting = request(&h, API, A2, "main", 12).await;
+    assert_eq!(waiting.str("decision"), "queued", "{waiting:?}");
+    let mut late = workflow_run_completed(API, A2, 12, "failure");
+    late["workflow_run"]["updated_at"] = json!(ended_at.to_string());
+    h.deliver("workflow_run", &late).await;
+    assert_eq!(
+        h.deployment(waiting.str("deployment_id")).await.state,
+        State::Queued
+    );
+    assert_eq!(queue_ids(&h, API).await.len(), 1);
+}
+
 async fn on_sqlite() -> Harness {
     Harness::build(POLICY, 201, common::ALERT_TOKEN).await
 }
@@ -462,6 +519,8 @@ macro_rules! on_both_stores {
 }
 
 on_both_stores!(
+    a_cancelled_run_whose_approval_github_never_received_frees_the_lock,
+    a_late_end_of_an_earlier_attempt_leaves_the_rerun_waiting,
     a_request_behind_a_deploy_is_approved_when_the_deploy_succeeds_and_its_window_ends,
     a_deploy_that_fails_lets_the_next_in_line_go_in_the_same_delivery,
     a_newer_request_for_the_same_ref_supersedes_a_waiting_one,

@@ -270,7 +270,9 @@ async fn sweep_active(svc: &Services, environment: &str, now: Timestamp, report:
                     Err(e) => report.errors.push(format!("expiring {}: {e}", dep.id)),
                 }
             }
-            State::Approved | State::Deploying if crate::service::reconcile::is_due(&dep, now) => {
+            State::Approved | State::Deploying
+                if crate::service::reconcile::is_due(svc, &dep, now) =>
+            {
                 use crate::service::reconcile::{reconcile, Reconciled};
                 match reconcile(svc, &dep.id).await {
                     Ok(Reconciled::Moved(_)) => report.reconciled.push(dep.id.clone()),

@@ -577,9 +577,15 @@ impl GitHubApi for GitHubApp {
             .await
         {
             Ok(response) if response.body.is_empty() => Ok(None),
-            Ok(response) => serde_json::from_slice::<DispatchedRun>(&response.body)
-                .map(|run| Some(run.workflow_run_id))
-                .map_err(|err| OutboundError::decode(SERVICE, "dispatch response", err)),
+            // The dispatch went out: an answer without a readable run id must not make the
+            // caller dispatch again (the run is then known by its name).
+            Ok(response) => match serde_json::from_slice::<DispatchedRun>(&response.body) {
+                Ok(run) => Ok(Some(run.workflow_run_id)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "dispatch accepted, but its answer carries no readable run id");
+                    Ok(None)
+                }
+            },
             // A server that does not know the parameter refuses the request: ask without it.
             Err(OutboundError::Permanent {
                 status, message, ..

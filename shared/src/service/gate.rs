@@ -461,13 +461,28 @@ async fn enqueue(
         crate::domain::policy::format_duration(wait)
     );
     events.extend(dep.apply(Action::Queue, now, &Actor::system(), why).ok());
-    if svc
+    match svc
         .repo
-        .create_gated(&mut dep, &events, now, pointer_version)
+        .create_queued(
+            &mut dep,
+            &events,
+            now,
+            pointer_version,
+            scoped.lock.as_ref(),
+        )
         .await?
-        == Created::RunTaken
     {
-        return gated_meanwhile(svc, req).await;
+        Created::RunTaken => return gated_meanwhile(svc, req).await,
+        Created::LockChanged => {
+            // The deployment ahead finished between our read and our write: gate again on
+            // what holds the scope now.
+            tracing::info!(
+                run_id = req.run_id,
+                "the scope's lock changed while queueing; gating again"
+            );
+            return Box::pin(request(svc, req)).await;
+        }
+        _ => {}
     }
     let position = waiting + 1;
     tracing::info!(deployment_id = %dep.id, scope = %dep.scope(), position, behind = %ahead, "queued deployment request");
@@ -589,9 +604,18 @@ async fn admit_rollback_run(
     if !is_rollback_run(svc, &dep, req).await? {
         return Ok(None);
     }
-    svc.repo
-        .link_run(req.run_id, req.environment.as_str(), &dep.id)
-        .await?;
+    // One answer per run: of two requests for the rollback run arriving together, the one
+    // that links it answers; the other finds it gated.
+    if !svc
+        .repo
+        .link_run_once(req.run_id, req.environment.as_str(), &dep.id)
+        .await?
+    {
+        return Ok(Some(GateOutcome::AlreadyGated {
+            deployment_id: dep.id,
+            state: dep.state,
+        }));
+    }
     let why = format!(
         "workflow run {} deploys the rollback target {}",
         req.run_id,

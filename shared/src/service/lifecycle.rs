@@ -541,7 +541,7 @@ pub async fn workflow_completed(
     run: &WorkflowRunCompleted,
 ) -> Result<(), ServiceError> {
     if run.conclusion != "success" {
-        crate::service::queue::withdraw_run(svc, run.run_id, &run.conclusion).await?;
+        crate::service::queue::withdraw_run(svc, run.run_id, &run.conclusion, run.at).await?;
     }
     svc.repo
         .record_sha_fact(

@@ -140,8 +140,9 @@ pub async fn advance(svc: &Services, scope: &Scope) -> Result<Advanced, ServiceE
         }
         let incidents = std::mem::take(&mut state.open_incidents);
         let Some(decided) = take_out(svc, dep, incidents, now).await? else {
-            // Someone else took the lock or decided this one meanwhile: they serve the queue.
-            break;
+            // The record or the lock changed meanwhile (a Slack reference saved, another
+            // advance, a new holder): look again; a held lock ends the loop.
+            continue;
         };
         done.decided.push(decided.id.clone());
         if decided.state.holds_lock() {
@@ -301,25 +302,30 @@ pub async fn withdraw_run(
     svc: &Services,
     run_id: u64,
     conclusion: &str,
+    ended_at: Timestamp,
 ) -> Result<Vec<String>, ServiceError> {
     let now = svc.now();
     let mut withdrawn = Vec::new();
     for dep in svc.repo.deployments_for_run(run_id).await? {
-        if !matches!(
+        // A re-run keeps the run id: an end reported for an earlier attempt (late, or
+        // redelivered) leaves the newer attempt's request alone. An approval GitHub has not
+        // received yet is withdrawn too: nothing will deploy it.
+        let waiting = matches!(
             dep.state,
             State::Queued | State::Requested | State::AwaitingApproval
-        ) {
+        ) || (dep.state == State::Approved && dep.callback == CallbackState::Pending);
+        if !waiting || dep.created_at > ended_at {
             continue;
         }
         let why = format!("workflow run {run_id} ended ({conclusion}) while it waited");
         let mut moved = false;
         let saved = update_deployment(svc, &dep.id, |d| {
             moved = false;
-            if !matches!(
+            let waiting = matches!(
                 d.state,
                 State::Queued | State::Requested | State::AwaitingApproval
-            ) || d.run_id != Some(run_id)
-            {
+            ) || (d.state == State::Approved && d.callback == CallbackState::Pending);
+            if !waiting || d.run_id != Some(run_id) {
                 return None;
             }
             let event = d

@@ -50,12 +50,29 @@ fn in_flight_since(dep: &Deployment) -> Timestamp {
     dep.deploy_started_at.unwrap_or(dep.updated_at)
 }
 
-/// Is `dep` one the sweeper should ask GitHub about at `now`?
-pub fn is_due(dep: &Deployment, now: Timestamp) -> bool {
-    matches!(dep.state, State::Approved | State::Deploying)
-        // An answer GitHub has not had yet: the run has not started; the answer retries.
-        && dep.callback != CallbackState::Pending
-        && add(in_flight_since(dep), RECONCILE_AFTER) <= now
+/// The scope's `deploy_timeout`.
+fn deploy_timeout(svc: &Services, dep: &Deployment) -> Duration {
+    svc.policy
+        .for_scope(&dep.repo, &dep.environment)
+        .map(|e| e.deploy_timeout)
+        .unwrap_or(crate::domain::policy::DEFAULT_DEPLOY_TIMEOUT)
+}
+
+/// Is `dep` one the sweeper should ask GitHub about at `now`? An approved deployment whose
+/// answer GitHub has not had yet (a pre-deploy backup running, a retry pending) is left to
+/// the answer's retries until `deploy_timeout`; any other in flight for
+/// [`RECONCILE_AFTER`] (or its `deploy_timeout`, when shorter) is asked about.
+pub fn is_due(svc: &Services, dep: &Deployment, now: Timestamp) -> bool {
+    if !matches!(dep.state, State::Approved | State::Deploying) {
+        return false;
+    }
+    let timeout = deploy_timeout(svc, dep);
+    let after = if dep.callback == CallbackState::Pending {
+        timeout
+    } else {
+        timeout.min(RECONCILE_AFTER)
+    };
+    add(in_flight_since(dep), after) <= now
 }
 
 /// Asks GitHub where `deployment_id` is and applies it (see the module documentation).
@@ -64,14 +81,10 @@ pub async fn reconcile(svc: &Services, deployment_id: &str) -> Result<Reconciled
     let Some(dep) = svc.repo.get_deployment(deployment_id).await? else {
         return Ok(Reconciled::StillGoing);
     };
-    if !is_due(&dep, now) {
+    if !is_due(svc, &dep, now) {
         return Ok(Reconciled::StillGoing);
     }
-    let timeout = svc
-        .policy
-        .for_scope(&dep.repo, &dep.environment)
-        .map(|e| e.deploy_timeout)
-        .unwrap_or(crate::domain::policy::DEFAULT_DEPLOY_TIMEOUT);
+    let timeout = deploy_timeout(svc, &dep);
 
     if let (Some(github), Some(installation)) = (svc.github.as_ref(), dep.installation_id) {
         if let Some(github_id) = dep.github_deployment_id {
@@ -115,10 +128,12 @@ pub async fn reconcile(svc: &Services, deployment_id: &str) -> Result<Reconciled
         "GitHub reported no end of this deployment within {} (deploy_timeout): failed, lock released",
         format_duration(timeout)
     );
-    Ok(match end(svc, &dep.id, Action::Fail, &why, now).await? {
-        Some(_) => Reconciled::TimedOut,
-        None => Reconciled::StillGoing,
-    })
+    Ok(
+        match end(svc, &dep.id, Action::Fail, &why, now, false).await? {
+            Some(_) => Reconciled::TimedOut,
+            None => Reconciled::StillGoing,
+        },
+    )
 }
 
 fn is_final(state: &GitHubDeploymentState) -> bool {
@@ -140,7 +155,7 @@ async fn replay_status(
             "GitHub marks deployment {github_id} inactive: another deployment replaced it before it reported an end"
         );
         return Ok(
-            match end(svc, &dep.id, Action::Cancel, &why, svc.now()).await? {
+            match end(svc, &dep.id, Action::Cancel, &why, svc.now(), false).await? {
                 Some(d) => Reconciled::Moved(d.state),
                 None => Reconciled::StillGoing,
             },
@@ -178,7 +193,8 @@ async fn run_ended(
         "cancelled" | "skipped" => Action::Cancel,
         _ => Action::Fail,
     };
-    Ok(match end(svc, &dep.id, action, &why, now).await? {
+    // The run is over: GitHub waits for no answer about it any more.
+    Ok(match end(svc, &dep.id, action, &why, now, true).await? {
         Some(d) => Reconciled::Moved(d.state),
         None => Reconciled::StillGoing,
     })
@@ -225,12 +241,14 @@ async fn begin_verification(
 }
 
 /// Fails or cancels an in-flight deployment with `why`, releasing its lock; announced.
+/// `run_over`: its workflow run has ended, so an answer GitHub never got is no longer owed.
 async fn end(
     svc: &Services,
     deployment_id: &str,
     action: Action,
     why: &str,
     now: Timestamp,
+    run_over: bool,
 ) -> Result<Option<Deployment>, ServiceError> {
     let mut moved = false;
     let saved = update_deployment(svc, deployment_id, |d| {
@@ -240,6 +258,9 @@ async fn end(
         }
         let event = d.apply(action, now, &Actor::system(), why).ok()?;
         d.reason = Some(why.to_string());
+        if run_over && d.callback == CallbackState::Pending {
+            d.callback = CallbackState::None;
+        }
         moved = true;
         Some(vec![event])
     })

@@ -582,7 +582,7 @@ async fn carry_out(
                 }
                 let current = d.rollback.as_mut()?;
                 if let Some(id) = github_id {
-                    // The lifecycle may have linked it already from GitHub's own webhook.
+                    // A concurrent carry-out (a resume) may have stored it already.
                     if current.github_deployment_id.is_none() {
                         current.github_deployment_id = Some(id);
                     }

@@ -80,9 +80,18 @@ pub async fn unlock(
             })
         }
         _ => {
-            if svc.repo.release_stale_lock(scope).await? {
-                super::queue::advance(svc, scope).await?;
+            if !svc.repo.release_stale_lock(scope).await? {
+                // The lock changed hands meanwhile (the holder ended and the queue moved on).
+                return Ok(match svc.repo.lock_holder(scope).await? {
+                    None => UnlockOutcome::NotLocked,
+                    Some(now_held) => UnlockOutcome::Refused {
+                        reason: format!(
+                            "the lock changed hands meanwhile: deployment {now_held} holds it now; run the command again to end that one"
+                        ),
+                    },
+                });
             }
+            super::queue::advance(svc, scope).await?;
             tracing::warn!(deployment_id = %holder, scope = %scope, who, reason, "released a lock whose holder had ended");
             Ok(UnlockOutcome::ReleasedStale {
                 deployment_id: holder,
