@@ -336,7 +336,7 @@ async fn store_round_trips_per_inbound_event_kind() {
             ),
             (
                 "protection rule (queued)",
-                "10 round trips: 4 get, 3 query, 1 create, 1 put, 1 transact".to_string(),
+                "11 round trips: 5 get, 3 query, 1 create, 1 put, 1 transact".to_string(),
             ),
             (
                 "alert (firing)",

@@ -461,28 +461,13 @@ async fn enqueue(
         crate::domain::policy::format_duration(wait)
     );
     events.extend(dep.apply(Action::Queue, now, &Actor::system(), why).ok());
-    match svc
+    if svc
         .repo
-        .create_queued(
-            &mut dep,
-            &events,
-            now,
-            pointer_version,
-            scoped.lock.as_ref(),
-        )
+        .create_gated(&mut dep, &events, now, pointer_version)
         .await?
+        == Created::RunTaken
     {
-        Created::RunTaken => return gated_meanwhile(svc, req).await,
-        Created::LockChanged => {
-            // The deployment ahead finished between our read and our write: gate again on
-            // what holds the scope now.
-            tracing::info!(
-                run_id = req.run_id,
-                "the scope's lock changed while queueing; gating again"
-            );
-            return Box::pin(request(svc, req)).await;
-        }
-        _ => {}
+        return gated_meanwhile(svc, req).await;
     }
     let position = waiting + 1;
     tracing::info!(deployment_id = %dep.id, scope = %dep.scope(), position, behind = %ahead, "queued deployment request");
@@ -499,9 +484,11 @@ async fn enqueue(
     if let Err(e) = answer_github(svc, &dep.id).await {
         tracing::warn!(deployment_id = %dep.id, error = %e, "could not tell GitHub the request is queued");
     }
-    if scoped.lock_holder.is_none() {
-        // Requests waited on a lock that is free now (their advance failed midway): serve
-        // them, this one last.
+    // The deployment ahead may have finished while this request was queueing: its release
+    // read the scope before this entry existed and so did not serve it. One read of the lock
+    // tells; a free lock is served now (this request last among those waiting).
+    let free = scoped.lock_holder.is_none() || svc.repo.lock_holder(&dep.scope()).await?.is_none();
+    if free {
         if let Err(e) = queue::advance(svc, &dep.scope()).await {
             tracing::warn!(scope = %dep.scope(), error = %e, "could not advance the queue; the sweeper will");
         }

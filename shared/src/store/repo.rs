@@ -73,9 +73,6 @@ pub enum Created {
     /// Another request for the same run and environment was gated first (its deployment now
     /// holds the run's pointer).
     RunTaken,
-    /// A queued request's scope lock changed hands (or was released) since it was read: the
-    /// request should be gated again on what holds it now.
-    LockChanged,
 }
 
 fn ms_key(t: Timestamp) -> String {
@@ -177,9 +174,6 @@ pub struct ScopeState {
     pub current: Option<Head>,
     /// The requests waiting for the lock, in arrival order.
     pub queue: Vec<QueueEntry>,
-    /// The lock record as read, so a request joining the queue can rewrite it at that
-    /// version (see [`Repo::create_queued`]).
-    pub lock: Option<Item>,
 }
 
 /// A request waiting in its scope's queue: written with its deployment (state `queued`) and
@@ -543,7 +537,7 @@ impl Repo {
         events: &[AuditEvent],
         now: Timestamp,
     ) -> Result<Created, RepoError> {
-        self.create(dep, events, now, None, None).await
+        self.create(dep, events, now, None).await
     }
 
     /// [`Repo::create_deployment`] for a protection-rule request: the run's pointer
@@ -563,27 +557,7 @@ impl Repo {
             Some(v) => Condition::Version(v),
             None => Condition::Absent { now: i64::MIN },
         };
-        self.create(dep, events, now, Some(expect), None).await
-    }
-
-    /// [`Repo::create_gated`] for a request joining its scope's queue behind the lock `lock`
-    /// (as [`ScopeState`] read it): the lock record is rewritten at that version in the same
-    /// transaction. A release that read the scope before the queue entry existed then fails
-    /// as stale and reads it again — so it sees this request and serves it — and a lock that
-    /// changed hands first makes this one fail with [`Created::LockChanged`].
-    pub async fn create_queued(
-        &self,
-        dep: &mut Deployment,
-        events: &[AuditEvent],
-        now: Timestamp,
-        pointer_version: Option<u64>,
-        lock: Option<&Item>,
-    ) -> Result<Created, RepoError> {
-        let expect = match pointer_version {
-            Some(v) => Condition::Version(v),
-            None => Condition::Absent { now: i64::MIN },
-        };
-        self.create(dep, events, now, Some(expect), lock).await
+        self.create(dep, events, now, Some(expect)).await
     }
 
     async fn create(
@@ -592,21 +566,12 @@ impl Repo {
         events: &[AuditEvent],
         now: Timestamp,
         run_condition: Option<Condition>,
-        lock: Option<&Item>,
     ) -> Result<Created, RepoError> {
         dep.version = 1;
         let mut writes = vec![Write::Put {
             item: deployment_item(dep),
             condition: Condition::Absent { now: i64::MIN },
         }];
-        if let Some(lock) = lock {
-            let mut bumped = lock.clone();
-            bumped.version = lock.version + 1;
-            writes.push(Write::Put {
-                item: bumped,
-                condition: Condition::Version(lock.version),
-            });
-        }
         let scope = dep.scope();
         let takes_lock = dep.state.holds_lock();
         if takes_lock {
@@ -671,11 +636,6 @@ impl Repo {
                 if key.starts_with("RUN#") && run_condition.is_some() =>
             {
                 Ok(Created::RunTaken)
-            }
-            Err(StoreError::ConditionFailed { key })
-                if lock.is_some() && key.ends_with("/LOCK") =>
-            {
-                Ok(Created::LockChanged)
             }
             Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) if takes_lock => {
                 let holder = self.lock_holder(&scope).await?.unwrap_or_default();
@@ -1372,7 +1332,6 @@ impl Repo {
         for item in &items {
             if item.sk == "LOCK" {
                 state.lock_holder = Some(from_item::<LockRecord>(item, "lock")?.holder);
-                state.lock = Some(item.clone());
             } else if item.sk.starts_with("OPEN#") {
                 state.open_incidents.push(from_item(item, "open incident")?);
             } else if item.sk == "HEADS" {
