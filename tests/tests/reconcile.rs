@@ -21,10 +21,15 @@ const A1: &str = "a1a1a1a111111111111111111111111111111111";
 const A2: &str = "a2a2a2a222222222222222222222222222222222";
 
 const POLICY: &str = r#"
+[services]
+api = "acme/api"
+
 [environments.staging]
 approvals_required = 0
 verification_window = "10m"
 deploy_timeout = "30m"
+rollback_on = ["critical"]
+rollback = { method = "redeploy" }
 "#;
 
 fn protection_rule(sha: &str, run_id: u64) -> Value {
@@ -207,6 +212,44 @@ async fn github_saying_nothing_for_deploy_timeout_fails_it_and_tells_slack(h: Ha
     assert_eq!(told, ["approved", "deploying", "failed"]);
 }
 
+async fn a_rollback_whose_end_was_lost_is_asked_for_and_finishes(h: Harness) {
+    // A1 is good; A2 verifies and draws a critical alert: shipgate rolls back through
+    // GitHub deployment 7777, whose `success` is never delivered.
+    Mock::given(method("POST"))
+        .and(path(format!("/repos/{API}/deployments")))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({ "id": 7777 })))
+        .mount(&h.github)
+        .await;
+    in_flight(&h, A1, 21, true).await;
+    h.deliver("deployment_status", &deployment_status(A1, 21, "success"))
+        .await;
+    h.advance_mins(11);
+    sweep_ok(&h).await;
+    let a2 = in_flight(&h, A2, 22, true).await;
+    h.deliver("deployment_status", &deployment_status(A2, 22, "success"))
+        .await;
+    h.advance_mins(1);
+    let labels = json!({ "alertname": "HighErrorRate", "env": "staging", "service": "api", "severity": "critical" });
+    let firing = common::alertmanager("firing", "fp-rb", labels, h.now(), None);
+    let reply = h.post_alert("/webhooks/alertmanager", &firing).await;
+    assert_eq!(reply.count("rollbacks_started"), 1, "{reply:?}");
+    assert_eq!(h.deployment(&a2).await.state, State::RollingBack);
+
+    github_says_status(&h, 7777, "success").await;
+    h.advance_mins(11);
+    let report = shipgate::jobs::sweeper::sweep(h.services()).await;
+    assert_eq!(report.reconciled, std::slice::from_ref(&a2), "{report:?}");
+    assert_eq!(h.deployment(&a2).await.state, State::RolledBack);
+    assert_eq!(lock_holder(&h).await, None);
+    let heads = h.repo.heads(&testkit::scope(API, "staging")).await.unwrap();
+    assert_eq!(heads.current.map(|c| c.sha), Some(A1.to_string()));
+}
+
+async fn sweep_ok(h: &Harness) {
+    let report = shipgate::jobs::sweeper::sweep(h.services()).await;
+    assert!(report.errors.is_empty(), "{report:?}");
+}
+
 async fn on_sqlite() -> Harness {
     Harness::build(POLICY, 201, common::ALERT_TOKEN).await
 }
@@ -240,6 +283,7 @@ macro_rules! on_both_stores {
 }
 
 on_both_stores!(
+    a_rollback_whose_end_was_lost_is_asked_for_and_finishes,
     a_lost_success_is_asked_for_and_opens_the_window,
     a_run_that_failed_without_a_status_frees_the_lock,
     an_inactive_deployment_is_cancelled_and_a_cancelled_run_too,

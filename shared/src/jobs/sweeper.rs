@@ -301,6 +301,18 @@ async fn sweep_active(svc: &Services, environment: &str, now: Timestamp, report:
                         .push(format!("closing the window of {}: {e}", dep.id)),
                 }
             }
+            State::RollingBack if crate::service::reconcile::rollback_is_due(svc, &dep, now) => {
+                use crate::service::reconcile::{reconcile_rollback, Reconciled};
+                match reconcile_rollback(svc, &dep.id).await {
+                    Ok(Reconciled::Moved(_)) => report.reconciled.push(dep.id.clone()),
+                    Ok(Reconciled::TimedOut) => report.deploys_timed_out.push(dep.id.clone()),
+                    Ok(Reconciled::StillGoing) => {}
+                    Err(e) => report.errors.push(format!(
+                        "reconciling the rollback of {} with GitHub: {e}",
+                        dep.id
+                    )),
+                }
+            }
             State::RollingBack => {
                 let stuck = dep.rollback.as_ref().is_some_and(|rb| {
                     rb.github_deployment_id.is_none()

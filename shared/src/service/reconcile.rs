@@ -136,6 +136,110 @@ pub async fn reconcile(svc: &Services, deployment_id: &str) -> Result<Reconciled
     )
 }
 
+/// Is `dep` a rollback whose own GitHub deployment the sweeper should ask about at `now`: rolling
+/// back through a deployment shipgate knows, for [`RECONCILE_AFTER`] (or `deploy_timeout`
+/// when shorter)?
+pub fn rollback_is_due(svc: &Services, dep: &Deployment, now: Timestamp) -> bool {
+    if dep.state != State::RollingBack {
+        return false;
+    }
+    let Some(rb) = dep.rollback.as_ref() else {
+        return false;
+    };
+    rb.github_deployment_id.is_some()
+        && add(rb.started_at, deploy_timeout(svc, dep).min(RECONCILE_AFTER)) <= now
+}
+
+/// The rollback's own final status was lost: asks GitHub for it and applies it as the lost
+/// delivery would have been (`success`: rolled back; `failure`/`error`: failed). When GitHub
+/// has said nothing final for `deploy_timeout`, the rollback fails — the lock is freed and
+/// Slack says so, for a person to look at what runs there.
+pub async fn reconcile_rollback(
+    svc: &Services,
+    deployment_id: &str,
+) -> Result<Reconciled, ServiceError> {
+    let now = svc.now();
+    let Some(dep) = svc.repo.get_deployment(deployment_id).await? else {
+        return Ok(Reconciled::StillGoing);
+    };
+    if !rollback_is_due(svc, &dep, now) {
+        return Ok(Reconciled::StillGoing);
+    }
+    let Some(rb) = dep.rollback.clone() else {
+        return Ok(Reconciled::StillGoing);
+    };
+    let Some(rollback_id) = rb.github_deployment_id else {
+        return Ok(Reconciled::StillGoing);
+    };
+    if let (Some(github), Some(installation)) = (svc.github.as_ref(), dep.installation_id) {
+        match github
+            .latest_deployment_status(installation, dep.repo.as_str(), rollback_id)
+            .await
+        {
+            Ok(Some(state)) => {
+                let state = GitHubDeploymentState::parse(&state);
+                if state == GitHubDeploymentState::Success || state.is_failed() {
+                    let ev = DeploymentStatus {
+                        github_deployment_id: rollback_id,
+                        repo: dep.repo.clone(),
+                        environment: dep.environment.clone(),
+                        sha: rb.target_sha.parse().unwrap_or_else(|_| dep.sha.clone()),
+                        git_ref: dep.git_ref.clone(),
+                        state,
+                        description: Some(
+                            "reported by GitHub when shipgate asked (the webhook was lost)".into(),
+                        ),
+                        run_id: None,
+                        rollback_of: None,
+                    };
+                    return Ok(match lifecycle::deployment_status(svc, &ev).await? {
+                        LifecycleOutcome::Moved { state, .. } => Reconciled::Moved(state),
+                        _ => Reconciled::StillGoing,
+                    });
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(deployment_id, error = %e, "could not read the rollback deployment's statuses from GitHub");
+            }
+        }
+    }
+    let timeout = deploy_timeout(svc, &dep);
+    if add(rb.started_at, timeout) > now {
+        return Ok(Reconciled::StillGoing);
+    }
+    let why = format!(
+        "the rollback to {} reported no end within {} (deploy_timeout): failed, lock released; check what runs in {}",
+        crate::domain::ids::short_sha(&rb.target_sha),
+        format_duration(timeout),
+        dep.environment
+    );
+    let mut moved = false;
+    let saved = update_deployment(svc, &dep.id, |d| {
+        moved = false;
+        if d.state != State::RollingBack {
+            return None;
+        }
+        let event = d
+            .apply(Action::Fail, now, &Actor::system(), why.clone())
+            .ok()?;
+        d.reason = Some(why.clone());
+        moved = true;
+        Some(vec![event])
+    })
+    .await?;
+    let Some(dep) = saved.filter(|_| moved) else {
+        return Ok(Reconciled::StillGoing);
+    };
+    tracing::warn!(
+        deployment_id,
+        "a rollback GitHub said nothing about timed out"
+    );
+    svc.publish(Notification::deployment(now, &dep, "rollback_failed"))
+        .await;
+    Ok(Reconciled::TimedOut)
+}
+
 fn is_final(state: &GitHubDeploymentState) -> bool {
     matches!(
         state,
