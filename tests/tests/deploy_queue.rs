@@ -6,6 +6,7 @@
 //! `queue_wait` bounds its wait, and a cancelled run leaves nothing behind. Each of these
 //! failed before the queue existed: the second request was answered `rejected` at once.
 
+#[macro_use]
 #[path = "common/alert_webhook.rs"]
 mod common;
 
@@ -486,39 +487,8 @@ async fn a_late_end_of_an_earlier_attempt_leaves_the_rerun_waiting(h: Harness) {
     assert_eq!(queue_ids(&h, API).await.len(), 1);
 }
 
-async fn on_sqlite() -> Harness {
-    Harness::build(POLICY, 201, common::ALERT_TOKEN).await
-}
-
-async fn on_dynamodb() -> Harness {
-    Harness::build_on(
-        POLICY,
-        201,
-        common::ALERT_TOKEN,
-        Some(common::dynamodb_store().await),
-    )
-    .await
-}
-
-/// Each test runs twice: on SQLite and on DynamoDB (moto).
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(super::on_sqlite().await).await;
-            })*
-        }
-        mod dynamodb {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(super::on_dynamodb().await).await;
-            })*
-        }
-    };
-}
-
 on_both_stores!(
+    super::POLICY;
     a_cancelled_run_whose_approval_github_never_received_frees_the_lock,
     a_late_end_of_an_earlier_attempt_leaves_the_rerun_waiting,
     a_request_behind_a_deploy_is_approved_when_the_deploy_succeeds_and_its_window_ends,

@@ -6,6 +6,7 @@
 //! was held forever (the sweeper ignored these states); now the sweeper asks GitHub and
 //! applies what it says, or fails the deployment after `deploy_timeout`.
 
+#[macro_use]
 #[path = "common/alert_webhook.rs"]
 mod common;
 
@@ -250,39 +251,8 @@ async fn sweep_ok(h: &Harness) {
     assert!(report.errors.is_empty(), "{report:?}");
 }
 
-async fn on_sqlite() -> Harness {
-    Harness::build(POLICY, 201, common::ALERT_TOKEN).await
-}
-
-async fn on_dynamodb() -> Harness {
-    Harness::build_on(
-        POLICY,
-        201,
-        common::ALERT_TOKEN,
-        Some(common::dynamodb_store().await),
-    )
-    .await
-}
-
-/// Each test runs twice: on SQLite and on DynamoDB (moto).
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(super::on_sqlite().await).await;
-            })*
-        }
-        mod dynamodb {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(super::on_dynamodb().await).await;
-            })*
-        }
-    };
-}
-
 on_both_stores!(
+    super::POLICY;
     a_rollback_whose_end_was_lost_is_asked_for_and_finishes,
     a_lost_success_is_asked_for_and_opens_the_window,
     a_run_that_failed_without_a_status_frees_the_lock,

@@ -6,6 +6,7 @@
 //! Each of the first three tests failed while the lock, the heads and the open incidents were
 //! keyed by the environment alone.
 
+#[macro_use]
 #[path = "common/alert_webhook.rs"]
 mod common;
 
@@ -46,39 +47,8 @@ rollback_on = ["critical"]
 rollback = { method = "redeploy" }
 "#;
 
-async fn on_sqlite() -> Harness {
-    Harness::build(POLICY, 201, common::ALERT_TOKEN).await
-}
-
-async fn on_dynamodb() -> Harness {
-    Harness::build_on(
-        POLICY,
-        201,
-        common::ALERT_TOKEN,
-        Some(common::dynamodb_store().await),
-    )
-    .await
-}
-
-/// Each test runs twice: on SQLite and on DynamoDB (moto).
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(super::on_sqlite().await).await;
-            })*
-        }
-        mod dynamodb {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(super::on_dynamodb().await).await;
-            })*
-        }
-    };
-}
-
 on_both_stores!(
+    super::POLICY;
     a_first_deploy_that_drew_a_critical_incident_never_becomes_last_known_good,
     only_shipgates_own_rollback_deployment_finishes_a_rollback,
     two_repositories_deploy_to_one_environment_at_once_each_under_its_own_lock,

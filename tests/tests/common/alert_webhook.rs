@@ -128,6 +128,40 @@ pub async fn mount_github(github: &MockServer, deployments_status: u16) {
         .await;
 }
 
+/// Runs each `async fn name(h: Harness)` of the including test file twice, on a harness under
+/// `$policy`: on in-memory SQLite (`mod sqlite`) and on a fresh DynamoDB table on moto
+/// (`mod dynamodb`). Pass the policy as a path from the test file's root (`super::POLICY`).
+#[allow(unused_macros)]
+macro_rules! on_both_stores {
+    ($policy:path; $($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                let h = super::common::Harness::build(
+                    $policy,
+                    201,
+                    super::common::ALERT_TOKEN,
+                )
+                .await;
+                super::$name(h).await;
+            })*
+        }
+        mod dynamodb {
+            $(#[tokio::test]
+            async fn $name() {
+                let h = super::common::Harness::build_on(
+                    $policy,
+                    201,
+                    super::common::ALERT_TOKEN,
+                    Some(super::common::dynamodb_store().await),
+                )
+                .await;
+                super::$name(h).await;
+            })*
+        }
+    };
+}
+
 /// A fresh DynamoDB table on the emulator `make test` starts (moto), for tests that run on
 /// both stores. Fails loudly without it: a skipped DynamoDB run would hide a broken adapter.
 #[allow(dead_code)]
