@@ -750,6 +750,133 @@ async fn a_sweep_during_a_slow_answer_does_not_send_a_second_one() {
     );
 }
 
+/// What GitHub answers for `GET …/runs/{run_id}/pending_deployments`: the environments named.
+async fn github_says_pending(h: &Harness, run_id: u64, environments: &[&str]) {
+    let body: Vec<Value> = environments
+        .iter()
+        .map(|e| json!({ "environment": { "id": 1, "name": e }, "wait_timer": 0, "current_user_can_approve": false, "reviewers": [] }))
+        .collect();
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .and(wiremock::matchers::path(format!(
+            "/repos/{REPO}/actions/runs/{run_id}/pending_deployments"
+        )))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(body))
+        .mount(&h.github)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_reached_github_before_a_crash_is_not_sent_again_by_the_sweep() {
+    let h = Harness::new().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .and(wiremock::matchers::path(review_path(61)))
+        .respond_with(wiremock::ResponseTemplate::new(204).set_delay(Duration::from_millis(500)))
+        .with_priority(1)
+        .mount(&h.github)
+        .await;
+    // The process dies while GitHub's reply is on its way: the answer was taken, but never
+    // marked answered (a kill -9 drops the handler where it stands).
+    let cut = tokio::time::timeout(
+        Duration::from_millis(250),
+        h.deliver_json(
+            "deployment_protection_rule",
+            &protection_rule("staging", 61, SHA, "main"),
+        ),
+    )
+    .await;
+    assert!(
+        cut.is_err(),
+        "the delivery was meant to be cut off: {cut:?}"
+    );
+    let sent = |calls: Vec<(String, Value)>| {
+        calls
+            .into_iter()
+            .filter(|(p, b)| *p == review_path(61) && b.get("state").is_some())
+            .count()
+    };
+    assert_eq!(sent(h.protection_rule_calls().await), 1);
+    let dep = h
+        .deployments()
+        .await
+        .into_iter()
+        .next()
+        .expect("the request was stored");
+    assert_eq!(
+        dep.callback,
+        shipgate::domain::deployment::CallbackState::Pending
+    );
+
+    // After the lease, a sweep finds it pending; GitHub no longer waits on staging for run 61.
+    github_says_pending(&h, 61, &[]).await;
+    h.advance(Duration::from_secs(180));
+    let report = shipgate::jobs::sweeper::sweep(h.services()).await;
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert!(report.answered.is_empty(), "{report:?}");
+    assert_eq!(
+        sent(h.protection_rule_calls().await),
+        1,
+        "one answer per run"
+    );
+    let dep = h.deployment(&dep.id).await;
+    assert_eq!(
+        dep.callback,
+        shipgate::domain::deployment::CallbackState::Answered
+    );
+    let audit = h.repo.audit_for_deployment(&dep.id).await.unwrap();
+    assert!(
+        audit.iter().any(|e| e
+            .why
+            .contains("run 61 no longer waits on staging: not sent again")),
+        "{audit:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_sweep_sends_a_pending_answer_when_github_says_the_run_still_waits() {
+    let h = Harness::new().await;
+    // GitHub fails the first answer for run 62 (both attempts); the request stays pending.
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .and(wiremock::matchers::path(review_path(62)))
+        .respond_with(wiremock::ResponseTemplate::new(500))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&h.github)
+        .await;
+    let reply = h
+        .deliver_json(
+            "deployment_protection_rule",
+            &protection_rule("staging", 62, SHA, "main"),
+        )
+        .await;
+    let id = reply.str("deployment_id").to_string();
+    assert_eq!(
+        h.deployment(&id).await.callback,
+        shipgate::domain::deployment::CallbackState::Pending
+    );
+    github_says_pending(&h, 62, &["production", "staging"]).await;
+    h.advance(Duration::from_secs(60));
+    let report = shipgate::jobs::sweeper::sweep(h.services()).await;
+    assert_eq!(report.answered, vec![id.clone()], "{report:?}");
+    let asked = h
+        .github_requests()
+        .await
+        .iter()
+        .filter(|r| r.url.path() == format!("/repos/{REPO}/actions/runs/62/pending_deployments"))
+        .count();
+    assert_eq!(asked, 1);
+    let decisions: Vec<Value> = h
+        .protection_rule_calls()
+        .await
+        .into_iter()
+        .filter(|(p, b)| *p == review_path(62) && b.get("state").is_some())
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(
+        decisions.last().map(|b| b["state"].clone()),
+        Some(json!("approved"))
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_requests_for_one_run_arriving_together_are_gated_once_on_sqlite() {
     two_requests_for_one_run_arriving_together_are_gated_once(Harness::new().await).await;

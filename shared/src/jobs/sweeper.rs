@@ -26,7 +26,7 @@ use crate::domain::ids::EnvName;
 use crate::domain::scope::Scope;
 use crate::domain::time::add;
 use crate::notify::Notification;
-use crate::service::answer::answer_github;
+use crate::service::answer::answer_github_again;
 use crate::service::lifecycle::{finish_verification, LifecycleOutcome};
 use crate::service::rollback::{self, RollbackOutcome};
 use crate::service::update_deployment;
@@ -429,7 +429,7 @@ async fn answer_pending(
             && d.installation_id.is_some()
     });
     for dep in pending {
-        match answer_github(svc, &dep.id).await {
+        match answer_github_again(svc, &dep.id).await {
             Ok(true) => report.answered.push(dep.id.clone()),
             Ok(false) => {}
             Err(e) => report

@@ -153,6 +153,16 @@ pub trait GitHubApi: Send + Sync {
         deployment_id: u64,
     ) -> Result<Option<String>, OutboundError>;
 
+    /// The environments a workflow run is still waiting on, protection rules not yet passed
+    /// (`GET /repos/{o}/{r}/actions/runs/{run_id}/pending_deployments`). Asked before an
+    /// answer is sent again: an environment missing from it has had its answer.
+    async fn pending_environments(
+        &self,
+        installation_id: u64,
+        repo_full_name: &str,
+        run_id: u64,
+    ) -> Result<Vec<String>, OutboundError>;
+
     /// Triggers a `workflow_dispatch` run of `workflow_id_or_file` (a numeric id or a file name
     /// such as `rollback.yml`) on `git_ref`, asking for the run's id (`return_run_details`,
     /// answered since February 2026). Returns the run id, or `None` where GitHub does not
@@ -540,6 +550,36 @@ impl GitHubApi for GitHubApp {
         let statuses: Vec<Status> = serde_json::from_slice(&response.body)
             .map_err(|err| OutboundError::decode(SERVICE, "deployment statuses response", err))?;
         Ok(statuses.into_iter().next().map(|s| s.state))
+    }
+
+    async fn pending_environments(
+        &self,
+        installation_id: u64,
+        repo_full_name: &str,
+        run_id: u64,
+    ) -> Result<Vec<String>, OutboundError> {
+        #[derive(Deserialize)]
+        struct Pending {
+            environment: PendingEnvironment,
+        }
+        #[derive(Deserialize)]
+        struct PendingEnvironment {
+            name: String,
+        }
+        let repo = RepoPath::parse(repo_full_name)?;
+        let path = format!("/repos/{repo}/actions/runs/{run_id}/pending_deployments");
+        let response = self
+            .call(
+                installation_id,
+                "pending_deployments",
+                Method::GET,
+                &path,
+                &Bytes::new(),
+            )
+            .await?;
+        let pending: Vec<Pending> = serde_json::from_slice(&response.body)
+            .map_err(|err| OutboundError::decode(SERVICE, "pending deployments response", err))?;
+        Ok(pending.into_iter().map(|p| p.environment.name).collect())
     }
 
     async fn dispatch_workflow(

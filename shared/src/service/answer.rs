@@ -47,6 +47,29 @@ pub fn decision_comment(dep: &Deployment) -> String {
 /// pending, then marks it answered. Returns true when an answer was sent now. A deployment
 /// still awaiting approval, or queued, gets a status comment instead (and stays pending).
 pub async fn answer_github(svc: &Services, deployment_id: &str) -> Result<bool, ServiceError> {
+    answer(svc, deployment_id, Resend::Send).await
+}
+
+/// [`answer_github`] for an answer found still pending later (the sweeper's retry): its
+/// first attempt may have reached GitHub before the process died, so GitHub is asked first
+/// whether the run still waits on the environment. One that no longer does (answered, or the
+/// run ended) is marked answered without a second answer. When GitHub cannot say, the answer
+/// is sent: a run left waiting is worse than a repeat GitHub ignores.
+pub async fn answer_github_again(
+    svc: &Services,
+    deployment_id: &str,
+) -> Result<bool, ServiceError> {
+    answer(svc, deployment_id, Resend::AskFirst).await
+}
+
+/// Whether GitHub is asked if the run still waits before the decision is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resend {
+    Send,
+    AskFirst,
+}
+
+async fn answer(svc: &Services, deployment_id: &str, resend: Resend) -> Result<bool, ServiceError> {
     let Some(dep) = svc.repo.get_deployment(deployment_id).await? else {
         return Ok(false);
     };
@@ -138,6 +161,45 @@ pub async fn answer_github(svc: &Services, deployment_id: &str) -> Result<bool, 
             "GitHub's answer is being sent by another caller"
         );
         return Ok(false);
+    }
+    if resend == Resend::AskFirst {
+        match github
+            .pending_environments(installation_id, dep.repo.as_str(), run_id)
+            .await
+        {
+            Ok(waiting) if !waiting.iter().any(|e| e == dep.environment.as_str()) => {
+                let now = svc.now();
+                update_deployment(svc, deployment_id, |d| {
+                    if d.callback != CallbackState::Pending {
+                        return None;
+                    }
+                    d.callback = CallbackState::Answered;
+                    let note = d.note(
+                        now,
+                        &Actor::system(),
+                        "github_answered",
+                        format!(
+                            "run {run_id} no longer waits on {}: not sent again",
+                            d.environment
+                        ),
+                    );
+                    Some(vec![note])
+                })
+                .await?;
+                tracing::info!(
+                    deployment_id,
+                    run_id,
+                    "GitHub no longer waits for this answer; marked answered without sending it again"
+                );
+                return Ok(false);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                deployment_id,
+                error = %e,
+                "could not ask GitHub whether the run still waits; sending the answer"
+            ),
+        }
     }
     if let Err(e) = github
         .review_protection_rule(
