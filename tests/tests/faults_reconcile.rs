@@ -1,5 +1,7 @@
 //! Many deployments of three repositories through one environment, with GitHub's deliveries
-//! lost, duplicated and sent twice at once at random, critical alerts in some verification
+//! lost, duplicated and sent twice at once at random, the process restarted in the middle of
+//! a delivery or a sweep (the handler dropped where it stands, as `kill -9` leaves it; the
+//! real binary's `kill -9` is in `shipgate.rs`), critical alerts in some verification
 //! windows, and the sweeper running now and then. Whatever the mix, once GitHub has nothing
 //! left running:
 //!
@@ -13,7 +15,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use common::{alertmanager, Harness, INSTALLATION_ID};
 use serde_json::{json, Value};
@@ -27,6 +29,11 @@ const REPOS: [(&str, &str); 3] = [
     ("acme/ops", "ops"),
 ];
 const RUNS: u64 = 24;
+/// Percent of deliveries (and sweeps) the process dies in the middle of.
+const RESTARTS: u64 = 8;
+/// How many times the process restarted, and how many of those cut work short, for the log.
+static RESTARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static CUT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 const POLICY: &str = r#"
 [services]
@@ -103,16 +110,36 @@ fn status(run_id: u64, run: &Run, state: &str) -> Value {
     })
 }
 
-/// Delivers `body` `times` times (0 = lost), the first two at once when `together`.
-async fn deliver(h: &Harness, event: &str, body: &Value, times: u32, together: bool) {
+/// Delivers `body` `times` times (0 = lost), the first two at once when `together`. Now and
+/// then the process dies in the middle of the last one and starts again.
+async fn deliver(
+    h: &mut Harness,
+    rng: &mut Rng,
+    event: &str,
+    body: &Value,
+    times: u32,
+    together: bool,
+) {
     if times >= 2 && together {
         futures::future::join(h.deliver(event, body), h.deliver(event, body)).await;
         for _ in 2..times {
             h.deliver(event, body).await;
         }
     } else {
-        for _ in 0..times {
+        for _ in 1..times {
             h.deliver(event, body).await;
+        }
+        if times >= 1 {
+            if rng.chance(RESTARTS) {
+                let polls = 1 + (rng.next() % 6) as u32;
+                if h.deliver_cut(event, body, polls).await.is_none() {
+                    CUT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                h.restart();
+                RESTARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            } else {
+                h.deliver(event, body).await;
+            }
         }
     }
 }
@@ -135,14 +162,13 @@ async fn approved_runs(h: &Harness) -> BTreeSet<u64> {
         .filter_map(|r| {
             let body: Value = serde_json::from_slice(&r.body).ok()?;
             (body["state"] == "approved").then_some(())?;
-            let path = r.url.path().to_string();
-            path.split("/runs/").nth(1)?.split('/').next()?.parse().ok()
+            run_of(r.url.path())
         })
         .collect()
 }
 
 /// GitHub runs run `run_id`'s deployment to its end; the deliveries about it may be lost.
-async fn execute(h: &Harness, rng: &mut Rng, run_id: u64, run: &Run) {
+async fn execute(h: &mut Harness, rng: &mut Rng, run_id: u64, run: &Run) {
     let gh = run_id + 100_000;
     let final_state = if run.succeeds { "success" } else { "failure" };
     let conclusion = if run.succeeds { "success" } else { "failure" };
@@ -163,10 +189,11 @@ async fn execute(h: &Harness, rng: &mut Rng, run_id: u64, run: &Run) {
         .mount(&h.github)
         .await;
     let (n, together) = times(rng);
-    deliver(h, "deployment", &created(run_id, run), n, together).await;
+    deliver(h, rng, "deployment", &created(run_id, run), n, together).await;
     let (n, together) = times(rng);
     deliver(
         h,
+        rng,
         "deployment_status",
         &status(run_id, run, "in_progress"),
         n,
@@ -176,6 +203,7 @@ async fn execute(h: &Harness, rng: &mut Rng, run_id: u64, run: &Run) {
     let (n, together) = times(rng);
     deliver(
         h,
+        rng,
         "deployment_status",
         &status(run_id, run, final_state),
         n,
@@ -222,14 +250,74 @@ async fn finish_rollbacks(h: &Harness) {
     }
 }
 
-/// Sweeps; returns how many deployments it reconciled with GitHub or timed out.
-async fn sweep(h: &Harness) -> usize {
+/// Sweeps; returns how many deployments it reconciled with GitHub or timed out. Now and
+/// then the process dies in the middle of it and starts again.
+async fn sweep(h: &mut Harness, rng: &mut Rng) -> usize {
+    if rng.chance(RESTARTS) {
+        let polls = 1 + (rng.next() % 10) as u32;
+        if common::run_cut(shipgate::jobs::sweeper::sweep(h.services()), polls)
+            .await
+            .is_none()
+        {
+            CUT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        h.restart();
+        RESTARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        return 0;
+    }
     let report = shipgate::jobs::sweeper::sweep(h.services()).await;
     assert!(report.errors.is_empty(), "{report:?}");
     report.reconciled.len() + report.deploys_timed_out.len()
 }
 
-async fn play(h: Harness, seed: u64) {
+/// GitHub's side of the protection rule: a run waits on staging until it has an answer, and
+/// `pending_deployments` says so.
+async fn mount_protection_rules(h: &Harness) {
+    let answered: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
+    let record = answered.clone();
+    Mock::given(method("POST"))
+        .and(path_regex(
+            r"^/repos/acme/[a-z]+/actions/runs/[0-9]+/deployment_protection_rule$",
+        ))
+        .respond_with(move |r: &wiremock::Request| {
+            let decided = serde_json::from_slice::<Value>(&r.body)
+                .map(|b| b.get("state").is_some())
+                .unwrap_or(false);
+            if let (true, Some(run)) = (decided, run_of(r.url.path())) {
+                record.lock().unwrap().insert(run);
+            }
+            ResponseTemplate::new(204)
+        })
+        .with_priority(1)
+        .mount(&h.github)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex(
+            r"^/repos/acme/[a-z]+/actions/runs/[0-9]+/pending_deployments$",
+        ))
+        .respond_with(move |r: &wiremock::Request| {
+            let waiting = run_of(r.url.path())
+                .map(|run| !answered.lock().unwrap().contains(&run))
+                .unwrap_or(false);
+            let body = if waiting {
+                json!([{ "environment": { "id": 1, "name": "staging" }, "wait_timer": 0, "current_user_can_approve": false, "reviewers": [] }])
+            } else {
+                json!([])
+            };
+            ResponseTemplate::new(200).set_body_json(body)
+        })
+        .mount(&h.github)
+        .await;
+}
+
+fn run_of(path: &str) -> Option<u64> {
+    path.split("/runs/").nth(1)?.split('/').next()?.parse().ok()
+}
+
+async fn play(mut h: Harness, seed: u64) {
+    mount_protection_rules(&h).await;
+    let restarts_before = RESTARTED.load(std::sync::atomic::Ordering::SeqCst);
+    let cut_before = CUT.load(std::sync::atomic::Ordering::SeqCst);
     // Rollback deployments shipgate asks GitHub for.
     let next_id = Arc::new(std::sync::atomic::AtomicU64::new(900_000));
     let ids = next_id.clone();
@@ -265,9 +353,25 @@ async fn play(h: Harness, seed: u64) {
         // GitHub asks once per run; a redelivery by hand, or two jobs, may ask again at once.
         let body = protection_rule(*run_id, &run);
         if rng.chance(15) {
-            deliver(&h, "deployment_protection_rule", &body, 2, true).await;
+            deliver(
+                &mut h,
+                &mut rng,
+                "deployment_protection_rule",
+                &body,
+                2,
+                true,
+            )
+            .await;
         } else {
-            deliver(&h, "deployment_protection_rule", &body, 1, false).await;
+            deliver(
+                &mut h,
+                &mut rng,
+                "deployment_protection_rule",
+                &body,
+                1,
+                false,
+            )
+            .await;
         }
         // GitHub runs what it was told to run.
         for approved in approved_runs(&h).await {
@@ -279,18 +383,18 @@ async fn play(h: Harness, seed: u64) {
             }
             run.done = true;
             let run = run.clone();
-            execute(&h, &mut rng, approved, &run).await;
+            execute(&mut h, &mut rng, approved, &run).await;
         }
         if step % 3 == 2 {
             h.advance_mins(6);
-            reconciled += sweep(&h).await;
+            reconciled += sweep(&mut h, &mut rng).await;
         }
     }
     // Time passes; the sweeper reconciles, times out, closes windows and serves queues, and
     // GitHub runs whatever it is told to, until nothing is left.
     for _ in 0..40 {
         h.advance_mins(16);
-        reconciled += sweep(&h).await;
+        reconciled += sweep(&mut h, &mut rng).await;
         finish_rollbacks(&h).await;
         let mut ran = false;
         for approved in approved_runs(&h).await {
@@ -303,7 +407,7 @@ async fn play(h: Harness, seed: u64) {
             run.done = true;
             ran = true;
             let run = run.clone();
-            execute(&h, &mut rng, approved, &run).await;
+            execute(&mut h, &mut rng, approved, &run).await;
         }
         let open = h
             .repo
@@ -332,9 +436,11 @@ async fn play(h: Harness, seed: u64) {
         *states.entry(d.state.to_string()).or_default() += 1;
     }
     println!(
-        "seed {seed:#x}: {} runs, {} deployment records {states:?}, {reconciled} reconciled with GitHub by the sweeper",
+        "seed {seed:#x}: {} runs, {} deployment records {states:?}, {reconciled} reconciled with GitHub by the sweeper, {} restarts ({} cut work short)",
         runs.len(),
-        all.len()
+        all.len(),
+        RESTARTED.load(std::sync::atomic::Ordering::SeqCst) - restarts_before,
+        CUT.load(std::sync::atomic::Ordering::SeqCst) - cut_before
     );
 
     // Every lock free, nothing left in flight or queued.

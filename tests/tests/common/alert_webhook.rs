@@ -95,6 +95,8 @@ pub struct Harness {
     pub publisher: RecordingPublisher,
     pub github: MockServer,
     deliveries: AtomicU64,
+    /// The alert routes' bearer token, kept for [`Harness::restart`].
+    token: String,
 }
 
 /// Mounts the GitHub endpoints shipgate calls; `deployments_status` is what creating a
@@ -162,6 +164,18 @@ macro_rules! on_both_stores {
     };
 }
 
+/// Polls `fut` up to `polls` times, 200 µs apart; drops it unfinished after that.
+pub async fn run_cut<F: std::future::Future>(fut: F, polls: u32) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    for _ in 0..polls {
+        if let std::task::Poll::Ready(out) = futures::poll!(fut.as_mut()) {
+            return Some(out);
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    None
+}
+
 /// A fresh DynamoDB table on the emulator `make test` starts (moto), for tests that run on
 /// both stores. Fails loudly without it: a skipped DynamoDB run would hide a broken adapter.
 #[allow(dead_code)]
@@ -226,7 +240,34 @@ impl Harness {
             publisher,
             github,
             deliveries: AtomicU64::new(0),
+            token: token.to_string(),
         }
+    }
+
+    /// What a restart of the process leaves: the handlers are built again, with a new GitHub
+    /// client (no cached installation token), on the same store, clock and fakes. Anything
+    /// not in the store is gone. Cut a delivery in flight first with [`Harness::deliver_cut`].
+    pub fn restart(&mut self) {
+        let client = testkit::github_app(&self.github, APP_ID, testkit::fast_retries());
+        let services = Services {
+            github: Some(Arc::new(client)),
+            ..self.services().clone()
+        };
+        self.alerts = AlertWebhook::new(services.clone(), SecretString::from(self.token.clone()));
+        self.github_hook =
+            GitHubWebhook::new(services, SecretString::from(WEBHOOK_SECRET.to_string()));
+    }
+
+    /// A delivery the process dies in the middle of, as a `kill -9` would: the handler is
+    /// polled `polls` times, a moment apart, then dropped where it stands (whatever it wrote
+    /// or sent by then stays). `Some` when it finished first. The sender sees a failure and,
+    /// like GitHub, does not deliver it again.
+    pub async fn deliver_cut(&self, event: &str, body: &Value, polls: u32) -> Option<Reply> {
+        let n = self.deliveries.fetch_add(1, Ordering::SeqCst) + 1;
+        let bytes = serde_json::to_vec(body).unwrap();
+        let req = testkit::github_delivery(event, &format!("delivery-{n}"), WEBHOOK_SECRET, &bytes);
+        let handler = github_webhook::handle(&self.github_hook, req);
+        run_cut(handler, polls).await.map(Reply::from)
     }
 
     pub fn services(&self) -> &Services {
