@@ -1,18 +1,20 @@
 //! Backup objects in S3 ([`S3Objects`]): multipart uploads of fixed-size parts fed by the
-//! backup writer's pieces, ranged streaming reads, and path-style addressing for emulators and
-//! S3-compatible stores.
+//! backup writer's pieces, streaming reads, reads pinned to the version an earlier read saw
+//! (its `VersionId` in a versioned bucket, else its `ETag` sent as `If-Match`), and path-style
+//! addressing for emulators and S3-compatible stores.
 
 use std::io::{self, Read};
 
 use async_trait::async_trait;
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use bytes::{Bytes, BytesMut};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::backup::objects::{
-    BackupObjects, ObjectError, ObjectInfo, DEFAULT_PART_SIZE, MAX_SMALL_OBJECT, S3_MAX_PARTS,
-    S3_MIN_PART_SIZE,
+    BackupObjects, ObjectError, ObjectInfo, ObjectVersion, DEFAULT_PART_SIZE, MAX_SMALL_OBJECT,
+    S3_MAX_PARTS, S3_MIN_PART_SIZE,
 };
 
 /// Backup objects in one S3 bucket.
@@ -230,38 +232,57 @@ impl BackupObjects for S3Objects {
 
     async fn get(&self, key: &str) -> Result<Box<dyn Read + Send>, ObjectError> {
         let out = self.get_object(key).await?;
-        let expected = out.content_length().and_then(|n| u64::try_from(n).ok());
-        let mut body = out.body;
-        let (tx, rx) = mpsc::channel(8);
-        tokio::spawn(async move {
-            let mut seen = 0u64;
-            loop {
-                let item = match body.next().await {
-                    Some(Ok(bytes)) => {
-                        seen += bytes.len() as u64;
-                        Ok(bytes)
-                    }
-                    Some(Err(e)) => Err(io::Error::other(e)),
-                    None => {
-                        // A connection closed early looks like a clean end to the body stream.
-                        if expected.is_some_and(|n| n != seen) {
-                            let _ = tx
-                                .send(Err(io::Error::new(
-                                    io::ErrorKind::UnexpectedEof,
-                                    "the object body ended early",
-                                )))
-                                .await;
-                        }
-                        return;
-                    }
-                };
-                let failed = item.is_err();
-                if tx.send(item).await.is_err() || failed {
-                    return;
-                }
+        Ok(body_reader(out))
+    }
+
+    async fn get_pinned(
+        &self,
+        key: &str,
+    ) -> Result<(Box<dyn Read + Send>, ObjectVersion), ObjectError> {
+        let out = self.get_object(key).await?;
+        let version = version_of(out.version_id(), out.e_tag());
+        Ok((body_reader(out), version))
+    }
+
+    async fn get_exact(
+        &self,
+        key: &str,
+        version: &ObjectVersion,
+    ) -> Result<Box<dyn Read + Send>, ObjectError> {
+        let request = self.client.get_object().bucket(&self.bucket).key(key);
+        let request = match version {
+            ObjectVersion::VersionId(id) => request.version_id(id),
+            ObjectVersion::ETag(tag) => request.if_match(tag),
+            ObjectVersion::Unknown => return self.get(key).await,
+            ObjectVersion::File { .. } => {
+                return Err(ObjectError::VersionUnsupported {
+                    key: key.to_owned(),
+                })
             }
-        });
-        Ok(Box::new(ChannelReader::new(rx)))
+        };
+        let changed = |reason| ObjectError::Changed {
+            key: key.to_owned(),
+            verified: Box::new(version.clone()),
+            reason,
+        };
+        let out = request.send().await.map_err(|e| {
+            let status = e.raw_response().map(|r| r.status().as_u16());
+            let code = e.as_service_error().and_then(|s| s.code());
+            match changed_reason(code, status) {
+                Some(reason) => changed(reason),
+                None => s3_err("GetObject", key, e),
+            }
+        })?;
+        // A store that ignores the condition would otherwise hand back another version.
+        let same = match version {
+            ObjectVersion::VersionId(id) => out.version_id() == Some(id.as_str()),
+            ObjectVersion::ETag(tag) => out.e_tag() == Some(tag.as_str()),
+            _ => false,
+        };
+        if !same {
+            return Err(changed("the store returned a different version"));
+        }
+        Ok(body_reader(out))
     }
 
     async fn get_small(&self, key: &str) -> Result<Bytes, ObjectError> {
@@ -345,6 +366,65 @@ impl S3Objects {
     }
 }
 
+/// The identity of what a GetObject returned: its version id in a versioned bucket (`null`
+/// names the unversioned copy, which a later write replaces in place), else its ETag.
+fn version_of(version_id: Option<&str>, e_tag: Option<&str>) -> ObjectVersion {
+    match (version_id, e_tag) {
+        (Some(id), _) if !id.is_empty() && id != "null" => ObjectVersion::VersionId(id.to_owned()),
+        (_, Some(tag)) if !tag.is_empty() => ObjectVersion::ETag(tag.to_owned()),
+        _ => ObjectVersion::Unknown,
+    }
+}
+
+/// Why a pinned GetObject failed, when the cause is that the object is no longer the version
+/// asked for.
+fn changed_reason(code: Option<&str>, status: Option<u16>) -> Option<&'static str> {
+    match (code, status) {
+        (Some("PreconditionFailed"), _) | (_, Some(412)) => {
+            Some("it was replaced (S3 answered 412 PreconditionFailed)")
+        }
+        (Some("NoSuchVersion"), _) => Some("the verified version no longer exists"),
+        (Some("NoSuchKey"), _) => Some("it was removed"),
+        _ => None,
+    }
+}
+
+/// Streams a GetObject body through a task into a blocking reader.
+fn body_reader(out: aws_sdk_s3::operation::get_object::GetObjectOutput) -> Box<dyn Read + Send> {
+    let expected = out.content_length().and_then(|n| u64::try_from(n).ok());
+    let mut body = out.body;
+    let (tx, rx) = mpsc::channel(8);
+    tokio::spawn(async move {
+        let mut seen = 0u64;
+        loop {
+            let item = match body.next().await {
+                Some(Ok(bytes)) => {
+                    seen += bytes.len() as u64;
+                    Ok(bytes)
+                }
+                Some(Err(e)) => Err(io::Error::other(e)),
+                None => {
+                    // A connection closed early looks like a clean end to the body stream.
+                    if expected.is_some_and(|n| n != seen) {
+                        let _ = tx
+                            .send(Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "the object body ended early",
+                            )))
+                            .await;
+                    }
+                    return;
+                }
+            };
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    Box::new(ChannelReader::new(rx))
+}
+
 /// A blocking reader over pieces pumped from an async body by a task.
 struct ChannelReader {
     rx: mpsc::Receiver<io::Result<Bytes>>,
@@ -372,5 +452,53 @@ impl Read for ChannelReader {
         let n = out.len().min(self.current.len());
         out[..n].copy_from_slice(&self.current.split_to(n));
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_id_pins_a_versioned_object_and_an_etag_an_unversioned_one() {
+        assert_eq!(
+            version_of(Some("3HL4kqtJlcpXroDTDmJ"), Some("\"abc\"")),
+            ObjectVersion::VersionId("3HL4kqtJlcpXroDTDmJ".into())
+        );
+        // `null` is the unversioned copy: overwriting it keeps the id, so the ETag pins it.
+        assert_eq!(
+            version_of(Some("null"), Some("\"abc\"")),
+            ObjectVersion::ETag("\"abc\"".into())
+        );
+        assert_eq!(
+            version_of(None, Some("\"abc-2\"")),
+            ObjectVersion::ETag("\"abc-2\"".into())
+        );
+        assert_eq!(version_of(None, None), ObjectVersion::Unknown);
+    }
+
+    #[test]
+    fn failed_preconditions_and_missing_versions_mean_the_object_changed() {
+        assert!(changed_reason(Some("PreconditionFailed"), Some(412)).is_some());
+        assert!(changed_reason(None, Some(412)).is_some());
+        assert!(changed_reason(Some("NoSuchVersion"), Some(404)).is_some());
+        assert!(changed_reason(Some("NoSuchKey"), Some(404)).is_some());
+        assert_eq!(changed_reason(Some("AccessDenied"), Some(403)), None);
+        assert_eq!(changed_reason(Some("InternalError"), Some(500)), None);
+        assert_eq!(changed_reason(None, None), None);
+    }
+
+    #[test]
+    fn the_changed_error_names_the_key_and_the_verified_version() {
+        let err = ObjectError::Changed {
+            key: "backups/shipgate/b.sgbk".into(),
+            verified: Box::new(version_of(None, Some("\"abc\""))),
+            reason: "it was replaced (S3 answered 412 PreconditionFailed)",
+        };
+        assert_eq!(
+            err.to_string(),
+            "object backups/shipgate/b.sgbk changed after verification: it was replaced \
+             (S3 answered 412 PreconditionFailed) (verified: ETag \"abc\")"
+        );
     }
 }

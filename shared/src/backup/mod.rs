@@ -35,7 +35,7 @@ pub use format::{
 };
 pub use keys::{backup_context, key_check, DataKey, DataKeyProvider, KeyError};
 pub use manifest::{KeyInfo, KeyProviderKind, Manifest};
-pub use objects::{BackupObjects, ObjectError, ObjectInfo, UploadWriter};
+pub use objects::{BackupObjects, ObjectError, ObjectInfo, ObjectVersion, UploadWriter};
 pub use verify::verify;
 
 /// Why a backup could not be written, read or verified.

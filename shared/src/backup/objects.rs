@@ -35,6 +35,42 @@ pub struct ObjectInfo {
     pub size: u64,
 }
 
+/// Which stored version of an object a read saw, so that a later read can ask for exactly it.
+///
+/// A restore records it during its verification pass and hands it back for the writing pass
+/// ([`BackupObjects::get_exact`]), so that what is written is what was verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectVersion {
+    /// An S3 object version (`VersionId`, in a versioned bucket): immutable once written.
+    VersionId(String),
+    /// An S3 `ETag` (in an unversioned bucket): later reads send it as `If-Match`.
+    ETag(String),
+    /// A file: device and inode (a replaced file is a new inode), length, and the modification
+    /// and change times in nanoseconds.
+    File {
+        dev: u64,
+        ino: u64,
+        len: u64,
+        mtime_ns: i128,
+        ctime_ns: i128,
+    },
+    /// The store cannot name versions; reads of it are not pinned.
+    Unknown,
+}
+
+impl std::fmt::Display for ObjectVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ObjectVersion::VersionId(id) => write!(f, "version id {id}"),
+            ObjectVersion::ETag(tag) => write!(f, "ETag {tag}"),
+            ObjectVersion::File { ino, len, .. } => {
+                write!(f, "file inode {ino} of {len} bytes")
+            }
+            ObjectVersion::Unknown => f.write_str("an unversioned read"),
+        }
+    }
+}
+
 /// Why an object operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectError {
@@ -67,6 +103,15 @@ pub enum ObjectError {
     },
     #[error("the upload task ended without a result")]
     UploadTaskLost,
+    #[error("object {key} changed after verification: {reason} (verified: {verified})")]
+    Changed {
+        key: String,
+        /// The version the verification pass read.
+        verified: Box<ObjectVersion>,
+        reason: &'static str,
+    },
+    #[error("this object store cannot read object {key} at a given version")]
+    VersionUnsupported { key: String },
 }
 
 /// The object-store port used by backups and restores.
@@ -88,6 +133,31 @@ pub trait BackupObjects: Send + Sync {
 
     /// Streams an object.
     async fn get(&self, key: &str) -> Result<Box<dyn Read + Send>, ObjectError>;
+
+    /// Streams an object and says which version of it the stream reads. Stores that cannot
+    /// name versions return [`ObjectVersion::Unknown`].
+    async fn get_pinned(
+        &self,
+        key: &str,
+    ) -> Result<(Box<dyn Read + Send>, ObjectVersion), ObjectError> {
+        Ok((self.get(key).await?, ObjectVersion::Unknown))
+    }
+
+    /// Streams exactly `version` of an object, as returned by [`get_pinned`](Self::get_pinned).
+    /// When the store no longer holds that version (the object was replaced or removed) this
+    /// fails with [`ObjectError::Changed`] before returning any byte.
+    async fn get_exact(
+        &self,
+        key: &str,
+        version: &ObjectVersion,
+    ) -> Result<Box<dyn Read + Send>, ObjectError> {
+        match version {
+            ObjectVersion::Unknown => self.get(key).await,
+            _ => Err(ObjectError::VersionUnsupported {
+                key: key.to_owned(),
+            }),
+        }
+    }
 
     /// Reads a small object whole; refuses objects over [`MAX_SMALL_OBJECT`].
     async fn get_small(&self, key: &str) -> Result<Bytes, ObjectError>;
@@ -210,5 +280,78 @@ impl io::Write for UploadWriter {
     fn flush(&mut self) -> io::Result<()> {
         // Pieces are sent when full; sending a short one would not make anything more durable.
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store with only the required methods: one object, `k`.
+    struct Plain;
+
+    #[async_trait]
+    impl BackupObjects for Plain {
+        async fn put_stream(
+            &self,
+            _key: &str,
+            _pieces: BoxStream<'static, io::Result<Bytes>>,
+        ) -> Result<u64, ObjectError> {
+            Ok(0)
+        }
+        async fn put_small(&self, _key: &str, _bytes: Bytes) -> Result<(), ObjectError> {
+            Ok(())
+        }
+        async fn get(&self, _key: &str) -> Result<Box<dyn Read + Send>, ObjectError> {
+            Ok(Box::new(io::Cursor::new(b"data".to_vec())))
+        }
+        async fn get_small(&self, _key: &str) -> Result<Bytes, ObjectError> {
+            Ok(Bytes::from_static(b"data"))
+        }
+        async fn list(&self, _prefix: &str) -> Result<Vec<ObjectInfo>, ObjectError> {
+            Ok(Vec::new())
+        }
+        async fn delete(&self, _key: &str) -> Result<(), ObjectError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_without_versions_reads_unpinned_and_refuses_other_stores_versions() {
+        let (mut reader, version) = Plain.get_pinned("k").await.unwrap();
+        assert_eq!(version, ObjectVersion::Unknown);
+        let mut data = Vec::new();
+        reader.read_to_end(&mut data).unwrap();
+        assert_eq!(data, b"data");
+        assert!(Plain.get_exact("k", &ObjectVersion::Unknown).await.is_ok());
+        let err = Plain
+            .get_exact("k", &ObjectVersion::VersionId("v1".into()))
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err, ObjectError::VersionUnsupported { ref key } if key == "k"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn versions_read_naturally_in_messages() {
+        assert_eq!(
+            ObjectVersion::VersionId("3HL4kqt".into()).to_string(),
+            "version id 3HL4kqt"
+        );
+        assert_eq!(
+            ObjectVersion::ETag("\"abc\"".into()).to_string(),
+            "ETag \"abc\""
+        );
+        let file = ObjectVersion::File {
+            dev: 1,
+            ino: 42,
+            len: 9,
+            mtime_ns: 0,
+            ctime_ns: 0,
+        };
+        assert_eq!(file.to_string(), "file inode 42 of 9 bytes");
     }
 }

@@ -10,7 +10,8 @@
 //! Memory stays flat however large the table: the scan feeds a bounded channel, the format
 //! writer seals fixed-size chunks into an [`UploadWriter`] on a blocking thread, and restores
 //! read the object back record by record. Restores read every backup twice: a full verification
-//! pass that writes nothing, then the writing pass.
+//! pass that writes nothing and records which version of the object it read, then the writing
+//! pass, which reads exactly that version or writes nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -28,8 +29,8 @@ use tokio::task::JoinHandle;
 
 use crate::backup::{
     backup_context, key_check, BackupError, BackupObjects, BackupReader, BackupStats, BackupWriter,
-    DataKeyProvider, KeyError, KeyInfo, KeyProviderKind, Manifest, ObjectError, UploadWriter,
-    DEFAULT_CHUNK_SIZE,
+    DataKeyProvider, KeyError, KeyInfo, KeyProviderKind, Manifest, ObjectError, ObjectVersion,
+    UploadWriter, DEFAULT_CHUNK_SIZE,
 };
 use crate::domain::policy::BackupsPolicy;
 
@@ -188,15 +189,29 @@ pub enum JobError {
         #[source]
         source: BackupError,
     },
-    #[error(
-        "backup {backup_id} changed between verification and restore after {written} items \
-         were written; the target holds a partial restore"
-    )]
-    ChangedDuringRestore {
+    /// The writing pass found the backup object replaced or removed since the verification
+    /// pass read it ([`ObjectError::Changed`]); it read nothing from it.
+    #[error(transparent)]
+    ChangedAfterVerification(ObjectError),
+    #[error("reading backup {backup_id} failed during the writing pass")]
+    Read {
         backup_id: String,
-        written: u64,
         #[source]
         source: BackupError,
+    },
+    #[error(
+        "restore of backup {backup_id} into {target} failed after {written} items were written; \
+         {left}"
+    )]
+    RestoreFailed {
+        backup_id: String,
+        target: String,
+        /// Items written in complete batches before the failure.
+        written: u64,
+        /// What the failed restore left in the target.
+        left: PartialRestore,
+        #[source]
+        source: Box<JobError>,
     },
     #[error("backup object storage failed")]
     Objects(#[from] ObjectError),
@@ -204,6 +219,29 @@ pub enum JobError {
     Table(#[from] TableError),
     #[error("a background task of the backup job failed")]
     Task(#[from] tokio::task::JoinError),
+}
+
+/// What a restore whose writing pass failed left in its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartialRestore {
+    /// The target was empty before the restore, and what was written was deleted again.
+    Removed,
+    /// The target holds part of the backup (a forced restore, or a target that cannot be
+    /// emptied, or emptying it failed).
+    Left,
+}
+
+impl std::fmt::Display for PartialRestore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PartialRestore::Removed => "they were deleted again and the target is empty",
+            PartialRestore::Left => {
+                "the target holds a partial restore: do not use it; delete it, or empty it \
+                 before restoring again"
+            }
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -690,16 +728,17 @@ async fn with_progress<T>(
     }
 }
 
-/// The full verification pass over the stored object; writes nothing.
+/// The full verification pass over the stored object; writes nothing. Returns what it found
+/// and the version of the object it read, for the writing pass to read again.
 async fn verify_object(
     deps: &BackupDeps,
     manifest: &Manifest,
     key: &Arc<SecretBox<[u8; 32]>>,
     progress: Progress<'_>,
-) -> Result<BackupStats, JobError> {
-    let reader = deps
+) -> Result<(BackupStats, ObjectVersion), JobError> {
+    let (reader, version) = deps
         .objects
-        .get(&deps.object_key(&manifest.source, &manifest.backup_id))
+        .get_pinned(&deps.object_key(&manifest.source, &manifest.backup_id))
         .await?;
     let counter = Arc::new(AtomicU64::new(0));
     let reader = Counting {
@@ -715,11 +754,31 @@ async fn verify_object(
             &task_manifest,
         )
     });
-    with_progress(handle, &counter, progress)
+    let stats = with_progress(handle, &counter, progress)
         .await?
         .map_err(|source| JobError::Verification {
             backup_id: manifest.backup_id.clone(),
             source,
+        })?;
+    Ok((stats, version))
+}
+
+/// Opens the object for the writing pass at exactly the version the verification pass read.
+async fn open_verified(
+    deps: &BackupDeps,
+    manifest: &Manifest,
+    version: &ObjectVersion,
+) -> Result<Box<dyn Read + Send>, JobError> {
+    let key = deps.object_key(&manifest.source, &manifest.backup_id);
+    if *version == ObjectVersion::Unknown {
+        tracing::warn!(key = %key, "the object store cannot pin versions; the writing pass reads the object unpinned");
+    }
+    deps.objects
+        .get_exact(&key, version)
+        .await
+        .map_err(|e| match e {
+            ObjectError::Changed { .. } => JobError::ChangedAfterVerification(e),
+            other => JobError::Objects(other),
         })
 }
 
@@ -734,7 +793,7 @@ pub async fn verify(
 ) -> Result<VerifyReport, JobError> {
     let manifest = resolve(deps, reference).await?;
     let key = unwrap_key(deps, &manifest).await?;
-    let stats = verify_object(deps, &manifest, &key, progress).await?;
+    let (stats, _) = verify_object(deps, &manifest, &key, progress).await?;
     Ok(VerifyReport { manifest, stats })
 }
 
@@ -827,12 +886,21 @@ pub struct RestoreReport {
 }
 
 /// Restores a backup into `sink`: resolves `reference`, refuses a non-empty sink unless
-/// `force`, unwraps the key, verifies the whole backup (first pass, writes nothing), then reads
-/// it again and writes it in batches (second pass).
+/// `force`, unwraps the key, verifies the whole backup (first pass, writes nothing, records
+/// which version of the object it read), then reads exactly that version again and writes it
+/// in batches (second pass).
 ///
-/// Any failure before the second pass (missing or bad manifest, wrong key or encryption
-/// context, tampered, truncated or reordered chunks, count or checksum mismatch, non-empty
-/// target) is [`JobError::RestoreRefused`] and nothing was written.
+/// Any failure before the second pass writes anything (missing or bad manifest, wrong key or
+/// encryption context, tampered, truncated or reordered chunks, count or checksum mismatch,
+/// non-empty target, or an object replaced or removed since it was verified:
+/// [`JobError::ChangedAfterVerification`]) is [`JobError::RestoreRefused`] and nothing was
+/// written.
+///
+/// A failure during the second pass (a read or a write failing part-way) is
+/// [`JobError::RestoreFailed`]. When the target was empty before the restore, what was written
+/// is deleted again ([`TableSink::clear`]) and the error says so ([`PartialRestore::Removed`]);
+/// otherwise (forced, or a target that cannot be emptied) it says that the target holds a
+/// partial restore.
 pub async fn restore(
     deps: &BackupDeps,
     reference: &str,
@@ -862,7 +930,7 @@ pub async fn restore(
     };
     let key = unwrap_key(deps, &manifest).await.map_err(refused)?;
     let verify_progress = progress.map(|p| move |n| p(RestorePhase::Verifying, n));
-    verify_object(
+    let (_, version) = verify_object(
         deps,
         &manifest,
         &key,
@@ -875,17 +943,24 @@ pub async fn restore(
     let verify_time = started.elapsed();
 
     let started = Instant::now();
+    let reader = open_verified(deps, &manifest, &version)
+        .await
+        .map_err(refused)?;
     let write_progress = progress.map(|p| move |n| p(RestorePhase::Writing, n));
-    let (items, digest) = write_pass(
-        deps,
+    let written = write_pass(
         &manifest,
         &key,
+        reader,
         sink,
         write_progress
             .as_ref()
             .map(|p| p as &(dyn Fn(u64) + Send + Sync)),
     )
-    .await?;
+    .await;
+    let (items, digest) = match written {
+        Ok(done) => done,
+        Err(failed) => return Err(undo_partial(&manifest, sink, forced, failed).await),
+    };
     tracing::info!(
         backup_id = %manifest.backup_id,
         target = %sink.name(),
@@ -905,18 +980,59 @@ pub async fn restore(
     })
 }
 
-/// The second pass: read records back and hand them to the sink in batches.
+/// A writing pass that stopped part-way.
+struct WriteFailed {
+    /// Items written in complete batches.
+    written: u64,
+    error: JobError,
+}
+
+/// After a failed writing pass: empties a target that was empty before the restore, and says
+/// what is left.
+async fn undo_partial(
+    manifest: &Manifest,
+    sink: &dyn TableSink,
+    forced: bool,
+    failed: WriteFailed,
+) -> JobError {
+    let left = if forced {
+        PartialRestore::Left
+    } else {
+        match sink.clear().await {
+            Ok(true) => PartialRestore::Removed,
+            Ok(false) => PartialRestore::Left,
+            Err(e) => {
+                tracing::error!(target = %sink.name(), error = %error_chain(&e), "could not delete a partial restore");
+                PartialRestore::Left
+            }
+        }
+    };
+    tracing::error!(
+        backup_id = %manifest.backup_id,
+        target = %sink.name(),
+        written = failed.written,
+        left = %left,
+        error = %error_chain(&failed.error),
+        "restore failed during the writing pass"
+    );
+    JobError::RestoreFailed {
+        backup_id: manifest.backup_id.clone(),
+        target: sink.name().to_owned(),
+        written: failed.written,
+        left,
+        source: Box::new(failed.error),
+    }
+}
+
+/// The second pass: read records back from `reader` (the verified version of the object) and
+/// hand them to the sink in batches.
 async fn write_pass(
-    deps: &BackupDeps,
     manifest: &Manifest,
     key: &Arc<SecretBox<[u8; 32]>>,
+    reader: Box<dyn Read + Send>,
     sink: &dyn TableSink,
     progress: Progress<'_>,
-) -> Result<(u64, ContentDigest), JobError> {
-    let reader = deps
-        .objects
-        .get(&deps.object_key(&manifest.source, &manifest.backup_id))
-        .await?;
+) -> Result<(u64, ContentDigest), WriteFailed> {
     let (tx, mut rx) = mpsc::channel::<Vec<String>>(BATCHES_IN_FLIGHT);
     let (key, task_manifest) = (Arc::clone(key), manifest.clone());
     let reader_task =
@@ -937,18 +1053,18 @@ async fn write_pass(
     }
     // Stops the reader (its next send fails) if the sink gave up.
     drop(rx);
-    let read = reader_task.await?;
-    sink_result?;
+    let failed = |error| WriteFailed { written, error };
+    let read = reader_task.await.map_err(|e| failed(e.into()))?;
+    sink_result.map_err(|e| failed(e.into()))?;
     match read {
         Ok(digest) => Ok((written, digest)),
-        Err(ReadStop::Format(source)) => Err(JobError::ChangedDuringRestore {
+        Err(ReadStop::Format(source)) => Err(failed(JobError::Read {
             backup_id: manifest.backup_id.clone(),
-            written,
             source,
-        }),
-        Err(ReadStop::SinkGone) => Err(JobError::Aborted {
+        })),
+        Err(ReadStop::SinkGone) => Err(failed(JobError::Aborted {
             table: sink.name().to_owned(),
-        }),
+        })),
     }
 }
 
@@ -957,10 +1073,10 @@ enum ReadStop {
     SinkGone,
 }
 
-/// The blocking half of the second pass. The stream was verified moments ago; it is
-/// authenticated again chunk by chunk and its totals are checked once more at the end, so an
-/// object replaced between the passes is detected (though records before the change were
-/// already written).
+/// The blocking half of the second pass. The stream is the version verified moments ago; it is
+/// authenticated again chunk by chunk and its totals are checked once more at the end, so a
+/// stream that still differs (a store that cannot pin versions, a file rewritten in place) is
+/// detected, and the restore fails.
 fn read_stream(
     reader: Box<dyn Read + Send>,
     key: &SecretBox<[u8; 32]>,
@@ -1185,7 +1301,7 @@ async fn newest_good(deps: &BackupDeps, newest_first: &[Manifest]) -> Option<(us
 
 async fn verify_manifest(deps: &BackupDeps, manifest: &Manifest) -> Result<BackupStats, JobError> {
     let key = unwrap_key(deps, manifest).await?;
-    verify_object(deps, manifest, &key, None).await
+    Ok(verify_object(deps, manifest, &key, None).await?.0)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1266,13 +1382,13 @@ where
         let started = Instant::now();
         let verified = async {
             let key = unwrap_key(deps, manifest).await?;
-            verify_object(deps, manifest, &key, None).await?;
-            Ok::<_, JobError>(key)
+            let (_, version) = verify_object(deps, manifest, &key, None).await?;
+            Ok::<_, JobError>((key, version))
         }
         .await;
         match verified {
-            Ok(key) => {
-                chosen = Some((manifest, key, started));
+            Ok((key, version)) => {
+                chosen = Some((manifest, key, version, started));
                 break;
             }
             Err(e) => {
@@ -1284,7 +1400,7 @@ where
             }
         }
     }
-    let Some((manifest, key, started)) = chosen else {
+    let Some((manifest, key, version, started)) = chosen else {
         return Err(JobError::NoGoodBackup {
             table: table.to_owned(),
             tried: manifests.len(),
@@ -1301,7 +1417,10 @@ where
                 table: TableSink::name(scratch.as_ref()).to_owned(),
             });
         }
-        let (written, digest) = write_pass(deps, manifest, &key, scratch.as_ref(), None).await?;
+        let reader = open_verified(deps, manifest, &version).await?;
+        let (written, digest) = write_pass(manifest, &key, reader, scratch.as_ref(), None)
+            .await
+            .map_err(|failed| failed.error)?;
         let rto = started.elapsed();
         // One scan gives both the count and the digest.
         let found = table_digest(scratch.as_ref()).await?;
@@ -1477,5 +1596,329 @@ mod tests {
         }
         assert_ne!(a, c);
         assert_eq!(a.hex().len(), 64);
+    }
+
+    #[test]
+    fn a_partial_restore_is_described_for_the_operator() {
+        let err = JobError::RestoreFailed {
+            backup_id: "shipgate.20250102T030405Z-1a2b3c4d".into(),
+            target: "recovered".into(),
+            written: 200,
+            left: PartialRestore::Removed,
+            source: Box::new(JobError::Aborted {
+                table: "recovered".into(),
+            }),
+        };
+        assert_eq!(
+            err.to_string(),
+            "restore of backup shipgate.20250102T030405Z-1a2b3c4d into recovered failed after \
+             200 items were written; they were deleted again and the target is empty"
+        );
+        assert!(PartialRestore::Left
+            .to_string()
+            .starts_with("the target holds a partial restore"));
+    }
+
+    /// Restores over the embedded backend with a hook on the writing pass's read.
+    #[cfg(feature = "embedded")]
+    mod pinned {
+        use std::io;
+        use std::sync::Mutex;
+
+        use async_trait::async_trait;
+        use bytes::Bytes;
+        use futures::stream::BoxStream;
+
+        use super::super::*;
+        use crate::backup::tables::StoreTable;
+        use crate::backup::{ObjectInfo, MIN_CHUNK_SIZE};
+        use crate::embedded::{Durability, LocalDirObjects, LocalKeyFile, SqliteStore};
+        use crate::store::{Condition, Item, Write};
+
+        /// What the writing pass's read meets.
+        enum Hook {
+            None,
+            /// The object is replaced by these bytes just before the writing pass opens it.
+            Replace(Bytes),
+            /// The read fails after this many bytes.
+            FailAfter(usize),
+        }
+
+        struct Hooked {
+            inner: LocalDirObjects,
+            hook: Mutex<Hook>,
+        }
+
+        struct FailingRead {
+            inner: Box<dyn Read + Send>,
+            left: usize,
+        }
+
+        impl Read for FailingRead {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.left == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionReset,
+                        "connection reset",
+                    ));
+                }
+                let n = buf.len().min(self.left);
+                let n = self.inner.read(&mut buf[..n])?;
+                self.left -= n;
+                Ok(n)
+            }
+        }
+
+        #[async_trait]
+        impl BackupObjects for Hooked {
+            async fn put_stream(
+                &self,
+                key: &str,
+                pieces: BoxStream<'static, io::Result<Bytes>>,
+            ) -> Result<u64, ObjectError> {
+                self.inner.put_stream(key, pieces).await
+            }
+            async fn put_small(&self, key: &str, bytes: Bytes) -> Result<(), ObjectError> {
+                self.inner.put_small(key, bytes).await
+            }
+            async fn get(&self, key: &str) -> Result<Box<dyn Read + Send>, ObjectError> {
+                self.inner.get(key).await
+            }
+            async fn get_pinned(
+                &self,
+                key: &str,
+            ) -> Result<(Box<dyn Read + Send>, ObjectVersion), ObjectError> {
+                self.inner.get_pinned(key).await
+            }
+            async fn get_exact(
+                &self,
+                key: &str,
+                version: &ObjectVersion,
+            ) -> Result<Box<dyn Read + Send>, ObjectError> {
+                let hook = std::mem::replace(&mut *self.hook.lock().unwrap(), Hook::None);
+                match hook {
+                    Hook::None => self.inner.get_exact(key, version).await,
+                    Hook::Replace(bytes) => {
+                        self.inner.put_small(key, bytes).await?;
+                        self.inner.get_exact(key, version).await
+                    }
+                    Hook::FailAfter(left) => Ok(Box::new(FailingRead {
+                        inner: self.inner.get_exact(key, version).await?,
+                        left,
+                    })),
+                }
+            }
+            async fn get_small(&self, key: &str) -> Result<Bytes, ObjectError> {
+                self.inner.get_small(key).await
+            }
+            async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, ObjectError> {
+                self.inner.list(prefix).await
+            }
+            async fn delete(&self, key: &str) -> Result<(), ObjectError> {
+                self.inner.delete(key).await
+            }
+        }
+
+        struct Fixture {
+            dir: tempfile::TempDir,
+            objects: Arc<Hooked>,
+            deps: BackupDeps,
+        }
+
+        fn item(i: usize) -> Item {
+            // Noise that barely compresses, so that a backup spans many chunks.
+            let noise: String = (0..4u64)
+                .map(|k| {
+                    format!(
+                        "{:016x}",
+                        (i as u64 * 4 + k).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                    )
+                })
+                .collect();
+            Item {
+                pk: format!("DEP#{i:05}"),
+                sk: "V".into(),
+                version: 1,
+                expires_at: None,
+                timeline: None,
+                data: format!(r#"{{"n":{i},"noise":"{noise}"}}"#),
+            }
+        }
+
+        impl Fixture {
+            fn new() -> Self {
+                let dir = tempfile::tempdir().unwrap();
+                let objects = Arc::new(Hooked {
+                    inner: LocalDirObjects::new(dir.path().join("objects")),
+                    hook: Mutex::new(Hook::None),
+                });
+                let deps = BackupDeps::new(
+                    objects.clone(),
+                    Arc::new(LocalKeyFile::new(dir.path().join("master.key"))),
+                    "backups",
+                )
+                .with_chunk_size(MIN_CHUNK_SIZE);
+                Fixture { dir, objects, deps }
+            }
+
+            fn table(&self, file: &str) -> StoreTable {
+                let store =
+                    SqliteStore::open(self.dir.path().join(file), Durability::Normal).unwrap();
+                StoreTable::new("shipgate", Arc::new(store))
+            }
+
+            /// A backup of items `range` from a source of its own.
+            async fn backup(&self, file: &str, range: std::ops::Range<usize>) -> Manifest {
+                let source = self.table(file);
+                let writes: Vec<Write> = range
+                    .map(|i| Write::Put {
+                        item: item(i),
+                        condition: Condition::None,
+                    })
+                    .collect();
+                for batch in writes.chunks(100) {
+                    source.store().transact(batch.to_vec()).await.unwrap();
+                }
+                backup_table(&self.deps, &source, Timestamp::now(), None)
+                    .await
+                    .unwrap()
+            }
+
+            fn object_bytes(&self, manifest: &Manifest) -> Bytes {
+                let key = self.deps.object_key(&manifest.source, &manifest.backup_id);
+                Bytes::from(std::fs::read(self.dir.path().join("objects").join(key)).unwrap())
+            }
+
+            fn hook(&self, hook: Hook) {
+                *self.objects.hook.lock().unwrap() = hook;
+            }
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn an_object_replaced_after_verification_is_refused_and_nothing_is_written() {
+            let fx = Fixture::new();
+            let manifest = fx.backup("a.db", 0..300).await;
+            let other = fx.backup("b.db", 1000..1300).await;
+            fx.hook(Hook::Replace(fx.object_bytes(&other)));
+            let target = fx.table("target.db");
+
+            let err = restore(&fx.deps, &manifest.backup_id, &target, false, None)
+                .await
+                .unwrap_err();
+            let chain = error_chain(&err);
+            let key = fx.deps.object_key("shipgate", &manifest.backup_id);
+            assert!(
+                chain.starts_with(&format!(
+                    "restore of backup {} refused before writing anything: object {key} \
+                     changed after verification: it was replaced or modified",
+                    manifest.backup_id
+                )),
+                "{chain}"
+            );
+            let JobError::RestoreRefused { source, .. } = err else {
+                unreachable!()
+            };
+            assert!(
+                matches!(*source, JobError::ChangedAfterVerification(_)),
+                "{source:?}"
+            );
+            assert_eq!(target.count().await.unwrap(), 0);
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_read_failing_part_way_leaves_the_empty_target_empty() {
+            let fx = Fixture::new();
+            let manifest = fx.backup("a.db", 0..2000).await;
+            fx.hook(Hook::FailAfter(manifest.encrypted_bytes as usize * 3 / 4));
+            let target = fx.table("target.db");
+
+            let err = restore(&fx.deps, &manifest.backup_id, &target, false, None)
+                .await
+                .unwrap_err();
+            let JobError::RestoreFailed {
+                written,
+                left,
+                source,
+                ..
+            } = &err
+            else {
+                panic!("{err:?}")
+            };
+            assert!(*written > 0, "the failure came after some batches");
+            assert_eq!(*left, PartialRestore::Removed);
+            assert!(matches!(**source, JobError::Read { .. }), "{source:?}");
+            assert!(
+                error_chain(&err).contains(
+                    "items were written; they were deleted again and the target is empty: \
+                     reading backup"
+                ),
+                "{}",
+                error_chain(&err)
+            );
+            assert_eq!(target.count().await.unwrap(), 0);
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_forced_restore_failing_part_way_says_what_it_left() {
+            let fx = Fixture::new();
+            let manifest = fx.backup("a.db", 0..2000).await;
+            fx.hook(Hook::FailAfter(manifest.encrypted_bytes as usize * 3 / 4));
+            let target = fx.table("target.db");
+            let mut own = item(99_999);
+            own.pk = "OWN".into();
+            target
+                .store()
+                .transact(vec![Write::Put {
+                    item: own,
+                    condition: Condition::None,
+                }])
+                .await
+                .unwrap();
+
+            let err = restore(&fx.deps, &manifest.backup_id, &target, true, None)
+                .await
+                .unwrap_err();
+            let JobError::RestoreFailed { written, left, .. } = &err else {
+                panic!("{err:?}")
+            };
+            assert_eq!(*left, PartialRestore::Left);
+            assert!(err
+                .to_string()
+                .contains("the target holds a partial restore"));
+            // A forced restore never deletes what was there.
+            assert_eq!(target.count().await.unwrap(), written + 1);
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn the_drill_refuses_an_object_replaced_after_verification() {
+            let fx = Fixture::new();
+            let manifest = fx.backup("a.db", 0..300).await;
+            let other = fx.backup("b.db", 1000..1300).await;
+            // The drill restores the newest backup: make the one it picks be replaced.
+            let newest = list(&fx.deps, Some("shipgate")).await.unwrap().remove(0);
+            let (picked, replacement) = if newest.backup_id == manifest.backup_id {
+                (manifest, other)
+            } else {
+                (other, manifest)
+            };
+            fx.hook(Hook::Replace(fx.object_bytes(&replacement)));
+            let scratch = fx.table("scratch.db");
+            let probe = scratch.clone();
+
+            let err = restore_drill(
+                &fx.deps,
+                "shipgate",
+                |_| async move { Ok(Box::new(scratch) as Box<dyn ScratchTable>) },
+                Timestamp::now(),
+            )
+            .await
+            .unwrap_err();
+            assert!(
+                matches!(err, JobError::ChangedAfterVerification(_)),
+                "{err:?}"
+            );
+            assert!(error_chain(&err).contains(&picked.backup_id), "{err}");
+            assert_eq!(probe.count().await.unwrap(), 0);
+        }
     }
 }

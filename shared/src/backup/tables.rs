@@ -87,6 +87,13 @@ pub trait TableSink: Send + Sync {
 
     /// Number of records in the table (a full scan).
     async fn count(&self) -> Result<u64, TableError>;
+
+    /// Deletes every record. A restore calls it only on a target that was empty when it
+    /// started, after its writing pass failed, so that no partial restore is left behind.
+    /// `Ok(false)`: this table cannot do that (the restore then reports a partial restore).
+    async fn clear(&self) -> Result<bool, TableError> {
+        Ok(false)
+    }
 }
 
 /// A table a restore drill creates, restores into, reads back and throws away.
@@ -271,21 +278,16 @@ impl TableSink for StoreTable {
         .await?;
         Ok(count)
     }
-}
 
-#[async_trait]
-impl ScratchTable for StoreTable {
-    /// An item store cannot be dropped through the port, so this deletes every item.
-    async fn discard(&self) -> Result<(), TableError> {
+    async fn clear(&self) -> Result<bool, TableError> {
+        // Deleting the items of a page does not move the cursor, which is the page's last key.
+        let mut cursor = None;
         loop {
-            let (items, _) = self
+            let (items, next) = self
                 .store
-                .scan(0, 1, None)
+                .scan(0, 1, cursor)
                 .await
                 .map_err(|e| self.store_err(e))?;
-            if items.is_empty() {
-                return Ok(());
-            }
             let deletes = items
                 .into_iter()
                 .map(|item| Write::Delete {
@@ -295,6 +297,70 @@ impl ScratchTable for StoreTable {
                 })
                 .collect();
             self.transact_all(deletes).await?;
+            match next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(true),
+            }
         }
+    }
+}
+
+#[async_trait]
+impl ScratchTable for StoreTable {
+    /// An item store cannot be dropped through the port, so this deletes every item.
+    async fn discard(&self) -> Result<(), TableError> {
+        self.clear().await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sink with only the required methods.
+    struct Plain;
+
+    #[async_trait]
+    impl TableSink for Plain {
+        fn name(&self) -> &str {
+            "plain"
+        }
+        async fn is_empty(&self) -> Result<bool, TableError> {
+            Ok(true)
+        }
+        async fn write_batch(&self, _records: Vec<String>) -> Result<(), TableError> {
+            Ok(())
+        }
+        async fn count(&self) -> Result<u64, TableError> {
+            Ok(0)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sink_that_cannot_be_emptied_says_so() {
+        assert!(!Plain.clear().await.unwrap());
+    }
+
+    #[cfg(feature = "embedded")]
+    #[tokio::test]
+    async fn clearing_a_store_table_deletes_every_page_of_items() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::embedded::SqliteStore::open(
+            dir.path().join("t.db"),
+            crate::embedded::Durability::Normal,
+        )
+        .unwrap();
+        let table = StoreTable::new("t", std::sync::Arc::new(store));
+        // More than one scan page.
+        let records: Vec<String> = (0..2500)
+            .map(|i| format!(r#"{{"pk":"P#{i:05}","sk":"S","version":1,"data":"{{}}"}}"#))
+            .collect();
+        for batch in records.chunks(500) {
+            table.write_batch(batch.to_vec()).await.unwrap();
+        }
+        assert_eq!(table.count().await.unwrap(), 2500);
+        assert!(table.clear().await.unwrap());
+        assert_eq!(table.count().await.unwrap(), 0);
+        assert!(table.is_empty().await.unwrap());
     }
 }

@@ -196,6 +196,10 @@ impl TableSink for SqliteScratch {
     async fn count(&self) -> Result<u64, TableError> {
         self.table()?.count().await
     }
+
+    async fn clear(&self) -> Result<bool, TableError> {
+        self.table()?.clear().await
+    }
 }
 
 #[async_trait]

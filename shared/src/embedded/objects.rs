@@ -2,6 +2,7 @@
 //! binary and tests.
 
 use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -9,7 +10,9 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
-use crate::backup::objects::{BackupObjects, ObjectError, ObjectInfo, MAX_SMALL_OBJECT};
+use crate::backup::objects::{
+    BackupObjects, ObjectError, ObjectInfo, ObjectVersion, MAX_SMALL_OBJECT,
+};
 
 /// Names of objects being written; they are renamed into place once complete.
 const TMP_PREFIX: &str = ".shipgate-tmp-";
@@ -17,7 +20,9 @@ const TMP_PREFIX: &str = ".shipgate-tmp-";
 /// Backup objects as files under one directory; keys with `/` become subdirectories.
 ///
 /// Writes go to a temporary file in the target directory and are renamed into place once
-/// synced, so a reader never sees half an object.
+/// synced, so a reader never sees half an object, and a replaced object is a new inode.
+/// A file's version ([`ObjectVersion::File`]) is its device, inode, length, and modification
+/// and change times; pinned reads compare it when they open the file and again at its end.
 #[derive(Debug, Clone)]
 pub struct LocalDirObjects {
     root: PathBuf,
@@ -95,6 +100,40 @@ impl LocalDirObjects {
     }
 }
 
+/// The version of an open file (see [`LocalDirObjects`]).
+fn file_version(file: &std::fs::File) -> io::Result<ObjectVersion> {
+    let meta = file.metadata()?;
+    let nanos = |secs: i64, nsec: i64| i128::from(secs) * 1_000_000_000 + i128::from(nsec);
+    Ok(ObjectVersion::File {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        len: meta.len(),
+        mtime_ns: nanos(meta.mtime(), meta.mtime_nsec()),
+        ctime_ns: nanos(meta.ctime(), meta.ctime_nsec()),
+    })
+}
+
+/// A file read that fails at its end if the file was modified while it was being read (a
+/// replacement by rename does not affect an open file; writing into it does).
+struct PinnedFile {
+    file: std::fs::File,
+    key: String,
+    version: ObjectVersion,
+}
+
+impl Read for PinnedFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        if n == 0 && !buf.is_empty() && file_version(&self.file)? != self.version {
+            return Err(io::Error::other(format!(
+                "backup object {} was modified while it was being read",
+                self.key
+            )));
+        }
+        Ok(n)
+    }
+}
+
 #[async_trait]
 impl BackupObjects for LocalDirObjects {
     async fn put_stream(
@@ -157,6 +196,65 @@ impl BackupObjects for LocalDirObjects {
             }),
             Err(e) => Err(Self::io_err(&path, e)),
         }
+    }
+
+    async fn get_pinned(
+        &self,
+        key: &str,
+    ) -> Result<(Box<dyn Read + Send>, ObjectVersion), ObjectError> {
+        let path = self.path_of(key)?;
+        let file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(ObjectError::NotFound {
+                    key: key.to_owned(),
+                })
+            }
+            Err(e) => return Err(Self::io_err(&path, e)),
+        };
+        let version = file_version(&file).map_err(|e| Self::io_err(&path, e))?;
+        let reader = PinnedFile {
+            file,
+            key: key.to_owned(),
+            version: version.clone(),
+        };
+        Ok((Box::new(reader), version))
+    }
+
+    async fn get_exact(
+        &self,
+        key: &str,
+        version: &ObjectVersion,
+    ) -> Result<Box<dyn Read + Send>, ObjectError> {
+        match version {
+            ObjectVersion::File { .. } => {}
+            ObjectVersion::Unknown => return self.get(key).await,
+            _ => {
+                return Err(ObjectError::VersionUnsupported {
+                    key: key.to_owned(),
+                })
+            }
+        }
+        let changed = |reason| ObjectError::Changed {
+            key: key.to_owned(),
+            verified: Box::new(version.clone()),
+            reason,
+        };
+        let path = self.path_of(key)?;
+        let file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(changed("it was removed")),
+            Err(e) => return Err(Self::io_err(&path, e)),
+        };
+        let found = file_version(&file).map_err(|e| Self::io_err(&path, e))?;
+        if found != *version {
+            return Err(changed("it was replaced or modified"));
+        }
+        Ok(Box::new(PinnedFile {
+            file,
+            key: key.to_owned(),
+            version: found,
+        }))
     }
 
     async fn get_small(&self, key: &str) -> Result<Bytes, ObjectError> {
@@ -245,5 +343,118 @@ impl BackupObjects for LocalDirObjects {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Self::io_err(&path, e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "backups/shipgate/b.sgbk";
+
+    fn read_all(mut reader: Box<dyn Read + Send>) -> io::Result<Vec<u8>> {
+        let mut data = Vec::new();
+        reader.read_to_end(&mut data)?;
+        Ok(data)
+    }
+
+    async fn stored(bytes: &'static [u8]) -> (tempfile::TempDir, LocalDirObjects) {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = LocalDirObjects::new(dir.path());
+        objects
+            .put_small(KEY, Bytes::from_static(bytes))
+            .await
+            .unwrap();
+        (dir, objects)
+    }
+
+    fn changed_reason(err: ObjectError) -> &'static str {
+        assert!(
+            err.to_string()
+                .starts_with(&format!("object {KEY} changed after verification: ")),
+            "{err}"
+        );
+        match err {
+            ObjectError::Changed { reason, .. } => reason,
+            other => panic!("expected Changed, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pinned_read_reads_the_verified_file_again() {
+        let (_dir, objects) = stored(b"first").await;
+        let (reader, version) = objects.get_pinned(KEY).await.unwrap();
+        assert!(
+            matches!(version, ObjectVersion::File { len: 5, .. }),
+            "{version:?}"
+        );
+        assert_eq!(read_all(reader).unwrap(), b"first");
+        let again = objects.get_exact(KEY, &version).await.unwrap();
+        assert_eq!(read_all(again).unwrap(), b"first");
+    }
+
+    #[tokio::test]
+    async fn a_replaced_or_removed_file_is_refused_at_open() {
+        let (_dir, objects) = stored(b"first").await;
+        let (_, version) = objects.get_pinned(KEY).await.unwrap();
+        // Same length, so only the inode tells the files apart.
+        objects
+            .put_small(KEY, Bytes::from_static(b"other"))
+            .await
+            .unwrap();
+        let err = objects.get_exact(KEY, &version).await.err().unwrap();
+        assert_eq!(changed_reason(err), "it was replaced or modified");
+
+        objects.delete(KEY).await.unwrap();
+        let err = objects.get_exact(KEY, &version).await.err().unwrap();
+        assert_eq!(changed_reason(err), "it was removed");
+    }
+
+    #[tokio::test]
+    async fn a_file_rewritten_in_place_is_refused_at_open() {
+        let (dir, objects) = stored(b"first").await;
+        let (_, version) = objects.get_pinned(KEY).await.unwrap();
+        std::fs::write(dir.path().join(KEY), b"first, and more").unwrap();
+        let err = objects.get_exact(KEY, &version).await.err().unwrap();
+        assert_eq!(changed_reason(err), "it was replaced or modified");
+    }
+
+    #[tokio::test]
+    async fn a_file_written_to_while_being_read_fails_at_its_end() {
+        let (dir, objects) = stored(b"first").await;
+        let (mut reader, _) = objects.get_pinned(KEY).await.unwrap();
+        let mut head = [0u8; 2];
+        reader.read_exact(&mut head).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(KEY))
+            .unwrap();
+        io::Write::write_all(&mut file, b" appended").unwrap();
+        let err = read_all(reader).unwrap_err();
+        assert!(
+            err.to_string().contains(&format!(
+                "backup object {KEY} was modified while it was being read"
+            )),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn versions_of_other_stores_are_not_read_and_unknown_ones_read_unpinned() {
+        let (_dir, objects) = stored(b"first").await;
+        let err = objects
+            .get_exact(KEY, &ObjectVersion::ETag("\"abc\"".into()))
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err, ObjectError::VersionUnsupported { .. }),
+            "{err:?}"
+        );
+        let reader = objects
+            .get_exact(KEY, &ObjectVersion::Unknown)
+            .await
+            .unwrap();
+        assert_eq!(read_all(reader).unwrap(), b"first");
     }
 }
