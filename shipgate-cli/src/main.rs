@@ -2,7 +2,7 @@
 //!
 //! One binary serves every webhook route on one port on embedded storage and runs the
 //! schedules in-process (`serve`), and offers the operator commands (`status`, `history`,
-//! `policy`, `job`, `backup`, `rollback`, `migrate`). The handlers, routes, jobs and wire formats are the
+//! `incidents`, `policy`, `job`, `backup`, `rollback`, `migrate`). The handlers, routes, jobs and wire formats are the
 //! ones the Lambda functions use; only the wiring differs.
 //!
 //! Exit codes: 0 success, 1 failure (invalid policy, missing configuration, unreadable data,
@@ -10,6 +10,7 @@
 
 mod backup_cmd;
 mod demo;
+mod incidents_cmd;
 mod job_cmd;
 mod migrate_cmd;
 mod ops;
@@ -46,8 +47,10 @@ enum Command {
     Policy(PolicyCommand),
     /// Show each environment: current and last known good sha, lock holder, open incidents.
     Status(StatusArgs),
-    /// Show the audit log: who did what, when and why.
+    /// Show the audit log: who did what, when and why, with incidents opening and closing.
     History(HistoryArgs),
+    /// List incidents: the open ones and those resolved in the last 7 days.
+    Incidents(IncidentsArgs),
     /// Play a complete story (approvals, deploys, a rollback, backups) against local fakes.
     Demo(demo::DemoArgs),
     /// Run one scheduled job now: backup, restore-drill, rollback-drill, dora-report,
@@ -268,6 +271,30 @@ struct HistoryArgs {
     limit: usize,
 }
 
+#[derive(Debug, Args)]
+struct IncidentsArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// The policy file; its environments are listed when `--env` is not given.
+    #[arg(long, value_name = "FILE", env = "SHIPGATE_POLICY_FILE")]
+    policy: Option<PathBuf>,
+    /// Only this environment (and the alerts that named it but no policy environment).
+    #[arg(long, value_name = "ENV")]
+    env: Option<String>,
+    /// Only this repository's incidents (`owner/name`).
+    #[arg(long, value_name = "OWNER/NAME")]
+    repo: Option<String>,
+    /// Every incident, however long ago it was resolved.
+    #[arg(long)]
+    all: bool,
+    /// List the incidents resolved this recently (`12h`, `30d`, `1d12h`; default 7d).
+    #[arg(long, value_name = "DURATION", value_parser = incidents_cmd::parse_since, conflicts_with = "all")]
+    since: Option<std::time::Duration>,
+    /// One JSON object per incident and line, instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let name = command_name(&cli.command);
@@ -288,6 +315,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Policy(PolicyCommand::Explain { .. }) => "policy explain",
         Command::Status(_) => "status",
         Command::History(_) => "history",
+        Command::Incidents(_) => "incidents",
         Command::Demo(_) => "demo",
         Command::Job(_) => "job",
         Command::Backup(BackupCommand::List { .. }) => "backup list",
@@ -342,6 +370,19 @@ fn run(command: Command) -> Result<(), CliError> {
                 limit: args.limit,
             };
             runtime()?.block_on(status::history(opts))
+        }
+        Command::Incidents(args) => {
+            logging::init(LogFormat::Text, "warn");
+            let opts = incidents_cmd::IncidentsOptions {
+                data_dir: args.data.data,
+                policy_file: args.policy,
+                environment: args.env,
+                repo: args.repo,
+                all: args.all,
+                since: args.since,
+                json: args.json,
+            };
+            runtime()?.block_on(incidents_cmd::run(opts))
         }
         Command::Demo(args) => std::process::exit(i32::from(demo::run(&args))),
         Command::Job(args) => {

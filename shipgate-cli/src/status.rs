@@ -1,6 +1,10 @@
 //! `shipgate status` and `shipgate history`: what the operator asks first — where is each
 //! environment, who holds it, what is burning, and who did what.
 //!
+//! `status` also lists the open incidents of alerts that named no policy environment, with
+//! the labels that failed to map; `history` merges the incident log (opened, reopened,
+//! updated, resolved) with the deployments' audit log.
+//!
 //! State is per scope (a repository in an environment): `status` prints one row per
 //! repository that deployed to each policy environment, named `owner/name · env` (an
 //! environment nothing deployed to yet gets one row of its own). `--repo` keeps one
@@ -14,13 +18,20 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use jiff::Timestamp;
+use serde::Serialize;
 use serde_json::{json, Value};
 use shipgate::domain::deployment::{AuditEvent, Deployment, Head};
-use shipgate::domain::incident::IncidentStatus;
+use shipgate::domain::incident::{IncidentChange, IncidentEvent, IncidentStatus};
+use shipgate::domain::policy::Severity;
 use shipgate::domain::{short_sha, EnvName, RepoName, Scope};
 use shipgate::store::Repo;
 use shipgate_cli::data;
 use shipgate_cli::error::CliError;
+
+use crate::incidents_cmd::{
+    environment_cell, incident_sources, labels_text, open_for, open_outside_policy,
+    outside_policy_json, repository_cell, unmapped_reasons,
+};
 
 pub struct StatusOptions {
     pub data_dir: PathBuf,
@@ -38,7 +49,7 @@ pub struct HistoryOptions {
     pub limit: usize,
 }
 
-fn time(t: Timestamp) -> String {
+pub(crate) fn time(t: Timestamp) -> String {
     t.strftime("%Y-%m-%d %H:%M:%SZ").to_string()
 }
 
@@ -211,7 +222,7 @@ fn status_row(s: &Value) -> Vec<String> {
 }
 
 /// Left-aligned columns separated by two spaces, trailing spaces trimmed.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -240,7 +251,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-fn emit(text: &str) -> Result<(), CliError> {
+pub(crate) fn emit(text: &str) -> Result<(), CliError> {
     std::io::stdout()
         .lock()
         .write_all(text.as_bytes())
@@ -274,8 +285,23 @@ pub async fn status(opts: StatusOptions) -> Result<(), CliError> {
             statuses.push(environment_status(&repo, &env.name, Some(&scope)).await?);
         }
     }
+    // Alerts that named no policy environment belong to no row; `--repo` leaves them out.
+    let outside = match only {
+        Some(_) => Vec::new(),
+        None => open_outside_policy(&repo).await?,
+    };
     if opts.json {
-        let lines: String = statuses.iter().map(|s| format!("{s}\n")).collect();
+        let mut lines: String = statuses.iter().map(|s| format!("{s}\n")).collect();
+        if !outside.is_empty() {
+            let outside: Vec<Value> = outside
+                .iter()
+                .map(|i| outside_policy_json(i, &policy))
+                .collect();
+            lines.push_str(&format!(
+                "{}\n",
+                json!({ "incidents_outside_policy": outside })
+            ));
+        }
         return emit(&lines);
     }
     let rows: Vec<Vec<String>> = statuses.iter().map(status_row).collect();
@@ -316,23 +342,135 @@ pub async fn status(opts: StatusOptions) -> Result<(), CliError> {
             ));
         }
     }
+    for inc in &outside {
+        out.push_str(&format!(
+            "open incident outside the policy: {} [{}] {} (since {}): {}; labels: {}\n",
+            inc.id,
+            inc.severity,
+            inc.alert(),
+            inc.opened_at,
+            unmapped_reasons(inc, &policy).join("; "),
+            labels_text(&inc.labels),
+        ));
+    }
     emit(&out)
 }
 
 /// `--repo`, checked.
-fn parse_repo(given: Option<&str>) -> Result<Option<RepoName>, CliError> {
+pub(crate) fn parse_repo(given: Option<&str>) -> Result<Option<RepoName>, CliError> {
     given
         .map(|g| RepoName::parse(g).map_err(|e| CliError::Usage(format!("--repo {g:?}: {e}"))))
         .transpose()
 }
 
+/// One line of `history`: a deployment's audit event or an incident's log entry.
+enum Entry {
+    Deployment(AuditEvent),
+    Incident(IncidentEvent),
+}
+
+impl Entry {
+    fn at(&self) -> Timestamp {
+        match self {
+            Entry::Deployment(e) => e.at,
+            Entry::Incident(e) => e.at,
+        }
+    }
+}
+
 /// Merges per-environment logs into one, oldest first, keeping the newest `limit` events.
-fn merge_newest(mut logs: Vec<Vec<AuditEvent>>, limit: usize) -> Vec<AuditEvent> {
-    let mut all: Vec<AuditEvent> = logs.drain(..).flatten().collect();
+fn merge_newest(mut logs: Vec<Vec<Entry>>, limit: usize) -> Vec<Entry> {
+    let mut all: Vec<Entry> = logs.drain(..).flatten().collect();
     // Stable: events of one environment at the same instant keep their stored order.
-    all.sort_by_key(|e| e.at);
+    all.sort_by_key(Entry::at);
     let skip = all.len().saturating_sub(limit);
     all.split_off(skip)
+}
+
+/// A deployment event's `--json` line: the audit event with `"kind":"deployment"` first.
+#[derive(Serialize)]
+struct DeploymentLine<'a> {
+    kind: &'static str,
+    #[serde(flatten)]
+    event: &'a AuditEvent,
+}
+
+/// An incident event's `--json` line.
+#[derive(Serialize)]
+struct IncidentEventLine<'a> {
+    kind: &'static str,
+    at: Timestamp,
+    what: String,
+    incident_id: &'a str,
+    environment: Option<&'a str>,
+    raw_environment: Option<&'a str>,
+    repository: Option<&'a RepoName>,
+    service: Option<&'a str>,
+    severity: Severity,
+    alert: &'a str,
+    title: &'a str,
+    source: &'a str,
+    caused_by_deployment: Option<&'a str>,
+    open_for_secs: Option<i64>,
+}
+
+fn entry_json(entry: &Entry) -> Result<String, serde_json::Error> {
+    match entry {
+        Entry::Deployment(event) => serde_json::to_string(&DeploymentLine {
+            kind: "deployment",
+            event,
+        }),
+        Entry::Incident(e) => serde_json::to_string(&IncidentEventLine {
+            kind: "incident",
+            at: e.at,
+            what: incident_what(e.change),
+            incident_id: &e.incident_id,
+            environment: e.environment.as_deref(),
+            raw_environment: e.raw_environment.as_deref(),
+            repository: e.repository.as_ref(),
+            service: e.service.as_deref(),
+            severity: e.severity,
+            alert: &e.alert,
+            title: &e.title,
+            source: &e.source,
+            caused_by_deployment: e.caused_by_deployment.as_deref(),
+            open_for_secs: e.open_for_secs,
+        }),
+    }
+}
+
+fn incident_what(change: IncidentChange) -> String {
+    format!("incident_{}", change.as_str())
+}
+
+fn incident_row(e: &IncidentEvent) -> Vec<String> {
+    let change = match e.change {
+        IncidentChange::Reopened => "resolved -> open",
+        IncidentChange::Resolved => "open -> resolved",
+        IncidentChange::Opened | IncidentChange::Updated => "",
+    };
+    let mut why = format!("{} [{}] {}", e.incident_id, e.severity, e.alert);
+    if e.repository.is_some() || e.service.is_some() {
+        why.push_str(" · ");
+        why.push_str(&repository_cell(
+            e.repository.as_ref(),
+            e.service.as_deref(),
+        ));
+    }
+    if let Some(secs) = e.open_for_secs {
+        why.push_str(&format!(" · open for {}", open_for(secs)));
+    }
+    vec![
+        time(e.at),
+        environment_cell(e.environment.as_deref(), e.raw_environment.as_deref()),
+        e.caused_by_deployment
+            .clone()
+            .unwrap_or_else(|| "-".to_string()),
+        e.source.clone(),
+        incident_what(e.change),
+        change.to_string(),
+        why,
+    ]
 }
 
 fn change(e: &AuditEvent) -> String {
@@ -373,13 +511,30 @@ pub async fn history(opts: HistoryOptions) -> Result<(), CliError> {
                 .collect();
             log.retain(|e| ids.contains(&e.deployment_id));
         }
-        logs.push(log);
+        logs.push(log.into_iter().map(Entry::Deployment).collect());
+    }
+    // The incident log of the same environments and of the alerts that named none.
+    for source in incident_sources(opts.environment.as_deref(), &environments) {
+        let log = repo
+            .incident_log(&source.environment, Timestamp::UNIX_EPOCH, Timestamp::MAX)
+            .await?;
+        logs.push(
+            log.into_iter()
+                .filter(|e| {
+                    source.keeps(e.raw_environment.as_deref())
+                        && only
+                            .as_ref()
+                            .is_none_or(|o| e.repository.as_ref() == Some(o))
+                })
+                .map(Entry::Incident)
+                .collect(),
+        );
     }
     let events = merge_newest(logs, opts.limit);
     if opts.json {
         let mut lines = String::new();
         for e in &events {
-            let line = serde_json::to_string(e).map_err(|e| CliError::Output(e.into()))?;
+            let line = entry_json(e).map_err(|e| CliError::Output(e.into()))?;
             lines.push_str(&line);
             lines.push('\n');
         }
@@ -387,8 +542,8 @@ pub async fn history(opts: HistoryOptions) -> Result<(), CliError> {
     }
     let rows: Vec<Vec<String>> = events
         .iter()
-        .map(|e| {
-            vec![
+        .map(|entry| match entry {
+            Entry::Deployment(e) => vec![
                 time(e.at),
                 e.environment.clone(),
                 e.deployment_id.clone(),
@@ -396,7 +551,8 @@ pub async fn history(opts: HistoryOptions) -> Result<(), CliError> {
                 e.what.clone(),
                 change(e),
                 e.why.clone(),
-            ]
+            ],
+            Entry::Incident(e) => incident_row(e),
         })
         .collect();
     emit(&table(
@@ -440,8 +596,15 @@ mod tests {
             event("2026-01-01T11:00:00Z", "production", "b"),
             event("2026-01-01T13:00:00Z", "production", "d"),
         ];
-        let merged = merge_newest(vec![staging, production], 3);
-        let order: Vec<&str> = merged.iter().map(|e| e.what.as_str()).collect();
+        let entries = |log: Vec<AuditEvent>| log.into_iter().map(Entry::Deployment).collect();
+        let merged = merge_newest(vec![entries(staging), entries(production)], 3);
+        let order: Vec<&str> = merged
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Deployment(e) => Some(e.what.as_str()),
+                Entry::Incident(_) => None,
+            })
+            .collect();
         assert_eq!(order, ["b", "c", "d"]);
     }
 

@@ -24,8 +24,18 @@ fn help_lists_the_operator_commands_and_not_the_load_tool() {
     assert_eq!(
         commands,
         [
-            "serve", "policy", "status", "history", "demo", "job", "backup", "rollback", "unlock",
-            "migrate", "help"
+            "serve",
+            "policy",
+            "status",
+            "history",
+            "incidents",
+            "demo",
+            "job",
+            "backup",
+            "rollback",
+            "unlock",
+            "migrate",
+            "help"
         ],
         "{help}"
     );

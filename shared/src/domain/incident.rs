@@ -3,6 +3,8 @@
 //! An incident's id is `{source}:{fingerprint}` ([`Incident::id_for`]); the same id is the
 //! PagerDuty `dedup_key`, so the page opened by a firing alert is the one its resolution closes.
 
+use std::collections::BTreeMap;
+
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -54,8 +56,34 @@ pub struct Incident {
     pub link: Option<String>,
     #[serde(default)]
     pub notifications: u32,
+    /// The alert's `alertname` label, when it carried one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_name: Option<String>,
+    /// The alert's labels, kept when they named no policy environment so the labels that
+    /// failed to map can be shown (see [`kept_labels`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub version: u64,
+}
+
+/// How many of an alert's labels an incident keeps.
+pub const MAX_KEPT_LABELS: usize = 32;
+/// How many characters of a kept label's name or value are kept.
+pub const MAX_KEPT_LABEL_CHARS: usize = 200;
+
+/// A bounded copy of an alert's labels: the first [`MAX_KEPT_LABELS`] by name, names and
+/// values cut at [`MAX_KEPT_LABEL_CHARS`] (a cut one ends with `…`).
+pub fn kept_labels(labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let cut = |s: &str| match s.char_indices().nth(MAX_KEPT_LABEL_CHARS) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_string(),
+    };
+    labels
+        .iter()
+        .take(MAX_KEPT_LABELS)
+        .map(|(k, v)| (cut(k), cut(v)))
+        .collect()
 }
 
 impl Incident {
@@ -101,6 +129,96 @@ impl Incident {
 
     pub fn is_open_critical(&self) -> bool {
         self.status == IncidentStatus::Open && self.severity == Severity::Critical
+    }
+
+    /// The alert's name for listings: its `alertname` label, else the incident's title.
+    pub fn alert(&self) -> &str {
+        self.alert_name.as_deref().unwrap_or(&self.title)
+    }
+}
+
+/// A change of an incident, as its log records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentChange {
+    /// A firing alert opened a new incident.
+    Opened,
+    /// A resolved incident fired again.
+    Reopened,
+    /// An open incident's alert fired again.
+    Updated,
+    /// The alert resolved and the incident closed.
+    Resolved,
+}
+
+impl IncidentChange {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentChange::Opened => "opened",
+            IncidentChange::Reopened => "reopened",
+            IncidentChange::Updated => "updated",
+            IncidentChange::Resolved => "resolved",
+        }
+    }
+}
+
+/// One entry of the incident log: written in the transaction that changes the incident, read
+/// by `shipgate history` beside the deployments' audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncidentEvent {
+    /// When it happened: the incident's opening for `opened`/`reopened`, its resolution for
+    /// `resolved`, the repeat notification for `updated`.
+    pub at: Timestamp,
+    pub incident_id: String,
+    pub change: IncidentChange,
+    /// `None` when the alert named no policy environment (see `raw_environment`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_environment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<RepoName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    pub severity: Severity,
+    /// The alert's name (see [`Incident::alert`]).
+    pub alert: String,
+    pub title: String,
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caused_by_deployment: Option<String>,
+    /// How long the incident was open, on `resolved`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_for_secs: Option<i64>,
+}
+
+impl IncidentEvent {
+    /// The log entry for `change`, just applied to `incident`.
+    pub fn of(incident: &Incident, change: IncidentChange) -> Self {
+        let at = match change {
+            IncidentChange::Opened | IncidentChange::Reopened => incident.opened_at,
+            IncidentChange::Updated => incident.last_seen_at,
+            IncidentChange::Resolved => incident.resolved_at.unwrap_or(incident.last_seen_at),
+        };
+        let open_for_secs = match change {
+            IncidentChange::Resolved => incident.time_to_restore().map(|d| d.as_secs()),
+            _ => None,
+        };
+        IncidentEvent {
+            at,
+            incident_id: incident.id.clone(),
+            change,
+            environment: incident.environment.clone(),
+            raw_environment: incident.raw_environment.clone(),
+            repository: incident.repository.clone(),
+            service: incident.service.clone(),
+            severity: incident.severity,
+            alert: incident.alert().to_string(),
+            title: incident.title.clone(),
+            source: incident.source.clone(),
+            caused_by_deployment: incident.caused_by_deployment.clone(),
+            open_for_secs,
+        }
     }
 }
 
@@ -152,6 +270,8 @@ mod tests {
             caused_by_deployment: None,
             link: None,
             notifications: 1,
+            alert_name: None,
+            labels: BTreeMap::new(),
             version: 0,
         }
     }
@@ -184,5 +304,30 @@ mod tests {
         );
         assert_eq!(inc.notifications, 3);
         assert_eq!(inc.id, "alertmanager:abc");
+    }
+
+    #[test]
+    fn a_resolution_logs_how_long_the_incident_was_open() {
+        let t0: Timestamp = "2025-06-02T10:00:00Z".parse().unwrap();
+        let mut inc = incident(t0);
+        let opened = IncidentEvent::of(&inc, IncidentChange::Opened);
+        assert_eq!((opened.at, opened.open_for_secs), (t0, None));
+        assert_eq!(opened.alert, "api down");
+        inc.resolve(t0 + jiff::SignedDuration::from_mins(12));
+        let resolved = IncidentEvent::of(&inc, IncidentChange::Resolved);
+        assert_eq!(resolved.at, t0 + jiff::SignedDuration::from_mins(12));
+        assert_eq!(resolved.open_for_secs, Some(720));
+    }
+
+    #[test]
+    fn kept_labels_are_bounded() {
+        let many: BTreeMap<String, String> = (0..40)
+            .map(|i| (format!("k{i:02}"), "v".repeat(300)))
+            .collect();
+        let kept = kept_labels(&many);
+        assert_eq!(kept.len(), MAX_KEPT_LABELS);
+        let value = kept.get("k00").map(String::as_str).unwrap_or_default();
+        assert_eq!(value.chars().count(), MAX_KEPT_LABEL_CHARS + 1);
+        assert!(value.ends_with('…'));
     }
 }

@@ -22,6 +22,8 @@
 //!   An alert naming no service, or one the policy cannot route, opens at environment level:
 //!   nothing is rolled back automatically, a page says why ("no repository for service X"),
 //!   and it blocks every repository of the environment per `block_on_critical_incident`.
+//! - Each change (opened, reopened, updated, resolved) is written to the incident log with
+//!   the incident, in one transaction; `shipgate history` reads it.
 //! - `Incident` notifications go out when an incident opens and when it resolves.
 
 use std::collections::BTreeMap;
@@ -35,7 +37,9 @@ use super::{ServiceError, Services};
 // The alert types moved to `domain::events`; tests and benches still name them here.
 pub use crate::domain::events::{fingerprint_of_labels, AlertSignal, AlertStatus};
 use crate::domain::ids::EnvName;
-use crate::domain::incident::{Incident, IncidentStatus};
+use crate::domain::incident::{
+    kept_labels, Incident, IncidentChange, IncidentEvent, IncidentStatus,
+};
 use crate::domain::policy::{Policy, Severity};
 use crate::domain::scope::Scope;
 use crate::notify::{Notification, NotificationBody};
@@ -214,9 +218,9 @@ async fn ingest_one(svc: &Services, signal: &AlertSignal) -> Result<IngestItem, 
         Claim::InProgress => {
             // A retryable error, not "duplicate": if the attempt holding the claim fails,
             // the sender's retry is what gets the alert processed.
-            return Err(ServiceError::Contended(format!(
-                "alert {} (being processed by another attempt)",
-                signal.fingerprint
+            return Err(ServiceError::Busy(format!(
+                "alert {} of {}",
+                signal.fingerprint, signal.source
             )));
         }
     }
@@ -268,6 +272,17 @@ fn new_incident(
         caused_by_deployment: None,
         link: signal.link.clone(),
         notifications: 1,
+        alert_name: signal
+            .labels
+            .get("alertname")
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+            .map(str::to_string),
+        // Labels that named no policy environment are kept, so they can be shown.
+        labels: match mapping.environment {
+            Some(_) => BTreeMap::new(),
+            None => kept_labels(&signal.labels),
+        },
         version: 0,
     }
 }
@@ -354,9 +369,17 @@ async fn apply(
             };
             inc.repository = scope.map(|s| s.repo);
         }
+        let change = match effect {
+            Effect::Opened => Some(IncidentChange::Opened),
+            Effect::Reopened => Some(IncidentChange::Reopened),
+            Effect::Refreshed => Some(IncidentChange::Updated),
+            Effect::Resolved => Some(IncidentChange::Resolved),
+            _ => None,
+        };
+        let event = change.map(|c| IncidentEvent::of(&inc, c));
         match svc
             .repo
-            .save_incident_indexed(&mut inc, indexed_at.as_deref())
+            .save_incident_logged(&mut inc, indexed_at.as_deref(), event.as_ref())
             .await
         {
             Ok(()) => {

@@ -207,6 +207,10 @@ pub enum ServiceError {
     /// Someone else kept changing the record; the event should be retried.
     #[error("gave up after repeated concurrent updates of {0}")]
     Contended(String),
+    /// The same event is being handled by another attempt right now; the sender should
+    /// deliver it again later (if that attempt fails, the retry is what handles it).
+    #[error("{0} is being handled by another attempt")]
+    Busy(String),
 }
 
 impl ServiceError {
@@ -214,7 +218,9 @@ impl ServiceError {
     pub fn is_retryable(&self) -> bool {
         match self {
             ServiceError::Repo(RepoError::Store(e)) => e.is_retryable(),
-            ServiceError::Repo(RepoError::Stale { .. }) | ServiceError::Contended(_) => true,
+            ServiceError::Repo(RepoError::Stale { .. })
+            | ServiceError::Contended(_)
+            | ServiceError::Busy(_) => true,
             ServiceError::Repo(RepoError::Corrupt { .. }) => false,
             ServiceError::GitHub(e) => !e.is_permanent(),
         }

@@ -13,6 +13,7 @@
 //! | GitHub deployment → deployment | `GHDEP#{github id}` | `MAP` | |
 //! | sha facts | `SHA#{repo}@{sha}` | `OK#{env}`, `CI#{workflow}`, `COMMIT` | |
 //! | incident | `INC#{id}` | `INC` | `ENV#{env}#INCIDENTS` / `{ms}#{id}` |
+//! | incident log entry (see [`IncidentEvent`]) | `INC#{id}` | `LOG#{version}` | `ENV#{env}#INCIDENT_LOG` / `{ms}#{id}#{version}` |
 //! | open incident of a repository (index) | `SCOPE#{repo}#{env}` | `OPEN#{id}` | |
 //! | queued request of a scope (see [`QueueEntry`]) | `SCOPE#{repo}#{env}` | `QUEUE#{deployment}` | |
 //! | open environment-level incident (index) | `ENV#{env}` | `OPEN#{id}` | |
@@ -41,7 +42,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use super::item::{Condition, Item, ItemStore, Query, StoreError, Timeline, Write};
 use crate::domain::deployment::{AuditEvent, Deployment, EnvironmentHeads, Head, State};
 use crate::domain::ids::{RepoName, Sha};
-use crate::domain::incident::Incident;
+use crate::domain::incident::{Incident, IncidentEvent};
 use crate::domain::scope::Scope;
 
 /// Errors of the typed layer.
@@ -136,12 +137,21 @@ fn scope_pk(scope: &Scope) -> String {
     scope.key()
 }
 
+/// The pseudo-environment under which incidents of alerts that named no policy environment
+/// are kept (timeline, log and open index); their labels are kept on the incident.
+pub const UNKNOWN_ENVIRONMENT: &str = "_unknown";
+
 /// Where an incident's open-index entry lives: its scope when it has one, else its
-/// environment (`_unknown` for unmapped alerts).
+/// environment ([`UNKNOWN_ENVIRONMENT`] for unmapped alerts).
 pub fn open_index_pk(incident: &Incident) -> String {
     match incident.scope() {
         Some(scope) => scope_pk(&scope),
-        None => env_pk(incident.environment.as_deref().unwrap_or("_unknown")),
+        None => env_pk(
+            incident
+                .environment
+                .as_deref()
+                .unwrap_or(UNKNOWN_ENVIRONMENT),
+        ),
     }
 }
 
@@ -1215,6 +1225,18 @@ impl Repo {
         incident: &mut Incident,
         moved_from: Option<&str>,
     ) -> Result<(), RepoError> {
+        self.save_incident_logged(incident, moved_from, None).await
+    }
+
+    /// [`Repo::save_incident_indexed`], and `event` appended to the incident log in the same
+    /// transaction (`INC#{id}` / `LOG#{version}`, on the `ENV#{env}#INCIDENT_LOG` timeline),
+    /// so the log holds each applied change exactly once.
+    pub async fn save_incident_logged(
+        &self,
+        incident: &mut Incident,
+        moved_from: Option<&str>,
+        event: Option<&IncidentEvent>,
+    ) -> Result<(), RepoError> {
         use crate::domain::incident::{IncidentStatus, OpenIncident};
         let expected = incident.version;
         let condition = if expected == 0 {
@@ -1226,7 +1248,7 @@ impl Repo {
         let env = incident
             .environment
             .clone()
-            .unwrap_or_else(|| "_unknown".to_string());
+            .unwrap_or_else(|| UNKNOWN_ENVIRONMENT.to_string());
         let item = Item {
             pk: format!("INC#{}", incident.id),
             sk: "INC".into(),
@@ -1266,8 +1288,28 @@ impl Repo {
                 condition: Condition::None,
             }
         };
+        let log = event.map(|event| Write::Put {
+            item: Item {
+                pk: format!("INC#{}", incident.id),
+                sk: format!("LOG#{:020}", incident.version),
+                version: 1,
+                expires_at: None,
+                timeline: Some(Timeline {
+                    pk: format!("ENV#{env}#INCIDENT_LOG"),
+                    sk: format!(
+                        "{}#{}#{:020}",
+                        ms_key(event.at),
+                        incident.id,
+                        incident.version
+                    ),
+                }),
+                data: to_json(event),
+            },
+            condition: Condition::Absent { now: i64::MIN },
+        });
         let mut writes = vec![Write::Put { item, condition }, index];
         writes.extend(stale_index);
+        writes.extend(log);
         match self.store.transact(writes).await {
             Ok(()) => Ok(()),
             Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => {
@@ -1281,6 +1323,30 @@ impl Repo {
                 Err(e.into())
             }
         }
+    }
+
+    /// The incident log of an environment (`_unknown` for unmapped alerts) in `[from, to)`,
+    /// oldest first (see [`Repo::save_incident_logged`]).
+    pub async fn incident_log(
+        &self,
+        environment: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<IncidentEvent>, RepoError> {
+        let items = self
+            .store
+            .query(Query::Timeline {
+                pk: format!("ENV#{environment}#INCIDENT_LOG"),
+                from: ms_key(from),
+                to: ms_key(to),
+                descending: false,
+                limit: None,
+            })
+            .await?;
+        items
+            .iter()
+            .map(|i| from_item(i, "incident log entry"))
+            .collect()
     }
 
     /// The open environment-level incidents of an environment (`_unknown` for unmapped
