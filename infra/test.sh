@@ -138,9 +138,30 @@ step_deps() {
 	return "$rc"
 }
 
+# The reference verifiers tests/tests/reference_verifiers.rs compares shipgate's signature
+# checks with: octokit's @octokit/webhooks-methods (npm, into .cache/octokit, pinned) and
+# slack_sdk (in .venv, from requirements-test.txt).
+OCTOKIT_VERSION=6.0.0
+ensure_reference_clients() {
+	local dir=$SHIPGATE_ROOT/.cache/octokit
+	local pkg=$dir/node_modules/@octokit/webhooks-methods/package.json
+	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+		log "node and npm are needed for the signature tests against octokit (Debian: apt-get install nodejs npm)"
+		return 1
+	fi
+	if ! grep -q "\"version\": \"$OCTOKIT_VERSION\"" "$pkg" 2>/dev/null; then
+		log "installing @octokit/webhooks-methods@$OCTOKIT_VERSION into $dir"
+		npm install --no-audit --no-fund --loglevel=error --prefix "$dir" \
+			"@octokit/webhooks-methods@$OCTOKIT_VERSION" >&2 || return 1
+	fi
+	export SHIPGATE_TEST_OCTOKIT_DIR=$dir
+	export SHIPGATE_TEST_PYTHON=$VENV/bin/python
+}
+
 # moto runs in this shell (not a subshell) so the EXIT trap always knows its pid and stops it,
 # whichever way the run ends.
 step_test() {
+	ensure_reference_clients || return 1
 	start_moto || return 1
 	export_emulator_env "http://127.0.0.1:$MOTO_PORT"
 	log "exported for the tests:"
@@ -167,7 +188,12 @@ offline_aws_env() {
 }
 
 step_cfn_lint() {
-	offline_aws_env "$VENV/bin/cfn-lint" template.yaml
+	local rc=0
+	offline_aws_env "$VENV/bin/cfn-lint" template.yaml || rc=$?
+	# What cfn-lint does not check: which function may use which KMS key and which secret, and
+	# the key policy's source conditions. It prints each failed check.
+	"$VENV/bin/python" infra/check_template.py template.yaml || ((rc != 0)) || rc=1
+	return "$rc"
 }
 
 step_sam_validate() {

@@ -28,6 +28,8 @@ pub enum SignatureError {
     UnsupportedScheme(&'static str),
     #[error("signature does not match")]
     Mismatch,
+    #[error("bearer token does not match")]
+    WrongToken,
     #[error("request timestamp is outside the {SLACK_MAX_SKEW_SECS}s replay window")]
     Stale,
 }
@@ -41,7 +43,14 @@ fn hmac_sha256(secret: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// Decodes a signature's 64 hex digits. The reference verifiers (octokit's
+/// `@octokit/webhooks-methods` `verify`, slack_sdk's `SignatureVerifier.is_valid`) compare
+/// the header with the lowercase hex they compute, so uppercase digits are a mismatch there
+/// and here.
 fn decode_hex_32(hex_str: &str, header: &'static str) -> Result<[u8; 32], SignatureError> {
+    if hex_str.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(SignatureError::Mismatch);
+    }
     let mut out = [0u8; 32];
     hex::decode_to_slice(hex_str, &mut out).map_err(|_| SignatureError::Malformed(header))?;
     Ok(out)
@@ -144,7 +153,7 @@ pub fn verify_bearer(
     if bool::from(a.ct_eq(&b)) {
         Ok(())
     } else {
-        Err(SignatureError::Mismatch)
+        Err(SignatureError::WrongToken)
     }
 }
 
@@ -163,7 +172,11 @@ mod tests {
         assert_eq!(verify_bearer(&t, Some("bearer s3cret-token")), Ok(()));
         assert_eq!(
             verify_bearer(&t, Some("Bearer s3cret-tokeN")),
-            Err(SignatureError::Mismatch)
+            Err(SignatureError::WrongToken)
+        );
+        assert_eq!(
+            SignatureError::WrongToken.to_string(),
+            "bearer token does not match"
         );
         assert_eq!(
             verify_bearer(&t, Some("Bearer ")),
@@ -229,6 +242,24 @@ mod tests {
         );
         assert_eq!(
             verify_slack(&s, b"payload=y", Some("1000"), Some(&sig), 1000),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn uppercase_hex_is_a_mismatch_as_the_reference_verifiers_read_it() {
+        let s = secret("a webhook secret of some length");
+        let sig = sign_github(&s, b"body");
+        let upper = format!("sha256={}", sig["sha256=".len()..].to_ascii_uppercase());
+        assert_ne!(upper, sig);
+        assert_eq!(
+            verify_github(&s, b"body", Some(&upper)),
+            Err(SignatureError::Mismatch)
+        );
+        let sig = sign_slack(&s, 1000, b"payload=x");
+        let upper = format!("v0={}", sig["v0=".len()..].to_ascii_uppercase());
+        assert_eq!(
+            verify_slack(&s, b"payload=x", Some("1000"), Some(&upper), 1000),
             Err(SignatureError::Mismatch)
         );
     }
