@@ -478,12 +478,13 @@ def build_targets(args, stub: str) -> list[Target]:
     functions = [
         ("github-webhook", github_event, {}, {"SHIPGATE_GITHUB_WEBHOOK_SECRET": GITHUB_SECRET}, 10),
         ("slack-approval", lambda: slack_event(stub), slack_api,
-         {"SHIPGATE_SLACK_SIGNING_SECRET": SLACK_SECRET, "SHIPGATE_SLACK_BOT_TOKEN": SLACK_BOT_TOKEN}, 10),
+         {"SHIPGATE_SLACK_SIGNING_SECRET": SLACK_SECRET, "SHIPGATE_SLACK_BOT_TOKEN": SLACK_BOT_TOKEN,
+          "SHIPGATE_SLACK_TEAM_ID": "T0TEAM0001"}, 10),
         ("alert-webhook", alert_event, {}, {"SHIPGATE_ALERT_TOKEN": ALERT_TOKEN}, 10),
         ("scheduled-jobs", jobs_event, {}, {}, 900),
         # The notifier starts a record only with 30 s of its 60 s left (DEFAULT_DELIVERY_BUDGET).
         ("notifier", notifier_event, {**slack_api, "SHIPGATE_PAGERDUTY_URL": f"{stub}/pagerduty"},
-         {"SHIPGATE_SLACK_BOT_TOKEN": SLACK_BOT_TOKEN, "SHIPGATE_PD_KEY_CRITICAL": "coldstart-routing-key"}, 60),
+         {"SHIPGATE_SLACK_BOT_TOKEN": SLACK_BOT_TOKEN, "SHIPGATE_PAGERDUTY_ROUTING_KEY_CRITICAL": "coldstart-routing-key"}, 60),
     ]
     if args.warm:
         # The Python baseline's work per warm event: check, parse, one conditional PutItem.

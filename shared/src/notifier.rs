@@ -143,8 +143,8 @@ impl Notifier {
 
     /// Reads the routing keys of the variables named in the policy's
     /// `[notifications] pagerduty_routing_keys` (each may also come from `NAME_FILE`). A named
-    /// variable that is not set is reported once here; that severity falls back to the default
-    /// key.
+    /// variable that is not set leaves that severity to the default key, if there is one
+    /// ([`Notifier::paging`] says which, once the default is known).
     pub fn with_routing_keys_from(mut self, vars: &dyn Vars) -> Result<Self, ConfigError> {
         for severity in Severity::ALL {
             let Some(var) = self
@@ -155,19 +155,41 @@ impl Notifier {
             else {
                 continue;
             };
-            match config::optional_secret(vars, var)? {
-                Some(key) => {
-                    self.routing_keys.insert(severity, key);
-                }
-                None => tracing::warn!(
-                    severity = severity.as_str(),
-                    variable = var,
-                    "the policy names a PagerDuty routing key variable that is not set; \
-                     using the default routing key for this severity"
-                ),
+            if let Some(key) = config::optional_secret(vars, var)? {
+                self.routing_keys.insert(severity, key);
             }
         }
         Ok(self)
+    }
+
+    /// How each severity is paged, in words, for the start-up log: the variable its key comes
+    /// from, the default key, or not at all; a variable the policy names but that is not set
+    /// is said so.
+    pub fn paging(&self) -> Vec<String> {
+        Severity::ALL
+            .into_iter()
+            .map(|severity| {
+                let named = self
+                    .services
+                    .policy
+                    .notifications()
+                    .pagerduty_routing_key_var(severity);
+                let how = match (named, self.routing_keys.contains_key(&severity)) {
+                    (Some(var), true) => format!("with {var}"),
+                    _ if self.pagerduty.is_none() || self.default_routing_key.is_none() => {
+                        "not paged".to_string()
+                    }
+                    _ => format!("with the default key {}", PagerDutySettings::ROUTING_KEY),
+                };
+                match named.filter(|_| !self.routing_keys.contains_key(&severity)) {
+                    Some(var) => format!(
+                        "{}: {how} ({var} is named by the policy but not set)",
+                        severity.as_str()
+                    ),
+                    None => format!("{}: {how}", severity.as_str()),
+                }
+            })
+            .collect()
     }
 
     /// Where repositories and commits are linked to.
@@ -239,11 +261,13 @@ pub fn from_settings(
             Arc::new(PagerDuty::new(pagerduty.url.clone(), http)),
             pagerduty.routing_key.clone(),
         );
+    }
+    // One line that says what is paged and how, after every key is known.
+    let paging = notifier.paging();
+    if paging.iter().any(|p| p.contains("but not set")) {
+        tracing::warn!(paging = %paging.join("; "), "PagerDuty paging, per severity");
     } else {
-        tracing::info!(
-            variable = PagerDutySettings::ROUTING_KEY,
-            "no PagerDuty routing key; nothing is paged"
-        );
+        tracing::info!(paging = %paging.join("; "), "PagerDuty paging, per severity");
     }
     Ok(notifier)
 }
@@ -983,7 +1007,7 @@ mod tests {
     fn services() -> Services {
         let policy = Policy::parse(
             "p.toml",
-            "[notifications]\npagerduty_routing_keys = { critical = \"env:PD_CRIT\", warning = \"env:PD_WARN\" }\n[environments.production]\n",
+            "[notifications]\npagerduty_routing_keys = { critical = \"env:SHIPGATE_PAGERDUTY_ROUTING_KEY_CRIT\", warning = \"env:SHIPGATE_PAGERDUTY_ROUTING_KEY_WARN\" }\n[environments.production]\n",
         )
         .expect("policy");
         Services {
@@ -1008,7 +1032,7 @@ mod tests {
         let vars = [
             ("SHIPGATE_SLACK_BOT_TOKEN", "xoxb-secret-token"),
             ("SHIPGATE_PAGERDUTY_ROUTING_KEY", "default-secret-key"),
-            ("PD_CRIT", "critical-secret-key"),
+            ("SHIPGATE_PAGERDUTY_ROUTING_KEY_CRIT", "critical-secret-key"),
             ("SHIPGATE_GITHUB_WEB_URL", "https://ghe.example.com/"),
             ("SHIPGATE_SLACK_OPS_CHANNEL", "C0OPS"),
         ];
@@ -1018,7 +1042,7 @@ mod tests {
         assert!(app.slack.is_some() && app.pagerduty.is_some());
         assert_eq!(app.github_web_url, "https://ghe.example.com");
         assert_eq!(app.ops_channel.as_deref(), Some("C0OPS"));
-        // PD_WARN is named by the policy but unset: warnings fall back to the default key.
+        // SHIPGATE_PAGERDUTY_ROUTING_KEY_WARN is named by the policy but unset: warnings fall back to the default key.
         use secrecy::ExposeSecret;
         let key = |s| {
             app.routing_key(Some(s))
@@ -1032,8 +1056,30 @@ mod tests {
             key(Severity::Warning).as_deref(),
             Some("default-secret-key")
         );
+        assert_eq!(
+            app.paging(),
+            [
+                "critical: with SHIPGATE_PAGERDUTY_ROUTING_KEY_CRIT",
+                "warning: with the default key SHIPGATE_PAGERDUTY_ROUTING_KEY (SHIPGATE_PAGERDUTY_ROUTING_KEY_WARN is named by the policy but not set)",
+                "info: with the default key SHIPGATE_PAGERDUTY_ROUTING_KEY",
+            ]
+        );
         let debug = format!("{app:?}");
         assert!(!debug.contains("secret"), "{debug}");
+
+        // Without any key, start-up says nothing is paged, and nothing about a default key.
+        let vars = [("SHIPGATE_SLACK_BOT_TOKEN", "xoxb-secret-token")];
+        let (slack, pd) = settings(&vars);
+        let app = from_settings(services(), &slack, &pd, &vars, reqwest::Client::new())
+            .expect("notifier");
+        assert_eq!(
+            app.paging(),
+            [
+                "critical: not paged (SHIPGATE_PAGERDUTY_ROUTING_KEY_CRIT is named by the policy but not set)",
+                "warning: not paged (SHIPGATE_PAGERDUTY_ROUTING_KEY_WARN is named by the policy but not set)",
+                "info: not paged",
+            ]
+        );
     }
 
     #[test]

@@ -94,7 +94,7 @@ fn example_policy_parses_and_exposes_its_settings() {
         policy
             .notifications()
             .pagerduty_routing_key_var(Severity::Critical),
-        Some("SHIPGATE_PD_KEY_CRITICAL")
+        Some("SHIPGATE_PAGERDUTY_ROUTING_KEY_CRITICAL")
     );
     assert_eq!(
         policy
@@ -373,6 +373,20 @@ fn each_validation_error_names_line_column_and_field() {
             (2, 39),
             "notifications.pagerduty_routing_keys.critical",
             "routing keys are secrets",
+        ),
+        (
+            "PagerDuty key from a variable outside the prefix",
+            "[notifications]\npagerduty_routing_keys = { critical = \"env:SHIPGATE_SLACK_BOT_TOKEN\" }\n[environments.dev]\n",
+            (2, 39),
+            "notifications.pagerduty_routing_keys.critical",
+            "a routing key variable must be named SHIPGATE_PAGERDUTY_ROUTING_KEY_<SUFFIX> (e.g. \"env:SHIPGATE_PAGERDUTY_ROUTING_KEY_CRITICAL\"), so the policy cannot name another secret",
+        ),
+        (
+            "PagerDuty key from the bare prefix",
+            "[notifications]\npagerduty_routing_keys = { critical = \"env:SHIPGATE_PAGERDUTY_ROUTING_KEY_\" }\n[environments.dev]\n",
+            (2, 39),
+            "notifications.pagerduty_routing_keys.critical",
+            "a routing key variable must be named SHIPGATE_PAGERDUTY_ROUTING_KEY_<SUFFIX>",
         ),
         (
             "break-glass needing more approvers than listed",
@@ -1240,11 +1254,11 @@ fn override_and_repos_problems_are_reported_with_their_position() {
         ),
         (
             "[[environments.production.overrides]]\nrepos = [\"acme/web\"]\nslack_channel = \"#web\"\napprovals_required = 0\n",
-            "policy.toml:3:1: environments.production.overrides[0].slack_channel: slack_channel cannot be overridden per repository: an environment's notifications go to one channel; an override may set: allowed_refs, approvals_required, approvers, prevent_self_approval, require_reject_reason, approval_ttl, verification_window, queue_wait, deploy_timeout, block_on_critical_incident, rollback_on, rollback, pre_deploy_backups, windows, freezes, break_glass",
+            "policy.toml:3:1: environments.production.overrides[0].slack_channel: slack_channel cannot be overridden per repository: an environment's notifications go to one channel; an override may set: allowed_refs, approvals_required, approvers, rollback_requesters, prevent_self_approval, require_reject_reason, approval_ttl, verification_window, queue_wait, deploy_timeout, block_on_critical_incident, rollback_on, rollback, pre_deploy_backups, windows, freezes, break_glass",
         ),
         (
             "[[environments.production.overrides]]\nrepos = [\"acme/web\"]\n",
-            "policy.toml:1:1: environments.production.overrides[0]: an override sets no key; give it one of: allowed_refs, approvals_required, approvers, prevent_self_approval, require_reject_reason, approval_ttl, verification_window, queue_wait, deploy_timeout, block_on_critical_incident, rollback_on, rollback, pre_deploy_backups, windows, freezes, break_glass",
+            "policy.toml:1:1: environments.production.overrides[0]: an override sets no key; give it one of: allowed_refs, approvals_required, approvers, rollback_requesters, prevent_self_approval, require_reject_reason, approval_ttl, verification_window, queue_wait, deploy_timeout, block_on_critical_incident, rollback_on, rollback, pre_deploy_backups, windows, freezes, break_glass",
         ),
         (
             "[[environments.production.overrides]]\nrepos = [\"other/web\"]\napprovals_required = 1\n",

@@ -180,6 +180,7 @@ fn value_of(env: &EnvironmentPolicy, key: &str) -> String {
         "promotion_from" => format!("[{}]", quoted(&env.promotion_from)),
         "approvals_required" => env.approvals_required.to_string(),
         "approvers" => format!("[{}]", quoted(&env.approvers)),
+        "rollback_requesters" => format!("[{}]", quoted(&env.rollback_requesters)),
         "prevent_self_approval" => env.prevent_self_approval.to_string(),
         "require_reject_reason" => env.require_reject_reason.to_string(),
         "approval_ttl" => format!("{:?}", human(env.approval_ttl)),

@@ -51,7 +51,10 @@ fn notifier(fakes: &Fakes, services: Services) -> Notifier {
             Arc::new(pagerduty),
             Some(SecretString::from(DEFAULT_ROUTING_KEY.to_owned())),
         )
-        .with_routing_keys_from(&[("TEST_PD_KEY_CRITICAL", CRITICAL_ROUTING_KEY)])
+        .with_routing_keys_from(&[(
+            "SHIPGATE_PAGERDUTY_ROUTING_KEY_CRITICAL",
+            CRITICAL_ROUTING_KEY,
+        )])
         .expect("routing keys")
 }
 

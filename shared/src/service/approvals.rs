@@ -552,18 +552,9 @@ pub async fn request_rollback(
         return Ok(ClickOutcome::Stale);
     }
     let environment = dep.environment.to_string();
-    let current = svc.repo.heads(&dep.scope()).await?.current;
-    if current.as_ref().map(|h| h.deployment_id.as_str()) != Some(dep.id.as_str()) {
-        let message = format!(
-            "Not rolled back: {} is not what runs in {environment} now; use the message of the current deployment.",
-            dep.short_sha()
-        );
-        return Ok(ClickOutcome::Rollback {
-            environment,
-            message,
-        });
-    }
-    let outcome = rollback::start_manual(svc, &dep.scope(), &format!("slack:{slack_user}")).await?;
+    // Who may ask, and whether the clicked deployment is still what runs, are judged by the
+    // rollback itself on the read it acts on.
+    let outcome = rollback::start_from_slack(svc, &dep.scope(), slack_user, &dep.id).await?;
     tracing::info!(
         deployment_id,
         slack_user,

@@ -820,6 +820,52 @@ pub async fn start_manual(
     scope: &Scope,
     requested_by: &str,
 ) -> Result<RollbackOutcome, ServiceError> {
+    start(svc, scope, requested_by, None).await
+}
+
+/// A "Roll back" click by `slack_user` on the message of deployment `clicked`: only someone
+/// allowed to ask ([`EnvironmentPolicy::may_request_rollback`]: the `rollback_requesters`, or
+/// the environment's approvers) may, and only while `clicked` is what runs, judged on the
+/// same read of the scope the rollback then acts on (a deploy landing between the two cannot
+/// be rolled back by a click on the one before it).
+///
+/// [`EnvironmentPolicy::may_request_rollback`]: crate::domain::policy::EnvironmentPolicy::may_request_rollback
+pub async fn start_from_slack(
+    svc: &Services,
+    scope: &Scope,
+    slack_user: &str,
+    clicked: &str,
+) -> Result<RollbackOutcome, ServiceError> {
+    let effective = match svc.policy.for_scope(&scope.repo, &scope.environment) {
+        Ok(effective) => effective,
+        Err(why) => {
+            return Ok(RollbackOutcome::Refused {
+                reason: why.to_string(),
+            })
+        }
+    };
+    if !effective.policy.may_request_rollback(slack_user) {
+        let who = if effective.policy.rollback_requesters.is_empty() {
+            "the environment's approvers"
+        } else {
+            "the people in rollback_requesters"
+        };
+        return Ok(RollbackOutcome::Refused {
+            reason: format!(
+                "only {who} may roll back {} from Slack, and you are not one of them",
+                scope.environment
+            ),
+        });
+    }
+    start(svc, scope, &format!("slack:{slack_user}"), Some(clicked)).await
+}
+
+async fn start(
+    svc: &Services,
+    scope: &Scope,
+    requested_by: &str,
+    expected_current: Option<&str>,
+) -> Result<RollbackOutcome, ServiceError> {
     let now = svc.now();
     let environment = scope.environment.as_str();
     let refuse = |reason: String| Ok(RollbackOutcome::Refused { reason });
@@ -836,6 +882,12 @@ pub async fn start_manual(
             scope.repo
         ));
     };
+    if let Some(clicked) = expected_current.filter(|c| *c != current.deployment_id) {
+        return refuse(format!(
+            "deployment {clicked} is not what runs in {environment} now ({} is); use the message of the current deployment",
+            current.deployment_id
+        ));
+    }
     let Some(dep) = svc.repo.get_deployment(&current.deployment_id).await? else {
         return refuse(format!(
             "the current deployment {} of {environment} is not recorded",

@@ -31,7 +31,7 @@ U0APPROV1 = "alice-ops"
 U0APPROV2 = "bob-sre"
 
 [notifications]
-pagerduty_routing_keys = { critical = "env:TEST_PD_KEY_CRITICAL" }
+pagerduty_routing_keys = { critical = "env:SHIPGATE_PAGERDUTY_ROUTING_KEY_CRITICAL" }
 
 [environments.production]
 approvals_required = 2
@@ -107,7 +107,10 @@ impl Fakes {
                 Arc::new(pagerduty),
                 Some(SecretString::from(DEFAULT_ROUTING_KEY.to_owned())),
             )
-            .with_routing_keys_from(&[("TEST_PD_KEY_CRITICAL", CRITICAL_ROUTING_KEY)])
+            .with_routing_keys_from(&[(
+                "SHIPGATE_PAGERDUTY_ROUTING_KEY_CRITICAL",
+                CRITICAL_ROUTING_KEY,
+            )])
             .expect("routing keys")
     }
 

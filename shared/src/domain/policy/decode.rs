@@ -33,6 +33,9 @@ const ALERTS_KEYS: &[&str] = &[
     "default_owner",
 ];
 const NOTIFICATIONS_KEYS: &[&str] = &["pagerduty_routing_keys"];
+/// What every variable `pagerduty_routing_keys` names must start with: the policy names where
+/// a routing key is read from, and must not be able to name any other secret.
+pub const ROUTING_KEY_VAR_PREFIX: &str = "SHIPGATE_PAGERDUTY_ROUTING_KEY_";
 const BACKUPS_KEYS: &[&str] = &["tables", "schedule", "retention_days", "keep_daily"];
 const PROBE_KEYS: &[&str] = &[
     "name",
@@ -47,6 +50,7 @@ const ENVIRONMENT_KEYS: &[&str] = &[
     "promotion_from",
     "approvals_required",
     "approvers",
+    "rollback_requesters",
     "prevent_self_approval",
     "require_reject_reason",
     "approval_ttl",
@@ -71,6 +75,7 @@ const OVERRIDE_KEYS: &[&str] = &[
     "allowed_refs",
     "approvals_required",
     "approvers",
+    "rollback_requesters",
     "prevent_self_approval",
     "require_reject_reason",
     "approval_ttl",
@@ -605,11 +610,23 @@ impl<'a> Ctx<'a> {
                         continue;
                     };
                     match reference.strip_prefix("env:") {
-                        Some(var) if is_env_var_name(var) => {
+                        Some(var)
+                            if is_env_var_name(var)
+                                && var.len() > ROUTING_KEY_VAR_PREFIX.len()
+                                && var.starts_with(ROUTING_KEY_VAR_PREFIX) =>
+                        {
                             notifications
                                 .pagerduty_routing_keys
                                 .insert(severity, var.to_owned());
                         }
+                        // Any other name could point at another secret (the Slack bot token,
+                        // the webhook secret) and send it to PagerDuty in the event body.
+                        Some(var) if is_env_var_name(var) => self.fail(
+                            &value,
+                            format!(
+                                "a routing key variable must be named {ROUTING_KEY_VAR_PREFIX}<SUFFIX> (e.g. \"env:{ROUTING_KEY_VAR_PREFIX}CRITICAL\"), so the policy cannot name another secret"
+                            ),
+                        ),
                         Some(_) => self.fail(
                             &value,
                             "expected \"env:VARIABLE_NAME\" with a variable name of letters, digits and underscores",
@@ -1144,6 +1161,21 @@ impl<'a> Ctx<'a> {
                 } else {
                     env.approvers.push(id);
                     approver_fields.push(item);
+                }
+            }
+        }
+        if let Some(f) = table.take("rollback_requesters") {
+            env.rollback_requesters.clear();
+            for (id, item) in self.strings(&f).unwrap_or_default() {
+                if !is_slack_user_id(&id) {
+                    self.fail(
+                        &item,
+                        format!("{id:?} does not look like a Slack user id (U or W followed by capitals and digits, e.g. U024BE7LH)"),
+                    );
+                } else if env.rollback_requesters.contains(&id) {
+                    self.fail(&item, format!("{id} is listed twice"));
+                } else {
+                    env.rollback_requesters.push(id);
                 }
             }
         }

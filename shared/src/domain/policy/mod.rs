@@ -301,6 +301,8 @@ pub struct EnvironmentPolicy {
     pub approvals_required: u32,
     /// Slack user ids allowed to approve.
     pub approvers: Vec<String>,
+    /// Slack user ids allowed to press "Roll back"; empty means the approvers.
+    pub rollback_requesters: Vec<String>,
     pub prevent_self_approval: bool,
     pub require_reject_reason: bool,
     pub approval_ttl: Duration,
@@ -340,6 +342,7 @@ impl EnvironmentPolicy {
             promotion_from: Vec::new(),
             approvals_required: 0,
             approvers: Vec::new(),
+            rollback_requesters: Vec::new(),
             prevent_self_approval: true,
             require_reject_reason: false,
             approval_ttl: Duration::from_secs(4 * 3600),
@@ -361,6 +364,16 @@ impl EnvironmentPolicy {
     /// Is `slack_id` on this environment's approver list?
     pub fn is_approver(&self, slack_id: &str) -> bool {
         self.approvers.iter().any(|a| a == slack_id)
+    }
+
+    /// May `slack_id` start a manual rollback from Slack? Those listed in
+    /// `rollback_requesters`, or, when that is empty, the approvers.
+    pub fn may_request_rollback(&self, slack_id: &str) -> bool {
+        if self.rollback_requesters.is_empty() {
+            self.is_approver(slack_id)
+        } else {
+            self.rollback_requesters.iter().any(|a| a == slack_id)
+        }
     }
 
     /// Does an alert of this severity roll a fresh deploy back?
