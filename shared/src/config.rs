@@ -100,6 +100,75 @@ pub fn required_secret(vars: &dyn Vars, name: &str) -> Result<SecretString, Conf
         .ok_or_else(|| ConfigError::Missing(format!("{name} (or {name}_FILE)")))
 }
 
+/// The fewest characters a secret that authenticates requests may have: the GitHub webhook
+/// secret, the Slack signing secret (Slack's have 32) and the alert routes' bearer token.
+pub const MIN_SECRET_CHARS: usize = 16;
+
+/// Refuses a secret that authenticates inbound requests when it is blank after trimming or
+/// shorter than [`MIN_SECRET_CHARS`]. The error names the variable, never the value.
+pub fn strong_secret(name: &str, secret: SecretString) -> Result<SecretString, ConfigError> {
+    use secrecy::ExposeSecret;
+    let chars = secret.expose_secret().trim().chars().count();
+    if chars == 0 {
+        return Err(ConfigError::Invalid {
+            var: name.into(),
+            reason: "it is blank".into(),
+        });
+    }
+    if chars < MIN_SECRET_CHARS {
+        return Err(ConfigError::Invalid {
+            var: name.into(),
+            reason: format!(
+                "it is shorter than {MIN_SECRET_CHARS} characters; use a long random value (e.g. `openssl rand -hex 32`)"
+            ),
+        });
+    }
+    Ok(secret)
+}
+
+/// [`optional_secret`] checked by [`strong_secret`].
+pub fn optional_strong_secret(
+    vars: &dyn Vars,
+    name: &str,
+) -> Result<Option<SecretString>, ConfigError> {
+    optional_secret(vars, name)?
+        .map(|s| strong_secret(name, s))
+        .transpose()
+}
+
+/// [`required_secret`] checked by [`strong_secret`].
+pub fn required_strong_secret(vars: &dyn Vars, name: &str) -> Result<SecretString, ConfigError> {
+    strong_secret(name, required_secret(vars, name)?)
+}
+
+/// A Slack id (`T024BE7LD`): one of `first` letters, then capitals and digits.
+fn slack_id(
+    vars: &dyn Vars,
+    name: &str,
+    first: &[char],
+    example: &str,
+) -> Result<Option<String>, ConfigError> {
+    let Some(v) = optional(vars, name) else {
+        return Ok(None);
+    };
+    let mut chars = v.chars();
+    let starts = chars.next().is_some_and(|c| first.contains(&c));
+    let rest =
+        chars.clone().count() >= 2 && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+    if starts && rest {
+        Ok(Some(v))
+    } else {
+        let letters: Vec<String> = first.iter().map(char::to_string).collect();
+        Err(ConfigError::Invalid {
+            var: name.into(),
+            reason: format!(
+                "expected a Slack id starting with {} followed by capitals and digits, e.g. {example}",
+                letters.join(" or ")
+            ),
+        })
+    }
+}
+
 /// A base URL: absolute http(s), stored without a trailing slash.
 pub fn base_url(vars: &dyn Vars, name: &str, default: &str) -> Result<String, ConfigError> {
     let v = optional(vars, name).unwrap_or_else(|| default.to_string());
@@ -138,7 +207,7 @@ impl GitHubSettings {
     pub const API_URL: &'static str = "SHIPGATE_GITHUB_API_URL";
 
     pub fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
-        let webhook_secret = required_secret(vars, Self::WEBHOOK_SECRET)?;
+        let webhook_secret = required_strong_secret(vars, Self::WEBHOOK_SECRET)?;
         Ok(GitHubSettings {
             webhook_secret,
             app: GitHubAppSettings::from_vars(vars)?,
@@ -196,18 +265,37 @@ pub struct SlackSettings {
     pub signing_secret: Option<SecretString>,
     pub bot_token: Option<SecretString>,
     pub api_url: String,
+    /// The workspace whose clicks count (`T…`, or `E…` for an Enterprise Grid org).
+    pub team_id: Option<String>,
+    /// The app clicks must be sent to (`A…`); unchecked when unset.
+    pub app_id: Option<String>,
 }
 
 impl SlackSettings {
     pub const SIGNING_SECRET: &'static str = "SHIPGATE_SLACK_SIGNING_SECRET";
     pub const BOT_TOKEN: &'static str = "SHIPGATE_SLACK_BOT_TOKEN";
     pub const API_URL: &'static str = "SHIPGATE_SLACK_API_URL";
+    pub const TEAM_ID: &'static str = "SHIPGATE_SLACK_TEAM_ID";
+    pub const APP_ID: &'static str = "SHIPGATE_SLACK_APP_ID";
 
     pub fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
         Ok(SlackSettings {
-            signing_secret: optional_secret(vars, Self::SIGNING_SECRET)?,
+            signing_secret: optional_strong_secret(vars, Self::SIGNING_SECRET)?,
             bot_token: optional_secret(vars, Self::BOT_TOKEN)?,
             api_url: base_url(vars, Self::API_URL, "https://slack.com/api")?,
+            team_id: slack_id(vars, Self::TEAM_ID, &['T', 'E'], "T024BE7LD")?,
+            app_id: slack_id(vars, Self::APP_ID, &['A'], "A0KRD7HC3")?,
+        })
+    }
+
+    /// The workspace id, required wherever Slack clicks are received: without it a click from
+    /// any workspace the app is installed in (or a Slack Connect guest) would count.
+    pub fn required_team_id(&self) -> Result<String, ConfigError> {
+        self.team_id.clone().ok_or_else(|| {
+            ConfigError::Missing(format!(
+                "{}, the Slack workspace whose clicks count (T…; Slack shows it in the workspace's URL and in every click's team.id),",
+                Self::TEAM_ID
+            ))
         })
     }
 }
@@ -245,6 +333,8 @@ pub const OPS_CHANNEL_VAR: &str = "SHIPGATE_SLACK_OPS_CHANNEL";
 #[derive(Debug, Clone)]
 pub struct SlackApprovalSettings {
     pub signing_secret: SecretString,
+    pub team_id: String,
+    pub app_id: Option<String>,
     pub bot_token: SecretString,
     pub slack_api_url: String,
     pub github: GitHubAppSettings,
@@ -253,6 +343,8 @@ pub struct SlackApprovalSettings {
 impl SlackApprovalSettings {
     pub fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
         let slack = SlackSettings::from_vars(vars)?;
+        // Checked after the secrets, so a missing secret is named first.
+        let team_id = slack.required_team_id();
         let signing_secret = slack.signing_secret.ok_or_else(|| {
             ConfigError::Missing(format!(
                 "{0} (or {0}_FILE), which verifies every Slack click,",
@@ -266,6 +358,8 @@ impl SlackApprovalSettings {
             ))
         })?;
         Ok(SlackApprovalSettings {
+            team_id: team_id?,
+            app_id: slack.app_id,
             signing_secret,
             bot_token,
             slack_api_url: slack.api_url,
@@ -286,7 +380,7 @@ pub struct AlertSettings {
 impl AlertSettings {
     pub fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
         Ok(AlertSettings {
-            token: required_secret(vars, ALERT_TOKEN)?,
+            token: required_strong_secret(vars, ALERT_TOKEN)?,
             github: GitHubAppSettings::from_vars(vars)?,
         })
     }
@@ -326,7 +420,10 @@ mod tests {
     #[test]
     fn github_app_id_without_a_key_is_refused() {
         let err = GitHubSettings::from_vars(&[
-            ("SHIPGATE_GITHUB_WEBHOOK_SECRET", "s"),
+            (
+                "SHIPGATE_GITHUB_WEBHOOK_SECRET",
+                "a webhook secret long enough",
+            ),
             ("SHIPGATE_GITHUB_APP_ID", "7"),
         ])
         .err()
@@ -341,11 +438,11 @@ mod tests {
     fn secrets_can_come_from_files_without_their_trailing_newline() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("secret");
-        std::fs::write(&path, "from-file\n").expect("write");
+        std::fs::write(&path, "a secret from a file\n").expect("write");
         let p = path.to_string_lossy().to_string();
         let vars = [("SHIPGATE_GITHUB_WEBHOOK_SECRET_FILE", p.as_str())];
         let s = GitHubSettings::from_vars(&vars).expect("settings");
-        assert_eq!(s.webhook_secret.expose_secret(), "from-file");
+        assert_eq!(s.webhook_secret.expose_secret(), "a secret from a file");
         assert_eq!(s.app.api_url, "https://api.github.com");
     }
 
@@ -359,7 +456,7 @@ mod tests {
     #[test]
     fn errors_never_contain_secret_values() {
         let vars = [
-            ("SHIPGATE_GITHUB_WEBHOOK_SECRET", "hunter2"),
+            ("SHIPGATE_GITHUB_WEBHOOK_SECRET", "hunter2hunter2hunter2"),
             ("SHIPGATE_GITHUB_API_URL", "nope"),
         ];
         let err = GitHubSettings::from_vars(&vars)
@@ -383,8 +480,12 @@ mod tests {
     #[test]
     fn start_up_needs_no_github_webhook_secret_and_no_github_app() {
         let s = SlackApprovalSettings::from_vars(&[
-            ("SHIPGATE_SLACK_SIGNING_SECRET", "s"),
+            (
+                "SHIPGATE_SLACK_SIGNING_SECRET",
+                "8f742231b10e8888abcd99yyyzzz85a5",
+            ),
             ("SHIPGATE_SLACK_BOT_TOKEN", "xoxb-1"),
+            ("SHIPGATE_SLACK_TEAM_ID", "T0TEAM"),
         ])
         .unwrap();
         assert!(s.github.app.is_none());
@@ -395,8 +496,12 @@ mod tests {
     #[test]
     fn a_github_app_id_without_its_key_is_refused_at_start_up() {
         let err = SlackApprovalSettings::from_vars(&[
-            ("SHIPGATE_SLACK_SIGNING_SECRET", "s"),
+            (
+                "SHIPGATE_SLACK_SIGNING_SECRET",
+                "8f742231b10e8888abcd99yyyzzz85a5",
+            ),
             ("SHIPGATE_SLACK_BOT_TOKEN", "xoxb-1"),
+            ("SHIPGATE_SLACK_TEAM_ID", "T0TEAM"),
             ("SHIPGATE_GITHUB_APP_ID", "12"),
         ])
         .err()
@@ -410,11 +515,94 @@ mod tests {
     #[test]
     fn settings_debug_output_hides_secrets() {
         let s = SlackApprovalSettings::from_vars(&[
-            ("SHIPGATE_SLACK_SIGNING_SECRET", "signing-hunter2"),
+            ("SHIPGATE_SLACK_SIGNING_SECRET", "signing-hunter2-signing"),
             ("SHIPGATE_SLACK_BOT_TOKEN", "xoxb-hunter2"),
+            ("SHIPGATE_SLACK_TEAM_ID", "T0TEAM"),
         ])
         .unwrap();
         let debug = format!("{s:?}");
         assert!(!debug.contains("hunter2"), "{debug}");
+    }
+
+    #[test]
+    fn blank_and_short_secrets_stop_start_up_naming_the_variable_not_the_value() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "   \t \n").expect("write");
+        let file = path.to_string_lossy().to_string();
+        let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+            (
+                vec![("SHIPGATE_GITHUB_WEBHOOK_SECRET", "    ")],
+                "SHIPGATE_GITHUB_WEBHOOK_SECRET is not valid: it is blank",
+            ),
+            (
+                vec![("SHIPGATE_GITHUB_WEBHOOK_SECRET_FILE", file.as_str())],
+                "SHIPGATE_GITHUB_WEBHOOK_SECRET is not valid: it is blank",
+            ),
+            (
+                vec![("SHIPGATE_GITHUB_WEBHOOK_SECRET", "hunter2-short")],
+                "SHIPGATE_GITHUB_WEBHOOK_SECRET is not valid: it is shorter than 16 characters; use a long random value (e.g. `openssl rand -hex 32`)",
+            ),
+        ];
+        for (vars, want) in cases {
+            let map: std::collections::HashMap<String, String> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let err = GitHubSettings::from_vars(&map).err().map(|e| e.to_string());
+            assert_eq!(err.as_deref(), Some(want), "{vars:?}");
+        }
+        let err = AlertSettings::from_vars(&[("SHIPGATE_ALERT_TOKEN", "   token  ")])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.starts_with("SHIPGATE_ALERT_TOKEN is not valid: it is shorter than 16")
+                && !err.contains("token "),
+            "{err}"
+        );
+        let err = SlackApprovalSettings::from_vars(&[
+            ("SHIPGATE_SLACK_SIGNING_SECRET", " \t "),
+            ("SHIPGATE_SLACK_BOT_TOKEN", "xoxb-1"),
+        ])
+        .err()
+        .map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("SHIPGATE_SLACK_SIGNING_SECRET is not valid: it is blank")
+        );
+        assert!(AlertSettings::from_vars(&[("SHIPGATE_ALERT_TOKEN", "exactly-16-chars")]).is_ok());
+    }
+
+    #[test]
+    fn slack_clicks_need_the_workspace_id_and_ids_are_checked() {
+        let err = SlackApprovalSettings::from_vars(&[
+            (
+                "SHIPGATE_SLACK_SIGNING_SECRET",
+                "8f742231b10e8888abcd99yyyzzz85a5",
+            ),
+            ("SHIPGATE_SLACK_BOT_TOKEN", "xoxb-1"),
+        ])
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(
+            err.starts_with("SHIPGATE_SLACK_TEAM_ID, the Slack workspace whose clicks count"),
+            "{err}"
+        );
+        let err = SlackSettings::from_vars(&[("SHIPGATE_SLACK_TEAM_ID", "acme")])
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("SHIPGATE_SLACK_TEAM_ID is not valid: expected a Slack id starting with T or E followed by capitals and digits, e.g. T024BE7LD")
+        );
+        let s = SlackSettings::from_vars(&[
+            ("SHIPGATE_SLACK_TEAM_ID", "E0GRID1"),
+            ("SHIPGATE_SLACK_APP_ID", "A0KRD7HC3"),
+        ])
+        .unwrap();
+        assert_eq!(s.team_id.as_deref(), Some("E0GRID1"));
+        assert_eq!(s.app_id.as_deref(), Some("A0KRD7HC3"));
     }
 }

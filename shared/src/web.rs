@@ -23,8 +23,15 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("{0}")]
     BadRequest(String),
+    /// Authentic, but from someone shipgate does not act for.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     Conflict(String),
+    /// The same event is being handled right now: `503` with `Retry-After`, for senders that
+    /// retry only on 5xx (Alertmanager, Grafana).
+    #[error("{0}")]
+    Busy(String),
     #[error("request body is larger than {limit} bytes")]
     TooLarge { limit: usize },
     #[error("method not allowed")]
@@ -45,7 +52,9 @@ impl ApiError {
         match self {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
@@ -62,12 +71,38 @@ impl ApiError {
                 "internal error".to_string()
             }
             ApiError::Unauthorized(reason) => {
-                tracing::warn!(reason = %reason, "refused unauthenticated request");
+                tracing::warn!(status = status.as_u16(), reason = %reason, "refused unauthenticated request");
                 "unauthorized".to_string()
+            }
+            // Each refusal is logged once, here, with its reason.
+            ApiError::BadRequest(reason) => {
+                tracing::warn!(status = status.as_u16(), reason = %reason, "refused a malformed request");
+                reason.clone()
+            }
+            ApiError::Forbidden(reason) => {
+                tracing::warn!(status = status.as_u16(), reason = %reason, "refused a request shipgate does not act for");
+                reason.clone()
+            }
+            ApiError::Conflict(reason) | ApiError::Busy(reason) => {
+                tracing::info!(status = status.as_u16(), reason = %reason, "the same event is being handled; asked the sender to retry");
+                reason.clone()
+            }
+            ApiError::TooLarge { .. } => {
+                let reason = self.to_string();
+                tracing::warn!(status = status.as_u16(), reason = %reason, "refused an oversized request");
+                reason
             }
             other => other.to_string(),
         };
-        json(status, &serde_json::json!({ "message": message }))
+        let busy = matches!(self, ApiError::Busy(_));
+        let mut resp = json(status, &serde_json::json!({ "message": message }));
+        if busy {
+            resp.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("5"),
+            );
+        }
+        resp
     }
 }
 

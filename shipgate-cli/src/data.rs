@@ -54,12 +54,40 @@ impl From<SyncMode> for Durability {
     }
 }
 
+/// Creates the data directory (mode 0700, whatever the umask) when missing, refuses one that
+/// others can write, and opens the state in it (the database files are private: see
+/// [`SqliteStore::open`]).
 pub(crate) fn create_or_open(data_dir: &Path, durability: Durability) -> Result<Repo, CliError> {
-    std::fs::create_dir_all(data_dir).map_err(|source| CliError::DataDir {
-        path: data_dir.to_path_buf(),
-        source,
-    })?;
+    private_dir(data_dir)?;
     open_path(db_path(data_dir), durability)
+}
+
+/// Makes `dir` (and missing parents) with mode 0700; an existing directory that group or
+/// others may write is refused.
+pub(crate) fn private_dir(dir: &Path) -> Result<(), CliError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let err = |source| CliError::DataDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(err)?;
+        // The umask can only take bits away; set the mode exactly all the same.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+        return Ok(());
+    }
+    let mode = std::fs::metadata(dir).map_err(err)?.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(CliError::DataDirWritableByOthers {
+            path: dir.to_path_buf(),
+            mode: mode & 0o777,
+        });
+    }
+    Ok(())
 }
 
 /// Opens existing state for the operator commands; a wrong `--data` must not silently

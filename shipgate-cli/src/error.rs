@@ -42,6 +42,12 @@ pub enum CliError {
         source: std::io::Error,
     },
     #[error(
+        "data directory {} is writable by others (mode {mode:03o}): anyone who can write there can replace shipgate's state; run `chmod go-w {}` (shipgate creates it 0700) and start again",
+        path.display(),
+        path.display()
+    )]
+    DataDirWritableByOthers { path: PathBuf, mode: u32 },
+    #[error(
         "no shipgate database at {}; point --data (or SHIPGATE_DATA_DIR) at the directory `shipgate serve` uses",
         path.display()
     )]

@@ -44,7 +44,7 @@ use shipgate::outbound::{OutboundError, SlackApi, SlackApiPort, SlackConfig, Sla
 use shipgate::service::{PolicySource, Services, SystemClock};
 use shipgate::store::Repo;
 use shipgate::web::{self, ApiError};
-use slack_approval::SlackApproval;
+use slack_approval::{SlackApproval, Workspace};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -184,8 +184,17 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, CliError> {
     let policy_source = PolicySource::new(Arc::clone(&policy));
     let github_settings = GitHubSettings::from_vars(vars).map_err(config_error)?;
     let slack = SlackSettings::from_vars(vars).map_err(config_error)?;
+    // Clicks are received only with the signing secret, and then only the workspace's count.
+    let slack_workspace = match &slack.signing_secret {
+        Some(_) => Some(Workspace {
+            team_id: slack.required_team_id().map_err(config_error)?,
+            app_id: slack.app_id.clone(),
+        }),
+        None => None,
+    };
     let pagerduty = PagerDutySettings::from_vars(vars).map_err(config_error)?;
-    let alert_token = config::optional_secret(vars, config::ALERT_TOKEN).map_err(config_error)?;
+    let alert_token =
+        config::optional_strong_secret(vars, config::ALERT_TOKEN).map_err(config_error)?;
     let repo = data::create_or_open(&cfg.data_dir, cfg.durability)?;
     // Records written by an older layout move to the current keys before anything reads them.
     let migrated = shipgate::store::migrate::migrate(&repo)
@@ -243,16 +252,17 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, CliError> {
         policy_source: Some(Arc::clone(&policy_source)),
     };
 
-    let slack_app = match &slack.signing_secret {
-        Some(secret) => {
+    let slack_app = match (&slack.signing_secret, slack_workspace) {
+        (Some(secret), Some(workspace)) => {
             let client = slack_client(&slack, http.clone());
             Some(Arc::new(SlackApproval::new(
                 services.clone(),
                 secret.clone(),
+                workspace,
                 client,
             )))
         }
-        None => {
+        _ => {
             tracing::warn!(
                 variable = SlackSettings::SIGNING_SECRET,
                 "Slack is not configured: POST /webhooks/slack answers 503 until it is set"

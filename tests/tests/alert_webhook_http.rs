@@ -370,3 +370,66 @@ async fn the_lambda_entry_point_serves_both_http_events_and_sns_notifications() 
     let reply = handle_event(&h.alerts, forged).await.unwrap();
     assert_eq!(status_of(&reply), Some(http::StatusCode::UNAUTHORIZED));
 }
+
+#[tokio::test]
+async fn an_alert_being_processed_is_answered_503_with_retry_after_and_its_resend_is_ingested() {
+    let h = Harness::new().await;
+    let body = serde_json::to_vec(&alertmanager(
+        "firing",
+        "fp-busy",
+        labels("production", "critical", "X"),
+        h.now(),
+        None,
+    ))
+    .unwrap();
+    // Another delivery of the same notification holds its claim, as while it is processed.
+    let signals = alert_webhook::payload::alertmanager(&body).unwrap();
+    let key = signals[0].claim_key();
+    let claim = h
+        .repo
+        .begin_event("alert", &key, h.now(), std::time::Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_eq!(claim, shipgate::store::repo::Claim::Acquired);
+
+    let req = alert_request(
+        "/webhooks/alertmanager",
+        Some(&format!("Bearer {}", common::ALERT_TOKEN)),
+        body.clone(),
+    );
+    let resp = alert_webhook::handle(&h.alerts, req).await;
+    // Alertmanager sends again on a 5xx (not on a 4xx), after its group interval.
+    assert_eq!(resp.status(), 503);
+    assert_eq!(
+        resp.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("5")
+    );
+    let reply = Reply::from(resp);
+    let message = reply.body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("alert fp-busy of alertmanager is being processed by another delivery; send it again later"),
+        "{message}"
+    );
+    assert!(h
+        .repo
+        .open_incidents("production")
+        .await
+        .unwrap()
+        .is_empty());
+
+    // That attempt failed and gave its claim back: the resend is what opens the incident.
+    h.repo.release_event("alert", &key).await.unwrap();
+    let reply = h
+        .post_alert(
+            "/webhooks/alertmanager",
+            &serde_json::from_slice(&body).unwrap(),
+        )
+        .await;
+    assert_eq!(
+        (reply.status, reply.body["opened"].clone()),
+        (200, json!(1)),
+        "{reply:?}"
+    );
+}

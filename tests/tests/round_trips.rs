@@ -174,6 +174,10 @@ async fn store_round_trips_per_inbound_event_kind() {
     let approvals = SlackApproval::new(
         services.clone(),
         SecretString::from(SIGNING_SECRET.to_string()),
+        slack_approval::Workspace {
+            team_id: "T0TEAM".into(),
+            app_id: Some("A0SHIPGATE".into()),
+        },
         Arc::new(slack),
     );
     let alerts = AlertWebhook::new(services, SecretString::from(ALERT_TOKEN.to_string()));

@@ -4,185 +4,19 @@
 //! wiremock server where a test needs one.
 
 use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::Arc;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 use serde_json::Value;
-use shipgate::domain::policy::EXAMPLE_POLICY;
 use shipgate::signature::sign_github;
 
-const SECRET: &str = "test-webhook-secret-do-not-log";
+#[path = "common/serve.rs"]
+mod serve;
 
-fn shipgate() -> Command {
-    let mut cmd = Command::new(testkit::shipgate_binary());
-    // The tests decide every shipgate variable themselves.
-    for (name, _) in std::env::vars() {
-        if name.starts_with("SHIPGATE_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd
-}
-
-/// A temporary data directory with a policy beside it (the example policy by default).
-#[derive(Clone)]
-struct Workspace {
-    dir: Arc<tempfile::TempDir>,
-}
-
-impl Workspace {
-    fn new() -> Self {
-        Self::with_policy(EXAMPLE_POLICY)
-    }
-    fn with_policy(policy: &str) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("policy.toml"), policy).expect("write policy");
-        Workspace { dir: Arc::new(dir) }
-    }
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-    fn policy(&self) -> PathBuf {
-        self.dir.path().join("policy.toml")
-    }
-    fn log(&self) -> PathBuf {
-        self.dir.path().join("serve.log")
-    }
-}
-
-/// A running `shipgate serve`.
-struct Server {
-    child: Child,
-    base: String,
-    ws: Workspace,
-}
-
-impl Server {
-    /// The example policy, only the webhook secret, no scheduled jobs.
-    async fn start() -> Server {
-        Self::launch(Workspace::new(), &[], &["--no-schedule"]).await
-    }
-
-    /// `serve` on `ws` with extra variables and arguments.
-    /// Starts `shipgate serve` on port 0 and learns the port from its own "shipgate is serving"
-    /// log line. (Probing for a free port first would race: another test's server could take
-    /// the port, answer this one's health check and then receive its requests.)
-    async fn launch(ws: Workspace, envs: &[(&str, &str)], args: &[&str]) -> Server {
-        let log_path = ws.log();
-        let from = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
-        let log = std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .expect("log file");
-        let mut child = shipgate()
-            .arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data")
-            .arg(ws.data())
-            .arg("--policy")
-            .arg(ws.policy())
-            .args(args)
-            .env("SHIPGATE_GITHUB_WEBHOOK_SECRET", SECRET)
-            .envs(envs.iter().copied())
-            .env("RUST_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn shipgate serve");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            if let Some(addr) = serving_address(&log_path, from) {
-                let base = format!("http://{addr}");
-                if wait_healthy(&mut child, &base).await {
-                    return Server { child, base, ws };
-                }
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        let logs = std::fs::read_to_string(&log_path).unwrap_or_default();
-        panic!("shipgate serve never became healthy:\n{logs}");
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(self.ws.log()).unwrap_or_default()
-    }
-
-    /// Sends SIGTERM and waits (at most `within`) for the process to exit.
-    fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-        wait_with_timeout(&mut self.child, within)
-    }
-}
-
-/// The `listen=` address of the first "shipgate is serving" line written after byte `from`.
-fn serving_address(log: &Path, from: u64) -> Option<String> {
-    let bytes = std::fs::read(log).ok()?;
-    let fresh = bytes.get(usize::try_from(from).ok()?..)?;
-    String::from_utf8_lossy(fresh)
-        .lines()
-        .filter(|line| line.contains("shipgate is serving"))
-        .find_map(|line| {
-            let rest = &line[line.find("listen=")? + "listen=".len()..];
-            Some(rest.split_whitespace().next()?.to_string())
-        })
-}
-
-async fn wait_healthy(child: &mut Child, base: &str) -> bool {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return false;
-        }
-        if let Ok(resp) = client.get(format!("{base}/healthz")).send().await {
-            if resp.status() == 200 {
-                return true;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn wait_with_timeout(child: &mut Child, within: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
+use serve::{shipgate, wait_with_timeout, Server, Workspace, SECRET};
 
 async fn deliver(
     server: &Server,
@@ -717,7 +551,16 @@ fn help_lists_the_whole_command_surface() {
     assert!(out.status.success());
     let help = stdout(&out);
     for cmd in [
-        "serve", "policy", "status", "history", "demo", "job", "backup", "rollback", "unlock",
+        "serve",
+        "policy",
+        "status",
+        "history",
+        "incidents",
+        "demo",
+        "job",
+        "backup",
+        "rollback",
+        "unlock",
         "migrate",
     ] {
         assert!(
@@ -853,6 +696,7 @@ async fn a_signed_slack_click_approves_a_deployment_gated_through_the_github_rou
         Workspace::with_policy(ONE_APPROVER_POLICY),
         &[
             ("SHIPGATE_SLACK_SIGNING_SECRET", SLACK_SECRET),
+            ("SHIPGATE_SLACK_TEAM_ID", "T0TEAM"),
             ("SHIPGATE_SLACK_BOT_TOKEN", "xoxb-test-token"),
             ("SHIPGATE_SLACK_API_URL", api_url.as_str()),
         ],
@@ -1926,4 +1770,135 @@ async fn a_queue_waiting_when_serve_is_killed_moves_on_after_a_restart() {
         "{}",
         restarted.logs()
     );
+}
+
+/// Runs `serve` until it exits by itself (it must refuse to start); returns its stderr.
+fn refused_start(ws: &Workspace, envs: &[(&str, &str)]) -> String {
+    let mut child = shipgate()
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-schedule"])
+        .arg("--data")
+        .arg(ws.data())
+        .arg("--policy")
+        .arg(ws.policy())
+        .envs(envs.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let status = wait_with_timeout(&mut child, Duration::from_secs(10)).expect("exits by itself");
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read stderr");
+    assert!(!status.success(), "{err}");
+    err
+}
+
+#[test]
+fn weak_secrets_a_missing_workspace_and_a_shared_data_directory_stop_serve() {
+    let ws = Workspace::new();
+    let weak = "   \t  ";
+    let err = refused_start(&ws, &[("SHIPGATE_GITHUB_WEBHOOK_SECRET", weak)]);
+    assert!(
+        err.contains("SHIPGATE_GITHUB_WEBHOOK_SECRET is not valid: it is blank"),
+        "{err}"
+    );
+    let err = refused_start(&ws, &[("SHIPGATE_GITHUB_WEBHOOK_SECRET", "short-secret")]);
+    assert!(
+        err.contains(
+            "SHIPGATE_GITHUB_WEBHOOK_SECRET is not valid: it is shorter than 16 characters"
+        ) && !err.contains("short-secret"),
+        "{err}"
+    );
+    let err = refused_start(
+        &ws,
+        &[
+            ("SHIPGATE_GITHUB_WEBHOOK_SECRET", SECRET),
+            ("SHIPGATE_ALERT_TOKEN", "tok3n"),
+        ],
+    );
+    assert!(
+        err.contains("SHIPGATE_ALERT_TOKEN is not valid: it is shorter than 16 characters")
+            && !err.contains("tok3n"),
+        "{err}"
+    );
+    let err = refused_start(
+        &ws,
+        &[
+            ("SHIPGATE_GITHUB_WEBHOOK_SECRET", SECRET),
+            ("SHIPGATE_SLACK_SIGNING_SECRET", SLACK_SECRET),
+        ],
+    );
+    assert!(err.contains("SHIPGATE_SLACK_TEAM_ID"), "{err}");
+    // Refused before anything was written.
+    assert!(!ws.data().exists(), "nothing created");
+
+    // A data directory others may write.
+    std::fs::create_dir(ws.data()).expect("mkdir");
+    std::fs::set_permissions(ws.data(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let err = refused_start(&ws, &[("SHIPGATE_GITHUB_WEBHOOK_SECRET", SECRET)]);
+    assert!(
+        err.contains(&format!(
+            "data directory {} is writable by others (mode 777)",
+            ws.data().display()
+        )) && err.contains("chmod go-w"),
+        "{err}"
+    );
+    assert!(
+        !ws.data().join("shipgate.db").exists(),
+        "no database created"
+    );
+}
+
+#[test]
+fn a_policy_naming_a_routing_key_outside_the_prefix_is_refused() {
+    let ws = Workspace::with_policy(
+        "[notifications]\npagerduty_routing_keys = { critical = \"env:SHIPGATE_SLACK_BOT_TOKEN\" }\n[environments.staging]\n",
+    );
+    let out = run(shipgate().args(["policy", "check"]).arg(ws.policy()));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        text.contains("notifications.pagerduty_routing_keys.critical")
+            && text.contains(
+                "a routing key variable must be named SHIPGATE_PAGERDUTY_ROUTING_KEY_<SUFFIX>"
+            ),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn serve_creates_its_files_private_whatever_the_umask() {
+    let ws = Workspace::new();
+    // `umask 000` would leave new files world-writable; serve sets their modes itself.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("umask 000; exec \"$0\" serve --listen 127.0.0.1:0 --no-schedule --data \"$1\" --policy \"$2\"")
+        .arg(testkit::shipgate_binary())
+        .arg(ws.data())
+        .arg(ws.policy())
+        .env("SHIPGATE_GITHUB_WEBHOOK_SECRET", SECRET)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let db = ws.data().join("shipgate.db");
+    let mut wal = db.clone().into_os_string();
+    wal.push("-wal");
+    while !(db.exists() && Path::new(&wal).exists()) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mode = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    };
+    let modes = (mode(&ws.data()), mode(&db), mode(Path::new(&wal)));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(modes, (0o700, 0o600, 0o600));
 }

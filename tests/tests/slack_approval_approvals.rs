@@ -489,8 +489,8 @@ async fn a_rollback_click_on_a_deployment_that_is_not_running_changes_nothing() 
     assert_eq!(
         h.ephemeral_texts().await,
         vec![format!(
-            "Not rolled back: {} is not what runs in production now; use the message of the current deployment.",
-            dep.sha.short()
+            "Not rolled back: nothing of {} has been deployed to production yet.",
+            dep.repo
         )]
     );
     assert_eq!(h.deployment(&dep.id).await, dep);

@@ -312,10 +312,18 @@ async fn a_rollback_click_in_an_environment_without_approvals_starts_at_once() {
     let h = Harness::with_policy(&policy).await;
     let dep = h.seed_running_production().await;
 
+    // Anyone in the channel sees the button; only an approver of production may press it.
     h.click("U0MALLORY", ACTION_ROLLBACK, &dep).await;
-
     assert_eq!(
         h.ephemeral_texts().await,
+        ["Not rolled back: only the environment's approvers may roll back production from Slack, and you are not one of them."]
+    );
+    assert_eq!(h.deployment(&dep.id).await.state, dep.state);
+    assert!(h.github_deployment_calls().await.is_empty());
+
+    h.click("U0ALICE01", ACTION_ROLLBACK, &dep).await;
+    assert_eq!(
+        h.ephemeral_texts().await[1..],
         ["Rolling back production to aaaaaaa."]
     );
     let done = h.deployment(&dep.id).await;
@@ -327,7 +335,7 @@ async fn a_rollback_click_in_an_environment_without_approvals_starts_at_once() {
         (&calls[0]["ref"], &calls[0]["payload"]["reason"]),
         (
             &json!(PREV_SHA),
-            &json!("manual rollback requested by slack:U0MALLORY")
+            &json!("manual rollback requested by slack:U0ALICE01")
         )
     );
     assert_eq!(REPO, done.repo);
@@ -361,4 +369,60 @@ async fn a_repository_override_sets_the_approvals_and_ttl_of_its_manual_rollback
         (request.approvals_required, request.expires_at.to_string()),
         (3, "2025-06-02T10:30:00Z".to_string())
     );
+}
+
+#[tokio::test]
+async fn clicks_from_another_workspace_a_guest_or_another_app_are_refused_and_change_nothing() {
+    let policy = common::POLICY.replace("approvals_required = 2", "approvals_required = 0");
+    let h = Harness::with_policy(&policy).await;
+    let dep = h.seed_running_production().await;
+    let before = h.all_items().await;
+
+    type Change = fn(&mut Value);
+    let cases: [(&str, Change); 4] = [
+        ("another workspace", |p| p["team"]["id"] = json!("T0OTHER")),
+        // A Slack Connect guest: the channel is ours, the user's workspace is not.
+        ("a guest", |p| p["user"]["team_id"] = json!("T0GUEST")),
+        ("another app", |p| p["api_app_id"] = json!("A0SOMEONE")),
+        ("no workspace named", |p| {
+            if let Some(o) = p.as_object_mut() {
+                o.remove("team");
+            }
+        }),
+    ];
+    for (what, change) in cases {
+        // An approver's click, so only where it comes from is wrong.
+        let mut payload = h.click_payload("U0ALICE01", ACTION_ROLLBACK, &dep);
+        change(&mut payload);
+        let reply = h.send_payload(&payload).await;
+        assert_eq!(reply.status, 403, "{what}: {reply:?}");
+        let message = reply.body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.ends_with("shipgate acts only on its own workspace's clicks (user U0ALICE01)"),
+            "{what}: {message}"
+        );
+    }
+    assert!(h.ephemeral_texts().await.is_empty());
+    assert!(h.github_deployment_calls().await.is_empty());
+    assert_eq!(
+        h.all_items().await,
+        before,
+        "nothing recorded, not even the click"
+    );
+}
+
+#[tokio::test]
+async fn a_rollback_click_on_a_message_that_is_no_longer_current_rolls_back_nothing() {
+    let policy = common::POLICY.replace("approvals_required = 2", "approvals_required = 0");
+    let h = Harness::with_policy(&policy).await;
+    let dep = h.seed_running_production().await;
+    // The click is on the message of the deployment before the current one.
+    let older = h.deployment("dep-seed-1").await;
+    h.click("U0ALICE01", ACTION_ROLLBACK, &older).await;
+    assert_eq!(
+        h.ephemeral_texts().await,
+        [format!("Not rolled back: deployment dep-seed-1 is not what runs in production now ({} is); use the message of the current deployment.", dep.id)]
+    );
+    assert_eq!(h.deployment(&dep.id).await.state, dep.state);
+    assert!(h.github_deployment_calls().await.is_empty());
 }

@@ -115,7 +115,12 @@ async fn handle_inner(
 }
 
 fn service_error(e: ServiceError) -> ApiError {
-    ApiError::internal(e)
+    match e {
+        ServiceError::Busy(what) => ApiError::Busy(format!(
+            "{what} is being processed by another delivery; send it again later"
+        )),
+        e => ApiError::internal(e),
+    }
 }
 
 /// The response body: counts, then the items.

@@ -70,6 +70,7 @@ pub struct Click {
     pub nonce: String,
     /// Slack user id of the clicker.
     pub user: String,
+    pub origin: Origin,
     /// Slack's timestamp of this click; with the user and value it identifies the click, so
     /// Slack's retries of it are recognised.
     pub action_ts: String,
@@ -84,6 +85,7 @@ pub struct Click {
 /// The reject-reason modal, submitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReasonSubmission {
+    pub origin: Origin,
     pub deployment_id: String,
     pub nonce: String,
     pub user: String,
@@ -92,6 +94,16 @@ pub struct ReasonSubmission {
     pub view_id: String,
     /// The raw `private_metadata`.
     pub metadata: String,
+}
+
+/// Where an interaction comes from, as its payload says: the workspace it happened in
+/// (`team.id`), the clicker's own workspace (`user.team_id`; a Slack Connect guest's differs)
+/// and the app it was sent to (`api_app_id`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    pub team_id: Option<String>,
+    pub user_team_id: Option<String>,
+    pub api_app_id: Option<String>,
 }
 
 /// What an interaction request asks of shipgate.
@@ -132,6 +144,10 @@ struct RawPayload {
     #[serde(default)]
     user: Option<RawUser>,
     #[serde(default)]
+    team: Option<RawTeam>,
+    #[serde(default)]
+    api_app_id: Option<String>,
+    #[serde(default)]
     trigger_id: Option<String>,
     #[serde(default)]
     response_url: Option<String>,
@@ -145,6 +161,25 @@ struct RawPayload {
 struct RawUser {
     #[serde(default)]
     id: String,
+    #[serde(default)]
+    team_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawTeam {
+    #[serde(default)]
+    id: Option<String>,
+}
+
+impl RawPayload {
+    fn origin(&self) -> Origin {
+        let some = |v: Option<&String>| v.filter(|v| !v.is_empty()).cloned();
+        Origin {
+            team_id: some(self.team.as_ref().and_then(|t| t.id.as_ref())),
+            user_team_id: some(self.user.as_ref().and_then(|u| u.team_id.as_ref())),
+            api_app_id: some(self.api_app_id.as_ref()),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -224,6 +259,7 @@ fn user_id(user: Option<RawUser>, kind: &'static str) -> Result<String, ParseErr
 
 fn parse_block_actions(raw: RawPayload) -> Result<Interaction, ParseError> {
     const KIND: &str = "block_actions";
+    let origin = raw.origin();
     let Some(first) = raw.actions.into_iter().next() else {
         return Err(ParseError::Missing {
             kind: KIND,
@@ -247,6 +283,7 @@ fn parse_block_actions(raw: RawPayload) -> Result<Interaction, ParseError> {
             field: "actions[0].action_ts",
         })?;
     Ok(Interaction::Click(Click {
+        origin,
         action,
         deployment_id,
         nonce,
@@ -260,6 +297,7 @@ fn parse_block_actions(raw: RawPayload) -> Result<Interaction, ParseError> {
 
 fn parse_view_submission(raw: RawPayload) -> Result<Interaction, ParseError> {
     const KIND: &str = "view_submission";
+    let origin = raw.origin();
     let Some(view) = raw.view else {
         return Err(ParseError::Missing {
             kind: KIND,
@@ -279,6 +317,7 @@ fn parse_view_submission(raw: RawPayload) -> Result<Interaction, ParseError> {
         .unwrap_or("")
         .to_string();
     Ok(Interaction::ReasonSubmitted(ReasonSubmission {
+        origin,
         deployment_id,
         nonce,
         user,

@@ -15,7 +15,9 @@
 //!   modal is replaced by the outcome text, or keeps the input with an error when the reason
 //!   was blank;
 //! - interactions shipgate does not act on get `200` with an empty body;
-//! - `401` bad or stale signature, `400` malformed payload, `413` body too large, `500`.
+//! - `401` bad or stale signature, `403` a click or submission from another workspace (a
+//!   Slack Connect guest) or sent to another app ([`Workspace`]), `400` malformed payload,
+//!   `409` the same click still being handled, `413` body too large, `500`.
 //!
 //! Time budget: the store writes are inline, GitHub gets at most
 //! [`approvals::GITHUB_ANSWER_BUDGET`] (1.5 s, then the sweeper takes over), and each Slack
@@ -39,7 +41,7 @@ use shipgate::web::{self, ApiError, Request, Response};
 use tracing::Instrument;
 
 use interaction::{
-    ButtonAction, Click, Interaction, ReasonSubmission, REASON_ACTION_ID, REASON_BLOCK_ID,
+    ButtonAction, Click, Interaction, Origin, ReasonSubmission, REASON_ACTION_ID, REASON_BLOCK_ID,
     REASON_CALLBACK_ID,
 };
 
@@ -62,11 +64,58 @@ pub const REASON_BLANK: &str = "Give a reason for the rejection.";
 pub const REASON_IN_PROGRESS: &str =
     "Your rejection is still being recorded; submit again in a moment.";
 
+/// The Slack workspace (and app) whose clicks count. A click or submission from any other
+/// workspace — a Slack Connect guest in a shared channel, whose own workspace differs — or
+/// sent to another app is refused (`403`) before it does anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workspace {
+    /// `SHIPGATE_SLACK_TEAM_ID`: the workspace's id, `T…` (or `E…` for an Enterprise Grid org).
+    pub team_id: String,
+    /// `SHIPGATE_SLACK_APP_ID`: the app's id, `A…`; unchecked when not set.
+    pub app_id: Option<String>,
+}
+
+impl Workspace {
+    /// Why `origin` is refused, or `None` when it is this workspace (and app).
+    pub fn refuses(&self, origin: &Origin) -> Option<String> {
+        match origin.team_id.as_deref() {
+            None => return Some("the interaction names no workspace (team.id)".into()),
+            Some(team) if team != self.team_id => {
+                return Some(format!(
+                    "the interaction comes from workspace {team}, not {}",
+                    self.team_id
+                ))
+            }
+            Some(_) => {}
+        }
+        if let Some(home) = origin
+            .user_team_id
+            .as_deref()
+            .filter(|home| *home != self.team_id)
+        {
+            return Some(format!(
+                "the user belongs to workspace {home}, not {} (a guest from another workspace)",
+                self.team_id
+            ));
+        }
+        match (self.app_id.as_deref(), origin.api_app_id.as_deref()) {
+            (Some(want), Some(got)) if want != got => {
+                Some(format!("the interaction was sent to app {got}, not {want}"))
+            }
+            (Some(want), None) => Some(format!(
+                "the interaction names no app (api_app_id); expected {want}"
+            )),
+            _ => None,
+        }
+    }
+}
+
 /// The handler's dependencies, built once at cold start.
 #[derive(Clone)]
 pub struct SlackApproval {
     pub services: Services,
     pub signing_secret: SecretString,
+    pub workspace: Workspace,
     pub slack: Arc<dyn SlackApiPort>,
     pub max_body_bytes: usize,
     pub slack_call_budget: Duration,
@@ -82,11 +131,13 @@ impl SlackApproval {
     pub fn new(
         services: Services,
         signing_secret: SecretString,
+        workspace: Workspace,
         slack: Arc<dyn SlackApiPort>,
     ) -> Self {
         SlackApproval {
             services,
             signing_secret,
+            workspace,
             slack,
             max_body_bytes: web::MAX_BODY_BYTES,
             slack_call_budget: SLACK_CALL_BUDGET,
@@ -134,6 +185,7 @@ async fn handle_inner(app: &SlackApproval, req: &Request) -> Result<Response, Ap
             Ok(empty_ok())
         }
         Interaction::Click(click) => {
+            refuse_other_workspace(app, &click.origin, &click.user)?;
             let span = tracing::info_span!(
                 "slack_click",
                 deployment_id = %click.deployment_id,
@@ -143,6 +195,7 @@ async fn handle_inner(app: &SlackApproval, req: &Request) -> Result<Response, Ap
             on_click(app, click).instrument(span).await
         }
         Interaction::ReasonSubmitted(sub) => {
+            refuse_other_workspace(app, &sub.origin, &sub.user)?;
             let span = tracing::info_span!(
                 "slack_reject_reason",
                 deployment_id = %sub.deployment_id,
@@ -150,6 +203,19 @@ async fn handle_inner(app: &SlackApproval, req: &Request) -> Result<Response, Ap
             );
             on_reason(app, sub).instrument(span).await
         }
+    }
+}
+
+fn refuse_other_workspace(
+    app: &SlackApproval,
+    origin: &Origin,
+    user: &str,
+) -> Result<(), ApiError> {
+    match app.workspace.refuses(origin) {
+        None => Ok(()),
+        Some(why) => Err(ApiError::Forbidden(format!(
+            "{why}; shipgate acts only on its own workspace's clicks (user {user})"
+        ))),
     }
 }
 

@@ -303,6 +303,10 @@ pub async fn alert_webhook() -> Result<Webhook, BootError> {
 pub struct SlackApproval {
     pub services: Services,
     pub signing_secret: SecretString,
+    /// `SHIPGATE_SLACK_TEAM_ID`: the workspace whose clicks count.
+    pub team_id: String,
+    /// `SHIPGATE_SLACK_APP_ID`, when set: the app clicks must be sent to.
+    pub app_id: Option<String>,
     pub slack: Arc<dyn SlackApiPort>,
 }
 
@@ -325,6 +329,8 @@ pub async fn slack_approval() -> Result<SlackApproval, BootError> {
     Ok(SlackApproval {
         services: cold.services(github).await?,
         signing_secret: settings.signing_secret,
+        team_id: settings.team_id,
+        app_id: settings.app_id,
         slack: Arc::new(slack),
     })
 }

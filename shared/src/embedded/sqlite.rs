@@ -102,14 +102,48 @@ fn db_err(context: &str, e: rusqlite::Error) -> StoreError {
     StoreError::backend(format!("sqlite: {context}"), e)
 }
 
+/// Creates the database file with mode 0600 when missing, and takes group and other bits off
+/// it and its WAL files when present.
+fn private_files(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |op: &'static str| {
+        move |e: std::io::Error| StoreError::backend(format!("{op} {}", path.display()), e)
+    };
+    if !path.exists() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io("create"))?;
+    }
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let mut shm = path.as_os_str().to_owned();
+    shm.push("-shm");
+    for file in [path.to_path_buf(), wal.into(), shm.into()] {
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                .map_err(io("restrict"))?;
+        }
+    }
+    Ok(())
+}
+
 /// A poisoned queue lock means a panic while pushing or draining; the queue is still a list.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file at `path`.
+    /// Opens (creating if needed) the database file at `path`. The file, and the `-wal` and
+    /// `-shm` files beside it, are readable and writable by the owner only (0600), whatever
+    /// the umask: SQLite gives the WAL files the database file's mode.
     pub fn open(path: impl AsRef<Path>, durability: Durability) -> Result<Self, StoreError> {
+        private_files(path.as_ref())?;
         let writer = Connection::open(path.as_ref()).map_err(|e| db_err("open", e))?;
         let writer = Self::prepare(writer, durability)?;
         // Opened after the writer switched the file to WAL and created the schema.

@@ -89,10 +89,64 @@ impl fmt::Display for AttemptFailure {
             Self::Status {
                 status, message, ..
             } => write!(f, "HTTP {status}: {message}"),
-            Self::Transport(err) if err.is_timeout() => write!(f, "timed out"),
-            Self::Transport(err) => write!(f, "transport error: {err}"),
+            Self::Transport(err) => f.write_str(&transport_cause(err)),
         }
     }
+}
+
+/// What went wrong on the wire, in words an operator can act on: `connection refused`, `DNS
+/// lookup failed`, `TLS failed`, `timed out`, `connection reset`..., with the innermost cause
+/// and the host (never the whole URL: a Slack `response_url` is a credential).
+pub fn transport_cause(err: &reqwest::Error) -> String {
+    // The top-level message names the whole URL; only the causes below it are shown.
+    let mut innermost = "no further detail".to_string();
+    let mut io_kind = None;
+    let mut texts = Vec::new();
+    let mut source: Option<&(dyn StdError + 'static)> = StdError::source(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            io_kind.get_or_insert(io.kind());
+        }
+        innermost = e.to_string();
+        texts.push(innermost.to_ascii_lowercase());
+        source = e.source();
+    }
+    let mentions = |needle: &str| texts.iter().any(|t| t.contains(needle));
+    use std::io::ErrorKind;
+    let cause = if err.is_timeout() || io_kind == Some(ErrorKind::TimedOut) {
+        "timed out"
+    } else if io_kind == Some(ErrorKind::ConnectionRefused) {
+        "connection refused"
+    } else if mentions("dns error") || mentions("failed to lookup address") {
+        "DNS lookup failed"
+    } else if mentions("tls")
+        || mentions("certificate")
+        || mentions("handshake")
+        || mentions("corrupt message")
+    {
+        "TLS failed"
+    } else if matches!(
+        io_kind,
+        Some(ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe)
+    ) {
+        "connection reset"
+    } else if err.is_connect() {
+        "could not connect"
+    } else if err.is_body() || err.is_decode() {
+        "the answer was cut short"
+    } else {
+        "transport error"
+    };
+    let host = err
+        .url()
+        .and_then(|u| {
+            u.host_str().map(|h| match u.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_string(),
+            })
+        })
+        .unwrap_or_else(|| "?".into());
+    format!("{cause} ({host}): {innermost}")
 }
 
 impl StdError for AttemptFailure {
@@ -647,5 +701,60 @@ mod tests {
     fn error_message_is_truncated_on_a_char_boundary() {
         let body = "é".repeat(1000);
         assert_eq!(error_message(body.as_bytes()).chars().count(), 300);
+    }
+
+    async fn cause_of(url: &str) -> String {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let err = client.get(url).send().await.expect_err("must fail");
+        transport_cause(&err)
+    }
+
+    #[tokio::test]
+    async fn transport_failures_name_their_cause_and_the_host_not_the_url() {
+        // Nothing listens on a port just freed.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let refused = cause_of(&format!("http://127.0.0.1:{port}/actions/T0/secret-path")).await;
+        assert!(
+            refused.starts_with(&format!("connection refused (127.0.0.1:{port}): ")),
+            "{refused}"
+        );
+        assert!(!refused.contains("secret-path"), "{refused}");
+
+        // A server that accepts and never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap();
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = silent.accept().await {
+                held.push(sock);
+            }
+        });
+        let timed_out = cause_of(&format!("http://{addr}/")).await;
+        assert!(
+            timed_out.starts_with(&format!("timed out ({addr})")),
+            "{timed_out}"
+        );
+
+        // A plain-text server spoken to over TLS.
+        let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = plain.local_addr().unwrap();
+        let answer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            while let Ok((mut sock, _)) = plain.accept().await {
+                let _ = sock
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        let tls = cause_of(&format!("https://{addr}/")).await;
+        assert!(tls.starts_with(&format!("TLS failed ({addr}): ")), "{tls}");
+        hold.abort();
+        answer.abort();
     }
 }

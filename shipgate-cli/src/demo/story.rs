@@ -50,8 +50,8 @@ pub const SLACK_SIGNING_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 /// The bearer token the demo's Alertmanager presents (also in `events/alert-webhook/`).
 pub const ALERT_TOKEN: &str = "shipgate-demo-alert-token";
 const SLACK_BOT_TOKEN: &str = "xoxb-shipgate-demo-not-a-real-token";
-/// Read through the policy's `env:SHIPGATE_PD_KEY_CRITICAL`, like a real routing key.
-const PAGERDUTY_KEY_VAR: &str = "SHIPGATE_PD_KEY_CRITICAL";
+/// Read through the policy's `env:SHIPGATE_PAGERDUTY_ROUTING_KEY_CRITICAL`, like a real routing key.
+const PAGERDUTY_KEY_VAR: &str = "SHIPGATE_PAGERDUTY_ROUTING_KEY_CRITICAL";
 const PAGERDUTY_ROUTING_KEY: &str = "shipgate-demo-routing-key-critical";
 /// The App and installation ids of the samples in `events/github-webhook/`.
 const APP_ID: u64 = 913_452;
@@ -338,6 +338,9 @@ fn server_vars(github: &Fake, slack: &Fake, pagerduty: &Fake) -> HashMap<String,
             SLACK_SIGNING_SECRET.to_string(),
         ),
         ("SHIPGATE_SLACK_BOT_TOKEN", SLACK_BOT_TOKEN.to_string()),
+        // The workspace and app of the sample click in events/slack-approval.
+        ("SHIPGATE_SLACK_TEAM_ID", "T0TEAM0001".to_string()),
+        ("SHIPGATE_SLACK_APP_ID", "A0SHIPGATE1".to_string()),
         (
             "SHIPGATE_SLACK_API_URL",
             format!("{}/api", slack.base_url()),

@@ -176,6 +176,7 @@ impl Harness {
         let app = SlackApproval::new(
             services,
             SecretString::from(SIGNING_SECRET.to_string()),
+            workspace(),
             Arc::new(slack_client),
         );
         Harness {
@@ -464,6 +465,14 @@ pub fn block_actions(
             "action_ts": action_ts
         }]
     })
+}
+
+/// The workspace and app the payloads here come from (`T0TEAM`, `A0SHIPGATE`).
+pub fn workspace() -> slack_approval::Workspace {
+    slack_approval::Workspace {
+        team_id: "T0TEAM".into(),
+        app_id: Some("A0SHIPGATE".into()),
+    }
 }
 
 /// A `view_submission` of the reject-reason modal.
