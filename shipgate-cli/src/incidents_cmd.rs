@@ -272,17 +272,11 @@ fn listed(incident: &Incident, cutoff: Option<Timestamp>) -> bool {
 
 /// `shipgate incidents`.
 pub async fn run(opts: IncidentsOptions) -> Result<(), CliError> {
-    let environments: Vec<String> = match (&opts.environment, &opts.policy_file) {
-        (Some(env), _) => vec![env.clone()],
-        (None, Some(path)) => data::load_policy(path)?
-            .environments()
-            .map(|e| e.name.clone())
-            .collect(),
-        (None, None) => return Err(CliError::Usage(
-            "give --env E, or --policy FILE (or SHIPGATE_POLICY_FILE) to list every environment"
-                .into(),
-        )),
-    };
+    let environments = crate::status::environments_to_show(
+        opts.environment.as_deref(),
+        opts.policy_file.as_deref(),
+        "list",
+    )?;
     let only = parse_repo(opts.repo.as_deref())?;
     let repo = data::open_existing(&opts.data_dir)?;
     let cutoff = if opts.all {

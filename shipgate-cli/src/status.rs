@@ -480,19 +480,32 @@ fn change(e: &AuditEvent) -> String {
     }
 }
 
-/// `shipgate history`.
-pub async fn history(opts: HistoryOptions) -> Result<(), CliError> {
-    let environments: Vec<String> = match (&opts.environment, &opts.policy_file) {
-        (Some(env), _) => vec![env.clone()],
-        (None, Some(path)) => data::load_policy(path)?
+/// The environments an operator command looks at: `--env E` alone, else every environment of
+/// the policy; neither is a usage error saying what to give (`verb`: what the command does).
+pub(crate) fn environments_to_show(
+    environment: Option<&str>,
+    policy_file: Option<&std::path::Path>,
+    verb: &str,
+) -> Result<Vec<String>, CliError> {
+    match (environment, policy_file) {
+        (Some(env), _) => Ok(vec![env.to_string()]),
+        (None, Some(path)) => Ok(data::load_policy(path)?
             .environments()
             .map(|e| e.name.clone())
-            .collect(),
-        (None, None) => return Err(CliError::Usage(
-            "give --env E, or --policy FILE (or SHIPGATE_POLICY_FILE) to show every environment"
-                .into(),
-        )),
-    };
+            .collect()),
+        (None, None) => Err(CliError::Usage(format!(
+            "give --env E, or --policy FILE (or SHIPGATE_POLICY_FILE) to {verb} every environment"
+        ))),
+    }
+}
+
+/// `shipgate history`.
+pub async fn history(opts: HistoryOptions) -> Result<(), CliError> {
+    let environments = environments_to_show(
+        opts.environment.as_deref(),
+        opts.policy_file.as_deref(),
+        "show",
+    )?;
     let only = parse_repo(opts.repo.as_deref())?;
     let repo = data::open_existing(&opts.data_dir)?;
     let mut logs = Vec::new();

@@ -6,9 +6,7 @@
 #[path = "common/serve.rs"]
 mod serve;
 
-use std::process::{Command, Output};
-
-use serve::{shipgate, Server, Workspace};
+use serve::{json_lines, run, shipgate, stderr, stdout, Server, Workspace};
 
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{json, Value};
@@ -54,24 +52,6 @@ async fn alert(server: &Server, body: &Value) {
     let status = resp.status();
     let text = resp.text().await.expect("body");
     assert_eq!(status, 200, "{text}");
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("run shipgate")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn json_lines(text: &str) -> Vec<Value> {
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
-        .collect()
 }
 
 /// A table's lines with each run of spaces between columns made one, so rows compare

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use serde_json::{json, Value};
-use serve::{Server, Workspace, SECRET};
+use serve::{button_value, Server, Workspace, SECRET};
 use shipgate::signature::{sign_github, sign_slack};
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -205,21 +205,6 @@ impl Env {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-}
-
-fn button_value(v: &Value, action_id: &str) -> Option<String> {
-    match v {
-        Value::Object(map) => {
-            if map.get("action_id").and_then(Value::as_str) == Some(action_id) {
-                if let Some(value) = map.get("value").and_then(Value::as_str) {
-                    return Some(value.to_string());
-                }
-            }
-            map.values().find_map(|x| button_value(x, action_id))
-        }
-        Value::Array(items) => items.iter().find_map(|x| button_value(x, action_id)),
-        _ => None,
     }
 }
 

@@ -16,7 +16,10 @@ use shipgate::signature::sign_github;
 #[path = "common/serve.rs"]
 mod serve;
 
-use serve::{shipgate, wait_with_timeout, Server, Workspace, SECRET};
+use serve::{
+    button_value, json_lines, run, shipgate, stderr, stdout, wait_with_timeout, Server, Workspace,
+    SECRET,
+};
 
 async fn deliver(
     server: &Server,
@@ -64,24 +67,6 @@ fn protection_rule_for(repo: &str, environment: &str, run_id: u64) -> String {
         "repository": { "full_name": repo }
     })
     .to_string()
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("run shipgate")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn json_lines(text: &str) -> Vec<Value> {
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
-        .collect()
 }
 
 #[tokio::test]
@@ -321,26 +306,7 @@ async fn sigterm_lets_a_request_in_flight_finish_before_exiting() {
 
 #[test]
 fn serve_refuses_to_start_without_the_webhook_secret() {
-    let ws = Workspace::new();
-    let mut child = shipgate()
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .arg("--data")
-        .arg(ws.data())
-        .arg("--policy")
-        .arg(ws.policy())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let status = wait_with_timeout(&mut child, Duration::from_secs(10)).expect("exits by itself");
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut err)
-        .expect("read stderr");
-    assert!(!status.success());
+    let err = refused_start(&Workspace::new(), &[]);
     assert!(err.contains("SHIPGATE_GITHUB_WEBHOOK_SECRET"), "{err}");
     assert!(err.contains("/webhooks/github"), "{err}");
 }
@@ -636,21 +602,6 @@ async fn slack_calls(slack: &wiremock::MockServer, path: &str, at_least: usize) 
 }
 
 /// The `value` of the first button whose `action_id` is `action_id`, anywhere in `v`.
-fn button_value(v: &Value, action_id: &str) -> Option<String> {
-    match v {
-        Value::Object(map) => {
-            if map.get("action_id").and_then(Value::as_str) == Some(action_id) {
-                if let Some(value) = map.get("value").and_then(Value::as_str) {
-                    return Some(value.to_string());
-                }
-            }
-            map.values().find_map(|x| button_value(x, action_id))
-        }
-        Value::Array(items) => items.iter().find_map(|x| button_value(x, action_id)),
-        _ => None,
-    }
-}
-
 fn block_actions(user: &str, value: &str, response_url: &str) -> Value {
     serde_json::json!({
         "type": "block_actions",

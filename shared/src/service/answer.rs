@@ -168,24 +168,11 @@ async fn answer(svc: &Services, deployment_id: &str, resend: Resend) -> Result<b
             .await
         {
             Ok(waiting) if !waiting.iter().any(|e| e == dep.environment.as_str()) => {
-                let now = svc.now();
-                update_deployment(svc, deployment_id, |d| {
-                    if d.callback != CallbackState::Pending {
-                        return None;
-                    }
-                    d.callback = CallbackState::Answered;
-                    let note = d.note(
-                        now,
-                        &Actor::system(),
-                        "github_answered",
-                        format!(
-                            "run {run_id} no longer waits on {}: not sent again",
-                            d.environment
-                        ),
-                    );
-                    Some(vec![note])
-                })
-                .await?;
+                let detail = format!(
+                    "run {run_id} no longer waits on {}: not sent again",
+                    dep.environment
+                );
+                mark_answered(svc, deployment_id, detail).await?;
                 tracing::info!(
                     deployment_id,
                     run_id,
@@ -217,22 +204,27 @@ async fn answer(svc: &Services, deployment_id: &str, resend: Resend) -> Result<b
         }
         return Err(e.into());
     }
+    mark_answered(svc, deployment_id, format!("{state:?}").to_lowercase()).await?;
+    Ok(true)
+}
+
+/// Marks a deployment's answer as given (once), noting `detail` in its audit log.
+async fn mark_answered(
+    svc: &Services,
+    deployment_id: &str,
+    detail: String,
+) -> Result<(), ServiceError> {
     let now = svc.now();
     update_deployment(svc, deployment_id, |d| {
         if d.callback != CallbackState::Pending {
             return None;
         }
         d.callback = CallbackState::Answered;
-        let note = d.note(
-            now,
-            &Actor::system(),
-            "github_answered",
-            format!("{state:?}").to_lowercase(),
-        );
+        let note = d.note(now, &Actor::system(), "github_answered", detail.clone());
         Some(vec![note])
     })
     .await?;
-    Ok(true)
+    Ok(())
 }
 
 /// Cancels an approved deployment whose pre-deploy backup could not be made, so GitHub is

@@ -1184,6 +1184,25 @@ impl Repo {
         }
     }
 
+    /// Every entry of timeline `pk` in `[from, to)`, oldest first.
+    async fn timeline(
+        &self,
+        pk: String,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<Item>, RepoError> {
+        Ok(self
+            .store
+            .query(Query::Timeline {
+                pk,
+                from: ms_key(from),
+                to: ms_key(to),
+                descending: false,
+                limit: None,
+            })
+            .await?)
+    }
+
     /// Incidents of an environment opened in `[from, to)` (`_unknown` for unmapped alerts).
     pub async fn incidents_in(
         &self,
@@ -1192,14 +1211,7 @@ impl Repo {
         to: Timestamp,
     ) -> Result<Vec<Incident>, RepoError> {
         let items = self
-            .store
-            .query(Query::Timeline {
-                pk: format!("ENV#{environment}#INCIDENTS"),
-                from: ms_key(from),
-                to: ms_key(to),
-                descending: false,
-                limit: None,
-            })
+            .timeline(format!("ENV#{environment}#INCIDENTS"), from, to)
             .await?;
         items
             .iter()
@@ -1334,14 +1346,7 @@ impl Repo {
         to: Timestamp,
     ) -> Result<Vec<IncidentEvent>, RepoError> {
         let items = self
-            .store
-            .query(Query::Timeline {
-                pk: format!("ENV#{environment}#INCIDENT_LOG"),
-                from: ms_key(from),
-                to: ms_key(to),
-                descending: false,
-                limit: None,
-            })
+            .timeline(format!("ENV#{environment}#INCIDENT_LOG"), from, to)
             .await?;
         items
             .iter()

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -180,4 +180,39 @@ pub fn wait_with_timeout(child: &mut Child, within: Duration) -> Option<ExitStat
         std::thread::sleep(Duration::from_millis(20));
     }
     None
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run shipgate")
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect()
+}
+
+/// The `value` of the first button with `action_id` anywhere in a Slack message body.
+pub fn button_value(v: &serde_json::Value, action_id: &str) -> Option<String> {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            if map.get("action_id").and_then(Value::as_str) == Some(action_id) {
+                if let Some(value) = map.get("value").and_then(Value::as_str) {
+                    return Some(value.to_string());
+                }
+            }
+            map.values().find_map(|x| button_value(x, action_id))
+        }
+        Value::Array(items) => items.iter().find_map(|x| button_value(x, action_id)),
+        _ => None,
+    }
 }
