@@ -21,7 +21,8 @@ one line per failed check and exits 1 if any failed. It asserts:
   the stack's account; CloudWatch's statement, on the key of the topics alarms publish to, also
   carries aws:SourceArn limited to this account's and region's alarms.
 - Backups: the backup bucket's lifecycle never expires current objects (retention is the
-  policy's, applied by the backup job's prune).
+  policy's, applied by the backup job's prune); a role that may s3:GetObject in a versioned
+  bucket may also s3:GetObjectVersion (a restore reads the version it verified).
 """
 
 import re
@@ -266,6 +267,33 @@ def check(path: Path) -> list:
             failures.append(f"{key} encrypts a topic alarms publish to but its policy has no "
                             "CloudWatch statement")
     failures.extend(check_backup_lifecycle(resources))
+    failures.extend(check_versioned_reads(resources))
+    return failures
+
+
+def check_versioned_reads(resources: dict) -> list:
+    """A restore reads the version of each backup object it verified: every role that may
+    s3:GetObject in a versioned bucket also needs s3:GetObjectVersion (docs/backups.md)."""
+    failures = []
+    versioned = {
+        name for name, r in resources.items()
+        if r.get("Type") == "AWS::S3::Bucket"
+        and ((r.get("Properties") or {}).get("VersioningConfiguration") or {}).get("Status")
+        == "Enabled"
+    }
+    for name, resource in resources.items():
+        policies = (resource.get("Properties") or {}).get("Policies") or []
+        for policy in as_list(policies):
+            if not isinstance(policy, dict):
+                continue
+            for statement in statements(policy):
+                acts = {a.lower() for a in actions(statement)}
+                if "s3:getobject" not in acts or "s3:getobjectversion" in acts:
+                    continue
+                if refs(statement.get("Resource")) & versioned:
+                    failures.append(f"{name}: statement {statement.get('Sid', '?')} may "
+                                    "s3:GetObject in a versioned bucket but not "
+                                    "s3:GetObjectVersion, which a restore's pinned read needs")
     return failures
 
 

@@ -265,7 +265,7 @@ pub struct SlackSettings {
     pub signing_secret: Option<SecretString>,
     pub bot_token: Option<SecretString>,
     pub api_url: String,
-    /// The workspace whose clicks count (`T…`, or `E…` for an Enterprise Grid org).
+    /// The workspace whose clicks count (`T…`; every click's `team.id`).
     pub team_id: Option<String>,
     /// The app clicks must be sent to (`A…`); unchecked when unset.
     pub app_id: Option<String>,
@@ -283,7 +283,7 @@ impl SlackSettings {
             signing_secret: optional_strong_secret(vars, Self::SIGNING_SECRET)?,
             bot_token: optional_secret(vars, Self::BOT_TOKEN)?,
             api_url: base_url(vars, Self::API_URL, "https://slack.com/api")?,
-            team_id: slack_id(vars, Self::TEAM_ID, &['T', 'E'], "T024BE7LD")?,
+            team_id: slack_id(vars, Self::TEAM_ID, &['T'], "T024BE7LD")?,
             app_id: slack_id(vars, Self::APP_ID, &['A'], "A0KRD7HC3")?,
         })
     }
@@ -595,14 +595,14 @@ mod tests {
             .map(|e| e.to_string());
         assert_eq!(
             err.as_deref(),
-            Some("SHIPGATE_SLACK_TEAM_ID is not valid: expected a Slack id starting with T or E followed by capitals and digits, e.g. T024BE7LD")
+            Some("SHIPGATE_SLACK_TEAM_ID is not valid: expected a Slack id starting with T followed by capitals and digits, e.g. T024BE7LD")
         );
         let s = SlackSettings::from_vars(&[
-            ("SHIPGATE_SLACK_TEAM_ID", "E0GRID1"),
+            ("SHIPGATE_SLACK_TEAM_ID", "T0TEAM1"),
             ("SHIPGATE_SLACK_APP_ID", "A0KRD7HC3"),
         ])
         .unwrap();
-        assert_eq!(s.team_id.as_deref(), Some("E0GRID1"));
+        assert_eq!(s.team_id.as_deref(), Some("T0TEAM1"));
         assert_eq!(s.app_id.as_deref(), Some("A0KRD7HC3"));
     }
 }

@@ -195,6 +195,12 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, CliError> {
     let pagerduty = PagerDutySettings::from_vars(vars).map_err(config_error)?;
     let alert_token =
         config::optional_strong_secret(vars, config::ALERT_TOKEN).map_err(config_error)?;
+    // Clients whose configuration can be refused come before anything is written to disk.
+    let http = shipgate::outbound::http_client()?;
+    let github = github_settings
+        .app
+        .client(http.clone())
+        .map_err(CliError::GitHubClient)?;
     let repo = data::create_or_open(&cfg.data_dir, cfg.durability)?;
     // Records written by an older layout move to the current keys before anything reads them.
     let migrated = shipgate::store::migrate::migrate(&repo)
@@ -203,11 +209,6 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, CliError> {
     if migrated.from_version != migrated.to_version {
         tracing::info!(from = migrated.from_version, to = migrated.to_version, moved = migrated.moved, dropped = migrated.dropped, kept = ?migrated.kept, "store migrated");
     }
-    let http = shipgate::outbound::http_client()?;
-    let github = github_settings
-        .app
-        .client(http.clone())
-        .map_err(CliError::GitHubClient)?;
     // EMF metric lines are for CloudWatch; a self-hosted server keeps stdout quiet.
     let backups = TableBackups::embedded(&cfg.data_dir, Arc::clone(repo.store()))
         .map_err(CliError::Backups)?

@@ -31,9 +31,12 @@ const REPOS: [(&str, &str); 3] = [
 const RUNS: u64 = 24;
 /// Percent of deliveries (and sweeps) the process dies in the middle of.
 const RESTARTS: u64 = 8;
-/// How many times the process restarted, and how many of those cut work short, for the log.
-static RESTARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-static CUT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// How many times the process restarted in one play, and how many of those cut work short.
+#[derive(Debug, Default, Clone, Copy)]
+struct Restarts {
+    restarted: usize,
+    cut: usize,
+}
 
 const POLICY: &str = r#"
 [services]
@@ -115,6 +118,7 @@ fn status(run_id: u64, run: &Run, state: &str) -> Value {
 async fn deliver(
     h: &mut Harness,
     rng: &mut Rng,
+    restarts: &mut Restarts,
     event: &str,
     body: &Value,
     times: u32,
@@ -133,10 +137,10 @@ async fn deliver(
             if rng.chance(RESTARTS) {
                 let polls = 1 + (rng.next() % 6) as u32;
                 if h.deliver_cut(event, body, polls).await.is_none() {
-                    CUT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    restarts.cut += 1;
                 }
                 h.restart();
-                RESTARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                restarts.restarted += 1;
             } else {
                 h.deliver(event, body).await;
             }
@@ -168,7 +172,7 @@ async fn approved_runs(h: &Harness) -> BTreeSet<u64> {
 }
 
 /// GitHub runs run `run_id`'s deployment to its end; the deliveries about it may be lost.
-async fn execute(h: &mut Harness, rng: &mut Rng, run_id: u64, run: &Run) {
+async fn execute(h: &mut Harness, rng: &mut Rng, restarts: &mut Restarts, run_id: u64, run: &Run) {
     let gh = run_id + 100_000;
     let final_state = if run.succeeds { "success" } else { "failure" };
     let conclusion = if run.succeeds { "success" } else { "failure" };
@@ -189,11 +193,21 @@ async fn execute(h: &mut Harness, rng: &mut Rng, run_id: u64, run: &Run) {
         .mount(&h.github)
         .await;
     let (n, together) = times(rng);
-    deliver(h, rng, "deployment", &created(run_id, run), n, together).await;
+    deliver(
+        h,
+        rng,
+        restarts,
+        "deployment",
+        &created(run_id, run),
+        n,
+        together,
+    )
+    .await;
     let (n, together) = times(rng);
     deliver(
         h,
         rng,
+        restarts,
         "deployment_status",
         &status(run_id, run, "in_progress"),
         n,
@@ -204,6 +218,7 @@ async fn execute(h: &mut Harness, rng: &mut Rng, run_id: u64, run: &Run) {
     deliver(
         h,
         rng,
+        restarts,
         "deployment_status",
         &status(run_id, run, final_state),
         n,
@@ -252,17 +267,17 @@ async fn finish_rollbacks(h: &Harness) {
 
 /// Sweeps; returns how many deployments it reconciled with GitHub or timed out. Now and
 /// then the process dies in the middle of it and starts again.
-async fn sweep(h: &mut Harness, rng: &mut Rng) -> usize {
+async fn sweep(h: &mut Harness, rng: &mut Rng, restarts: &mut Restarts) -> usize {
     if rng.chance(RESTARTS) {
         let polls = 1 + (rng.next() % 10) as u32;
         if common::run_cut(shipgate::jobs::sweeper::sweep(h.services()), polls)
             .await
             .is_none()
         {
-            CUT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            restarts.cut += 1;
         }
         h.restart();
-        RESTARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        restarts.restarted += 1;
         return 0;
     }
     let report = shipgate::jobs::sweeper::sweep(h.services()).await;
@@ -314,10 +329,10 @@ fn run_of(path: &str) -> Option<u64> {
     path.split("/runs/").nth(1)?.split('/').next()?.parse().ok()
 }
 
-async fn play(mut h: Harness, seed: u64) {
+/// Plays one seed; returns how often the process restarted and cut work short.
+async fn play(mut h: Harness, seed: u64) -> Restarts {
     mount_protection_rules(&h).await;
-    let restarts_before = RESTARTED.load(std::sync::atomic::Ordering::SeqCst);
-    let cut_before = CUT.load(std::sync::atomic::Ordering::SeqCst);
+    let mut restarts = Restarts::default();
     // Rollback deployments shipgate asks GitHub for.
     let next_id = Arc::new(std::sync::atomic::AtomicU64::new(900_000));
     let ids = next_id.clone();
@@ -356,6 +371,7 @@ async fn play(mut h: Harness, seed: u64) {
             deliver(
                 &mut h,
                 &mut rng,
+                &mut restarts,
                 "deployment_protection_rule",
                 &body,
                 2,
@@ -366,6 +382,7 @@ async fn play(mut h: Harness, seed: u64) {
             deliver(
                 &mut h,
                 &mut rng,
+                &mut restarts,
                 "deployment_protection_rule",
                 &body,
                 1,
@@ -383,18 +400,18 @@ async fn play(mut h: Harness, seed: u64) {
             }
             run.done = true;
             let run = run.clone();
-            execute(&mut h, &mut rng, approved, &run).await;
+            execute(&mut h, &mut rng, &mut restarts, approved, &run).await;
         }
         if step % 3 == 2 {
             h.advance_mins(6);
-            reconciled += sweep(&mut h, &mut rng).await;
+            reconciled += sweep(&mut h, &mut rng, &mut restarts).await;
         }
     }
     // Time passes; the sweeper reconciles, times out, closes windows and serves queues, and
     // GitHub runs whatever it is told to, until nothing is left.
     for _ in 0..40 {
         h.advance_mins(16);
-        reconciled += sweep(&mut h, &mut rng).await;
+        reconciled += sweep(&mut h, &mut rng, &mut restarts).await;
         finish_rollbacks(&h).await;
         let mut ran = false;
         for approved in approved_runs(&h).await {
@@ -407,7 +424,7 @@ async fn play(mut h: Harness, seed: u64) {
             run.done = true;
             ran = true;
             let run = run.clone();
-            execute(&mut h, &mut rng, approved, &run).await;
+            execute(&mut h, &mut rng, &mut restarts, approved, &run).await;
         }
         let open = h
             .repo
@@ -439,8 +456,8 @@ async fn play(mut h: Harness, seed: u64) {
         "seed {seed:#x}: {} runs, {} deployment records {states:?}, {reconciled} reconciled with GitHub by the sweeper, {} restarts ({} cut work short)",
         runs.len(),
         all.len(),
-        RESTARTED.load(std::sync::atomic::Ordering::SeqCst) - restarts_before,
-        CUT.load(std::sync::atomic::Ordering::SeqCst) - cut_before
+        restarts.restarted,
+        restarts.cut
     );
 
     // Every lock free, nothing left in flight or queued.
@@ -497,21 +514,28 @@ async fn play(mut h: Harness, seed: u64) {
             );
         }
     }
+    restarts
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_duplicated_and_concurrent_deliveries_leave_nothing_stuck_doubled_or_wrongly_good() {
+    let mut cut = 0;
     for seed in [0x5EED_0001u64, 0x5EED_0002, 0x5EED_0003, 0x5EED_0004] {
-        play(Harness::build(POLICY, 201, common::ALERT_TOKEN).await, seed).await;
+        cut += play(Harness::build(POLICY, 201, common::ALERT_TOKEN).await, seed)
+            .await
+            .cut;
     }
+    // The restarts must have interrupted something, or they test nothing.
+    assert!(cut > 0, "no restart cut a delivery or a sweep short");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_on_dynamodb() {
     let store = common::dynamodb_store().await;
-    play(
+    let restarts = play(
         Harness::build_on(POLICY, 201, common::ALERT_TOKEN, Some(store)).await,
         0x5EED_0005,
     )
     .await;
+    assert!(restarts.cut > 0, "no restart cut work short: {restarts:?}");
 }

@@ -120,8 +120,7 @@ async fn handle_inner(
         }
         Claim::InProgress => {
             // Not a 2xx: if the attempt holding the claim fails, this redelivery must not
-            // have been acknowledged.
-            tracing::info!("delivery is being processed by another attempt");
+            // have been acknowledged. Logged once, with the answer.
             return Err(ApiError::Conflict(
                 "this delivery is being processed; deliver it again later".into(),
             ));

@@ -69,7 +69,7 @@ pub const REASON_IN_PROGRESS: &str =
 /// sent to another app is refused (`403`) before it does anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Workspace {
-    /// `SHIPGATE_SLACK_TEAM_ID`: the workspace's id, `T…` (or `E…` for an Enterprise Grid org).
+    /// `SHIPGATE_SLACK_TEAM_ID`: the workspace's id, `T…` (every click's `team.id`).
     pub team_id: String,
     /// `SHIPGATE_SLACK_APP_ID`: the app's id, `A…`; unchecked when not set.
     pub app_id: Option<String>,
@@ -265,8 +265,7 @@ async fn on_click(app: &SlackApproval, click: Click) -> Result<Response, ApiErro
         }
         Claim::InProgress => {
             // Not a 2xx: if the attempt holding the claim fails, this copy must not have been
-            // taken for handled.
-            tracing::info!("click is being handled by another attempt");
+            // taken for handled. Logged once, with the answer.
             return Err(ApiError::Conflict(
                 "this click is still being handled; try again in a moment".into(),
             ));

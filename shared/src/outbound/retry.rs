@@ -505,23 +505,34 @@ async fn send_once(
     policy: &RetryPolicy,
     build: &impl Fn() -> reqwest::RequestBuilder,
 ) -> Result<RawResponse, reqwest::Error> {
-    // URLs are dropped from errors: some carry capabilities (Slack response_url).
-    let response = build()
-        .timeout(policy.timeout)
-        .send()
-        .await
-        .map_err(reqwest::Error::without_url)?;
+    // Errors keep only the URL's origin (scheme, host, port): the path and query of some
+    // URLs are capabilities (Slack response_url), while the host says where it failed.
+    let (client, request) = build().timeout(policy.timeout).build_split();
+    let request = request.map_err(reqwest::Error::without_url)?;
+    let origin = origin_of(request.url());
+    let keep_origin = |e: reqwest::Error| match &origin {
+        Some(origin) => e.without_url().with_url(origin.clone()),
+        None => e.without_url(),
+    };
+    let response = client.execute(request).await.map_err(keep_origin)?;
     let status = response.status();
     let headers = response.headers().clone();
-    let body = response
-        .bytes()
-        .await
-        .map_err(reqwest::Error::without_url)?;
+    let body = response.bytes().await.map_err(keep_origin)?;
     Ok(RawResponse {
         status,
         headers,
         body,
     })
+}
+
+/// `scheme://host:port/` of `url`, without its path, query or credentials.
+fn origin_of(url: &reqwest::Url) -> Option<reqwest::Url> {
+    let host = url.host_str()?;
+    let origin = match url.port() {
+        Some(port) => format!("{}://{host}:{port}/", url.scheme()),
+        None => format!("{}://{host}/", url.scheme()),
+    };
+    reqwest::Url::parse(&origin).ok()
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -703,13 +714,21 @@ mod tests {
         assert_eq!(error_message(body.as_bytes()).chars().count(), 300);
     }
 
+    /// The cause a failed call reports, through the retry loop the clients use.
     async fn cause_of(url: &str) -> String {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_millis(300))
-            .build()
-            .unwrap();
-        let err = client.get(url).send().await.expect_err("must fail");
-        transport_cause(&err)
+        let client = reqwest::Client::new();
+        let policy = RetryPolicy {
+            max_attempts: 1,
+            timeout: Duration::from_millis(300),
+            ..RetryPolicy::default()
+        };
+        let err = execute(&policy, "test", "get", || client.get(url), classify_http)
+            .await
+            .expect_err("must fail");
+        match err {
+            OutboundError::Exhausted { last, .. } => last.to_string(),
+            other => panic!("not a transport failure: {other}"),
+        }
     }
 
     #[tokio::test]

@@ -807,7 +807,8 @@ enum Step {
 ///
 /// Manual rollbacks follow the same approval rules as a deploy. Where the environment needs
 /// no approvals the rollback starts at once. Otherwise this opens a rollback request on the
-/// current deployment (anyone who can reach the entry points may ask) and the rollback starts
+/// current deployment (from Slack only those [`start_from_slack`] lets ask; from the CLI, an
+/// operator) and the rollback starts
 /// only once `approvals_required` distinct people from the environment's `approvers` approved
 /// it ([`approve_request`]) before the environment's `approval_ttl` ran out. The requester is
 /// the request's author: under `prevent_self_approval` their own approval does not count (a
