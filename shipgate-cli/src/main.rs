@@ -17,6 +17,7 @@ mod ops;
 mod policy_cmd;
 mod progress;
 mod rollback_cmd;
+mod setup_cmd;
 mod status;
 mod unlock_cmd;
 
@@ -68,6 +69,28 @@ enum Command {
     /// Migrate the store in the data directory to the current schema (`serve` does it at
     /// start); safe to run again.
     Migrate(MigrateArgs),
+    /// Print the GitHub App or Slack app manifest, filled in with shipgate's public URL, to
+    /// create the app from.
+    #[command(subcommand)]
+    Setup(SetupCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SetupCommand {
+    /// Print the GitHub App manifest; its webhook URL is BASE/webhooks/github.
+    GithubApp(SetupArgs),
+    /// Print the Slack app manifest; its interactivity request URL is BASE/webhooks/slack.
+    SlackApp(SetupArgs),
+}
+
+#[derive(Debug, Args)]
+struct SetupArgs {
+    /// shipgate's public base URL, https (plain http on a loopback address only), e.g.
+    /// https://deploy.example.com. On AWS, the stack's GithubWebhookUrl or
+    /// SlackInteractivityUrl output, or its base: `aws cloudformation describe-stacks
+    /// --stack-name NAME --query "Stacks[0].Outputs"`.
+    #[arg(long, value_name = "BASE")]
+    url: String,
 }
 
 #[derive(Debug, Args)]
@@ -324,6 +347,8 @@ fn command_name(command: &Command) -> &'static str {
         Command::Rollback(_) => "rollback",
         Command::Unlock(_) => "unlock",
         Command::Migrate(_) => "migrate",
+        Command::Setup(SetupCommand::GithubApp(_)) => "setup github-app",
+        Command::Setup(SetupCommand::SlackApp(_)) => "setup slack-app",
     }
 }
 
@@ -440,6 +465,12 @@ fn run(command: Command) -> Result<(), CliError> {
         Command::Migrate(args) => {
             logging::init(LogFormat::Text, "warn");
             runtime()?.block_on(migrate_cmd::run(&args.data.data, args.json))
+        }
+        Command::Setup(SetupCommand::GithubApp(args)) => {
+            setup_cmd::run(setup_cmd::App::GitHub, &args.url)
+        }
+        Command::Setup(SetupCommand::SlackApp(args)) => {
+            setup_cmd::run(setup_cmd::App::Slack, &args.url)
         }
     }
 }

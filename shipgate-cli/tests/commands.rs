@@ -35,6 +35,7 @@ fn help_lists_the_operator_commands_and_not_the_load_tool() {
             "rollback",
             "unlock",
             "migrate",
+            "setup",
             "help"
         ],
         "{help}"

@@ -83,6 +83,10 @@ fn is_fresh(binary: &Path) -> bool {
         newest = newest.max(modified(&dir.join("Cargo.toml")).unwrap_or(SystemTime::UNIX_EPOCH));
         newest = newest.max(newest_in(&dir.join("src")));
     }
+    // Files the binary embeds with include_str!: the app manifests and the demo's sample events.
+    for embedded in ["manifests", "events"] {
+        newest = newest.max(newest_in(&root.join(embedded)));
+    }
     built >= newest
 }
 

@@ -528,6 +528,7 @@ fn help_lists_the_whole_command_surface() {
         "rollback",
         "unlock",
         "migrate",
+        "setup",
     ] {
         assert!(
             help.lines().any(|l| l.trim_start().starts_with(cmd)),
@@ -1784,6 +1785,16 @@ fn weak_secrets_a_missing_workspace_and_a_shared_data_directory_stop_serve() {
         ],
     );
     assert!(err.contains("SHIPGATE_SLACK_TEAM_ID"), "{err}");
+    let err = refused_start(
+        &ws,
+        &[
+            ("SHIPGATE_GITHUB_WEBHOOK_SECRET", SECRET),
+            ("SHIPGATE_GITHUB_APP_ID", "4242"),
+            ("SHIPGATE_GITHUB_PRIVATE_KEY", "not a PEM key at all"),
+        ],
+    );
+    assert!(err.to_lowercase().contains("github"), "{err}");
+    assert!(!err.contains("not a PEM key"), "{err}");
     // Refused before anything was written.
     assert!(!ws.data().exists(), "nothing created");
 

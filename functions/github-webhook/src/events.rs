@@ -13,6 +13,26 @@ use shipgate::domain::events::{
 use shipgate::domain::{EnvName, GitHubDeploymentState, IdError, RepoName, Sha};
 use shipgate::outbound::github::parse_run_id;
 
+/// The webhook events shipgate acts on, each an arm of [`parse`]'s match below: exactly the
+/// events its GitHub App subscribes to (`default_events` in `manifests/github-app.json`; a test
+/// in `tests/tests/manifests.rs` keeps the manifest, this list and the match equal).
+///
+/// - `deployment_protection_rule` (action `requested`): the gate itself;
+/// - `deployment` (`created`): a deployment GitHub created, rollbacks included;
+/// - `deployment_status` (`created`): where a deployment is (in progress, success, failure);
+/// - `workflow_run` (`completed`): a sha's CI outcome; a run that did not succeed withdraws its
+///   requests still waiting on shipgate;
+/// - `push`: the pushed commits' times, where lead time starts.
+///
+/// `ping` is parsed too, but GitHub sends it to a new webhook unasked: it is no subscription.
+pub const HANDLED_EVENTS: &[&str] = &[
+    "deployment_protection_rule",
+    "deployment",
+    "deployment_status",
+    "workflow_run",
+    "push",
+];
+
 /// A delivery shipgate acts on.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GitHubEvent {

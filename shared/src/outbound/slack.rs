@@ -25,6 +25,19 @@ pub const DEFAULT_API_URL: &str = "https://slack.com/api";
 
 const JSON_UTF8: &str = "application/json; charset=utf-8";
 
+/// The bot token scopes shipgate's Slack app asks for: exactly the `oauth_config.scopes.bot`
+/// of `manifests/slack-app.json` (a test in `tests/tests/manifests.rs` keeps them equal, and
+/// checks that every Web API method this client calls is accounted for here).
+///
+/// - `chat:write`: `chat.postMessage` (approval requests and every other message),
+///   `chat.update` (the message updated in place as the deployment moves) and
+///   `chat.postEphemeral` (a note only one user sees). With it alone the bot posts only where
+///   it is a member: invite it to every channel the policy's `slack_channel` names.
+///
+/// The other calls need no scope: `views.open` (the reject-reason dialog, opened with a
+/// click's `trigger_id`) and a click's `response_url` (called without the token).
+pub const BOT_SCOPES: &[&str] = &["chat:write"];
+
 /// Where the Web API is and the bot token (`xoxb-…`) to call it with.
 #[derive(Debug, Clone)]
 pub struct SlackConfig {
