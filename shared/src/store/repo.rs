@@ -647,6 +647,16 @@ impl Repo {
             {
                 Ok(Created::RunTaken)
             }
+            // DynamoDB cancels a transaction that touches an item another transaction is
+            // writing (the other request for the same run, still in flight) as a conflict,
+            // without saying which condition would have failed. When the run's pointer shows
+            // up as someone else's moments later, the run was taken.
+            Err(StoreError::Conflict)
+                if run_condition.is_some()
+                    && self.run_taken_by_other(dep, run_condition.as_ref()).await? =>
+            {
+                Ok(Created::RunTaken)
+            }
             Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) if takes_lock => {
                 let holder = self.lock_holder(&scope).await?.unwrap_or_default();
                 Ok(Created::Locked { holder })
@@ -823,6 +833,37 @@ impl Repo {
 
     /// The deployment gated for workflow run `run_id` in `environment`, with the version of
     /// the run's pointer (what [`Repo::create_gated`] expects for a re-run).
+    /// Whether another deployment than `dep` holds the pointer of `dep`'s run and environment,
+    /// looking twice, 50 ms apart (a conflicting transaction may still be committing). Only a
+    /// cancelled transaction pays these reads.
+    /// `expected` is the condition the create put on the pointer: absent, or at a version (a
+    /// re-run replacing an earlier attempt's pointer).
+    async fn run_taken_by_other(
+        &self,
+        dep: &Deployment,
+        expected: Option<&Condition>,
+    ) -> Result<bool, RepoError> {
+        let Some(run_id) = dep.run_id else {
+            return Ok(false);
+        };
+        for attempt in 1..=2u64 {
+            let pointer = self.run_pointer(run_id, dep.environment.as_str()).await?;
+            let moved = match (pointer, expected) {
+                (Some((holder, _)), _) if holder.id == dep.id => return Ok(false),
+                (Some((_, version)), Some(Condition::Version(v))) => version != *v,
+                (Some(_), _) => true,
+                (None, _) => false,
+            };
+            if moved {
+                return Ok(true);
+            }
+            if attempt == 1 {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+        Ok(false)
+    }
+
     pub async fn run_pointer(
         &self,
         run_id: u64,
@@ -1514,6 +1555,8 @@ mod claim_tests {
         inner: SqliteStore,
         lose: AtomicUsize,
         refuse: AtomicUsize,
+        /// Transactions cancelled as conflicting (DynamoDB's TransactionConflict) unapplied.
+        conflict: AtomicUsize,
     }
 
     fn take(counter: &AtomicUsize) -> bool {
@@ -1545,6 +1588,9 @@ mod claim_tests {
             Ok(())
         }
         async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+            if take(&self.conflict) {
+                return Err(StoreError::Conflict);
+            }
             self.inner.transact(writes).await
         }
         async fn query(&self, query: Query) -> Result<Vec<Item>, StoreError> {
@@ -1565,6 +1611,7 @@ mod claim_tests {
             inner: SqliteStore::in_memory().expect("sqlite"),
             lose: AtomicUsize::new(0),
             refuse: AtomicUsize::new(0),
+            conflict: AtomicUsize::new(0),
         });
         (Repo::new(store.clone()), store)
     }
@@ -1620,6 +1667,58 @@ mod claim_tests {
                 .await
                 .unwrap(),
             Claim::Acquired
+        );
+    }
+
+    fn gated(id: &str, run_id: u64) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "id": id,
+            "repo": "acme/api",
+            "environment": "staging",
+            "git_ref": "main",
+            "sha": "0123456789abcdef0123456789abcdef01234567",
+            "requester": "octocat",
+            "kind": "deploy",
+            "state": "approved",
+            "version": 0,
+            "created_at": t0(),
+            "updated_at": t0(),
+            "run_id": run_id,
+            "installation_id": 7,
+        }))
+        .expect("deployment")
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_create_conflicts_with_the_runs_other_request_finds_the_run_taken() {
+        let (repo, store) = repo();
+        let mut first = gated("dep-first", 77);
+        assert_eq!(
+            repo.create_gated(&mut first, &[], t0(), None)
+                .await
+                .unwrap(),
+            Created::Created
+        );
+        // DynamoDB cancels the second request's transaction as a conflict while the first is
+        // committing, without naming the run's pointer.
+        store.conflict.store(1, Ordering::SeqCst);
+        let mut second = gated("dep-second", 77);
+        assert_eq!(
+            repo.create_gated(&mut second, &[], t0(), None)
+                .await
+                .unwrap(),
+            Created::RunTaken
+        );
+        // A conflict on another run's request is still a lost lock, not a taken run.
+        store.conflict.store(1, Ordering::SeqCst);
+        let mut other = gated("dep-other", 78);
+        assert_eq!(
+            repo.create_gated(&mut other, &[], t0(), None)
+                .await
+                .unwrap(),
+            Created::Locked {
+                holder: "dep-first".into()
+            }
         );
     }
 
