@@ -12,6 +12,27 @@ use serde_json::{json, Map, Value};
 /// The namespace every shipgate metric lives in.
 pub const NAMESPACE: &str = "shipgate";
 
+/// Every metric shipgate emits in [`NAMESPACE`], with its dimensions; [`line`] emits no
+/// other name (the CloudWatch dashboard in `template.yaml` charts exactly these).
+pub const METRICS: &[&str] = &[
+    // The DORA report (`dora-report`), dimensions `Environment`, `Window` (`7d`, `30d`, `90d`)
+    // and, per repository, `Repository`.
+    "DeploymentFrequency",
+    "LeadTimeForChanges",
+    "ChangeFailureRate",
+    "TimeToRestore",
+    // Every job run, dimension `Job`.
+    "JobSucceeded",
+    "JobDuration",
+    // Backups and restore drills, dimension `Table`.
+    "BackupItems",
+    "RestoreDrillRPO",
+    "RestoreDrillRTO",
+    // Synthetic health probes, dimensions `Probe`, `Environment`.
+    "ProbeUp",
+    "ProbeLatency",
+];
+
 /// CloudWatch units shipgate uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unit {
@@ -44,6 +65,7 @@ pub fn line(
     unit: Unit,
     value: f64,
 ) -> String {
+    debug_assert!(METRICS.contains(&metric), "{metric} is not in emf::METRICS");
     let names: Vec<&str> = dimensions.iter().map(|(k, _)| *k).collect();
     let mut doc = Map::new();
     doc.insert(
