@@ -378,3 +378,23 @@ async fn restore_refuses_a_kms_backup_whose_encryption_context_was_edited() {
     target.delete_table().await.unwrap();
     source.delete_table().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_dynamodb_restore_target_can_be_emptied_again() {
+    let config = emulator().await;
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let name = format!("jobs-clear-{}", &run[..12]);
+    create_source_table(&client, &name).await;
+    seed(&client, &name).await;
+    let table = DynamoTable::new(client.clone(), &name);
+    assert_eq!(table.count().await.unwrap(), ITEMS as u64);
+
+    // What a restore whose writing pass failed part-way calls on a target that was empty.
+    assert!(
+        table.clear().await.unwrap(),
+        "a DynamoDB table can be emptied"
+    );
+    assert_eq!(table.count().await.unwrap(), 0);
+    assert!(table.is_empty().await.unwrap());
+}

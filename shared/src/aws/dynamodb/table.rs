@@ -10,9 +10,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, BillingMode, GlobalSecondaryIndex, IndexStatus, KeySchemaElement,
-    LocalSecondaryIndex, Projection, ProvisionedThroughput, ProvisionedThroughputDescription,
-    PutRequest, Select, TableStatus, WriteRequest,
+    AttributeValue, BillingMode, DeleteRequest, GlobalSecondaryIndex, IndexStatus,
+    KeySchemaElement, LocalSecondaryIndex, Projection, ProvisionedThroughput,
+    ProvisionedThroughputDescription, PutRequest, Select, TableStatus, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 use base64::Engine as _;
@@ -450,6 +450,62 @@ impl TableSink for DynamoTable {
         })
         .await?;
         Ok(total)
+    }
+
+    /// Deletes every item, by the table's key attributes (from `DescribeTable`): a scan, then
+    /// `BatchWriteItem` deletes of at most 25 keys each.
+    async fn clear(&self) -> Result<bool, TableError> {
+        let described = self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(|e| dynamo_err("DescribeTable", &self.table, e.into_service_error()))?;
+        let key_names: Vec<String> = described
+            .table()
+            .map(|t| {
+                t.key_schema()
+                    .iter()
+                    .map(|k| k.attribute_name().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if key_names.is_empty() {
+            return Err(TableError::Schema {
+                table: self.table.clone(),
+                reason: "DescribeTable returned no key schema".to_owned(),
+            });
+        }
+        let mut keys = Vec::new();
+        self.scan_pages(false, |_, items| {
+            for mut item in items {
+                let key: HashMap<String, AttributeValue> = key_names
+                    .iter()
+                    .filter_map(|name| item.remove(name).map(|v| (name.clone(), v)))
+                    .collect();
+                keys.push(key);
+            }
+            true
+        })
+        .await?;
+        let mut requests = Vec::with_capacity(keys.len());
+        for key in keys {
+            let delete = DeleteRequest::builder()
+                .set_key(Some(key))
+                .build()
+                .map_err(|e| TableError::Schema {
+                    table: self.table.clone(),
+                    reason: e.to_string(),
+                })?;
+            requests.push(WriteRequest::builder().delete_request(delete).build());
+        }
+        let mut requests = requests.into_iter().peekable();
+        while requests.peek().is_some() {
+            let batch: Vec<WriteRequest> = requests.by_ref().take(DYNAMO_BATCH).collect();
+            self.batch_write(batch).await?;
+        }
+        Ok(true)
     }
 }
 
