@@ -19,7 +19,7 @@ use shipgate::store::Repo;
 use shipgate_cli::data;
 use shipgate_cli::error::CliError;
 
-use crate::status::{emit, parse_repo, table, time};
+use crate::output::{emit, environments_to_show, parse_repo, table, time};
 
 /// How long after its resolution an incident is still listed without `--since` or `--all`.
 pub const DEFAULT_SINCE: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -272,7 +272,7 @@ fn listed(incident: &Incident, cutoff: Option<Timestamp>) -> bool {
 
 /// `shipgate incidents`.
 pub async fn run(opts: IncidentsOptions) -> Result<(), CliError> {
-    let environments = crate::status::environments_to_show(
+    let environments = environments_to_show(
         opts.environment.as_deref(),
         opts.policy_file.as_deref(),
         "list",

@@ -14,6 +14,7 @@ mod incidents_cmd;
 mod job_cmd;
 mod migrate_cmd;
 mod ops;
+mod output;
 mod policy_cmd;
 mod progress;
 mod rollback_cmd;

@@ -14,7 +14,6 @@
 //! `shipgate serve`). Output is a table for people or, with `--json`, one JSON object per
 //! line for scripts.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use jiff::Timestamp;
@@ -27,6 +26,8 @@ use shipgate::domain::{short_sha, EnvName, RepoName, Scope};
 use shipgate::store::Repo;
 use shipgate_cli::data;
 use shipgate_cli::error::CliError;
+
+use crate::output::{emit, environments_to_show, parse_repo, table, time};
 
 use crate::incidents_cmd::{
     environment_cell, incident_sources, labels_text, open_for, open_outside_policy,
@@ -47,10 +48,6 @@ pub struct HistoryOptions {
     pub repo: Option<String>,
     pub json: bool,
     pub limit: usize,
-}
-
-pub(crate) fn time(t: Timestamp) -> String {
-    t.strftime("%Y-%m-%d %H:%M:%SZ").to_string()
 }
 
 fn head_json(h: &Option<Head>) -> Value {
@@ -221,43 +218,6 @@ fn status_row(s: &Value) -> Vec<String> {
     ]
 }
 
-/// Left-aligned columns separated by two spaces, trailing spaces trimmed.
-pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            if let Some(w) = widths.get_mut(i) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            s.push_str(cell);
-            let pad = widths
-                .get(i)
-                .copied()
-                .unwrap_or(0)
-                .saturating_sub(cell.chars().count());
-            s.push_str(&" ".repeat(pad + 2));
-        }
-        format!("{}\n", s.trim_end())
-    };
-    let mut out = line(header.to_vec());
-    for row in rows {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
-    }
-    out
-}
-
-pub(crate) fn emit(text: &str) -> Result<(), CliError> {
-    std::io::stdout()
-        .lock()
-        .write_all(text.as_bytes())
-        .map_err(CliError::Output)
-}
-
 /// `shipgate status`.
 pub async fn status(opts: StatusOptions) -> Result<(), CliError> {
     let policy = data::load_policy(&opts.policy_file)?;
@@ -354,13 +314,6 @@ pub async fn status(opts: StatusOptions) -> Result<(), CliError> {
         ));
     }
     emit(&out)
-}
-
-/// `--repo`, checked.
-pub(crate) fn parse_repo(given: Option<&str>) -> Result<Option<RepoName>, CliError> {
-    given
-        .map(|g| RepoName::parse(g).map_err(|e| CliError::Usage(format!("--repo {g:?}: {e}"))))
-        .transpose()
 }
 
 /// One line of `history`: a deployment's audit event or an incident's log entry.
@@ -477,25 +430,6 @@ fn change(e: &AuditEvent) -> String {
     match (e.from, e.to) {
         (Some(from), Some(to)) => format!("{from} -> {to}"),
         _ => String::new(),
-    }
-}
-
-/// The environments an operator command looks at: `--env E` alone, else every environment of
-/// the policy; neither is a usage error saying what to give (`verb`: what the command does).
-pub(crate) fn environments_to_show(
-    environment: Option<&str>,
-    policy_file: Option<&std::path::Path>,
-    verb: &str,
-) -> Result<Vec<String>, CliError> {
-    match (environment, policy_file) {
-        (Some(env), _) => Ok(vec![env.to_string()]),
-        (None, Some(path)) => Ok(data::load_policy(path)?
-            .environments()
-            .map(|e| e.name.clone())
-            .collect()),
-        (None, None) => Err(CliError::Usage(format!(
-            "give --env E, or --policy FILE (or SHIPGATE_POLICY_FILE) to {verb} every environment"
-        ))),
     }
 }
 
