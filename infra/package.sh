@@ -191,4 +191,4 @@ if command -v file >/dev/null 2>&1; then
 	done
 fi
 verify_artifacts || die "the built template does not point at the aarch64 bootstraps (see above)"
-log "deploy with: sam deploy --guided  (see README.md, \"Packaging and deploying\")"
+log "deploy with: .venv/bin/sam deploy --guided  (see README.md, \"Packaging and deploying\")"

@@ -49,7 +49,8 @@ impl App {
         match self {
             App::GitHub => format!(
                 "next: register the app from this manifest (README.md, \"GitHub App\"): post it as \
-                 the form field `manifest` to https://github.com/organizations/ORG/settings/apps/new; \
+                 the form field `manifest` to https://github.com/organizations/ORG/settings/apps/new \
+                 (a personal account: https://github.com/settings/apps/new); \
                  GitHub then sends your browser to {base}/healthz?code=…, and that code, exchanged \
                  within an hour, gives the App id, private key and webhook secret"
             ),
