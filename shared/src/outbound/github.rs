@@ -409,6 +409,21 @@ impl GitHubApp {
         }
     }
 
+    /// `GET path`, its JSON body read as `T` (`what` names it in a decode error).
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        installation_id: u64,
+        operation: &'static str,
+        path: &str,
+        what: &'static str,
+    ) -> Result<T, OutboundError> {
+        let response = self
+            .call(installation_id, operation, Method::GET, path, &Bytes::new())
+            .await?;
+        serde_json::from_slice(&response.body)
+            .map_err(|err| OutboundError::decode(SERVICE, what, err))
+    }
+
     async fn protection_rule(
         &self,
         installation_id: u64,
@@ -513,17 +528,13 @@ impl GitHubApi for GitHubApp {
     ) -> Result<WorkflowRunView, OutboundError> {
         let repo = RepoPath::parse(repo_full_name)?;
         let path = format!("/repos/{repo}/actions/runs/{run_id}");
-        let response = self
-            .call(
-                installation_id,
-                "workflow_run",
-                Method::GET,
-                &path,
-                &Bytes::new(),
-            )
-            .await?;
-        serde_json::from_slice(&response.body)
-            .map_err(|err| OutboundError::decode(SERVICE, "workflow run response", err))
+        self.get_json(
+            installation_id,
+            "workflow_run",
+            &path,
+            "workflow run response",
+        )
+        .await
     }
 
     async fn latest_deployment_status(
@@ -538,17 +549,14 @@ impl GitHubApi for GitHubApp {
         }
         let repo = RepoPath::parse(repo_full_name)?;
         let path = format!("/repos/{repo}/deployments/{deployment_id}/statuses?per_page=1");
-        let response = self
-            .call(
+        let statuses: Vec<Status> = self
+            .get_json(
                 installation_id,
                 "deployment_statuses",
-                Method::GET,
                 &path,
-                &Bytes::new(),
+                "deployment statuses response",
             )
             .await?;
-        let statuses: Vec<Status> = serde_json::from_slice(&response.body)
-            .map_err(|err| OutboundError::decode(SERVICE, "deployment statuses response", err))?;
         Ok(statuses.into_iter().next().map(|s| s.state))
     }
 
@@ -568,17 +576,14 @@ impl GitHubApi for GitHubApp {
         }
         let repo = RepoPath::parse(repo_full_name)?;
         let path = format!("/repos/{repo}/actions/runs/{run_id}/pending_deployments");
-        let response = self
-            .call(
+        let pending: Vec<Pending> = self
+            .get_json(
                 installation_id,
                 "pending_deployments",
-                Method::GET,
                 &path,
-                &Bytes::new(),
+                "pending deployments response",
             )
             .await?;
-        let pending: Vec<Pending> = serde_json::from_slice(&response.body)
-            .map_err(|err| OutboundError::decode(SERVICE, "pending deployments response", err))?;
         Ok(pending.into_iter().map(|p| p.environment.name).collect())
     }
 
