@@ -1276,15 +1276,8 @@ async fn where_github_refuses_return_run_details_the_run_is_known_by_its_name() 
         reason.ends_with(&format!("[shipgate-rollback: {b}]")),
         "{reason}"
     );
-    Mock::given(method("GET"))
-        .and(path(format!("/repos/{REPO}/actions/runs/7104")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "id": 7104,
-            "display_title": format!("Roll staging back to {SHA_A}: {reason}"),
-            "status": "waiting",
-        })))
-        .mount(&h.github)
-        .await;
+    let title = format!("Roll staging back to {SHA_A}: {reason}");
+    h.github_says_run(REPO, 7104, &title, "waiting", None).await;
     let reply = h
         .deliver(
             "deployment_protection_rule",

@@ -18,8 +18,6 @@ use shipgate::domain::policy::{Policy, RollbackMethod};
 use shipgate::service::drill::{self, StartResult};
 use shipgate::service::gate::break_glass_reason_in;
 use shipgate::service::rollback::rollback_marker;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
 
 const DEPLOY_YML: &str = include_str!("../../examples/workflows/deploy.yml");
 const ON_DEPLOYMENT_YML: &str = include_str!("../../examples/workflows/on-deployment.yml");
@@ -367,15 +365,7 @@ async fn rollback_yml_run_name_carries_the_marker_the_gate_recognises() {
         sha: HEAD,
     };
     let title = run.render(&template);
-    Mock::given(method("GET"))
-        .and(path(format!("/repos/{REPO}/actions/runs/7104")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "id": 7104,
-            "display_title": title,
-            "status": "waiting",
-        })))
-        .mount(&h.github)
-        .await;
+    h.github_says_run(REPO, 7104, &title, "waiting", None).await;
     let reply = h
         .deliver(
             "deployment_protection_rule",
@@ -396,14 +386,7 @@ async fn rollback_yml_run_name_carries_the_marker_the_gate_recognises() {
         ..run
     }
     .render(&template);
-    Mock::given(method("GET"))
-        .and(path(format!("/repos/{REPO}/actions/runs/7105")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "id": 7105,
-            "display_title": untitled,
-            "status": "waiting",
-        })))
-        .mount(&h.github)
+    h.github_says_run(REPO, 7105, &untitled, "waiting", None)
         .await;
     let reply = h
         .deliver(

@@ -185,12 +185,7 @@ async fn execute(h: &mut Harness, rng: &mut Rng, restarts: &mut Restarts, run_id
         .respond_with(ResponseTemplate::new(200).set_body_json(json!([{ "state": final_state }])))
         .mount(&h.github)
         .await;
-    Mock::given(method("GET"))
-        .and(path(format!("/repos/{}/actions/runs/{run_id}", run.repo)))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "id": run_id, "display_title": "Deploy", "status": "completed", "conclusion": conclusion,
-        })))
-        .mount(&h.github)
+    h.github_says_run(run.repo, run_id, "Deploy", "completed", Some(conclusion))
         .await;
     let (n, together) = times(rng);
     deliver(

@@ -86,19 +86,6 @@ async fn github_says_status(h: &Harness, github_id: u64, state: &str) {
         .await;
 }
 
-async fn github_says_run(h: &Harness, run_id: u64, status: &str, conclusion: Option<&str>) {
-    Mock::given(method("GET"))
-        .and(path(format!("/repos/{API}/actions/runs/{run_id}")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "id": run_id,
-            "display_title": "Deploy",
-            "status": status,
-            "conclusion": conclusion,
-        })))
-        .mount(&h.github)
-        .await;
-}
-
 async fn lock_holder(h: &Harness) -> Option<String> {
     h.repo
         .lock_holder(&testkit::scope(API, "staging"))
@@ -135,7 +122,8 @@ async fn a_lost_success_is_asked_for_and_opens_the_window(h: Harness) {
 async fn a_run_that_failed_without_a_status_frees_the_lock(h: Harness) {
     // Approved, but even the `deployment` and `in_progress` deliveries were lost.
     let id = in_flight(&h, A1, 12, false).await;
-    github_says_run(&h, 12, "completed", Some("failure")).await;
+    h.github_says_run(API, 12, "Deploy", "completed", Some("failure"))
+        .await;
     h.advance_mins(11);
     let report = shipgate::jobs::sweeper::sweep(h.services()).await;
     assert_eq!(report.reconciled, std::slice::from_ref(&id), "{report:?}");
@@ -169,7 +157,8 @@ async fn an_inactive_deployment_is_cancelled_and_a_cancelled_run_too(h: Harness)
     assert_eq!(lock_holder(&h).await, None);
 
     let id = in_flight(&h, A2, 15, false).await;
-    github_says_run(&h, 15, "completed", Some("cancelled")).await;
+    h.github_says_run(API, 15, "Deploy", "completed", Some("cancelled"))
+        .await;
     h.advance_mins(11);
     shipgate::jobs::sweeper::sweep(h.services()).await;
     assert_eq!(h.deployment(&id).await.state, State::Cancelled);
@@ -179,7 +168,8 @@ async fn an_inactive_deployment_is_cancelled_and_a_cancelled_run_too(h: Harness)
 async fn github_saying_nothing_for_deploy_timeout_fails_it_and_tells_slack(h: Harness) {
     let id = in_flight(&h, A1, 16, true).await;
     github_says_status(&h, 100_016, "in_progress").await;
-    github_says_run(&h, 16, "in_progress", None).await;
+    h.github_says_run(API, 16, "Deploy", "in_progress", None)
+        .await;
 
     h.advance_mins(20);
     let report = shipgate::jobs::sweeper::sweep(h.services()).await;

@@ -44,6 +44,28 @@ async fn deliver(
     (status, json)
 }
 
+/// GitHub's `deployment_status` `success` for run `run_id`'s deployment `github_id` of
+/// `acme/api` in staging, delivered as `delivery`; returns the answer's body.
+async fn deploy_succeeded(server: &Server, delivery: &str, github_id: u64, run_id: u64) -> Value {
+    let status = serde_json::json!({
+        "action": "created",
+        "deployment_status": { "state": "success", "environment": "staging" },
+        "deployment": { "id": github_id, "sha": "0123456789abcdef0123456789abcdef01234567", "ref": "refs/heads/main", "environment": "staging", "payload": {} },
+        "repository": { "full_name": "acme/api" },
+        "workflow_run": { "id": run_id },
+    })
+    .to_string();
+    let (_, body) = deliver(
+        server,
+        "deployment_status",
+        delivery,
+        status.clone().into(),
+        signed(status.as_bytes()),
+    )
+    .await;
+    body
+}
+
 fn signed(body: &[u8]) -> Option<String> {
     Some(sign_github(&SecretString::from(SECRET), body))
 }
@@ -1394,22 +1416,7 @@ async fn serve_approves_a_queued_request_when_the_window_ahead_ends_without_a_sw
     )
     .await;
     assert_eq!(first["decision"], "approved", "{first}");
-    let status = serde_json::json!({
-        "action": "created",
-        "deployment_status": { "state": "success", "environment": "staging" },
-        "deployment": { "id": 95001, "sha": "0123456789abcdef0123456789abcdef01234567", "ref": "refs/heads/main", "environment": "staging", "payload": {} },
-        "repository": { "full_name": "acme/api" },
-        "workflow_run": { "id": 5001 },
-    })
-    .to_string();
-    let (_, verifying) = deliver(
-        &server,
-        "deployment_status",
-        "d-q-2",
-        status.clone().into(),
-        signed(status.as_bytes()),
-    )
-    .await;
+    let verifying = deploy_succeeded(&server, "d-q-2", 95001, 5001).await;
     assert_eq!(verifying["state"], "verifying", "{verifying}");
     let window_ends = Instant::now() + Duration::from_secs(2);
 
@@ -1681,22 +1688,7 @@ async fn a_queue_waiting_when_serve_is_killed_moves_on_after_a_restart() {
         .await;
         ids.push(body["deployment_id"].as_str().expect("id").to_string());
     }
-    let status = serde_json::json!({
-        "action": "created",
-        "deployment_status": { "state": "success", "environment": "staging" },
-        "deployment": { "id": 99101, "sha": "0123456789abcdef0123456789abcdef01234567", "ref": "refs/heads/main", "environment": "staging", "payload": {} },
-        "repository": { "full_name": "acme/api" },
-        "workflow_run": { "id": 9101 },
-    })
-    .to_string();
-    let (_, verifying) = deliver(
-        &server,
-        "deployment_status",
-        "d-restart-s",
-        status.clone().into(),
-        signed(status.as_bytes()),
-    )
-    .await;
+    let verifying = deploy_succeeded(&server, "d-restart-s", 99101, 9101).await;
     assert_eq!(verifying["state"], "verifying", "{verifying}");
 
     // Killed hard, at once: no graceful shutdown, no timers.

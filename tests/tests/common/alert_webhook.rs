@@ -283,6 +283,28 @@ impl Harness {
         self.clock.advance(Duration::from_secs(mins * 60));
     }
 
+    /// What GitHub answers for `GET /repos/{repo}/actions/runs/{run_id}`: the run's title,
+    /// status and conclusion.
+    pub async fn github_says_run(
+        &self,
+        repo: &str,
+        run_id: u64,
+        title: &str,
+        status: &str,
+        conclusion: Option<&str>,
+    ) {
+        Mock::given(method("GET"))
+            .and(path(format!("/repos/{repo}/actions/runs/{run_id}")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "id": run_id,
+                "display_title": title,
+                "status": status,
+                "conclusion": conclusion,
+            })))
+            .mount(&self.github)
+            .await;
+    }
+
     /// POSTs a body to an alert route with the test token.
     pub async fn post_alert(&self, route: &str, body: &Value) -> Reply {
         let req = alert_request(
