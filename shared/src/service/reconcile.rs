@@ -214,29 +214,16 @@ pub async fn reconcile_rollback(
         format_duration(timeout),
         dep.environment
     );
-    let mut moved = false;
-    let saved = update_deployment(svc, &dep.id, |d| {
-        moved = false;
-        if d.state != State::RollingBack {
-            return None;
-        }
-        let event = d
-            .apply(Action::Fail, now, &Actor::system(), why.clone())
-            .ok()?;
-        d.reason = Some(why.clone());
-        moved = true;
-        Some(vec![event])
-    })
-    .await?;
-    let Some(dep) = saved.filter(|_| moved) else {
+    if super::rollback::fail_rolling_back(svc, &dep.id, now, &why)
+        .await?
+        .is_none()
+    {
         return Ok(Reconciled::StillGoing);
-    };
+    }
     tracing::warn!(
         deployment_id,
         "a rollback GitHub said nothing about timed out"
     );
-    svc.publish(Notification::deployment(now, &dep, "rollback_failed"))
-        .await;
     Ok(Reconciled::TimedOut)
 }
 

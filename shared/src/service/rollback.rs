@@ -607,24 +607,7 @@ async fn carry_out(
                 dep.environment
             );
             tracing::error!(deployment_id = %dep.id, error = %error, "rollback cannot be started and nothing can retry it: the deployment is failed and its lock released");
-            let mut moved = false;
-            let saved = update_deployment(svc, &dep.id, |d| {
-                moved = false;
-                if d.state != State::RollingBack {
-                    return None;
-                }
-                let event = d
-                    .apply(Action::Fail, now, &Actor::system(), reason.clone())
-                    .ok()?;
-                d.reason = Some(reason.clone());
-                moved = true;
-                Some(vec![event])
-            })
-            .await?;
-            if let Some(failed) = saved.filter(|_| moved) {
-                svc.publish(Notification::deployment(now, &failed, "rollback_failed"))
-                    .await;
-            }
+            fail_rolling_back(svc, &dep.id, now, &reason).await?;
             Ok(RollbackOutcome::Failed {
                 deployment_id: dep.id.clone(),
                 target_sha: rb.target_sha,
@@ -798,6 +781,35 @@ enum Step {
     NotRollable(State),
     /// The button belongs to no open request.
     Stale,
+}
+
+/// Fails a deployment that is still rolling back, with `reason` (which frees its lock), and
+/// announces `rollback_failed`. Returns the failed deployment, or `None` when it had already
+/// left `rolling_back`.
+pub(crate) async fn fail_rolling_back(
+    svc: &Services,
+    deployment_id: &str,
+    now: Timestamp,
+    reason: &str,
+) -> Result<Option<Deployment>, ServiceError> {
+    let mut moved = false;
+    let saved = update_deployment(svc, deployment_id, |d| {
+        moved = false;
+        if d.state != State::RollingBack {
+            return None;
+        }
+        let event = d.apply(Action::Fail, now, &Actor::system(), reason).ok()?;
+        d.reason = Some(reason.to_string());
+        moved = true;
+        Some(vec![event])
+    })
+    .await?;
+    let failed = saved.filter(|_| moved);
+    if let Some(failed) = &failed {
+        svc.publish(Notification::deployment(now, failed, "rollback_failed"))
+            .await;
+    }
+    Ok(failed)
 }
 
 /// Rolls back the deployment of `scope`'s repository currently running in its environment
