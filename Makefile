@@ -9,11 +9,11 @@ PORT ?= 5000
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-test: ## fmt check, clippy, adapters per build, workspace tests against moto, cfn-lint, sam validate
+test: ## fmt check, clippy, adapters per build, workspace tests against moto, cfn-lint, sam validate, actionlint
 	infra/test.sh
 
-lint: ## fmt check, clippy, adapters per build, cfn-lint and sam validate (no tests)
-	infra/test.sh fmt clippy deps cfn-lint sam-validate
+lint: ## fmt check, clippy, adapters per build, cfn-lint, sam validate and actionlint (no tests)
+	infra/test.sh fmt clippy deps cfn-lint sam-validate actionlint
 
 fmt: ## format the workspace in place
 	cargo fmt --all

