@@ -28,6 +28,7 @@ fn dep(
         at: t(at),
         committed_at: committed.map(t),
         outcome,
+        approval_wait_seconds: None,
     }
 }
 
@@ -245,6 +246,7 @@ fn a_squash_merged_change_takes_its_lead_time_from_the_merge_commit() {
         at: t("2026-03-04T10:30:00Z"),
         committed_at: Some(t("2026-03-04T09:00:00Z")),
         outcome: DeployOutcome::Succeeded,
+        approval_wait_seconds: None,
     };
     let r = report("production", first_week_of_march(), &[squash], &[]);
     assert_eq!(r.lead_time_seconds, Some(5400.0));
@@ -288,6 +290,54 @@ fn a_rolled_back_deployment_is_a_deployment_and_a_failed_change() {
     assert_eq!(r.change_failure_rate, Some(0.5));
     // 1h and 3h: the median of an even count is the mean of the middle two.
     assert_eq!(r.lead_time_seconds, Some(7200.0));
+}
+
+#[test]
+fn rollbacks_are_counted_and_approval_waits_take_their_median() {
+    let waited = |id: &str, at: &str, outcome, wait: Option<u64>| DeploymentFact {
+        approval_wait_seconds: wait,
+        ..dep(id, "production", at, None, outcome)
+    };
+    let deployments = vec![
+        waited(
+            "d1",
+            "2026-03-02T10:00:00Z",
+            DeployOutcome::RolledBack,
+            Some(600),
+        ),
+        waited(
+            "d2",
+            "2026-03-03T10:00:00Z",
+            DeployOutcome::Succeeded,
+            Some(1800),
+        ),
+        waited(
+            "d3",
+            "2026-03-04T10:00:00Z",
+            DeployOutcome::RolledBack,
+            None,
+        ),
+        waited(
+            "d4",
+            "2026-03-05T10:00:00Z",
+            DeployOutcome::Succeeded,
+            Some(120),
+        ),
+        // Outside the window: neither counted nor waited.
+        waited(
+            "d5",
+            "2026-02-20T10:00:00Z",
+            DeployOutcome::RolledBack,
+            Some(9000),
+        ),
+    ];
+    let r = report("production", first_week_of_march(), &deployments, &[]);
+    assert_eq!(r.rolled_back, 2);
+    assert_eq!(r.approval_wait_samples, 3);
+    assert_eq!(r.approval_wait_seconds, Some(600.0));
+
+    let none = report("production", first_week_of_march(), &[], &[]);
+    assert_eq!((none.rolled_back, none.approval_wait_seconds), (0, None));
 }
 
 #[test]
@@ -468,6 +518,9 @@ mod job {
             "git_ref": "refs/heads/main", "sha": "5a11ab1e", "requester": "octocat",
             "kind": "deploy", "state": "deploying", "version": 0,
             "created_at": created, "updated_at": created,
+            // Approved 20 minutes after the request: the approval wait.
+            "approvals_required": 1,
+            "approvals": [{ "approver": "U0APPROV1", "at": "2026-03-02T09:20:00Z" }],
         }))
         .expect("deployment");
         svc.repo
@@ -519,8 +572,18 @@ mod job {
             .map(|l| serde_json::from_str(l).expect("json"))
             .filter(|v: &Value| v.get("Window").is_some())
             .collect();
-        // Three windows × (frequency, lead time, failure rate); time to restore is undefined.
-        assert_eq!(lines.len(), 9);
+        // Three windows × (frequency, rollbacks, approval wait, lead time, failure rate); time
+        // to restore is undefined.
+        assert_eq!(lines.len(), 15);
+        let in_30d = |metric: &str| {
+            lines
+                .iter()
+                .find(|v| v["Window"] == "30d" && v.get(metric).is_some())
+                .map(|v| v[metric].clone())
+                .unwrap_or_else(|| panic!("no {metric} line"))
+        };
+        assert_eq!(in_30d("ApprovalWait"), 1200.0);
+        assert_eq!(in_30d("Rollbacks"), 0.0);
         let lead_30d = lines
             .iter()
             .find(|v| v["Window"] == "30d" && v.get("LeadTimeForChanges").is_some())

@@ -89,6 +89,10 @@ pub struct DeploymentFact {
     /// Commit time of `sha` (for a squash-merged change, the merge commit's own time), when known.
     pub committed_at: Option<Timestamp>,
     pub outcome: DeployOutcome,
+    /// For a deployment that needed approvals and got them: seconds from its request to the
+    /// approval that completed it (whole seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_wait_seconds: Option<u64>,
 }
 
 /// One incident, reduced to what the Four Keys need.
@@ -156,6 +160,14 @@ pub struct DoraReport {
     pub restored_incidents: u32,
     /// Incidents opened in the window and still open.
     pub open_incidents: u32,
+    /// Deployments in the window that were rolled back (automatically or by hand).
+    #[serde(default)]
+    pub rolled_back: u32,
+    /// Median of the approval waits of the window's deployments that needed approvals.
+    #[serde(default)]
+    pub approval_wait_seconds: Option<f64>,
+    #[serde(default)]
+    pub approval_wait_samples: u32,
 }
 
 /// Median with linear interpolation (BigQuery's `PERCENTILE_CONT(x, 0.5)`, as Four Keys uses).
@@ -317,6 +329,15 @@ pub fn report_for(
         failed += u32::from(is_failure);
     }
     let change_failure_rate = (judged > 0).then(|| f64::from(failed) / f64::from(judged));
+    let rolled_back = in_window
+        .iter()
+        .filter(|d| d.outcome == DeployOutcome::RolledBack)
+        .count();
+    let approval_waits: Vec<f64> = in_window
+        .iter()
+        .filter_map(|d| d.approval_wait_seconds)
+        .map(|s| s as f64)
+        .collect();
 
     let env_incidents: Vec<&IncidentFact> = incidents
         .iter()
@@ -354,6 +375,9 @@ pub fn report_for(
         time_to_restore_seconds: median(&restore_times),
         restored_incidents: u32::try_from(restore_times.len()).unwrap_or(u32::MAX),
         open_incidents: u32::try_from(open_incidents).unwrap_or(u32::MAX),
+        rolled_back: u32::try_from(rolled_back).unwrap_or(u32::MAX),
+        approval_wait_seconds: median(&approval_waits),
+        approval_wait_samples: u32::try_from(approval_waits.len()).unwrap_or(u32::MAX),
     }
 }
 

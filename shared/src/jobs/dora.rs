@@ -60,6 +60,20 @@ fn deployed_at(
         .unwrap_or(dep.created_at)
 }
 
+/// Seconds from the deployment's request to the approval that completed its count, for a
+/// deployment that needed approvals and got them all.
+fn approval_wait(dep: &Deployment) -> Option<u64> {
+    let needed = usize::try_from(dep.approvals_required).ok()?;
+    if needed == 0 {
+        return None;
+    }
+    let mut times: Vec<Timestamp> = dep.approvals.iter().map(|a| a.at).collect();
+    times.sort();
+    let completed = times.get(needed - 1)?;
+    // An approval stamped before its request is clock skew: no wait.
+    Some(u64::try_from(completed.duration_since(dep.created_at).as_secs()).unwrap_or(0))
+}
+
 /// The facts of one environment over `[from, to)`.
 pub async fn facts(
     svc: &Services,
@@ -121,6 +135,7 @@ pub async fn facts(
             at: deployed_at(dep, outcome, &audit_times, window),
             committed_at,
             outcome,
+            approval_wait_seconds: approval_wait(dep),
         });
     }
     let incidents = svc
@@ -191,7 +206,15 @@ pub fn metric_lines(report: &DoraReport, at: Timestamp) -> Vec<String> {
         Unit::Count,
         f64::from(report.deployments),
     )];
+    lines.push(emf::line(
+        at,
+        &dims,
+        "Rollbacks",
+        Unit::Count,
+        f64::from(report.rolled_back),
+    ));
     let defined = [
+        ("ApprovalWait", Unit::Seconds, report.approval_wait_seconds),
         (
             "LeadTimeForChanges",
             Unit::Seconds,

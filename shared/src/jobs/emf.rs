@@ -21,6 +21,9 @@ pub const METRICS: &[&str] = &[
     "LeadTimeForChanges",
     "ChangeFailureRate",
     "TimeToRestore",
+    // With the DORA report: deployments rolled back, and the median wait for approvals.
+    "Rollbacks",
+    "ApprovalWait",
     // Every job run, dimension `Job`.
     "JobSucceeded",
     "JobDuration",
