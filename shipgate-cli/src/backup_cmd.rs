@@ -1,37 +1,26 @@
-//! `shipgate backup list|verify|restore`: the encrypted backups the `backup` job writes to
-//! `DATA/backups/`, with their master key `DATA/backup.key`.
+//! `shipgate backup list|verify|restore`: the encrypted backups the `backup` job writes, with
+//! `--data DIR` in `DIR/backups/` under the master key `DIR/backup.key`, with `--stack NAME`
+//! in the stack's S3 bucket under its KMS key.
 //!
 //! `verify` reads a whole backup and checks everything (data key, every chunk's
 //! authentication, order and final flag, item count, SHA-256, sizes) without writing; it
 //! exits 1 naming the specific problem. `restore` verifies first too and writes nothing
-//! unless the backup is sound. Its `--into` names a new SQLite store: a bare name `T` means
-//! `DATA/restores/T.db`, anything containing `/` is a path. A non-empty target is refused
-//! unless `--force` (then items with the same keys are overwritten).
+//! unless the backup is sound. Its `--into` names a new store: on SQLite a bare name `T`
+//! means `DATA/restores/T.db`, anything containing `/` is a path, and a non-empty target is
+//! refused unless `--force` (then items with the same keys are overwritten); on AWS `T` is a
+//! new DynamoDB table, created like the backup's source table once the backup is verified,
+//! and an existing table is refused unless `--force`.
 //!
 //! Progress bars go to stderr while a terminal is watching.
 
 use std::io::Write;
-use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde_json::json;
 use shipgate::backup::operations::{self as backup, RestorePhase};
-use shipgate::backup::tables::StoreTable;
-use shipgate::embedded::sqlite::{Durability, SqliteStore};
-use shipgate::jobs::backup::TableBackups;
-use shipgate_cli::data;
 use shipgate_cli::error::CliError;
+use shipgate_cli::state::State;
 
 use crate::progress::Progress;
-
-/// Where `--into NAME` restores go inside the data directory.
-pub const RESTORES_DIR: &str = "restores";
-
-fn backups(data_dir: &Path) -> Result<TableBackups, CliError> {
-    let repo = data::open_existing(data_dir)?;
-    TableBackups::embedded(data_dir, Arc::clone(repo.store())).map_err(CliError::Backups)
-}
 
 fn print(line: impl std::fmt::Display) -> Result<(), CliError> {
     writeln!(std::io::stdout().lock(), "{line}").map_err(CliError::Output)
@@ -43,11 +32,9 @@ fn json_line(value: &impl serde::Serialize) -> Result<(), CliError> {
 }
 
 /// `backup list`: newest first, one line (or JSON object) per backup.
-pub async fn list(data_dir: &Path, table: Option<&str>, json: bool) -> Result<(), CliError> {
-    let tb = backups(data_dir)?;
-    let manifests = backup::list(tb.deps(), table)
-        .await
-        .map_err(CliError::Backup)?;
+pub async fn list(state: &State, table: Option<&str>, json: bool) -> Result<(), CliError> {
+    let deps = state.backup_deps()?;
+    let manifests = backup::list(&deps, table).await.map_err(CliError::Backup)?;
     if json {
         for m in &manifests {
             json_line(m)?;
@@ -74,14 +61,14 @@ pub async fn list(data_dir: &Path, table: Option<&str>, json: bool) -> Result<()
 }
 
 /// `backup verify REF`: everything checked, nothing written.
-pub async fn verify(data_dir: &Path, reference: &str, json: bool) -> Result<(), CliError> {
-    let tb = backups(data_dir)?;
-    let manifest = backup::resolve(tb.deps(), reference)
+pub async fn verify(state: &State, reference: &str, json: bool) -> Result<(), CliError> {
+    let deps = state.backup_deps()?;
+    let manifest = backup::resolve(&deps, reference)
         .await
         .map_err(CliError::Backup)?;
     let bar = Progress::bytes(manifest.encrypted_bytes, "verifying");
     let on_progress = |n: u64| bar.set(n);
-    let report = backup::verify(tb.deps(), &manifest.backup_id, Some(&on_progress))
+    let report = backup::verify(&deps, &manifest.backup_id, Some(&on_progress))
         .await
         .map_err(CliError::Backup);
     bar.finish();
@@ -106,59 +93,19 @@ pub async fn verify(data_dir: &Path, reference: &str, json: bool) -> Result<(), 
     ))
 }
 
-/// Where `--into` points: a path when it contains `/`, else `DATA/restores/NAME.db`.
-pub fn restore_target(data_dir: &Path, into: &str) -> Result<PathBuf, CliError> {
-    if into.contains('/') {
-        return Ok(PathBuf::from(into));
-    }
-    let valid = !into.is_empty()
-        && into != "."
-        && into != ".."
-        && into
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if !valid {
-        return Err(CliError::Usage(format!(
-            "--into {into:?}: use a name of A-Z a-z 0-9 - _ . (restored to {}/NAME.db) or a path containing /",
-            data_dir.join(RESTORES_DIR).display()
-        )));
-    }
-    Ok(data_dir.join(RESTORES_DIR).join(format!("{into}.db")))
-}
-
 /// `backup restore REF --into T [--force]`.
 pub async fn restore(
-    data_dir: &Path,
+    state: &State,
     reference: &str,
     into: &str,
     force: bool,
     json: bool,
 ) -> Result<(), CliError> {
-    let tb = backups(data_dir)?;
-    let target = restore_target(data_dir, into)?;
-    let manifest = backup::resolve(tb.deps(), reference)
+    let deps = state.backup_deps()?;
+    let manifest = backup::resolve(&deps, reference)
         .await
         .map_err(CliError::Backup)?;
-    if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
-        // A restored store is plaintext: keep the directory private.
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| CliError::DataDir {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-    }
-    let store = SqliteStore::open(&target, Durability::Full).map_err(|source| CliError::Store {
-        path: target.clone(),
-        source,
-    })?;
-    let name = target
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| into.to_string());
-    let sink = StoreTable::new(name, Arc::new(store));
+    let (sink, target) = state.restore_target(&manifest.source, into, force).await?;
 
     let bar = Progress::bytes(manifest.encrypted_bytes, "verifying");
     let items = manifest.items;
@@ -172,9 +119,9 @@ pub async fn restore(
         bar.set(n);
     };
     let report = backup::restore(
-        tb.deps(),
+        &deps,
         &manifest.backup_id,
-        &sink,
+        sink.as_ref(),
         force,
         Some(&on_progress),
     )
@@ -186,7 +133,7 @@ pub async fn restore(
         return json_line(&json!({
             "backup_id": report.backup_id,
             "source": report.source,
-            "target": target.display().to_string(),
+            "target": target,
             "items": report.items,
             "content_digest": report.content_digest,
             "forced": report.forced,
@@ -198,7 +145,7 @@ pub async fn restore(
         "restored {} ({} items) into {}{} in {:.1}s (verified in {:.1}s)",
         report.backup_id,
         report.items,
-        target.display(),
+        target,
         if report.forced {
             ", overwriting items with the same keys"
         } else {
@@ -227,27 +174,6 @@ fn human_bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_bare_name_restores_into_the_restores_directory_and_a_path_is_taken_as_is() {
-        let data = Path::new("/srv/shipgate");
-        assert_eq!(
-            restore_target(data, "t1").expect("name"),
-            PathBuf::from("/srv/shipgate/restores/t1.db")
-        );
-        assert_eq!(
-            restore_target(data, "./copy.db").expect("path"),
-            PathBuf::from("./copy.db")
-        );
-        assert!(matches!(
-            restore_target(data, ".."),
-            Err(CliError::Usage(_))
-        ));
-        assert!(matches!(
-            restore_target(data, "a b"),
-            Err(CliError::Usage(_))
-        ));
-    }
 
     #[test]
     fn sizes_are_shown_in_binary_units() {

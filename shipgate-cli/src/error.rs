@@ -58,6 +58,10 @@ pub enum CliError {
         #[source]
         source: StoreError,
     },
+    /// An AWS call of an operator command failed, or a stack is not a shipgate stack.
+    #[cfg(feature = "aws")]
+    #[error("{0}")]
+    Aws(String),
     #[error("reading state: {0}")]
     Repo(#[from] RepoError),
     #[error("migrating the store: {0}")]

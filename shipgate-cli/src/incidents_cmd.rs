@@ -16,16 +16,16 @@ use shipgate::domain::policy::{Policy, Severity};
 use shipgate::domain::RepoName;
 use shipgate::store::repo::UNKNOWN_ENVIRONMENT;
 use shipgate::store::Repo;
-use shipgate_cli::data;
 use shipgate_cli::error::CliError;
+use shipgate_cli::state::State;
 
-use crate::output::{emit, environments_to_show, parse_repo, table, time};
+use crate::output::{emit, parse_repo, table, time};
 
 /// How long after its resolution an incident is still listed without `--since` or `--all`.
 pub const DEFAULT_SINCE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 pub struct IncidentsOptions {
-    pub data_dir: PathBuf,
+    pub state: State,
     pub policy_file: Option<PathBuf>,
     pub environment: Option<String>,
     pub repo: Option<String>,
@@ -272,13 +272,16 @@ fn listed(incident: &Incident, cutoff: Option<Timestamp>) -> bool {
 
 /// `shipgate incidents`.
 pub async fn run(opts: IncidentsOptions) -> Result<(), CliError> {
-    let environments = environments_to_show(
-        opts.environment.as_deref(),
-        opts.policy_file.as_deref(),
-        "list",
-    )?;
+    let environments = opts
+        .state
+        .environments(
+            opts.environment.as_deref(),
+            opts.policy_file.as_deref(),
+            "list",
+        )
+        .await?;
     let only = parse_repo(opts.repo.as_deref())?;
-    let repo = data::open_existing(&opts.data_dir)?;
+    let repo = opts.state.repo()?;
     let cutoff = if opts.all {
         None
     } else {

@@ -10,16 +10,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use shipgate::config::Vars;
-use shipgate::jobs::backup::TableBackups;
 use shipgate::jobs::{self, JobContext, JobName, MetricSink};
 use shipgate_cli::error::CliError;
+use shipgate_cli::state::State;
 
 use crate::ops::Operator;
 
 pub struct JobOptions {
     pub name: String,
-    pub data_dir: PathBuf,
-    pub policy_file: PathBuf,
+    pub state: State,
+    pub policy_file: Option<PathBuf>,
     pub json: bool,
 }
 
@@ -28,13 +28,14 @@ pub async fn run(opts: JobOptions, vars: &dyn Vars) -> Result<(), CliError> {
         .name
         .parse()
         .map_err(|e: jobs::UnknownJob| CliError::Usage(e.to_string()))?;
-    let op = Operator::open(&opts.data_dir, &opts.policy_file, vars).await?;
-    let backups = TableBackups::embedded(&opts.data_dir, Arc::clone(op.services.repo.store()))
-        .map_err(CliError::Backups)?
-        .with_metrics(MetricSink::Off);
-    let ctx = JobContext::new(op.services.clone(), op.http.clone())
-        .with_backups(Arc::new(backups))
-        .with_metrics(MetricSink::Off);
+    let mut op = Operator::open(&opts.state, opts.policy_file.as_deref(), vars).await?;
+    let mut ctx =
+        JobContext::new(op.services.clone(), op.http.clone()).with_metrics(MetricSink::Off);
+    // Without backups configured (on AWS: no bucket or key), `backup` and `restore-drill`
+    // report "not configured".
+    if let Some(backups) = op.backups.take() {
+        ctx = ctx.with_backups(Arc::new(backups.with_metrics(MetricSink::Off)));
+    }
     let result = jobs::run(&ctx, job).await;
     drop(ctx);
     op.finish().await;

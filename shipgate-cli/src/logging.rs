@@ -14,8 +14,12 @@ pub enum LogFormat {
 
 /// Installs the global subscriber; the level comes from `RUST_LOG`, else `default_level`.
 pub fn init(format: LogFormat, default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // The AWS SDK's configuration loader warns about every source of the credential and region
+    // chain it tried (instance metadata off AWS, for one); what is missing in the end is an
+    // error of the command itself.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default_level},aws_config=error"))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| OneLine(std::io::stderr()))

@@ -30,6 +30,7 @@ use clap::{Args, Parser, Subcommand};
 use shipgate::config::ProcessEnv;
 use shipgate_cli::error::CliError;
 use shipgate_cli::logging::{self, LogFormat};
+use shipgate_cli::state::StateArgs;
 use shipgate_cli::{data, runtime, scheduler, server};
 
 /// The deployment control plane for teams that ship with GitHub Actions.
@@ -87,11 +88,30 @@ enum SetupCommand {
 #[derive(Debug, Args)]
 struct SetupArgs {
     /// shipgate's public base URL, https (plain http on a loopback address only), e.g.
-    /// https://deploy.example.com. On AWS, the stack's GithubWebhookUrl or
-    /// SlackInteractivityUrl output, or its base: `aws cloudformation describe-stacks
-    /// --stack-name NAME --query "Stacks[0].Outputs"`.
-    #[arg(long, value_name = "BASE")]
-    url: String,
+    /// https://deploy.example.com. On AWS, the base of the stack's GithubWebhookUrl output
+    /// (or `--stack NAME`, in a build with the `aws` feature).
+    #[cfg_attr(
+        feature = "aws",
+        arg(long, value_name = "BASE", required_unless_present = "stack")
+    )]
+    #[cfg_attr(not(feature = "aws"), arg(long, value_name = "BASE", required = true))]
+    url: Option<String>,
+    /// The deployed stack whose API the app calls (its `GithubWebhookUrl` output).
+    #[cfg(feature = "aws")]
+    #[arg(long, value_name = "NAME", conflicts_with = "url")]
+    stack: Option<String>,
+}
+
+impl SetupArgs {
+    /// The base URL: `--url`, or the stack's API.
+    fn base(self) -> Result<String, CliError> {
+        #[cfg(feature = "aws")]
+        if let Some(stack) = self.stack {
+            return runtime()?.block_on(shipgate_cli::aws::stack_base_url(&stack));
+        }
+        self.url
+            .ok_or_else(|| CliError::Usage("give --url BASE".to_owned()))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -99,10 +119,10 @@ struct JobArgs {
     /// The job's name.
     name: String,
     #[command(flatten)]
-    data: DataArgs,
-    /// The policy file.
+    data: StateArgs,
+    /// The policy file (on AWS, when not given: the stack's policy parameter).
     #[arg(long, value_name = "FILE", env = "SHIPGATE_POLICY_FILE")]
-    policy: PathBuf,
+    policy: Option<PathBuf>,
     /// Print the whole report (summary, details, times) as one JSON object.
     #[arg(long)]
     json: bool,
@@ -113,10 +133,10 @@ enum BackupCommand {
     /// List backups, newest first.
     List {
         #[command(flatten)]
-        data: DataArgs,
-        /// Only this table's backups (the embedded store's table is `shipgate`).
-        #[arg(long, value_name = "T")]
-        table: Option<String>,
+        data: StateArgs,
+        /// Only the backups of this table (shipgate's own is `shipgate` on either store).
+        #[arg(long, value_name = "TABLE")]
+        source: Option<String>,
         /// One JSON manifest per line, instead of a table.
         #[arg(long)]
         json: bool,
@@ -127,24 +147,27 @@ enum BackupCommand {
         #[arg(value_name = "ID|latest")]
         backup: String,
         #[command(flatten)]
-        data: DataArgs,
+        data: StateArgs,
         /// Print the result as one JSON object.
         #[arg(long)]
         json: bool,
     },
-    /// Verify a backup, then write it into a new SQLite store.
+    /// Verify a backup, then write it into a new store: a SQLite file with `--data`, a new
+    /// DynamoDB table on AWS.
     Restore {
         /// A backup id, `latest`, or `TABLE/latest`.
         #[arg(value_name = "ID|latest")]
         backup: String,
-        /// The target store: NAME means `DIR/restores/NAME.db`; a value with `/` is a path.
+        /// The target: with `--data`, NAME means `DIR/restores/NAME.db` and a value with `/`
+        /// is a path; on AWS, the name of a new DynamoDB table.
         #[arg(long, value_name = "TABLE")]
         into: String,
-        /// Write into a target that is not empty, overwriting items with the same keys.
+        /// Write into a target that is not empty (on AWS: a table that exists), overwriting
+        /// items with the same keys.
         #[arg(long)]
         force: bool,
         #[command(flatten)]
-        data: DataArgs,
+        data: StateArgs,
         /// Print the result as one JSON object.
         #[arg(long)]
         json: bool,
@@ -160,10 +183,10 @@ struct RollbackArgs {
     #[arg(long, value_name = "OWNER/NAME")]
     repo: Option<String>,
     #[command(flatten)]
-    data: DataArgs,
-    /// The policy file.
+    data: StateArgs,
+    /// The policy file (on AWS, when not given: the stack's policy parameter).
     #[arg(long, value_name = "FILE", env = "SHIPGATE_POLICY_FILE")]
-    policy: PathBuf,
+    policy: Option<PathBuf>,
     /// Print the outcome as one JSON object.
     #[arg(long)]
     json: bool,
@@ -181,27 +204,19 @@ struct UnlockArgs {
     #[arg(long, value_name = "TEXT")]
     reason: String,
     #[command(flatten)]
-    data: DataArgs,
-    /// The policy file.
+    data: StateArgs,
+    /// The policy file (on AWS, when not given: the stack's policy parameter).
     #[arg(long, value_name = "FILE", env = "SHIPGATE_POLICY_FILE")]
-    policy: PathBuf,
+    policy: Option<PathBuf>,
     /// Print the outcome as one JSON object.
     #[arg(long)]
     json: bool,
 }
 
-/// Where the state and the policy are.
-#[derive(Debug, Args)]
-struct DataArgs {
-    /// Data directory; the state is `DIR/shipgate.db`.
-    #[arg(long, value_name = "DIR", env = "SHIPGATE_DATA_DIR")]
-    data: PathBuf,
-}
-
 #[derive(Debug, Args)]
 struct MigrateArgs {
     #[command(flatten)]
-    data: DataArgs,
+    data: StateArgs,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -212,8 +227,9 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    #[command(flatten)]
-    data: DataArgs,
+    /// Data directory; the state is `DIR/shipgate.db` (created, private, when missing).
+    #[arg(long, value_name = "DIR", env = "SHIPGATE_DATA_DIR")]
+    data: PathBuf,
     /// The policy file.
     #[arg(long, value_name = "FILE", env = "SHIPGATE_POLICY_FILE")]
     policy: PathBuf,
@@ -236,10 +252,14 @@ struct ServeArgs {
 
 #[derive(Debug, Subcommand)]
 enum PolicyCommand {
-    /// Validate a policy file and summarise its environments (`-` or nothing reads stdin).
+    /// Validate a policy file and summarise its environments (`-` or nothing reads stdin);
+    /// with the `aws` feature, `--stack NAME` checks the policy a deployed stack runs with.
     Check {
         /// The policy file.
         file: Option<PathBuf>,
+        #[cfg(feature = "aws")]
+        #[command(flatten)]
+        stack: shipgate_cli::aws::PolicyStackArgs,
     },
     /// Print the complete, commented example policy.
     Example,
@@ -262,10 +282,11 @@ enum PolicyCommand {
 #[derive(Debug, Args)]
 struct StatusArgs {
     #[command(flatten)]
-    data: DataArgs,
-    /// The policy file (its environments are the ones shown).
+    data: StateArgs,
+    /// The policy file, whose environments are the ones shown (on AWS, when not given: the
+    /// stack's policy parameter).
     #[arg(long, value_name = "FILE", env = "SHIPGATE_POLICY_FILE")]
-    policy: PathBuf,
+    policy: Option<PathBuf>,
     /// Only this repository (`owner/name`).
     #[arg(long, value_name = "OWNER/NAME")]
     repo: Option<String>,
@@ -277,7 +298,7 @@ struct StatusArgs {
 #[derive(Debug, Args)]
 struct HistoryArgs {
     #[command(flatten)]
-    data: DataArgs,
+    data: StateArgs,
     /// The policy file; its environments are merged when `--env` is not given.
     #[arg(long, value_name = "FILE", env = "SHIPGATE_POLICY_FILE")]
     policy: Option<PathBuf>,
@@ -298,7 +319,7 @@ struct HistoryArgs {
 #[derive(Debug, Args)]
 struct IncidentsArgs {
     #[command(flatten)]
-    data: DataArgs,
+    data: StateArgs,
     /// The policy file; its environments are listed when `--env` is not given.
     #[arg(long, value_name = "FILE", env = "SHIPGATE_POLICY_FILE")]
     policy: Option<PathBuf>,
@@ -357,7 +378,7 @@ fn run(command: Command) -> Result<(), CliError> {
     match command {
         Command::Serve(args) => {
             logging::init(args.log_format, "info");
-            let mut config = server::ServeConfig::new(args.listen, args.data.data, args.policy);
+            let mut config = server::ServeConfig::new(args.listen, args.data, args.policy);
             config.durability = args.sync.into();
             if args.no_schedule {
                 config.schedule = scheduler::Schedule::none();
@@ -367,7 +388,15 @@ fn run(command: Command) -> Result<(), CliError> {
             }
             runtime()?.block_on(server::serve(config))
         }
+        #[cfg(not(feature = "aws"))]
         Command::Policy(PolicyCommand::Check { file }) => policy_cmd::check(file.as_deref()),
+        #[cfg(feature = "aws")]
+        Command::Policy(PolicyCommand::Check { file, stack }) => {
+            match runtime()?.block_on(stack.read())? {
+                Some((label, text)) => policy_cmd::check_text(label, &text),
+                None => policy_cmd::check(file.as_deref()),
+            }
+        }
         Command::Policy(PolicyCommand::Example) => policy_cmd::example(),
         Command::Policy(PolicyCommand::Explain {
             repo,
@@ -377,30 +406,33 @@ fn run(command: Command) -> Result<(), CliError> {
         }) => policy_cmd::explain(&policy, &repo, &environment, json),
         Command::Status(args) => {
             logging::init(LogFormat::Text, "warn");
+            let rt = runtime()?;
             let opts = status::StatusOptions {
-                data_dir: args.data.data,
+                state: rt.block_on(args.data.resolve())?,
                 policy_file: args.policy,
                 repo: args.repo,
                 json: args.json,
             };
-            runtime()?.block_on(status::status(opts))
+            rt.block_on(status::status(opts))
         }
         Command::History(args) => {
             logging::init(LogFormat::Text, "warn");
+            let rt = runtime()?;
             let opts = status::HistoryOptions {
-                data_dir: args.data.data,
+                state: rt.block_on(args.data.resolve())?,
                 policy_file: args.policy,
                 environment: args.env,
                 repo: args.repo,
                 json: args.json,
                 limit: args.limit,
             };
-            runtime()?.block_on(status::history(opts))
+            rt.block_on(status::history(opts))
         }
         Command::Incidents(args) => {
             logging::init(LogFormat::Text, "warn");
+            let rt = runtime()?;
             let opts = incidents_cmd::IncidentsOptions {
-                data_dir: args.data.data,
+                state: rt.block_on(args.data.resolve())?,
                 policy_file: args.policy,
                 environment: args.env,
                 repo: args.repo,
@@ -408,28 +440,31 @@ fn run(command: Command) -> Result<(), CliError> {
                 since: args.since,
                 json: args.json,
             };
-            runtime()?.block_on(incidents_cmd::run(opts))
+            rt.block_on(incidents_cmd::run(opts))
         }
         Command::Demo(args) => std::process::exit(i32::from(demo::run(&args))),
         Command::Job(args) => {
             logging::init(LogFormat::Text, "warn");
+            let rt = runtime()?;
             let opts = job_cmd::JobOptions {
                 name: args.name,
-                data_dir: args.data.data,
+                state: rt.block_on(args.data.resolve())?,
                 policy_file: args.policy,
                 json: args.json,
             };
-            runtime()?.block_on(job_cmd::run(opts, &ProcessEnv))
+            rt.block_on(job_cmd::run(opts, &ProcessEnv))
         }
         Command::Backup(cmd) => {
             logging::init(LogFormat::Text, "warn");
             let rt = runtime()?;
             match cmd {
-                BackupCommand::List { data, table, json } => {
-                    rt.block_on(backup_cmd::list(&data.data, table.as_deref(), json))
+                BackupCommand::List { data, source, json } => {
+                    let state = rt.block_on(data.resolve())?;
+                    rt.block_on(backup_cmd::list(&state, source.as_deref(), json))
                 }
                 BackupCommand::Verify { backup, data, json } => {
-                    rt.block_on(backup_cmd::verify(&data.data, &backup, json))
+                    let state = rt.block_on(data.resolve())?;
+                    rt.block_on(backup_cmd::verify(&state, &backup, json))
                 }
                 BackupCommand::Restore {
                     backup,
@@ -437,41 +472,60 @@ fn run(command: Command) -> Result<(), CliError> {
                     force,
                     data,
                     json,
-                } => rt.block_on(backup_cmd::restore(&data.data, &backup, &into, force, json)),
+                } => {
+                    let state = rt.block_on(data.resolve())?;
+                    rt.block_on(backup_cmd::restore(&state, &backup, &into, force, json))
+                }
             }
         }
         Command::Rollback(args) => {
             logging::init(LogFormat::Text, "warn");
+            let rt = runtime()?;
             let opts = rollback_cmd::RollbackOptions {
                 environment: args.env,
                 repo: args.repo,
-                data_dir: args.data.data,
+                state: rt.block_on(args.data.resolve())?,
                 policy_file: args.policy,
                 json: args.json,
             };
-            runtime()?.block_on(rollback_cmd::run(opts, &ProcessEnv))
+            rt.block_on(rollback_cmd::run(opts, &ProcessEnv))
         }
         Command::Unlock(args) => {
             logging::init(LogFormat::Text, "warn");
+            let rt = runtime()?;
             let opts = unlock_cmd::UnlockOptions {
                 environment: args.env,
                 repo: args.repo,
                 reason: args.reason,
-                data_dir: args.data.data,
+                state: rt.block_on(args.data.resolve())?,
                 policy_file: args.policy,
                 json: args.json,
             };
-            runtime()?.block_on(unlock_cmd::run(opts, &ProcessEnv))
+            rt.block_on(unlock_cmd::run(opts, &ProcessEnv))
         }
         Command::Migrate(args) => {
             logging::init(LogFormat::Text, "warn");
-            runtime()?.block_on(migrate_cmd::run(&args.data.data, args.json))
+            let rt = runtime()?;
+            let state = rt.block_on(args.data.resolve())?;
+            rt.block_on(migrate_cmd::run(&state, args.json))
         }
         Command::Setup(SetupCommand::GithubApp(args)) => {
-            setup_cmd::run(setup_cmd::App::GitHub, &args.url)
+            setup_cmd::run(setup_cmd::App::GitHub, &args.base()?)
         }
         Command::Setup(SetupCommand::SlackApp(args)) => {
-            setup_cmd::run(setup_cmd::App::Slack, &args.url)
+            setup_cmd::run(setup_cmd::App::Slack, &args.base()?)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        // Every `requires`, `conflicts_with` and group names an argument of its command.
+        Cli::command().debug_assert();
     }
 }

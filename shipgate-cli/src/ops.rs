@@ -1,7 +1,12 @@
-//! What the operator commands that act (`job`, `rollback`) share: the existing state and the
-//! policy, the GitHub App from the environment, and an in-process notifier that delivers what
-//! the command published (a failed job's summary, a rollback's Slack message) before the
-//! command exits — the same path `serve` uses, so Slack hears about a manual rollback.
+//! What the operator commands that act (`job`, `rollback`, `unlock`) share: the existing state
+//! and the policy, the GitHub App, and where what the command publishes goes.
+//!
+//! On a data directory, an in-process notifier delivers what the command published (a failed
+//! job's summary, a rollback's Slack message) before the command exits — the same path
+//! `serve` uses, so Slack hears about a manual rollback; the GitHub App comes from the
+//! environment. On AWS, what the command publishes goes to the stack's notifications topic
+//! and the stack's notifier function delivers it, as it does for the Lambda functions; the
+//! GitHub App comes from the stack's GitHub App secret, over the environment.
 //!
 //! Unlike `serve`, nothing here needs the GitHub webhook secret: these commands never receive
 //! webhooks.
@@ -12,10 +17,11 @@ use std::time::Duration;
 
 use shipgate::config::{GitHubAppSettings, PagerDutySettings, SlackSettings, Vars};
 use shipgate::embedded::ChannelPublisher;
+use shipgate::jobs::backup::TableBackups;
 use shipgate::service::{Services, SystemClock};
-use shipgate_cli::data;
 use shipgate_cli::error::CliError;
 use shipgate_cli::notifier_task::{spawn_notifier, DiscardPublisher};
+use shipgate_cli::state::State;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -28,26 +34,43 @@ const DRAIN: Duration = Duration::from_secs(20);
 pub struct Operator {
     pub services: Services,
     pub http: reqwest::Client,
-    notifier: JoinHandle<u64>,
-    stop: watch::Sender<bool>,
+    /// The backup and restore-drill jobs over this state, where backups are configured.
+    pub backups: Option<TableBackups>,
+    /// The in-process notifier (on a data directory) and how to stop it.
+    notifier: Option<(JoinHandle<u64>, watch::Sender<bool>)>,
 }
 
 impl Operator {
-    /// Opens existing state in `data_dir` (never creates it) with the policy in `policy_file`.
+    /// Opens the existing state (never creates it) with the policy in `policy_file` (on AWS,
+    /// when not given, the stack's policy parameter). `env`: the process environment.
     pub async fn open(
+        state: &State,
+        policy_file: Option<&Path>,
+        env: &dyn Vars,
+    ) -> Result<Operator, CliError> {
+        match state {
+            State::Embedded { data_dir } => {
+                Self::open_embedded(state, data_dir, policy_file, env).await
+            }
+            #[cfg(feature = "aws")]
+            State::Aws(aws) => Self::open_aws(state, aws, policy_file).await,
+        }
+    }
+
+    async fn open_embedded(
+        state: &State,
         data_dir: &Path,
-        policy_file: &Path,
+        policy_file: Option<&Path>,
         vars: &dyn Vars,
     ) -> Result<Operator, CliError> {
-        let policy = Arc::new(data::load_policy(policy_file)?);
-        let repo = data::open_existing(data_dir)?;
+        let policy = Arc::new(state.policy(policy_file).await?);
+        let repo = state.repo()?;
         let http = shipgate::outbound::http_client()?;
-        let github = GitHubAppSettings::from_vars(vars)
-            .map_err(config_error)?
-            .client(http.clone())
-            .map_err(CliError::GitHubClient)?;
+        let github = github(vars, &http)?;
         let slack = SlackSettings::from_vars(vars).map_err(config_error)?;
         let pagerduty = PagerDutySettings::from_vars(vars).map_err(config_error)?;
+        let backups = TableBackups::embedded(data_dir, Arc::clone(repo.store()))
+            .map_err(CliError::Backups)?;
 
         let notifier_services = Services {
             repo: repo.clone(),
@@ -78,20 +101,46 @@ impl Operator {
                 policy_source: None,
             },
             http,
-            notifier,
-            stop,
+            backups: Some(backups),
+            notifier: Some((notifier, stop)),
+        })
+    }
+
+    #[cfg(feature = "aws")]
+    async fn open_aws(
+        state: &State,
+        aws: &shipgate_cli::aws::AwsState,
+        policy_file: Option<&Path>,
+    ) -> Result<Operator, CliError> {
+        let policy = state.policy(policy_file).await?;
+        let vars = aws.vars().await?;
+        let http = shipgate::outbound::http_client()?;
+        let github = github(&vars, &http)?;
+        let backups = aws.job_backups(&vars, &policy)?;
+        Ok(Operator {
+            services: Services {
+                repo: state.repo()?,
+                policy: Arc::new(policy),
+                github,
+                publisher: aws.publisher()?,
+                clock: Arc::new(SystemClock),
+                policy_source: None,
+            },
+            http,
+            backups,
+            notifier: None,
         })
     }
 
     /// Delivers what the command published, then lets go of everything.
     pub async fn finish(self) {
         let Operator {
-            services,
-            notifier,
-            stop,
-            ..
+            services, notifier, ..
         } = self;
         drop(services);
+        let Some((notifier, stop)) = notifier else {
+            return;
+        };
         stop.send_replace(true);
         match tokio::time::timeout(DRAIN, notifier).await {
             Ok(Ok(_)) => {}
@@ -99,6 +148,17 @@ impl Operator {
             Err(_) => tracing::warn!("notifications not delivered in time; they are lost"),
         }
     }
+}
+
+/// The GitHub App from `vars` (`None` when none is configured).
+fn github(
+    vars: &dyn Vars,
+    http: &reqwest::Client,
+) -> Result<Option<Arc<dyn shipgate::outbound::github::GitHubApi>>, CliError> {
+    GitHubAppSettings::from_vars(vars)
+        .map_err(config_error)?
+        .client(http.clone())
+        .map_err(CliError::GitHubClient)
 }
 
 fn config_error(source: shipgate::config::ConfigError) -> CliError {

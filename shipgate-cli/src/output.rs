@@ -1,11 +1,10 @@
 //! What the operator commands share for their output and their selection: the table layout,
-//! timestamps, writing to stdout, `--repo` and which environments to look at.
+//! timestamps, writing to stdout and `--repo`.
 
 use std::io::Write;
 
 use jiff::Timestamp;
 use shipgate::domain::RepoName;
-use shipgate_cli::data;
 use shipgate_cli::error::CliError;
 
 pub(crate) fn time(t: Timestamp) -> String {
@@ -54,23 +53,4 @@ pub(crate) fn parse_repo(given: Option<&str>) -> Result<Option<RepoName>, CliErr
     given
         .map(|g| RepoName::parse(g).map_err(|e| CliError::Usage(format!("--repo {g:?}: {e}"))))
         .transpose()
-}
-
-/// The environments an operator command looks at: `--env E` alone, else every environment of
-/// the policy; neither is a usage error saying what to give (`verb`: what the command does).
-pub(crate) fn environments_to_show(
-    environment: Option<&str>,
-    policy_file: Option<&std::path::Path>,
-    verb: &str,
-) -> Result<Vec<String>, CliError> {
-    match (environment, policy_file) {
-        (Some(env), _) => Ok(vec![env.to_string()]),
-        (None, Some(path)) => Ok(data::load_policy(path)?
-            .environments()
-            .map(|e| e.name.clone())
-            .collect()),
-        (None, None) => Err(CliError::Usage(format!(
-            "give --env E, or --policy FILE (or SHIPGATE_POLICY_FILE) to {verb} every environment"
-        ))),
-    }
 }

@@ -44,8 +44,13 @@ fn read_source(file: Option<&Path>) -> Result<(String, String), CliError> {
 /// Validates a policy: prints a summary (exit 0) or every problem, one per line (exit 1).
 pub fn check(file: Option<&Path>) -> Result<(), CliError> {
     let (label, text) = read_source(file)?;
+    check_text(label, &text)
+}
+
+/// Validates policy `text` read from `label` (a file, stdin, or a stack's parameter).
+pub fn check_text(label: String, text: &str) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
-    match Policy::parse(&label, &text) {
+    match Policy::parse(&label, text) {
         Ok(policy) => {
             write!(out, "{}", summary(&label, &policy)).map_err(CliError::Output)?;
             Ok(())

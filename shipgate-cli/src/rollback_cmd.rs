@@ -20,14 +20,15 @@ use shipgate::domain::{EnvName, RepoName, Scope};
 use shipgate::service::rollback::{self, RollbackOutcome};
 use shipgate::store::Repo;
 use shipgate_cli::error::CliError;
+use shipgate_cli::state::State;
 
 use crate::ops::Operator;
 
 pub struct RollbackOptions {
     pub environment: String,
     pub repo: Option<String>,
-    pub data_dir: PathBuf,
-    pub policy_file: PathBuf,
+    pub state: State,
+    pub policy_file: Option<PathBuf>,
     pub json: bool,
 }
 
@@ -43,7 +44,7 @@ pub fn requested_by(vars: &dyn Vars) -> String {
 }
 
 pub async fn run(opts: RollbackOptions, vars: &dyn Vars) -> Result<(), CliError> {
-    let op = Operator::open(&opts.data_dir, &opts.policy_file, vars).await?;
+    let op = Operator::open(&opts.state, opts.policy_file.as_deref(), vars).await?;
     if op.services.github.is_none() {
         tracing::warn!("no GitHub App configured (SHIPGATE_GITHUB_APP_ID, SHIPGATE_GITHUB_PRIVATE_KEY): a rollback can be recorded but not carried out");
     }
@@ -101,7 +102,7 @@ pub async fn run(opts: RollbackOptions, vars: &dyn Vars) -> Result<(), CliError>
             error,
         } => (
             format!(
-                "{env}: deployment {deployment_id} is rolling back to {target_sha}, but GitHub could not be asked: {error}; `shipgate serve`'s sweeper retries"
+                "{env}: deployment {deployment_id} is rolling back to {target_sha}, but GitHub could not be asked: {error}; the sweeper retries"
             ),
             false,
         ),

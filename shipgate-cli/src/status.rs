@@ -24,10 +24,10 @@ use shipgate::domain::incident::{IncidentChange, IncidentEvent, IncidentStatus};
 use shipgate::domain::policy::Severity;
 use shipgate::domain::{short_sha, EnvName, RepoName, Scope};
 use shipgate::store::Repo;
-use shipgate_cli::data;
 use shipgate_cli::error::CliError;
+use shipgate_cli::state::State;
 
-use crate::output::{emit, environments_to_show, parse_repo, table, time};
+use crate::output::{emit, parse_repo, table, time};
 
 use crate::incidents_cmd::{
     environment_cell, incident_sources, labels_text, open_for, open_outside_policy,
@@ -35,14 +35,15 @@ use crate::incidents_cmd::{
 };
 
 pub struct StatusOptions {
-    pub data_dir: PathBuf,
-    pub policy_file: PathBuf,
+    pub state: State,
+    /// On AWS the stack's policy parameter when not given.
+    pub policy_file: Option<PathBuf>,
     pub repo: Option<String>,
     pub json: bool,
 }
 
 pub struct HistoryOptions {
-    pub data_dir: PathBuf,
+    pub state: State,
     pub policy_file: Option<PathBuf>,
     pub environment: Option<String>,
     pub repo: Option<String>,
@@ -220,8 +221,8 @@ fn status_row(s: &Value) -> Vec<String> {
 
 /// `shipgate status`.
 pub async fn status(opts: StatusOptions) -> Result<(), CliError> {
-    let policy = data::load_policy(&opts.policy_file)?;
-    let repo = data::open_existing(&opts.data_dir)?;
+    let policy = opts.state.policy(opts.policy_file.as_deref()).await?;
+    let repo = opts.state.repo()?;
     let only = parse_repo(opts.repo.as_deref())?;
     let mut statuses = Vec::new();
     for env in policy.environments() {
@@ -435,13 +436,16 @@ fn change(e: &AuditEvent) -> String {
 
 /// `shipgate history`.
 pub async fn history(opts: HistoryOptions) -> Result<(), CliError> {
-    let environments = environments_to_show(
-        opts.environment.as_deref(),
-        opts.policy_file.as_deref(),
-        "show",
-    )?;
+    let environments = opts
+        .state
+        .environments(
+            opts.environment.as_deref(),
+            opts.policy_file.as_deref(),
+            "show",
+        )
+        .await?;
     let only = parse_repo(opts.repo.as_deref())?;
-    let repo = data::open_existing(&opts.data_dir)?;
+    let repo = opts.state.repo()?;
     let mut logs = Vec::new();
     for env in &environments {
         let mut log = repo

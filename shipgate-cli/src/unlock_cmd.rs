@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use shipgate::config::Vars;
 use shipgate::service::unlock::{unlock, UnlockOutcome};
 use shipgate_cli::error::CliError;
+use shipgate_cli::state::State;
 
 use crate::ops::Operator;
 use crate::rollback_cmd::{requested_by, resolve_scope};
@@ -22,8 +23,8 @@ pub struct UnlockOptions {
     pub environment: String,
     pub repo: Option<String>,
     pub reason: String,
-    pub data_dir: PathBuf,
-    pub policy_file: PathBuf,
+    pub state: State,
+    pub policy_file: Option<PathBuf>,
     pub json: bool,
 }
 
@@ -33,7 +34,7 @@ pub async fn run(opts: UnlockOptions, vars: &dyn Vars) -> Result<(), CliError> {
             "--reason must say why (it is audited and announced)".into(),
         ));
     }
-    let op = Operator::open(&opts.data_dir, &opts.policy_file, vars).await?;
+    let op = Operator::open(&opts.state, opts.policy_file.as_deref(), vars).await?;
     let scope = resolve_scope(&op.services.repo, &opts.environment, opts.repo.as_deref()).await;
     let (outcome, label) = match scope {
         Ok(Ok(scope)) => {

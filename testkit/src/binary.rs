@@ -7,7 +7,9 @@
 //! edit), it is built with the same cargo, target directory and profile the first time a test
 //! asks for it. After `cargo test --workspace` it is fresh (shipgate-cli's own integration
 //! test makes cargo build it with the test build's features) and used as it is: building it again
-//! with `-p shipgate-cli` alone would resolve other features and rebuild it for nothing.
+//! with `-p shipgate-cli` alone would resolve other features and rebuild it for nothing. Either
+//! way it has the `aws` feature (the tests package asks for it), so tests can drive the
+//! operator commands against a stack on moto.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,7 +30,7 @@ fn build() -> PathBuf {
         .and_then(Path::parent)
         .expect("the test executable lives in <target>/<profile>/deps");
     let binary = profile_dir.join(format!("shipgate{}", std::env::consts::EXE_SUFFIX));
-    if is_fresh(&binary) {
+    if is_fresh(&binary) && has_aws_feature(&binary) {
         return binary;
     }
     let target_dir = profile_dir
@@ -44,6 +46,9 @@ fn build() -> PathBuf {
             "shipgate-cli",
             "--bin",
             "shipgate",
+            // The operator commands against an AWS stack, which the tests drive on moto.
+            "--features",
+            "aws",
         ])
         .arg("--target-dir")
         .arg(target_dir);
@@ -63,6 +68,15 @@ fn build() -> PathBuf {
     assert!(status.success(), "building the shipgate binary failed");
     assert!(binary.is_file(), "no binary at {}", binary.display());
     binary
+}
+
+/// Whether `binary` was built with the `aws` feature (a plain `cargo build -p shipgate-cli`
+/// leaves one without it, newer than every source): its `status` takes `--stack`.
+fn has_aws_feature(binary: &Path) -> bool {
+    Command::new(binary)
+        .args(["status", "--help"])
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("--stack"))
 }
 
 /// Whether `binary` exists and is newer than every source file and manifest it is built from.

@@ -10,7 +10,9 @@ use super::dynamodb::table::DynamoTable;
 use super::kms::KmsKeys;
 use super::s3::{s3_client, S3Objects};
 use crate::backup::operations::{self as backup, BackupDeps};
-use crate::backup::tables::{ScanPage, ScratchTable, ScratchTables, TableError, TableSource};
+use crate::backup::tables::{
+    ScanPage, ScratchTable, ScratchTables, TableError, TableSink, TableSource,
+};
 use crate::config::{
     self, ConfigError, Vars, BACKUP_BUCKET_VAR, KMS_KEY_VAR, SCRATCH_PREFIX_VAR, STATE_TABLE_VAR,
 };
@@ -45,11 +47,7 @@ impl TableBackups {
         check_scratch_prefix(&prefix)?;
 
         let dynamo = aws_sdk_dynamodb::Client::new(sdk);
-        let deps = BackupDeps::new(
-            Arc::new(S3Objects::new(s3_client(sdk), bucket)),
-            Arc::new(KmsKeys::new(aws_sdk_kms::Client::new(sdk), key_id)),
-            S3_PREFIX,
-        );
+        let deps = backup_deps(sdk, bucket, key_id);
         let mut tables = vec![BackedUp {
             source: Arc::new(Renamed {
                 name: SHIPGATE_TABLE.to_owned(),
@@ -81,6 +79,16 @@ impl TableBackups {
             metrics: MetricSink::Stdout,
         })
     }
+}
+
+/// The backups in S3 bucket `bucket` under `backups/`, with data keys from KMS key `key_id`:
+/// what the jobs write and what `shipgate backup list|verify|restore` read on AWS.
+pub fn backup_deps(sdk: &SdkConfig, bucket: String, key_id: String) -> BackupDeps {
+    BackupDeps::new(
+        Arc::new(S3Objects::new(s3_client(sdk), bucket)),
+        Arc::new(KmsKeys::new(aws_sdk_kms::Client::new(sdk), key_id)),
+        S3_PREFIX,
+    )
 }
 
 /// Restore drills' scratch tables: `DynamoTable::create_like(source,
@@ -116,6 +124,101 @@ fn check_scratch_prefix(prefix: &str) -> Result<(), ConfigError> {
         });
     }
     Ok(())
+}
+
+/// Where `shipgate backup restore --into TABLE` writes on AWS.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreTargetError {
+    #[error("--into {0:?}: a DynamoDB table name is 3 to 255 characters of A-Z a-z 0-9 - _ .")]
+    Name(String),
+    #[error(
+        "DynamoDB table {0} exists; --force restores into it, overwriting items with the same keys"
+    )]
+    Exists(String),
+    #[error(transparent)]
+    Table(#[from] TableError),
+}
+
+/// The restore target `target`: an existing table only with `force`; otherwise a new table
+/// with the schema of `like`, created only when the restore writes its first batch, after
+/// the backup has been verified, so a refused restore leaves no table behind.
+pub async fn restore_target(
+    sdk: &SdkConfig,
+    like: &str,
+    target: &str,
+    force: bool,
+) -> Result<Box<dyn TableSink>, RestoreTargetError> {
+    let valid_char = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+    if !(3..=DYNAMO_MAX_TABLE_NAME).contains(&target.len()) || !target.bytes().all(valid_char) {
+        return Err(RestoreTargetError::Name(target.to_owned()));
+    }
+    let client = aws_sdk_dynamodb::Client::new(sdk);
+    let existing = DynamoTable::new(client.clone(), target);
+    if existing.exists().await? {
+        return if force {
+            Ok(Box::new(existing))
+        } else {
+            Err(RestoreTargetError::Exists(target.to_owned()))
+        };
+    }
+    Ok(Box::new(CreatedOnWrite {
+        client,
+        like: like.to_owned(),
+        name: target.to_owned(),
+        table: tokio::sync::OnceCell::new(),
+    }))
+}
+
+/// A DynamoDB table that does not exist yet: created like `like` on the first write, and
+/// deleted again by `clear` (a restore clears only a target it found empty, after a failed
+/// writing pass).
+struct CreatedOnWrite {
+    client: aws_sdk_dynamodb::Client,
+    like: String,
+    name: String,
+    table: tokio::sync::OnceCell<DynamoTable>,
+}
+
+impl CreatedOnWrite {
+    async fn table(&self) -> Result<&DynamoTable, TableError> {
+        self.table
+            .get_or_try_init(|| {
+                DynamoTable::create_like(self.client.clone(), &self.like, &self.name)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl TableSink for CreatedOnWrite {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn is_empty(&self) -> Result<bool, TableError> {
+        match self.table.get() {
+            Some(table) => table.is_empty().await,
+            None => Ok(true),
+        }
+    }
+
+    async fn write_batch(&self, records: Vec<String>) -> Result<(), TableError> {
+        self.table().await?.write_batch(records).await
+    }
+
+    async fn count(&self) -> Result<u64, TableError> {
+        match self.table.get() {
+            Some(table) => table.count().await,
+            None => Ok(0),
+        }
+    }
+
+    async fn clear(&self) -> Result<bool, TableError> {
+        if let Some(table) = self.table.get() {
+            table.delete_table().await?;
+        }
+        Ok(true)
+    }
 }
 
 /// A source filed under another name than the table's own (shipgate's DynamoDB table).

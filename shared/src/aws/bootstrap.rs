@@ -62,6 +62,14 @@ pub struct ResolvedVars {
     overlay: HashMap<String, String>,
 }
 
+impl ResolvedVars {
+    /// Sets `name` to `value` over the environment and the secrets (a command-line option
+    /// that names a resource).
+    pub fn set(&mut self, name: &str, value: impl Into<String>) {
+        self.overlay.insert(name.to_owned(), value.into());
+    }
+}
+
 impl Vars for ResolvedVars {
     fn var(&self, name: &str) -> Option<String> {
         self.overlay
@@ -73,7 +81,6 @@ impl Vars for ResolvedVars {
 
 /// Fetches the secrets named by `SHIPGATE_SECRETS` and overlays them.
 pub async fn resolve_vars(sdk: &aws_config::SdkConfig) -> Result<ResolvedVars, BootError> {
-    let mut overlay = HashMap::new();
     // `SHIPGATE_SECRETS` and every `SHIPGATE_SECRETS_*` variable name secrets to load.
     let mut names: Vec<String> = std::env::vars()
         .filter(|(k, _)| k == "SHIPGATE_SECRETS" || k.starts_with("SHIPGATE_SECRETS_"))
@@ -86,11 +93,21 @@ pub async fn resolve_vars(sdk: &aws_config::SdkConfig) -> Result<ResolvedVars, B
         .collect();
     names.sort();
     names.dedup();
+    fetch_secrets(sdk, &names).await
+}
+
+/// The process environment with the secrets `names` (Secrets Manager names or ARNs, each a
+/// JSON object of `SHIPGATE_` variables) overlaid, in order: a later secret's value wins.
+pub async fn fetch_secrets(
+    sdk: &aws_config::SdkConfig,
+    names: &[String],
+) -> Result<ResolvedVars, BootError> {
+    let mut overlay = HashMap::new();
     if names.is_empty() {
         return Ok(ResolvedVars { overlay });
     }
     let client = aws_sdk_secretsmanager::Client::new(sdk);
-    for name in &names {
+    for name in names {
         let name = name.as_str();
         let out = client
             .get_secret_value()

@@ -204,6 +204,30 @@ impl DynamoTable {
         }
     }
 
+    /// Whether DynamoDB knows the table (in any state).
+    pub async fn exists(&self) -> Result<bool, TableError> {
+        match self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(dynamo_err(
+                "DescribeTable",
+                &self.table,
+                e.into_service_error(),
+            )),
+        }
+    }
+
     /// Deletes the table and waits until DynamoDB no longer knows it. Deleting a table that
     /// does not exist succeeds.
     pub async fn delete_table(&self) -> Result<(), TableError> {
@@ -231,33 +255,15 @@ impl DynamoTable {
         }
         let deadline = tokio::time::Instant::now() + TABLE_WAIT;
         loop {
-            match self
-                .client
-                .describe_table()
-                .table_name(&self.table)
-                .send()
-                .await
-            {
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|e| e.is_resource_not_found_exception()) =>
-                {
-                    return Ok(())
-                }
-                Err(e) => {
-                    return Err(dynamo_err(
-                        "DescribeTable",
-                        &self.table,
-                        e.into_service_error(),
-                    ))
-                }
-                Ok(_) if tokio::time::Instant::now() >= deadline => {
+            match self.exists().await? {
+                false => return Ok(()),
+                true if tokio::time::Instant::now() >= deadline => {
                     return Err(TableError::Timeout {
                         table: self.table.clone(),
                         state: "deleted",
                     })
                 }
-                Ok(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                true => tokio::time::sleep(Duration::from_millis(500)).await,
             }
         }
     }
