@@ -5,6 +5,7 @@
 //! decision shipgate makes reproducible in a unit test. The one exception is
 //! [`DeploymentId::new`], whose UUIDv7 carries the time and randomness a fresh id needs.
 
+pub mod analysis;
 pub mod deployment;
 pub mod dora;
 pub mod events;

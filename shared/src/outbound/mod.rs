@@ -1,5 +1,5 @@
-//! Clients for the third-party APIs shipgate calls: the GitHub App REST API, the Slack Web API
-//! and PagerDuty Events API v2.
+//! Clients for the third-party APIs shipgate calls: the GitHub App REST API, the Slack Web API,
+//! PagerDuty Events API v2, and the Prometheus HTTP API as a metric source for analysis.
 //!
 //! Each client sits behind a small port trait ([`GitHubApi`], [`SlackApiPort`],
 //! [`PagerDutyPort`]) so handlers can be tested with fakes. All of them share one retry loop
@@ -11,7 +11,9 @@
 //! [`http_client`]); every base URL is configurable for GitHub Enterprise Server and local fakes.
 
 pub mod github;
+pub mod metrics;
 pub mod pagerduty;
+pub mod prometheus;
 pub mod retry;
 pub mod slack;
 
