@@ -28,10 +28,12 @@
 //! `--spawn` starts `shipgate serve` in-process ([`shipgate_cli::server::start`]) on
 //! 127.0.0.1:0 with a temporary data directory and the load policy ([`load_policy`]), with the
 //! sweeper every [`SPAWN_SWEEPER_EVERY`] so verification windows close, and no GitHub App,
-//! Slack or PagerDuty: nothing leaves the machine. Rollbacks are therefore recorded as started
-//! and "could not be carried out" by GitHub; the load plays GitHub's part and finishes them
-//! with the rollback deployment's statuses. `--target` drives a server started elsewhere, on
-//! loopback only; run it with `--print-policy`'s policy.
+//! Slack or PagerDuty: nothing leaves the machine. A rollback an alert starts there is
+//! therefore recorded as started and then failed ("rollback could not be started: no GitHub
+//! App is configured"), its lock freed; the load still plays GitHub's part, sending the
+//! rollback deployment's statuses, which such a server ignores (it created no rollback
+//! deployment). `--target` drives a server started elsewhere, on loopback only; run it with
+//! `--print-policy`'s policy.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -992,6 +994,20 @@ fn on_github_answer(
     }
 }
 
+/// Whether a deployment an incident rolled back is where a rollback leaves it: rolling back,
+/// rolled back, or, on a server without a GitHub App (the spawned one), failed at once with
+/// the server saying the rollback could not be started (its lock freed).
+fn ended_as_a_rollback(d: &shipgate::domain::deployment::Deployment) -> bool {
+    match d.state {
+        State::RollingBack | State::RolledBack => true,
+        State::Failed => d
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("rollback could not be started")),
+        _ => false,
+    }
+}
+
 fn incident_id(fingerprint: &str) -> String {
     format!("alertmanager:{fingerprint}")
 }
@@ -1627,7 +1643,7 @@ async fn store_checks(
             ));
         }
         if let Some(d) = by_id.get(seen.deployment.as_str()) {
-            if !matches!(d.state, State::RollingBack | State::RolledBack) {
+            if !ended_as_a_rollback(d) {
                 problems.push(format!(
                     "deployment {} rolled back but is {}",
                     d.id, d.state
@@ -1924,6 +1940,28 @@ mod tests {
         assert_eq!(v["alerts"][0]["labels"]["env"], "load-03");
         assert_eq!(v["alerts"][0]["fingerprint"], "00ff00ff00ff00ff");
         assert_eq!(v["alerts"][0]["labels"]["severity"], "critical");
+    }
+
+    #[test]
+    fn a_rollback_without_a_github_app_ends_failed_and_says_so() {
+        let mut d: shipgate::domain::deployment::Deployment = serde_json::from_value(json!({
+            "id": "dep-1", "repo": "acme/api", "environment": "load-00",
+            "git_ref": "refs/heads/main", "sha": "5a11ab1e", "requester": "octocat",
+            "kind": "deploy", "state": "rolling_back", "version": 3,
+            "created_at": "2026-12-05T10:00:00Z", "updated_at": "2026-12-05T10:00:00Z",
+        }))
+        .expect("deployment");
+        assert!(ended_as_a_rollback(&d));
+        d.state = State::Failed;
+        d.reason = Some(
+            "rollback could not be started: no GitHub App is configured; roll load-00 back by hand"
+                .into(),
+        );
+        assert!(ended_as_a_rollback(&d));
+        d.reason = Some("deployment failed".into());
+        assert!(!ended_as_a_rollback(&d));
+        d.state = State::Verifying;
+        assert!(!ended_as_a_rollback(&d));
     }
 
     #[test]
