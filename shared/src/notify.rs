@@ -51,6 +51,10 @@ pub struct DeploymentSummary {
     /// Its place in its scope's queue while it is queued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueueSpot>,
+    /// One line per analysis check: where it stands and its last value (the notifier fills it
+    /// in from the samples; the record does not carry them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub analysis: Vec<String>,
 }
 
 /// Where a queued deployment stands.
@@ -94,11 +98,15 @@ impl From<&Deployment> for DeploymentSummary {
                     behind: t.behind.clone(),
                     until: t.until,
                 }),
+            analysis: Vec::new(),
         }
     }
 }
 
 /// What happened.
+// A notification lives for one publish (it is serialised at once) and most are deployment
+// ones: boxing the summary would allocate for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum NotificationBody {

@@ -461,6 +461,18 @@ pub fn deployment_message_with_rollback_request(
             SECTION_MAX_CHARS,
         )));
     }
+    if !dep.analysis.is_empty() {
+        let lines = dep
+            .analysis
+            .iter()
+            .map(|c| format!("• {}", escape(c)))
+            .collect::<Vec<_>>()
+            .join("\n");
+        blocks.push(section(&truncate(
+            &format!("*Analysis*\n{lines}"),
+            SECTION_MAX_CHARS,
+        )));
+    }
     let outcome = outcome_line(dep);
     if let Some(line) = &outcome {
         blocks.push(section(&truncate(line, SECTION_MAX_CHARS)));
@@ -652,7 +664,29 @@ mod tests {
             approval_expires_at: Some("2025-03-04T16:00:00Z".parse().expect("ts")),
             verify_until: None,
             queue: None,
+            analysis: vec![],
         }
+    }
+
+    #[test]
+    fn a_verifying_deployment_shows_each_analysis_check_and_its_last_value() {
+        let mut dep = awaiting();
+        dep.state = State::Verifying;
+        dep.analysis = vec![
+            "error-rate: 2 of 5 passed, 0 failed; last 0.0052 < 0.01: pass".into(),
+            "p99: waiting for its first sample".into(),
+        ];
+        let message = deployment_message(&dep, "https://github.com");
+        let text = message.blocks.to_string();
+        assert!(
+            text.contains("*Analysis*\\n• error-rate: 2 of 5 passed, 0 failed; last 0.0052 &lt; 0.01: pass\\n• p99: waiting for its first sample"),
+            "{text}"
+        );
+        dep.analysis.clear();
+        assert!(!deployment_message(&dep, "https://github.com")
+            .blocks
+            .to_string()
+            .contains("Analysis"));
     }
 
     #[test]

@@ -24,6 +24,7 @@ use serde_json::json;
 use shipgate::domain::deployment::{Deployment, Head, State};
 use shipgate::jobs::sweeper;
 use shipgate::outbound::RetryPolicy;
+use shipgate::service::analysis::Sources;
 use shipgate::service::approvals::{self, ClickOutcome, GitHubAnswer};
 use shipgate::service::gate::{self, GateOutcome, ProtectionRuleRequest};
 use shipgate::service::incidents::{self, AlertSignal, AlertStatus};
@@ -240,7 +241,7 @@ async fn a_quorum_click_whose_save_failed_counts_once_when_slack_retries_it() {
     );
     assert_eq!(w.announced(&dep.id, "approved"), 1);
     // A sweep finds nothing left to answer.
-    let report = sweeper::sweep(&w.svc).await;
+    let report = sweeper::sweep(&w.svc, &Sources::default()).await;
     assert!(report.answered.is_empty(), "{report:?}");
     assert_eq!(w.reviews().await.len(), 1);
     assert_locks_are_consistent(&w).await;
@@ -268,9 +269,9 @@ async fn a_quorum_click_whose_save_landed_but_reported_failure_is_answered_once_
     assert!(answered_by_click <= 1);
 
     w.clock.advance(Duration::from_secs(60));
-    let report = sweeper::sweep(&w.svc).await;
+    let report = sweeper::sweep(&w.svc, &Sources::default()).await;
     assert!(report.errors.is_empty(), "{report:?}");
-    let again = sweeper::sweep(&w.svc).await;
+    let again = sweeper::sweep(&w.svc, &Sources::default()).await;
     assert!(again.answered.is_empty(), "{again:?}");
 
     assert_eq!(
@@ -306,7 +307,7 @@ async fn an_approval_whose_save_lost_its_answer_is_still_announced() {
         .add(Rule::nth(Op::Transact, 1, Fault::LandThenFail).on_keys(&format!("DEP#{}", dep.id)));
     let deliveries =
         until_acknowledged(|| approve_click(&w, &dep, "U0APPROV2", "1717322460.000200")).await;
-    sweeper::sweep(&w.svc).await;
+    sweeper::sweep(&w.svc, &Sources::default()).await;
     assert_eq!(w.deployment(&dep.id).await.state, State::Approved);
     // Otherwise the Slack message keeps showing Approve / Reject buttons for a decided
     // deployment until some later event re-renders it.
@@ -348,10 +349,13 @@ async fn a_lost_callback_save_repeats_the_same_answer_never_a_different_one() {
 
     // GitHub has the answer; whoever sent it still holds the answer's lease, so a sweep now
     // sends nothing. Once the lease has run out, the sweep repeats it.
-    assert!(sweeper::sweep(&w.svc).await.answered.is_empty());
+    assert!(sweeper::sweep(&w.svc, &Sources::default())
+        .await
+        .answered
+        .is_empty());
     assert_eq!(w.reviews().await.len(), 1);
     w.clock.advance(std::time::Duration::from_secs(121));
-    let report = sweeper::sweep(&w.svc).await;
+    let report = sweeper::sweep(&w.svc, &Sources::default()).await;
     assert_eq!(report.answered, std::slice::from_ref(&dep.id));
     // At-least-once towards GitHub: the answer may repeat, and every copy says the same.
     let want = json!({
@@ -360,7 +364,10 @@ async fn a_lost_callback_save_repeats_the_same_answer_never_a_different_one() {
         "comment": approved_comment("U0APPROV1, U0APPROV2")
     });
     assert_eq!(w.reviews().await, [want.clone(), want]);
-    assert!(sweeper::sweep(&w.svc).await.answered.is_empty());
+    assert!(sweeper::sweep(&w.svc, &Sources::default())
+        .await
+        .answered
+        .is_empty());
     assert_eq!(w.reviews().await.len(), 2);
 }
 
@@ -497,10 +504,13 @@ async fn github_failing_then_hanging_leaves_the_decision_recorded_and_the_sweepe
 
     // GitHub has recovered; the sweeper answers, once.
     w.clock.advance(Duration::from_secs(60));
-    let report = sweeper::sweep(&w.svc).await;
+    let report = sweeper::sweep(&w.svc, &Sources::default()).await;
     assert_eq!(report.answered, std::slice::from_ref(&dep.id), "{report:?}");
     assert!(report.errors.is_empty(), "{report:?}");
-    assert!(sweeper::sweep(&w.svc).await.answered.is_empty());
+    assert!(sweeper::sweep(&w.svc, &Sources::default())
+        .await
+        .answered
+        .is_empty());
     let all = w.protection_rule_calls().await.split_off(before);
     assert_eq!(all.len(), 4, "three failed tries and one answer: {all:?}");
     assert!(all.iter().all(|b| *b == want));
@@ -695,7 +705,7 @@ async fn an_alert_storm_whose_rollback_save_failed_rolls_back_exactly_once() {
     );
 
     w.clock.advance(Duration::from_secs(180));
-    let report = sweeper::sweep(&w.svc).await;
+    let report = sweeper::sweep(&w.svc, &Sources::default()).await;
     assert!(report.rollbacks_resumed.is_empty(), "{report:?}");
     assert_one_rollback_request(&w, &dep).await;
     finish_rollback(&w, &dep, 9001).await;
@@ -721,9 +731,9 @@ async fn an_alert_storm_whose_rollback_save_landed_but_reported_failure_is_finis
     assert!(created.len() <= 1, "{created:?}");
 
     w.clock.advance(Duration::from_secs(180));
-    let report = sweeper::sweep(&w.svc).await;
+    let report = sweeper::sweep(&w.svc, &Sources::default()).await;
     assert!(report.errors.is_empty(), "{report:?}");
-    let again = sweeper::sweep(&w.svc).await;
+    let again = sweeper::sweep(&w.svc, &Sources::default()).await;
     assert!(again.rollbacks_resumed.is_empty(), "{again:?}");
     assert_one_rollback_request(&w, &dep).await;
     let stored = w.deployment(&dep.id).await;
@@ -987,7 +997,7 @@ async fn a_seeded_random_run_with_store_faults_ends_every_deployment_in_a_legal_
             None => {
                 w.clock
                     .advance(Duration::from_secs(rng.gen_range(60..1800)));
-                sweeper::sweep(&w.svc).await;
+                sweeper::sweep(&w.svc, &Sources::default()).await;
             }
         }
     }
@@ -1006,7 +1016,7 @@ async fn a_seeded_random_run_with_store_faults_ends_every_deployment_in_a_legal_
     }
     for _ in 0..3 {
         w.clock.advance(Duration::from_secs(5 * 3600));
-        let report = sweeper::sweep(&w.svc).await;
+        let report = sweeper::sweep(&w.svc, &Sources::default()).await;
         assert!(report.errors.is_empty(), "{report:?}");
     }
 

@@ -1426,3 +1426,168 @@ fn services_map_alert_services_to_repositories_and_report_bad_entries_with_their
         "{bad_owner}"
     );
 }
+
+// ------------------------------------------------------------------------------------------
+// Analysis: sources and checks
+
+const ANALYSIS: &str = r#"
+[analysis.sources.prom]
+type = "prometheus"
+url = "https://prometheus.example.com"
+bearer_token_var = "SHIPGATE_ANALYSIS_PROM_TOKEN"
+
+[analysis.sources.thanos]
+type = "prometheus"
+url = "http://thanos.internal:10902/"
+basic_user = "shipgate"
+basic_password_var = "SHIPGATE_ANALYSIS_THANOS_PASSWORD"
+
+[environments.production]
+verification_window = "15m"
+
+[environments.production.analysis]
+inconclusive = "pass"
+end_early = true
+
+[[environments.production.analysis.checks]]
+name = "error-rate"
+source = "prom"
+query = 'sum(rate(http_requests_total{service="{{service}}",code=~"5.."}[1m])) / sum(rate(http_requests_total{service="{{service}}"}[1m]))'
+condition = "< 0.01"
+count = 5
+failure_limit = 1
+
+[[environments.production.analysis.checks]]
+name = "p99"
+source = "thanos"
+query = 'histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{service="{{service}}"}[5m])))'
+condition = "<= baseline * 1.2"
+baseline = "1h"
+interval = "2m"
+count = 3
+"#;
+
+#[test]
+fn analysis_sources_and_checks_parse_with_their_defaults() {
+    use shipgate::domain::analysis::{Comparison, Inconclusive, SampleRule, Threshold};
+    use shipgate::domain::policy::{MetricSourceSpec, PrometheusAuthSpec};
+    let policy = parse(ANALYSIS);
+    assert_eq!(
+        policy.analysis_sources().get("thanos"),
+        Some(&MetricSourceSpec::Prometheus {
+            url: "http://thanos.internal:10902/".into(),
+            auth: PrometheusAuthSpec::Basic {
+                user: "shipgate".into(),
+                password_var: "SHIPGATE_ANALYSIS_THANOS_PASSWORD".into()
+            }
+        })
+    );
+    let analysis = policy
+        .environment("production")
+        .and_then(|e| e.analysis.clone())
+        .expect("analysis");
+    assert_eq!(analysis.inconclusive, Inconclusive::PassAtWindowEnd);
+    assert!(analysis.end_early);
+    let errors = &analysis.checks[0];
+    assert_eq!(errors.interval, Duration::from_secs(60));
+    assert_eq!(
+        errors.rule,
+        SampleRule {
+            count: 5,
+            failure_limit: 1
+        }
+    );
+    assert_eq!(errors.condition.comparison, Comparison::Below);
+    assert_eq!(errors.baseline, None);
+    let p99 = &analysis.checks[1];
+    assert_eq!(p99.condition.threshold, Threshold::BaselineTimes(1.2));
+    assert_eq!(p99.baseline, Some(Duration::from_secs(3600)));
+    assert_eq!(p99.rule.failure_limit, 0);
+    // An environment without [analysis] has none.
+    let plain = parse("[environments.staging]\n");
+    assert_eq!(
+        plain
+            .environment("staging")
+            .and_then(|e| e.analysis.clone()),
+        None
+    );
+}
+
+#[test]
+fn analysis_mistakes_are_reported_where_they_are_written() {
+    let text = r#"
+[analysis.sources.prom]
+type = "prometheus"
+url = "prometheus:9090"
+bearer_token_var = "GITHUB_TOKEN"
+
+[analysis.sources.cw]
+type = "graphite"
+url = "https://graphite.example.com"
+
+[environments.production]
+verification_window = "5m"
+
+[[environments.production.analysis.checks]]
+name = "errors"
+source = "nope"
+query = 'up{team="{{team}}"}'
+condition = "below 1%"
+
+[[environments.production.analysis.checks]]
+name = "latency"
+source = "prom"
+query = "x"
+condition = "< baseline * 1.5"
+count = 10
+failure_limit = 10
+
+[[environments.production.analysis.checks]]
+name = "latency"
+source = "prom"
+query = "x"
+condition = "< 2"
+baseline = "1h"
+"#;
+    let found: Vec<String> = errors(text).iter().map(ToString::to_string).collect();
+    let expect = [
+        "policy.toml:4:7: analysis.sources.prom.url: must be an http:// or https:// URL",
+        "policy.toml:5:20: analysis.sources.prom.bearer_token_var: \"GITHUB_TOKEN\": name a variable starting with SHIPGATE_ANALYSIS_ (the policy names where a secret is, never the secret)",
+        "policy.toml:8:8: analysis.sources.cw.type: unknown source type \"graphite\" (known: \"prometheus\")",
+        "policy.toml:16:10: environments.production.analysis.checks[0].source: no source \"nope\" in [analysis.sources] (\"cw\", \"prom\")",
+        "policy.toml:17:9: environments.production.analysis.checks[0].query: unknown placeholder {{team}} (known: repository, service, environment, sha, started_at)",
+        "policy.toml:18:13: environments.production.analysis.checks[0].condition: \"below 1%\": start with <, <=, > or >=, e.g. \"< 0.01\" or \"<= baseline * 1.2\"",
+        "policy.toml:24:13: environments.production.analysis.checks[1].condition: a condition relative to the baseline needs baseline = \"1h\" (the span before the deploy it is measured over)",
+        "policy.toml:26:17: environments.production.analysis.checks[1].failure_limit: must be below count (10): with as many failures allowed as samples taken, the check cannot fail",
+        "policy.toml:25:9: environments.production.analysis.checks[1].count: 10 samples every 1m take 10m, longer than the verification window (5m)",
+        "policy.toml:33:12: environments.production.analysis.checks[2].baseline: the condition does not use the baseline; write it as \"<= baseline * 1.2\", or remove baseline",
+        "policy.toml:28:1: environments.production.analysis.checks[2]: duplicate check name \"latency\"",
+    ];
+    for line in expect {
+        assert!(
+            found.iter().any(|f| f == line),
+            "missing:\n{line}\nfound:\n{}",
+            found.join("\n")
+        );
+    }
+    assert_eq!(found.len(), expect.len(), "{}", found.join("\n"));
+}
+
+#[test]
+fn analysis_is_set_per_environment_not_per_repository() {
+    let text = r#"
+[environments.production]
+[[environments.production.overrides]]
+repos = ["acme/api"]
+[environments.production.overrides.analysis]
+checks = []
+"#;
+    let found: Vec<String> = errors(text).iter().map(ToString::to_string).collect();
+    assert!(
+        found.iter().any(
+            |f| f.contains("analysis") && f.contains("analysis checks are set per environment")
+        ),
+        "{}",
+        found.join("\n")
+    );
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use secrecy::SecretString;
 use serde_json::Value;
-use shipgate::outbound::metrics::{MetricSource, SourceError};
+use shipgate::outbound::metrics::SourceError;
 use shipgate::outbound::prometheus::{Prometheus, PrometheusAuth};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Match, Mock, MockServer, Request, ResponseTemplate};

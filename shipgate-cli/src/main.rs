@@ -2,12 +2,13 @@
 //!
 //! One binary serves every webhook route on one port on embedded storage and runs the
 //! schedules in-process (`serve`), and offers the operator commands (`status`, `history`,
-//! `incidents`, `policy`, `job`, `backup`, `rollback`, `migrate`). The handlers, routes, jobs and wire formats are the
+//! `incidents`, `policy`, `job`, `backup`, `rollback`, `migrate`, `analysis`). The handlers, routes, jobs and wire formats are the
 //! ones the Lambda functions use; only the wiring differs.
 //!
 //! Exit codes: 0 success, 1 failure (invalid policy, missing configuration, unreadable data,
 //! a job or verification that failed, a refused rollback), 2 usage errors.
 
+mod analysis_cmd;
 mod backup_cmd;
 mod demo;
 mod incidents_cmd;
@@ -75,6 +76,40 @@ enum Command {
     /// create the app from.
     #[command(subcommand)]
     Setup(SetupCommand),
+    /// Try an environment's analysis checks against the real metric sources.
+    #[command(subcommand)]
+    Analysis(AnalysisCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AnalysisCommand {
+    /// Run the checks once, as for a deployment of OWNER/NAME whose verification began at
+    /// `--at`, and print each value, baseline and verdict (nothing is stored). Exit 1 unless
+    /// every check passes.
+    Run {
+        /// The repository, `owner/name` (its `[services]` name fills `{{service}}`).
+        repo: String,
+        /// The environment whose `[analysis]` to run.
+        environment: String,
+        /// The policy file.
+        #[arg(long, value_name = "FILE", env = "SHIPGATE_POLICY_FILE")]
+        policy: PathBuf,
+        /// When verification began: the value is read then and a baseline over the span
+        /// before it (RFC 3339, e.g. 2026-12-05T10:00:00Z; default now).
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        at: Option<jiff::Timestamp>,
+        /// The deployed sha, for `{{sha}}` (default empty).
+        #[arg(long, value_name = "SHA")]
+        sha: Option<String>,
+        /// One JSON object per check and line, instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_time(text: &str) -> Result<jiff::Timestamp, String> {
+    text.parse::<jiff::Timestamp>()
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time (2026-12-05T10:00:00Z): {e}"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -371,6 +406,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Migrate(_) => "migrate",
         Command::Setup(SetupCommand::GithubApp(_)) => "setup github-app",
         Command::Setup(SetupCommand::SlackApp(_)) => "setup slack-app",
+        Command::Analysis(AnalysisCommand::Run { .. }) => "analysis run",
     }
 }
 
@@ -508,6 +544,25 @@ fn run(command: Command) -> Result<(), CliError> {
             let rt = runtime()?;
             let state = rt.block_on(args.data.resolve())?;
             rt.block_on(migrate_cmd::run(&state, args.json))
+        }
+        Command::Analysis(AnalysisCommand::Run {
+            repo,
+            environment,
+            policy,
+            at,
+            sha,
+            json,
+        }) => {
+            logging::init(LogFormat::Text, "warn");
+            let opts = analysis_cmd::AnalysisRunOptions {
+                repo: &repo,
+                environment: &environment,
+                policy_file: &policy,
+                at,
+                sha: sha.as_deref(),
+                json,
+            };
+            runtime()?.block_on(analysis_cmd::run(opts, &ProcessEnv))
         }
         Command::Setup(SetupCommand::GithubApp(args)) => {
             setup_cmd::run(setup_cmd::App::GitHub, &args.base()?)

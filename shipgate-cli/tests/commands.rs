@@ -36,6 +36,7 @@ fn help_lists_the_operator_commands_and_not_the_load_tool() {
             "unlock",
             "migrate",
             "setup",
+            "analysis",
             "help"
         ],
         "{help}"

@@ -1168,7 +1168,9 @@ async fn without_a_github_app_a_rollback_that_cannot_start_fails_the_deployment_
     );
     // The sweeper has nothing to resume.
     h.advance_mins(5);
-    let report = shipgate::jobs::sweeper::sweep(&services).await;
+    let report =
+        shipgate::jobs::sweeper::sweep(&services, &shipgate::service::analysis::Sources::default())
+            .await;
     assert!(report.rollbacks_resumed.is_empty(), "{report:?}");
     assert!(report.errors.is_empty(), "{report:?}");
     assert!(h.github_calls("/deployments").await.is_empty());

@@ -318,10 +318,18 @@ async fn a_request_waiting_past_queue_wait_is_rejected_with_the_reason(h: Harnes
 
     // Within its 30 minutes nothing happens; past them the next reader rejects it.
     h.advance_mins(29);
-    let report = shipgate::jobs::sweeper::sweep(h.services()).await;
+    let report = shipgate::jobs::sweeper::sweep(
+        h.services(),
+        &shipgate::service::analysis::Sources::default(),
+    )
+    .await;
     assert!(report.queue_timed_out.is_empty(), "{report:?}");
     h.advance_mins(2);
-    let report = shipgate::jobs::sweeper::sweep(h.services()).await;
+    let report = shipgate::jobs::sweeper::sweep(
+        h.services(),
+        &shipgate::service::analysis::Sources::default(),
+    )
+    .await;
     assert_eq!(
         report.queue_timed_out,
         [waiting.str("deployment_id").to_string()],

@@ -265,9 +265,15 @@ async fn finish_rollbacks(h: &Harness) {
 async fn sweep(h: &mut Harness, rng: &mut Rng, restarts: &mut Restarts) -> usize {
     if rng.chance(RESTARTS) {
         let polls = 1 + (rng.next() % 10) as u32;
-        if common::run_cut(shipgate::jobs::sweeper::sweep(h.services()), polls)
-            .await
-            .is_none()
+        if common::run_cut(
+            shipgate::jobs::sweeper::sweep(
+                h.services(),
+                &shipgate::service::analysis::Sources::default(),
+            ),
+            polls,
+        )
+        .await
+        .is_none()
         {
             restarts.cut += 1;
         }
@@ -275,7 +281,11 @@ async fn sweep(h: &mut Harness, rng: &mut Rng, restarts: &mut Restarts) -> usize
         restarts.restarted += 1;
         return 0;
     }
-    let report = shipgate::jobs::sweeper::sweep(h.services()).await;
+    let report = shipgate::jobs::sweeper::sweep(
+        h.services(),
+        &shipgate::service::analysis::Sources::default(),
+    )
+    .await;
     assert!(report.errors.is_empty(), "{report:?}");
     report.reconciled.len() + report.deploys_timed_out.len()
 }

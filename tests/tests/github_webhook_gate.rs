@@ -731,7 +731,11 @@ async fn a_sweep_during_a_slow_answer_does_not_send_a_second_one() {
     };
     // While that answer is in flight, the sweeper finds the decision still pending.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let report = shipgate::jobs::sweeper::sweep(h.services()).await;
+    let report = shipgate::jobs::sweeper::sweep(
+        h.services(),
+        &shipgate::service::analysis::Sources::default(),
+    )
+    .await;
     let reply = request.await.unwrap();
     assert_eq!(reply.str("decision"), "approved", "{reply:?}");
     assert!(report.answered.is_empty(), "{report:?}");
@@ -809,7 +813,11 @@ async fn an_answer_that_reached_github_before_a_crash_is_not_sent_again_by_the_s
     // After the lease, a sweep finds it pending; GitHub no longer waits on staging for run 61.
     github_says_pending(&h, 61, &[]).await;
     h.advance(Duration::from_secs(180));
-    let report = shipgate::jobs::sweeper::sweep(h.services()).await;
+    let report = shipgate::jobs::sweeper::sweep(
+        h.services(),
+        &shipgate::service::analysis::Sources::default(),
+    )
+    .await;
     assert!(report.errors.is_empty(), "{report:?}");
     assert!(report.answered.is_empty(), "{report:?}");
     assert_eq!(
@@ -855,7 +863,11 @@ async fn a_sweep_sends_a_pending_answer_when_github_says_the_run_still_waits() {
     );
     github_says_pending(&h, 62, &["production", "staging"]).await;
     h.advance(Duration::from_secs(60));
-    let report = shipgate::jobs::sweeper::sweep(h.services()).await;
+    let report = shipgate::jobs::sweeper::sweep(
+        h.services(),
+        &shipgate::service::analysis::Sources::default(),
+    )
+    .await;
     assert_eq!(report.answered, vec![id.clone()], "{report:?}");
     let asked = h
         .github_requests()

@@ -99,12 +99,20 @@ async fn a_lost_success_is_asked_for_and_opens_the_window(h: Harness) {
 
     // Not yet due: nothing is asked.
     h.advance_mins(5);
-    let report = shipgate::jobs::sweeper::sweep(h.services()).await;
+    let report = shipgate::jobs::sweeper::sweep(
+        h.services(),
+        &shipgate::service::analysis::Sources::default(),
+    )
+    .await;
     assert!(report.reconciled.is_empty(), "{report:?}");
     assert!(h.github_calls("/statuses").await.is_empty());
 
     h.advance_mins(6);
-    let report = shipgate::jobs::sweeper::sweep(h.services()).await;
+    let report = shipgate::jobs::sweeper::sweep(
+        h.services(),
+        &shipgate::service::analysis::Sources::default(),
+    )
+    .await;
     assert_eq!(report.reconciled, std::slice::from_ref(&id), "{report:?}");
     let dep = h.deployment(&id).await;
     assert_eq!(dep.state, State::Verifying);
@@ -125,7 +133,11 @@ async fn a_run_that_failed_without_a_status_frees_the_lock(h: Harness) {
     h.github_says_run(API, 12, "Deploy", "completed", Some("failure"))
         .await;
     h.advance_mins(11);
-    let report = shipgate::jobs::sweeper::sweep(h.services()).await;
+    let report = shipgate::jobs::sweeper::sweep(
+        h.services(),
+        &shipgate::service::analysis::Sources::default(),
+    )
+    .await;
     assert_eq!(report.reconciled, std::slice::from_ref(&id), "{report:?}");
     let dep = h.deployment(&id).await;
     assert_eq!(dep.state, State::Failed);
@@ -145,7 +157,11 @@ async fn an_inactive_deployment_is_cancelled_and_a_cancelled_run_too(h: Harness)
     let id = in_flight(&h, A1, 14, true).await;
     github_says_status(&h, 100_014, "inactive").await;
     h.advance_mins(11);
-    shipgate::jobs::sweeper::sweep(h.services()).await;
+    shipgate::jobs::sweeper::sweep(
+        h.services(),
+        &shipgate::service::analysis::Sources::default(),
+    )
+    .await;
     let dep = h.deployment(&id).await;
     assert_eq!(dep.state, State::Cancelled);
     assert!(
@@ -160,7 +176,11 @@ async fn an_inactive_deployment_is_cancelled_and_a_cancelled_run_too(h: Harness)
     h.github_says_run(API, 15, "Deploy", "completed", Some("cancelled"))
         .await;
     h.advance_mins(11);
-    shipgate::jobs::sweeper::sweep(h.services()).await;
+    shipgate::jobs::sweeper::sweep(
+        h.services(),
+        &shipgate::service::analysis::Sources::default(),
+    )
+    .await;
     assert_eq!(h.deployment(&id).await.state, State::Cancelled);
     assert_eq!(lock_holder(&h).await, None);
 }
@@ -172,12 +192,20 @@ async fn github_saying_nothing_for_deploy_timeout_fails_it_and_tells_slack(h: Ha
         .await;
 
     h.advance_mins(20);
-    let report = shipgate::jobs::sweeper::sweep(h.services()).await;
+    let report = shipgate::jobs::sweeper::sweep(
+        h.services(),
+        &shipgate::service::analysis::Sources::default(),
+    )
+    .await;
     assert!(report.deploys_timed_out.is_empty(), "{report:?}");
     assert_eq!(h.deployment(&id).await.state, State::Deploying);
 
     h.advance_mins(11);
-    let report = shipgate::jobs::sweeper::sweep(h.services()).await;
+    let report = shipgate::jobs::sweeper::sweep(
+        h.services(),
+        &shipgate::service::analysis::Sources::default(),
+    )
+    .await;
     assert_eq!(
         report.deploys_timed_out,
         std::slice::from_ref(&id),
@@ -228,7 +256,11 @@ async fn a_rollback_whose_end_was_lost_is_asked_for_and_finishes(h: Harness) {
 
     github_says_status(&h, 7777, "success").await;
     h.advance_mins(11);
-    let report = shipgate::jobs::sweeper::sweep(h.services()).await;
+    let report = shipgate::jobs::sweeper::sweep(
+        h.services(),
+        &shipgate::service::analysis::Sources::default(),
+    )
+    .await;
     assert_eq!(report.reconciled, std::slice::from_ref(&a2), "{report:?}");
     assert_eq!(h.deployment(&a2).await.state, State::RolledBack);
     assert_eq!(lock_holder(&h).await, None);
@@ -237,7 +269,11 @@ async fn a_rollback_whose_end_was_lost_is_asked_for_and_finishes(h: Harness) {
 }
 
 async fn sweep_ok(h: &Harness) {
-    let report = shipgate::jobs::sweeper::sweep(h.services()).await;
+    let report = shipgate::jobs::sweeper::sweep(
+        h.services(),
+        &shipgate::service::analysis::Sources::default(),
+    )
+    .await;
     assert!(report.errors.is_empty(), "{report:?}");
 }
 

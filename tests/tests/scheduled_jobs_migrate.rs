@@ -120,13 +120,21 @@ async fn the_migrate_job_moves_a_v0_table_once_and_then_has_nothing_to_do() {
 async fn a_sweep_migrates_a_table_nobody_migrated_and_only_once() {
     let (ctx, store) = v0_table().await;
     let repo = ctx.services.repo.clone();
-    let report = shipgate::jobs::sweeper::sweep(&ctx.services).await;
+    let report = shipgate::jobs::sweeper::sweep(
+        &ctx.services,
+        &shipgate::service::analysis::Sources::default(),
+    )
+    .await;
     assert_eq!(
         report.migrated.as_deref(),
         Some("schema version 0 -> 1: 2 records moved, 0 dropped, 2 repository index entries"),
         "{report:?}"
     );
     assert_migrated(&repo, &store).await;
-    let again = shipgate::jobs::sweeper::sweep(&ctx.services).await;
+    let again = shipgate::jobs::sweeper::sweep(
+        &ctx.services,
+        &shipgate::service::analysis::Sources::default(),
+    )
+    .await;
     assert_eq!(again.migrated, None, "{again:?}");
 }

@@ -713,12 +713,20 @@ async fn an_approval_completed_after_the_deploy_window_closed_is_held_until_it_o
         "GitHub not told yet"
     );
     // A sweep while the window is still closed changes nothing.
-    let report = shipgate::jobs::sweeper::sweep(h.services()).await;
+    let report = shipgate::jobs::sweeper::sweep(
+        h.services(),
+        &shipgate::service::analysis::Sources::default(),
+    )
+    .await;
     assert!(report.held_released.is_empty(), "{report:?}");
 
     // Tuesday 09:30: the window is open again; the sweep lets it go.
     h.clock.advance(Duration::from_secs(16 * 3600));
-    let report = shipgate::jobs::sweeper::sweep(h.services()).await;
+    let report = shipgate::jobs::sweeper::sweep(
+        h.services(),
+        &shipgate::service::analysis::Sources::default(),
+    )
+    .await;
     assert_eq!(
         report.held_released,
         std::slice::from_ref(&dep.id),

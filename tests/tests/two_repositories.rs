@@ -340,7 +340,11 @@ async fn a_first_deploy_that_drew_a_critical_incident_never_becomes_last_known_g
     h.post_alert("/webhooks/alertmanager", &resolved).await;
 
     h.advance_mins(30);
-    let report = shipgate::jobs::sweeper::sweep(h.services()).await;
+    let report = shipgate::jobs::sweeper::sweep(
+        h.services(),
+        &shipgate::service::analysis::Sources::default(),
+    )
+    .await;
     assert!(report.errors.is_empty(), "{report:?}");
     let dep = h.deployment(&a1).await;
     assert_eq!(dep.state, State::Failed, "{dep:?}");

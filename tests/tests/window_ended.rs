@@ -175,10 +175,11 @@ async fn readers_and_a_sweep_racing_on_an_ended_window_close_it_once(h: Harness)
     let first = deploy(&h, "staging", A1, 11).await;
     just_after_window(&h, &first).await;
 
+    let sources = shipgate::service::analysis::Sources::default();
     let (a, b, report) = tokio::join!(
         request(&h, "staging", A2, 12),
         request(&h, "staging", A2, 13),
-        shipgate::jobs::sweeper::sweep(h.services()),
+        shipgate::jobs::sweeper::sweep(h.services(), &sources),
     );
     // One of the two requests takes the freed lock; the other waits behind that one.
     let mut decisions = [a.str("decision"), b.str("decision")];

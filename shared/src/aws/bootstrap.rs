@@ -386,7 +386,9 @@ pub async fn scheduled_jobs() -> Result<JobContext, BootError> {
     let cold = Cold::load().await?;
     let app = GitHubAppSettings::from_vars(&cold.vars)?;
     let github = cold.github(&app, "pending answers and rollback drills are skipped")?;
-    let mut ctx = JobContext::new(cold.services(github).await?, probe_client()?);
+    let mut ctx = JobContext::new(cold.services(github).await?, probe_client()?)
+        // Analysis sources' credentials may come from Secrets Manager.
+        .with_vars(Arc::new(cold.vars.clone()));
     let missing: Vec<&str> = [BACKUP_BUCKET_VAR, KMS_KEY_VAR]
         .into_iter()
         .filter(|name| config::optional(&cold.vars, name).is_none())

@@ -303,6 +303,57 @@ pub fn analysis_verdict(
     }
 }
 
+/// One sample of one check of one deployment: what the query gave at the sample's time, what
+/// it was compared with, and how it came out. Slot `k` is taken `k` intervals after
+/// verification began; a slot is sampled once (the store refuses a second sample of it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub deployment_id: String,
+    pub check: String,
+    pub slot: u32,
+    /// The time the query was evaluated at (the slot's time).
+    pub at: jiff::Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<f64>,
+    /// The condition as written, e.g. `< 0.01`.
+    pub condition: String,
+    #[serde(flatten)]
+    pub judgement: Judgement,
+}
+
+impl Sample {
+    /// `error-rate: 0.0052 < 0.01: pass`, `p99: 0.41 <= baseline * 1.2 (0.3): fail`,
+    /// `error-rate: inconclusive (the query returned no value)`.
+    pub fn line(&self) -> String {
+        let value = |v: f64| format!("{}", (v * 10_000.0).round() / 10_000.0);
+        match (&self.judgement, self.value) {
+            (Judgement::Inconclusive { reason }, _) => {
+                format!("{}: inconclusive ({reason})", self.check)
+            }
+            (_, None) => format!("{}: inconclusive (no value)", self.check),
+            (judgement, Some(v)) => {
+                let base = self
+                    .baseline
+                    .map(|b| format!(" (baseline {})", value(b)))
+                    .unwrap_or_default();
+                let verdict = if *judgement == Judgement::Pass {
+                    "pass"
+                } else {
+                    "fail"
+                };
+                format!(
+                    "{}: {} {}{base}: {verdict}",
+                    self.check,
+                    value(v),
+                    self.condition
+                )
+            }
+        }
+    }
+}
+
 /// Puts the deployment's facts into a query: `{{repository}}`, `{{service}}`,
 /// `{{environment}}`, `{{sha}}`, `{{started_at}}` (Unix seconds). Values are escaped for a
 /// double- or single-quoted string literal (backslash, quotes), so a fact cannot end the

@@ -11,6 +11,7 @@
 //! report with `ok: false`; [`JobError`] means the job could not run at all (state store
 //! unreachable, backups not configured) and the invocation should count as failed.
 
+pub mod analysis;
 pub mod backup;
 pub mod dora;
 pub mod emf;
@@ -25,6 +26,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::config::Vars;
 use crate::service::{ServiceError, Services};
 use crate::store::RepoError;
 
@@ -114,6 +116,9 @@ pub struct JobContext {
     pub http: reqwest::Client,
     pub backups: Option<Arc<dyn BackupJobs>>,
     pub metrics: MetricSink,
+    /// Where the credentials of the policy's analysis sources are read (the process
+    /// environment, on AWS with the secrets overlaid).
+    pub vars: Arc<dyn Vars + Send + Sync>,
 }
 
 impl fmt::Debug for JobContext {
@@ -150,7 +155,14 @@ impl JobContext {
             http,
             backups: None,
             metrics: MetricSink::Stdout,
+            vars: Arc::new(crate::config::ProcessEnv),
         }
+    }
+
+    /// Reads the analysis sources' credentials from `vars` instead of the process environment.
+    pub fn with_vars(mut self, vars: Arc<dyn Vars + Send + Sync>) -> Self {
+        self.vars = vars;
+        self
     }
 
     pub fn with_backups(mut self, backups: Arc<dyn BackupJobs>) -> Self {

@@ -20,12 +20,14 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
+use super::analysis::Step;
 use super::{JobContext, JobError, JobOutcome};
 use crate::domain::deployment::{Action, Actor, CallbackState, Deployment, State};
 use crate::domain::ids::EnvName;
 use crate::domain::scope::Scope;
 use crate::domain::time::add;
 use crate::notify::Notification;
+use crate::service::analysis::Sources;
 use crate::service::answer::answer_github_again;
 use crate::service::lifecycle::{finish_verification, LifecycleOutcome};
 use crate::service::rollback::{self, RollbackOutcome};
@@ -65,6 +67,12 @@ pub struct SweepReport {
     pub dequeued: Vec<String>,
     /// Queued deployments rejected for waiting past `queue_wait`.
     pub queue_timed_out: Vec<String>,
+    /// Analysis samples taken.
+    pub analysis_samples: usize,
+    /// Deployments rolled back, or failed, by their analysis.
+    pub analysis_failed: Vec<String>,
+    /// Deployments whose analysis passed and ended their verification early.
+    pub analysis_passed_early: Vec<String>,
     /// Steps that failed; they are retried by the next sweep.
     pub errors: Vec<String>,
 }
@@ -101,6 +109,12 @@ impl SweepReport {
                 self.queue_timed_out.len(),
                 "queued requests rejected after their wait",
             ),
+            (self.analysis_samples, "analysis samples taken"),
+            (self.analysis_failed.len(), "deployments failed by analysis"),
+            (
+                self.analysis_passed_early.len(),
+                "verifications ended early by analysis",
+            ),
             (self.errors.len(), "errors"),
         ] {
             if n > 0 {
@@ -116,7 +130,10 @@ impl SweepReport {
 
 /// The sweeper job.
 pub async fn run(ctx: &JobContext) -> Result<JobOutcome, JobError> {
-    let report = sweep(&ctx.services).await;
+    // Built from the policy in force now: a source added by a policy change is queried from
+    // the next sweep on.
+    let sources = Sources::from_policy(&ctx.services.policy, ctx.vars.as_ref(), &ctx.http);
+    let report = sweep(&ctx.services, &sources).await;
     let details = serde_json::to_value(&report).unwrap_or_default();
     if report.errors.is_empty() {
         Ok(JobOutcome::ok(report.summary(), details))
@@ -181,9 +198,9 @@ fn is_decided(dep: &Deployment) -> bool {
     )
 }
 
-/// One sweep over every policy environment. Never fails as a whole: a step that fails is
-/// logged, listed in `errors` and retried next time.
-pub async fn sweep(svc: &Services) -> SweepReport {
+/// One sweep over every policy environment, querying analysis checks through `sources`. Never
+/// fails as a whole: a step that fails is logged, listed in `errors` and retried next time.
+pub async fn sweep(svc: &Services, sources: &Sources) -> SweepReport {
     let mut report = SweepReport::default();
     // A store behind the schema (a deploy whose `migrate` run was forgotten) is moved first:
     // one read of the version per sweep.
@@ -205,7 +222,7 @@ pub async fn sweep(svc: &Services) -> SweepReport {
     let now = svc.now();
     let environments: Vec<String> = svc.policy.environments().map(|e| e.name.clone()).collect();
     for environment in &environments {
-        sweep_active(svc, environment, now, &mut report).await;
+        sweep_active(svc, sources, environment, now, &mut report).await;
         // Locks and rollback requests are per scope: every repository of the environment.
         let repos = match svc.repo.repositories_in(environment).await {
             Ok(repos) => repos,
@@ -243,7 +260,13 @@ pub async fn sweep(svc: &Services) -> SweepReport {
     report
 }
 
-async fn sweep_active(svc: &Services, environment: &str, now: Timestamp, report: &mut SweepReport) {
+async fn sweep_active(
+    svc: &Services,
+    sources: &Sources,
+    environment: &str,
+    now: Timestamp,
+    report: &mut SweepReport,
+) {
     let active = match svc
         .repo
         .active_deployments(environment, now, HORIZON_DAYS)
@@ -259,6 +282,22 @@ async fn sweep_active(svc: &Services, environment: &str, now: Timestamp, report:
     };
     let mut queues = std::collections::BTreeSet::new();
     for dep in active {
+        // Analysis first: at the window's end its verdict decides whether the window passes.
+        if dep.state == State::Verifying {
+            match super::analysis::step(svc, sources, &dep, now).await {
+                Ok(Step::NoAnalysis) => {}
+                Ok(Step::Sampled(n)) => report.analysis_samples += n,
+                Ok(Step::RolledBack { .. } | Step::Failed { .. }) => {
+                    report.analysis_failed.push(dep.id.clone());
+                    continue;
+                }
+                Ok(Step::PassedEarly) => {
+                    report.analysis_passed_early.push(dep.id.clone());
+                    continue;
+                }
+                Err(e) => report.errors.push(format!("analysis of {}: {e}", dep.id)),
+            }
+        }
         match dep.state {
             State::Queued => {
                 queues.insert(dep.scope());

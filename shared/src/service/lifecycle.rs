@@ -389,44 +389,108 @@ async fn critical_incident_of(
 /// deployment succeeded and its sha becomes the environment's last known good. A window that
 /// saw a critical incident blamed on the deployment (one that could not be rolled back, for
 /// want of an earlier good version): verification failed, whatever became of the incident,
-/// and the sha is never a rollback target.
+/// and the sha is never a rollback target. Where the environment has analysis, the window
+/// passes only once its checks have (see `service::analysis`); until then the deployment stays
+/// verifying and the sweeper's analysis step decides.
 ///
 /// Reading the deployment and the environment's incidents since it was gated costs two round
 /// trips per window close (once per deployment), on the sweeper's path or the reader's that
-/// meets an ended window.
+/// meets an ended window; analysis adds one read of the deployment's samples.
 pub async fn finish_verification(
     svc: &Services,
     deployment_id: &str,
+) -> Result<LifecycleOutcome, ServiceError> {
+    close_verification(svc, deployment_id, Closing::WindowEnded).await
+}
+
+/// Ends a deployment's verification before its window does: its analysis passed and the
+/// policy lets a passed analysis end the window (`end_early`). `why` is audited.
+pub async fn pass_verification_early(
+    svc: &Services,
+    deployment_id: &str,
+    why: &str,
+) -> Result<LifecycleOutcome, ServiceError> {
+    close_verification(svc, deployment_id, Closing::Early(why)).await
+}
+
+/// Fails a verifying deployment its analysis failed when there is no earlier good version to
+/// roll back to: like a deployment blamed for a critical incident, it never becomes a
+/// rollback target.
+pub async fn fail_verification(
+    svc: &Services,
+    deployment_id: &str,
+    why: String,
+) -> Result<LifecycleOutcome, ServiceError> {
+    close_verification(svc, deployment_id, Closing::Failed(why)).await
+}
+
+/// How a verification ends.
+enum Closing<'a> {
+    /// Its window has ended.
+    WindowEnded,
+    /// Early, with every analysis check passed.
+    Early(&'a str),
+    /// Failed, with the reason.
+    Failed(String),
+}
+
+async fn close_verification(
+    svc: &Services,
+    deployment_id: &str,
+    closing: Closing<'_>,
 ) -> Result<LifecycleOutcome, ServiceError> {
     let now = svc.now();
     let Some(current) = svc.repo.get_deployment(deployment_id).await? else {
         return Ok(LifecycleOutcome::Untracked);
     };
-    if current.state != State::Verifying || current.verify_until.is_some_and(|u| now < u) {
-        return Ok(LifecycleOutcome::Unchanged {
-            deployment_id: current.id,
-            state: current.state,
-        });
+    let waits_for_window = matches!(closing, Closing::WindowEnded);
+    let still_open = |d: &Deployment| waits_for_window && d.verify_until.is_some_and(|u| now < u);
+    let unchanged = |d: Deployment| LifecycleOutcome::Unchanged {
+        deployment_id: d.id,
+        state: d.state,
+    };
+    if current.state != State::Verifying || still_open(&current) {
+        return Ok(unchanged(current));
     }
-    let blamed = critical_incident_of(svc, &current, now).await?;
+    let blamed = match &closing {
+        Closing::Failed(why) => Some(why.clone()),
+        _ => critical_incident_of(svc, &current, now)
+            .await?
+            .map(|incident| {
+                format!(
+                    "verification failed: critical incident {incident} opened during its window"
+                )
+            }),
+    };
+    if blamed.is_none()
+        && waits_for_window
+        && !super::analysis::passed_at_window_end(svc, &current).await?
+    {
+        return Ok(unchanged(current));
+    }
+    let passed_why = match &closing {
+        Closing::Early(why) => (*why).to_owned(),
+        _ if super::analysis::analysis_of(&svc.policy, &current).is_some() => {
+            "verification window passed without a rollback alert, and its analysis passed"
+                .to_owned()
+        }
+        _ => "verification window passed without a rollback alert".to_owned(),
+    };
     // Only the caller whose save moved the deployment records the heads, the fact and the
     // notification: a caller that lost the race (another reader, or a sweep) finds it
     // already succeeded and does nothing more.
     let mut moved = false;
     let updated = update_deployment(svc, deployment_id, |d| {
         moved = false;
-        if d.state != State::Verifying || d.verify_until.is_some_and(|u| now < u) {
+        if d.state != State::Verifying || still_open(d) {
             return None;
         }
         let event = match &blamed {
-            Some(incident) => {
-                let why = format!(
-                    "verification failed: critical incident {incident} opened during its window"
-                );
+            Some(why) => {
                 let event = d
                     .apply(Action::Fail, now, &Actor::system(), why.clone())
                     .ok()?;
-                d.reason = Some(why);
+                d.reason = Some(why.clone());
                 event
             }
             None => d
@@ -434,7 +498,7 @@ pub async fn finish_verification(
                     Action::PassVerification,
                     now,
                     &Actor::system(),
-                    "verification window passed without a rollback alert",
+                    passed_why.clone(),
                 )
                 .ok()?,
         };
@@ -446,7 +510,7 @@ pub async fn finish_verification(
         return Ok(LifecycleOutcome::Untracked);
     };
     if moved && dep.state == State::Failed {
-        tracing::warn!(deployment_id = %dep.id, reason = dep.reason.as_deref().unwrap_or(""), "a deployment blamed for a critical incident failed verification");
+        tracing::warn!(deployment_id = %dep.id, reason = dep.reason.as_deref().unwrap_or(""), "a deployment failed verification");
         svc.publish(Notification::deployment(now, &dep, "failed"))
             .await;
         return Ok(LifecycleOutcome::Moved {

@@ -4,6 +4,7 @@
 //! then calls one of these. They read facts from the [`Repo`], ask the pure domain to decide,
 //! persist the result with optimistic concurrency, answer GitHub and publish notifications.
 
+pub mod analysis;
 pub mod answer;
 pub mod approvals;
 pub mod drill;

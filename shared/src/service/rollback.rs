@@ -266,6 +266,66 @@ pub async fn start_automatic(
         }));
     }
 
+    let started_by = format!("alert:{}", incident.id);
+    let reason = format!(
+        "{} alert \"{}\" ({}) during the verification window of {}",
+        incident.severity,
+        incident.title,
+        incident.id,
+        dep.sha.short()
+    );
+    let outcome = roll_back_verifying(svc, env, &dep, started_by, reason, |d| {
+        d.in_verification_window(now)
+    })
+    .await?;
+    if let RollbackOutcome::NoLastKnownGood { .. } = outcome {
+        page_no_last_known_good(svc, &dep, incident, now).await?;
+    } else if let RollbackOutcome::Started { .. } = outcome {
+        tracing::warn!(deployment_id = %dep.id, environment, incident_id = %incident.id, "automatic rollback started");
+    }
+    Ok(outcome)
+}
+
+/// Starts the rollback a failed analysis calls for: `dep` (verifying, in its window or just
+/// past it) returns to its scope's last known good, exactly once however many sweeps race,
+/// as for a critical alert. `reason` names the check. Without an earlier good version it
+/// returns [`RollbackOutcome::NoLastKnownGood`] and changes nothing; the caller fails the
+/// verification instead.
+pub async fn start_from_analysis(
+    svc: &Services,
+    dep: &Deployment,
+    reason: &str,
+) -> Result<RollbackOutcome, ServiceError> {
+    let Some(env) = svc.policy.environment(dep.environment.as_str()) else {
+        return Ok(RollbackOutcome::Skipped(Skipped::UnknownEnvironment));
+    };
+    let outcome = roll_back_verifying(
+        svc,
+        env,
+        dep,
+        "analysis".to_owned(),
+        reason.to_owned(),
+        |d| d.state == State::Verifying,
+    )
+    .await?;
+    if let RollbackOutcome::Started { .. } = outcome {
+        tracing::warn!(deployment_id = %dep.id, environment = %dep.environment, reason, "analysis rollback started");
+    }
+    Ok(outcome)
+}
+
+/// Rolls a verifying `dep` back to its scope's last known good, when `allowed` still holds for
+/// it as stored: records who started it and why, announces `rollback_started` and asks GitHub.
+/// Only one caller starts it; the others learn it is already rolling back.
+async fn roll_back_verifying(
+    svc: &Services,
+    env: &EnvironmentPolicy,
+    dep: &Deployment,
+    started_by: String,
+    reason: String,
+    allowed: impl Fn(&Deployment) -> bool,
+) -> Result<RollbackOutcome, ServiceError> {
+    let now = svc.now();
     let heads = svc.repo.heads(&dep.scope()).await?;
     let Some(target) = heads
         .last_known_good
@@ -276,20 +336,10 @@ pub async fn start_automatic(
             git_ref: h.git_ref.clone(),
         })
     else {
-        page_no_last_known_good(svc, &dep, incident, now).await?;
         return Ok(RollbackOutcome::NoLastKnownGood {
-            deployment_id: dep.id,
+            deployment_id: dep.id.clone(),
         });
     };
-
-    let started_by = format!("alert:{}", incident.id);
-    let reason = format!(
-        "{} alert \"{}\" ({}) during the verification window of {}",
-        incident.severity,
-        incident.title,
-        incident.id,
-        dep.sha.short()
-    );
     let info = RollbackInfo {
         target_sha: target.sha.clone(),
         reason: reason.clone(),
@@ -299,11 +349,7 @@ pub async fn start_automatic(
         finished_at: None,
     };
     let why = format!("{reason}; rolling back to {}", short_sha(&target.sha));
-    let dep_id = dep.id.clone();
-    let begun = begin(svc, &dep_id, info, &Actor(started_by), &why, |d| {
-        d.in_verification_window(now)
-    })
-    .await?;
+    let begun = begin(svc, &dep.id, info, &Actor(started_by), &why, allowed).await?;
     let dep = match begun {
         Begun::Started(dep) => dep,
         Begun::NotStarted(Some(d)) if d.state == State::RollingBack => {
@@ -315,7 +361,6 @@ pub async fn start_automatic(
             return Ok(RollbackOutcome::Skipped(Skipped::NoDeploymentVerifying))
         }
     };
-    tracing::warn!(deployment_id = %dep.id, environment, incident_id = %incident.id, target_sha = %target.sha, "automatic rollback started");
     svc.publish(Notification::deployment(now, &dep, "rollback_started"))
         .await;
     carry_out(svc, &dep, &target.git_ref, env).await

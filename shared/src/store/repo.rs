@@ -1163,6 +1163,66 @@ impl Repo {
         Ok(())
     }
 
+    /// Records one analysis sample with its audit line (`analysis_sample`, shown by
+    /// `history`), both or neither. `Ok(false)`: the slot was sampled already (by another
+    /// sweep), and nothing was written.
+    pub async fn record_sample(
+        &self,
+        sample: &crate::domain::analysis::Sample,
+        environment: &str,
+    ) -> Result<bool, RepoError> {
+        let pk = format!("ANALYSIS#{}", sample.deployment_id);
+        let sk = format!("{}#{:05}", sample.check, sample.slot);
+        let mut writes = vec![Write::Put {
+            item: Item {
+                pk: pk.clone(),
+                sk: sk.clone(),
+                version: 1,
+                expires_at: None,
+                timeline: None,
+                data: to_json(sample),
+            },
+            condition: Condition::Absent { now: i64::MIN },
+        }];
+        writes.extend(audit_writes(&[AuditEvent {
+            at: sample.at,
+            deployment_id: sample.deployment_id.clone(),
+            environment: environment.to_owned(),
+            actor: "analysis".to_owned(),
+            what: "analysis_sample".to_owned(),
+            from: None,
+            to: None,
+            why: sample.line(),
+        }]));
+        match self.store.transact(writes).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::ConditionFailed { .. }) => Ok(false),
+            // A conflict does not say which condition failed: the sample tells.
+            Err(StoreError::Conflict) if self.store.get(&pk, &sk).await?.is_some() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A deployment's analysis samples, by check and slot.
+    pub async fn samples(
+        &self,
+        deployment_id: &str,
+    ) -> Result<Vec<crate::domain::analysis::Sample>, RepoError> {
+        let items = self
+            .store
+            .query(Query::Partition {
+                pk: format!("ANALYSIS#{deployment_id}"),
+                sk_prefix: String::new(),
+                descending: false,
+                limit: None,
+            })
+            .await?;
+        items
+            .iter()
+            .map(|i| from_item(i, "analysis sample"))
+            .collect()
+    }
+
     /// Stores a small named document (hook registrations, job results, drill reports).
     pub async fn put_meta<T: Serialize>(
         &self,

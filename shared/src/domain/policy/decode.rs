@@ -11,9 +11,11 @@ use super::glob::{repo_matches, repo_patterns_overlap, validate_pattern, validat
 use super::scope::{apply_key, Override, Position, Scope, ENVIRONMENT_WIDE_KEYS};
 use super::tree::{self, Entry, Kind, LineIndex, Node, Span};
 use super::{
-    AlertsPolicy, BackupsPolicy, DeployWindow, EnvironmentPolicy, Freeze, NotificationsPolicy,
-    Policy, PolicyError, PolicyErrors, Probe, RollbackMethod, Severity, TimeOfDay,
+    AlertsPolicy, AnalysisCheck, AnalysisPolicy, BackupsPolicy, DeployWindow, EnvironmentPolicy,
+    Freeze, MetricSourceSpec, NotificationsPolicy, Policy, PolicyError, PolicyErrors, Probe,
+    PrometheusAuthSpec, RollbackMethod, Severity, TimeOfDay, ANALYSIS_VAR_PREFIX,
 };
+use crate::domain::analysis::{self, Condition, Inconclusive, SampleRule};
 use crate::domain::ids::RepoName;
 
 const ROOT_KEYS: &[&str] = &[
@@ -24,6 +26,26 @@ const ROOT_KEYS: &[&str] = &[
     "probes",
     "environments",
     "services",
+    "analysis",
+];
+const ANALYSIS_ROOT_KEYS: &[&str] = &["sources"];
+const SOURCE_KEYS: &[&str] = &[
+    "type",
+    "url",
+    "bearer_token_var",
+    "basic_user",
+    "basic_password_var",
+];
+const ANALYSIS_KEYS: &[&str] = &["checks", "inconclusive", "end_early"];
+const CHECK_KEYS: &[&str] = &[
+    "name",
+    "source",
+    "query",
+    "condition",
+    "interval",
+    "count",
+    "failure_limit",
+    "baseline",
 ];
 const ALERTS_KEYS: &[&str] = &[
     "environment_labels",
@@ -68,6 +90,7 @@ const ENVIRONMENT_KEYS: &[&str] = &[
     "break_glass",
     "repos",
     "overrides",
+    "analysis",
 ];
 /// `repos` and the keys in `scope::OVERRIDABLE_KEYS`.
 const OVERRIDE_KEYS: &[&str] = &[
@@ -102,6 +125,7 @@ pub(super) fn decode(file: &str, text: &str) -> Result<Policy, PolicyErrors> {
         file,
         lines: LineIndex::new(text),
         errors: Vec::new(),
+        source_names: BTreeSet::new(),
     };
     let root_entries = match tree::parse_document(text) {
         Ok(entries) => entries,
@@ -135,6 +159,11 @@ pub(super) fn decode(file: &str, text: &str) -> Result<Policy, PolicyErrors> {
         .take("backups")
         .and_then(|f| cx.backups(&f))
         .unwrap_or_default();
+    // Sources first: the environments' checks name them.
+    let analysis_sources = root
+        .take("analysis")
+        .map(|f| cx.analysis_sources(&f))
+        .unwrap_or_default();
     let (environments, scopes) = match root.take("environments") {
         Some(field) => cx.environments(&field, &identities, &backups),
         None => {
@@ -166,6 +195,7 @@ pub(super) fn decode(file: &str, text: &str) -> Result<Policy, PolicyErrors> {
             environments,
             scopes,
             services,
+            analysis_sources,
         })
     } else {
         Err(cx.into_errors())
@@ -176,6 +206,8 @@ struct Ctx<'a> {
     file: &'a str,
     lines: LineIndex<'a>,
     errors: Vec<PolicyError>,
+    /// The names of `[analysis.sources]`, which checks refer to.
+    source_names: BTreeSet<String>,
 }
 
 /// A value found under a key, with its dotted path and best-known position.
@@ -1362,6 +1394,14 @@ impl<'a> Ctx<'a> {
                 );
             }
         }
+        let analysis = if overriding {
+            None
+        } else {
+            table.take("analysis")
+        };
+        if let Some(f) = analysis {
+            env.analysis = self.analysis(&f, env.verification_window);
+        }
         if env.prevent_self_approval {
             // Self-approval is detected through the Slack → GitHub mapping; an approver without
             // one could approve their own deploy unnoticed.
@@ -1376,6 +1416,276 @@ impl<'a> Ctx<'a> {
             }
         }
         (env, promotion, drill)
+    }
+
+    /// `[analysis]` at the root: `[analysis.sources.<name>]`.
+    fn analysis_sources(&mut self, field: &Field<'_>) -> BTreeMap<String, MetricSourceSpec> {
+        let mut out = BTreeMap::new();
+        let Some(mut root) = self.table(field, ANALYSIS_ROOT_KEYS) else {
+            return out;
+        };
+        if let Some(f) = root.take("sources") {
+            if let Some(mut sources) = self.table(&f, &[]) {
+                for (name, _, item) in sources.take_all() {
+                    // Declared is enough for checks to name it: a source with mistakes of its
+                    // own is reported once, not again at every check that uses it.
+                    self.source_names.insert(name.to_string());
+                    if let Some(source) = self.metric_source(&item) {
+                        out.insert(name.to_string(), source);
+                    }
+                }
+                sources.finish(self);
+            }
+        }
+        root.finish(self);
+        out
+    }
+
+    fn metric_source(&mut self, field: &Field<'_>) -> Option<MetricSourceSpec> {
+        let mut table = self.table(field, SOURCE_KEYS)?;
+        let kind = self.required(&mut table, "type");
+        let url = self.required(&mut table, "url").and_then(|f| {
+            let url = self.text(&f)?;
+            if url.starts_with("https://") || url.starts_with("http://") {
+                Some(url)
+            } else {
+                self.fail(&f, "must be an http:// or https:// URL");
+                None
+            }
+        });
+        let var = |cx: &mut Self, f: Field<'_>| {
+            let name = cx.text(&f)?;
+            if name.starts_with(ANALYSIS_VAR_PREFIX) && is_env_var_name(&name) {
+                Some(name)
+            } else {
+                cx.fail(
+                    &f,
+                    format!("{name:?}: name a variable starting with {ANALYSIS_VAR_PREFIX} (the policy names where a secret is, never the secret)"),
+                );
+                None
+            }
+        };
+        let bearer = table.take("bearer_token_var");
+        let user = table.take("basic_user");
+        let password = table.take("basic_password_var");
+        let auth = match (bearer, user, password) {
+            (None, None, None) => Some(PrometheusAuthSpec::None),
+            (Some(b), None, None) => {
+                var(self, b).map(|token_var| PrometheusAuthSpec::Bearer { token_var })
+            }
+            (None, Some(u), Some(p)) => {
+                let user = self.text(&u);
+                let password_var = var(self, p);
+                user.zip(password_var)
+                    .map(|(user, password_var)| PrometheusAuthSpec::Basic { user, password_var })
+            }
+            (Some(b), _, _) => {
+                self.fail(
+                    &b,
+                    "use bearer_token_var or basic_user with basic_password_var, not both",
+                );
+                None
+            }
+            (None, Some(f), None) | (None, None, Some(f)) => {
+                self.fail(&f, "basic_user and basic_password_var go together");
+                None
+            }
+        };
+        table.finish(self);
+        let kind_field = kind?;
+        match self.text(&kind_field)?.as_str() {
+            "prometheus" => Some(MetricSourceSpec::Prometheus {
+                url: url?,
+                auth: auth?,
+            }),
+            other => {
+                self.fail(
+                    &kind_field,
+                    format!("unknown source type {other:?} (known: \"prometheus\")"),
+                );
+                None
+            }
+        }
+    }
+
+    /// `[environments.<name>.analysis]`, checked against the environment's verification
+    /// window.
+    fn analysis(&mut self, field: &Field<'_>, window: Duration) -> Option<AnalysisPolicy> {
+        let mut table = self.table(field, ANALYSIS_KEYS)?;
+        let inconclusive = match table.take("inconclusive") {
+            Some(f) => match self.text(&f).as_deref() {
+                Some("fail") => Some(Inconclusive::FailAtWindowEnd),
+                Some("pass") => Some(Inconclusive::PassAtWindowEnd),
+                Some(other) => {
+                    self.fail(
+                        &f,
+                        format!("{other:?}: \"fail\" (the default: an undecided deployment fails when its window ends) or \"pass\""),
+                    );
+                    None
+                }
+                None => None,
+            },
+            None => Some(Inconclusive::default()),
+        };
+        let end_early = match table.take("end_early") {
+            Some(f) => self.bool(&f),
+            None => Some(false),
+        };
+        let mut checks = Vec::new();
+        let mut names = BTreeSet::new();
+        if let Some(f) = self.required(&mut table, "checks") {
+            let items = self.array(&f).unwrap_or_default();
+            if items.is_empty() {
+                self.fail(&f, "list at least one check (or remove [analysis])");
+            }
+            for item in items {
+                let (name, check) = self.check(&item, window);
+                if let Some(name) = name {
+                    if !names.insert(name.clone()) {
+                        self.fail(&item, format!("duplicate check name {name:?}"));
+                        continue;
+                    }
+                }
+                checks.extend(check);
+            }
+        }
+        table.finish(self);
+        Some(AnalysisPolicy {
+            checks,
+            inconclusive: inconclusive?,
+            end_early: end_early?,
+        })
+    }
+
+    /// A check and, even when the check has mistakes, its name.
+    fn check(
+        &mut self,
+        field: &Field<'_>,
+        window: Duration,
+    ) -> (Option<String>, Option<AnalysisCheck>) {
+        let Some(mut table) = self.table(field, CHECK_KEYS) else {
+            return (None, None);
+        };
+        let name = self
+            .required(&mut table, "name")
+            .and_then(|f| self.text(&f));
+        let source = self.required(&mut table, "source").and_then(|f| {
+            let source = self.text(&f)?;
+            if self.source_names.contains(&source) {
+                Some(source)
+            } else {
+                let known: Vec<String> = self.source_names.iter().cloned().collect();
+                self.fail(
+                    &f,
+                    format!(
+                        "no source {source:?} in [analysis.sources] ({})",
+                        if known.is_empty() {
+                            "none defined".to_string()
+                        } else {
+                            quoted(&known)
+                        }
+                    ),
+                );
+                None
+            }
+        });
+        let query = self.required(&mut table, "query").and_then(|f| {
+            let query = self.text(&f)?;
+            let facts: Vec<(&str, &str)> =
+                analysis::PLACEHOLDERS.iter().map(|p| (*p, "x")).collect();
+            match analysis::render_query(&query, &facts) {
+                Ok(_) => Some(query),
+                Err(message) => {
+                    self.fail(&f, message);
+                    None
+                }
+            }
+        });
+        let condition_field = self.required(&mut table, "condition");
+        let condition = condition_field.as_ref().and_then(|f| {
+            let text = self.text(f)?;
+            match Condition::parse(&text) {
+                Ok(c) => Some(c),
+                Err(message) => {
+                    self.fail(f, message);
+                    None
+                }
+            }
+        });
+        let interval = match table.take("interval") {
+            Some(f) => self.duration(&f, Duration::from_secs(10)),
+            None => Some(Duration::from_secs(60)),
+        };
+        let count_field = table.take("count");
+        let count = match &count_field {
+            Some(f) => self.u32(f, 1, 1_000),
+            None => Some(5),
+        };
+        let failure_limit = match table.take("failure_limit") {
+            Some(f) => match self.u32(&f, 0, 1_000) {
+                None => None,
+                Some(limit) if count.is_some_and(|c| limit >= c) => {
+                    self.fail(&f, format!("must be below count ({}): with as many failures allowed as samples taken, the check cannot fail", count.unwrap_or(0)));
+                    None
+                }
+                Some(limit) => Some(limit),
+            },
+            None => Some(0),
+        };
+        let baseline_field = table.take("baseline");
+        let baseline = match &baseline_field {
+            Some(f) => self.duration(f, Duration::from_secs(60)).map(Some),
+            None => Some(None),
+        };
+        match (&condition, &baseline) {
+            (Some(c), Some(None)) if c.needs_baseline() => {
+                if let Some(f) = &condition_field {
+                    self.fail(f, "a condition relative to the baseline needs baseline = \"1h\" (the span before the deploy it is measured over)");
+                }
+            }
+            (Some(c), Some(Some(_))) if !c.needs_baseline() => {
+                if let Some(f) = &baseline_field {
+                    self.fail(f, "the condition does not use the baseline; write it as \"<= baseline * 1.2\", or remove baseline");
+                }
+            }
+            _ => {}
+        }
+        if let (Some(interval), Some(count)) = (interval, count) {
+            let needed = interval.saturating_mul(count);
+            if needed > window {
+                let span = count_field
+                    .as_ref()
+                    .and_then(|f| f.span.clone())
+                    .or(field.span.clone());
+                self.error(
+                    span,
+                    &table.child_path("count"),
+                    format!(
+                        "{count} sample{} every {} take {}, longer than the verification window ({})",
+                        plural(count as usize),
+                        super::format_duration(interval),
+                        super::format_duration(needed),
+                        super::format_duration(window)
+                    ),
+                );
+            }
+        }
+        table.finish(self);
+        let check = (|| {
+            Some(AnalysisCheck {
+                name: name.clone()?,
+                source: source?,
+                query: query?,
+                condition: condition?,
+                interval: interval?,
+                rule: SampleRule {
+                    count: count?,
+                    failure_limit: failure_limit?,
+                },
+                baseline: baseline?,
+            })
+        })();
+        (name, check)
     }
 
     fn rollback(&mut self, field: &Field<'_>) -> Option<RollbackMethod> {

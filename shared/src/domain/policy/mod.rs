@@ -80,6 +80,8 @@ pub struct Policy {
     scopes: BTreeMap<String, scope::Scope>,
     /// `[services]`: an alert's service label → the repository it is about.
     services: BTreeMap<String, crate::domain::ids::RepoName>,
+    /// `[analysis.sources]`: the metric stores analysis checks query, by name.
+    analysis_sources: BTreeMap<String, MetricSourceSpec>,
 }
 
 impl Policy {
@@ -180,6 +182,14 @@ impl Policy {
         crate::domain::ids::RepoName::parse(&format!("{owner}/{service}")).ok()
     }
 
+    /// The `[services]` name of `repo`, if it has one.
+    pub fn service_of(&self, repo: &crate::domain::ids::RepoName) -> Option<&str> {
+        self.services
+            .iter()
+            .find(|(_, r)| *r == repo)
+            .map(|(name, _)| name.as_str())
+    }
+
     /// The label that carries an alert's raw severity.
     pub fn severity_label(&self) -> &str {
         &self.alerts.severity_label
@@ -195,6 +205,11 @@ impl Policy {
 
     pub fn probes(&self) -> &[Probe] {
         &self.probes
+    }
+
+    /// `[analysis.sources]`, by name.
+    pub fn analysis_sources(&self) -> &BTreeMap<String, MetricSourceSpec> {
+        &self.analysis_sources
     }
 }
 
@@ -291,6 +306,59 @@ pub struct Probe {
     pub environment: String,
 }
 
+/// `[analysis.sources.<name>]`: a metric store analysis queries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricSourceSpec {
+    /// A Prometheus server's HTTP API (or one that speaks it: Thanos, Mimir, VictoriaMetrics).
+    Prometheus {
+        url: String,
+        auth: PrometheusAuthSpec,
+    },
+}
+
+/// How shipgate authenticates to a Prometheus source; secrets are named by variable, never
+/// written in the policy.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PrometheusAuthSpec {
+    #[default]
+    None,
+    /// `bearer_token_var`: the variable holding the token.
+    Bearer { token_var: String },
+    /// `basic_user` and `basic_password_var`.
+    Basic { user: String, password_var: String },
+}
+
+/// What every variable a source's credentials are read from must start with, so that the
+/// policy cannot name any other secret.
+pub const ANALYSIS_VAR_PREFIX: &str = "SHIPGATE_ANALYSIS_";
+
+/// `[environments.<name>.analysis]`: the checks a deployment is judged by while it verifies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnalysisPolicy {
+    pub checks: Vec<AnalysisCheck>,
+    /// What checks still undecided when the window ends mean.
+    pub inconclusive: crate::domain::analysis::Inconclusive,
+    /// Whether a deployment whose checks all passed succeeds before its window ends.
+    pub end_early: bool,
+}
+
+/// `[[environments.<name>.analysis.checks]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnalysisCheck {
+    pub name: String,
+    /// The name of an `[analysis.sources.<name>]`.
+    pub source: String,
+    /// The query, with `{{placeholders}}` for the deployment's facts.
+    pub query: String,
+    pub condition: crate::domain::analysis::Condition,
+    /// Time between samples; the first is taken one interval after verification begins.
+    pub interval: Duration,
+    pub rule: crate::domain::analysis::SampleRule,
+    /// With a relative condition: the span before verification began whose mean is the
+    /// baseline.
+    pub baseline: Option<Duration>,
+}
+
 /// `[environments.<name>]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EnvironmentPolicy {
@@ -323,6 +391,8 @@ pub struct EnvironmentPolicy {
     pub windows: Vec<DeployWindow>,
     pub freezes: Vec<Freeze>,
     pub break_glass: BreakGlass,
+    /// Checks of the deployment's metrics while it verifies; `None`: alerts alone decide.
+    pub analysis: Option<AnalysisPolicy>,
 }
 
 /// The default `queue_wait`: room for a few deploys with their default 15-minute windows
@@ -358,6 +428,7 @@ impl EnvironmentPolicy {
             windows: Vec::new(),
             freezes: Vec::new(),
             break_glass: BreakGlass::default(),
+            analysis: None,
         }
     }
 

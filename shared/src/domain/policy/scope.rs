@@ -50,6 +50,10 @@ pub(crate) const ENVIRONMENT_WIDE_KEYS: &[(&str, &str)] = &[
         "rollback_drill",
         "rollback drills are scheduled per environment",
     ),
+    (
+        "analysis",
+        "analysis checks are set per environment; a check's query can name the repository with {{repository}}",
+    ),
     ("overrides", "overrides do not nest"),
 ];
 
