@@ -1553,7 +1553,7 @@ baseline = "1h"
     let expect = [
         "policy.toml:4:7: analysis.sources.prom.url: must be an http:// or https:// URL",
         "policy.toml:5:20: analysis.sources.prom.bearer_token_var: \"GITHUB_TOKEN\": name a variable starting with SHIPGATE_ANALYSIS_ (the policy names where a secret is, never the secret)",
-        "policy.toml:8:8: analysis.sources.cw.type: unknown source type \"graphite\" (known: \"prometheus\")",
+        "policy.toml:8:8: analysis.sources.cw.type: unknown source type \"graphite\" (known: \"prometheus\", \"cloudwatch\")",
         "policy.toml:16:10: environments.production.analysis.checks[0].source: no source \"nope\" in [analysis.sources] (\"cw\", \"prom\")",
         "policy.toml:17:9: environments.production.analysis.checks[0].query: unknown placeholder {{team}} (known: repository, service, environment, sha, started_at)",
         "policy.toml:18:13: environments.production.analysis.checks[0].condition: \"below 1%\": start with <, <=, > or >=, e.g. \"< 0.01\" or \"<= baseline * 1.2\"",
@@ -1589,5 +1589,55 @@ checks = []
         ),
         "{}",
         found.join("\n")
+    );
+}
+
+#[test]
+fn cloudwatch_sources_take_metric_data_queries_and_no_url() {
+    use shipgate::domain::policy::MetricSourceSpec;
+    let ok = r#"
+[analysis.sources.cw]
+type = "cloudwatch"
+region = "eu-west-1"
+
+[environments.production]
+[environments.production.analysis]
+[[environments.production.analysis.checks]]
+name = "5xx"
+source = "cw"
+query = '''[
+  {"Id": "errors", "MetricStat": {"Metric": {"Namespace": "AWS/ApplicationELB", "MetricName": "HTTPCode_Target_5XX_Count", "Dimensions": [{"Name": "TargetGroup", "Value": "{{service}}"}]}, "Period": 60, "Stat": "Sum"}, "ReturnData": false},
+  {"Id": "requests", "MetricStat": {"Metric": {"Namespace": "AWS/ApplicationELB", "MetricName": "RequestCount", "Dimensions": [{"Name": "TargetGroup", "Value": "{{service}}"}]}, "Period": 60, "Stat": "Sum"}, "ReturnData": false},
+  {"Id": "ratio", "Expression": "errors / requests"}
+]'''
+condition = "< 0.01"
+"#;
+    let policy = parse(ok);
+    assert_eq!(
+        policy.analysis_sources().get("cw"),
+        Some(&MetricSourceSpec::CloudWatch {
+            region: Some("eu-west-1".into())
+        })
+    );
+    let bad = r#"
+[analysis.sources.cw]
+type = "cloudwatch"
+url = "https://monitoring.eu-west-1.amazonaws.com"
+
+[environments.production]
+[environments.production.analysis]
+[[environments.production.analysis.checks]]
+name = "5xx"
+source = "cw"
+query = '[{"Id": "a", "Expression": "x"}, {"Id": "b", "Expression": "y"}]'
+condition = "< 0.01"
+"#;
+    let found: Vec<String> = errors(bad).iter().map(ToString::to_string).collect();
+    assert_eq!(
+        found,
+        vec![
+            "policy.toml:4:7: analysis.sources.cw.url: a CloudWatch source uses the function's own AWS credentials; remove it",
+            "policy.toml:11:9: environments.production.analysis.checks[0].query: exactly one metric data query must return data (ReturnData is true unless false); 2 do",
+        ]
     );
 }

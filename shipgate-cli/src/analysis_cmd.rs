@@ -52,7 +52,8 @@ pub async fn run(opts: AnalysisRunOptions<'_>, vars: &dyn Vars) -> Result<(), Cl
     };
     let at = opts.at.unwrap_or_else(Timestamp::now);
     let http = shipgate::outbound::http_client()?;
-    let sources = Sources::from_policy(&policy, vars, &http);
+    // CloudWatch sources are read by the scheduled-jobs function on AWS only.
+    let sources = Sources::from_policy(&policy, vars, &http, None);
     let service = policy
         .service_of(&repo)
         .map(str::to_owned)

@@ -321,6 +321,14 @@ fn describe(env: &EnvironmentPolicy) -> String {
         parts.push("break-glass allowed".to_string());
     }
     parts.push(format!("verify {}", human(env.verification_window)));
+    if let Some(analysis) = &env.analysis {
+        let names: Vec<&str> = analysis.checks.iter().map(|c| c.name.as_str()).collect();
+        parts.push(format!(
+            "analysis: {} ({})",
+            plural(names.len(), "check"),
+            names.join(", ")
+        ));
+    }
     parts.push(match &env.rollback {
         RollbackMethod::Redeploy => "rollback by redeploy".to_string(),
         RollbackMethod::Workflow { workflow, .. } => format!("rollback by workflow {workflow}"),

@@ -71,7 +71,7 @@ async fn harness(prometheus_url: &str, extra: &str) -> Harness {
 
 async fn sweep(h: &Harness) -> SweepReport {
     let http = shipgate::outbound::http_client().expect("client");
-    let sources = Sources::from_policy(&h.services().policy, &ProcessEnv, &http);
+    let sources = Sources::from_policy(&h.services().policy, &ProcessEnv, &http, None);
     sweeper::sweep(h.services(), &sources).await
 }
 

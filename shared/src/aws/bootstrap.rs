@@ -388,7 +388,10 @@ pub async fn scheduled_jobs() -> Result<JobContext, BootError> {
     let github = cold.github(&app, "pending answers and rollback drills are skipped")?;
     let mut ctx = JobContext::new(cold.services(github).await?, probe_client()?)
         // Analysis sources' credentials may come from Secrets Manager.
-        .with_vars(Arc::new(cold.vars.clone()));
+        .with_vars(Arc::new(cold.vars.clone()))
+        .with_cloudwatch(Arc::new(super::cloudwatch::SdkCloudWatch::new(
+            cold.sdk.clone(),
+        )));
     let missing: Vec<&str> = [BACKUP_BUCKET_VAR, KMS_KEY_VAR]
         .into_iter()
         .filter(|name| config::optional(&cold.vars, name).is_none())

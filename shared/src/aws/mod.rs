@@ -4,6 +4,7 @@
 //!   and, in [`dynamodb::table`], backups of any DynamoDB table.
 //! - [`s3`]: backup objects in S3. [`kms`]: backup data keys from KMS.
 //! - [`sns`]: the notification publisher.
+//! - [`cloudwatch`]: CloudWatch `GetMetricData` as a metric source for analysis.
 //! - [`backups`]: `TableBackups::aws`, the backup jobs wired to the above.
 //! - [`bootstrap`]: a function's cold start: Secrets Manager and SSM, the policy, the services.
 //! - [`lambda`]: the Lambda runtime adapter and CloudWatch logging.
@@ -13,6 +14,7 @@
 
 pub mod backups;
 pub mod bootstrap;
+pub mod cloudwatch;
 pub mod dynamodb;
 pub mod kms;
 #[cfg(feature = "lambda")]

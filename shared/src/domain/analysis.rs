@@ -387,6 +387,73 @@ pub fn render_query(template: &str, facts: &[(&str, &str)]) -> Result<String, St
     Ok(out)
 }
 
+/// Checks a CloudWatch check's query: a JSON list of metric data queries as
+/// `aws cloudwatch get-metric-data --metric-data-queries` takes them, each with an `Id` and
+/// either a `MetricStat` (`Metric`, `Period` in seconds, `Stat`) or an `Expression`, exactly one
+/// of which returns data (`ReturnData` is true unless false). Returns the longest `Period`
+/// (60 when only expressions name none).
+pub fn check_cloudwatch_queries(text: &str) -> Result<i64, String> {
+    use serde_json::Value;
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        format!("a CloudWatch query is a JSON list of metric data queries, as `aws cloudwatch get-metric-data --metric-data-queries` takes: {e}")
+    })?;
+    let Some(items) = value.as_array() else {
+        return Err("a CloudWatch query is a JSON list of metric data queries".into());
+    };
+    if items.is_empty() {
+        return Err("the list of metric data queries is empty".into());
+    }
+    let mut period = 0i64;
+    let mut returning = 0;
+    for item in items {
+        let Some(id) = item.get("Id").and_then(Value::as_str) else {
+            return Err("every metric data query needs an \"Id\"".into());
+        };
+        returning += usize::from(
+            item.get("ReturnData")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+        );
+        let positive = |p: Option<i64>| match p {
+            Some(p) if p > 0 && p <= i64::from(i32::MAX) => Ok(Some(p)),
+            Some(p) => Err(format!(
+                "{id}: Period {p} is not a positive number of seconds"
+            )),
+            None => Ok(None),
+        };
+        if let Some(p) = positive(item.get("Period").and_then(Value::as_i64))? {
+            period = period.max(p);
+        }
+        match (
+            item.get("MetricStat"),
+            item.get("Expression").and_then(Value::as_str),
+        ) {
+            (Some(stat), None) => {
+                if stat.get("Metric").and_then(Value::as_object).is_none() {
+                    return Err(format!("{id}: MetricStat needs a Metric"));
+                }
+                let Some(p) = positive(stat.get("Period").and_then(Value::as_i64))? else {
+                    return Err(format!("{id}: MetricStat needs a Period (seconds)"));
+                };
+                period = period.max(p);
+                if stat.get("Stat").and_then(Value::as_str).is_none() {
+                    return Err(format!(
+                        "{id}: MetricStat needs a Stat (Sum, Average, p99...)"
+                    ));
+                }
+            }
+            (None, Some(_)) => {}
+            _ => return Err(format!("{id}: give either MetricStat or Expression")),
+        }
+    }
+    if returning != 1 {
+        return Err(format!(
+            "exactly one metric data query must return data (ReturnData is true unless false); {returning} do"
+        ));
+    }
+    Ok(if period > 0 { period } else { 60 })
+}
+
 /// The placeholders [`render_query`] knows.
 pub const PLACEHOLDERS: &[&str] = &["repository", "service", "environment", "sha", "started_at"];
 

@@ -119,6 +119,8 @@ pub struct JobContext {
     /// Where the credentials of the policy's analysis sources are read (the process
     /// environment, on AWS with the secrets overlaid).
     pub vars: Arc<dyn Vars + Send + Sync>,
+    /// CloudWatch for analysis sources, where the process has AWS credentials.
+    pub cloudwatch: Option<Arc<dyn crate::service::analysis::CloudWatchSources>>,
 }
 
 impl fmt::Debug for JobContext {
@@ -156,7 +158,17 @@ impl JobContext {
             backups: None,
             metrics: MetricSink::Stdout,
             vars: Arc::new(crate::config::ProcessEnv),
+            cloudwatch: None,
         }
+    }
+
+    /// Reads CloudWatch analysis sources through `cloudwatch`.
+    pub fn with_cloudwatch(
+        mut self,
+        cloudwatch: Arc<dyn crate::service::analysis::CloudWatchSources>,
+    ) -> Self {
+        self.cloudwatch = Some(cloudwatch);
+        self
     }
 
     /// Reads the analysis sources' credentials from `vars` instead of the process environment.

@@ -132,7 +132,12 @@ impl SweepReport {
 pub async fn run(ctx: &JobContext) -> Result<JobOutcome, JobError> {
     // Built from the policy in force now: a source added by a policy change is queried from
     // the next sweep on.
-    let sources = Sources::from_policy(&ctx.services.policy, ctx.vars.as_ref(), &ctx.http);
+    let sources = Sources::from_policy(
+        &ctx.services.policy,
+        ctx.vars.as_ref(),
+        &ctx.http,
+        ctx.cloudwatch.as_deref(),
+    );
     let report = sweep(&ctx.services, &sources).await;
     let details = serde_json::to_value(&report).unwrap_or_default();
     if report.errors.is_empty() {

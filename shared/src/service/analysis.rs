@@ -45,13 +45,32 @@ impl std::fmt::Debug for Sources {
     }
 }
 
+/// Makes CloudWatch sources; only a process with AWS credentials has one (the scheduled-jobs
+/// function).
+pub trait CloudWatchSources: Send + Sync {
+    /// CloudWatch in `region`, or the process's own region.
+    fn cloudwatch(&self, region: Option<&str>) -> Arc<dyn MetricSource>;
+}
+
 impl Sources {
     /// Builds a client for every `[analysis.sources]` entry, reading credentials from the
-    /// variables the policy names (no I/O).
-    pub fn from_policy(policy: &Policy, vars: &dyn Vars, http: &reqwest::Client) -> Sources {
+    /// variables the policy names (no I/O). CloudWatch sources come from `cloudwatch`; without
+    /// one their samples are inconclusive, saying so.
+    pub fn from_policy(
+        policy: &Policy,
+        vars: &dyn Vars,
+        http: &reqwest::Client,
+        cloudwatch: Option<&dyn CloudWatchSources>,
+    ) -> Sources {
         let mut by_name = BTreeMap::new();
         for (name, spec) in policy.analysis_sources() {
             let source = match spec {
+                MetricSourceSpec::CloudWatch { region } => match cloudwatch {
+                    Some(factory) => Ok(factory.cloudwatch(region.as_deref())),
+                    None => Err(format!(
+                        "source {name}: CloudWatch is read by shipgate on AWS (the scheduled-jobs function), not by this process"
+                    )),
+                },
                 MetricSourceSpec::Prometheus { url, auth } => {
                     let secret = |var: &str| {
                         vars.var(var)

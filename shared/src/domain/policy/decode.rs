@@ -32,6 +32,7 @@ const ANALYSIS_ROOT_KEYS: &[&str] = &["sources"];
 const SOURCE_KEYS: &[&str] = &[
     "type",
     "url",
+    "region",
     "bearer_token_var",
     "basic_user",
     "basic_password_var",
@@ -125,7 +126,7 @@ pub(super) fn decode(file: &str, text: &str) -> Result<Policy, PolicyErrors> {
         file,
         lines: LineIndex::new(text),
         errors: Vec::new(),
-        source_names: BTreeSet::new(),
+        source_names: BTreeMap::new(),
     };
     let root_entries = match tree::parse_document(text) {
         Ok(entries) => entries,
@@ -206,8 +207,9 @@ struct Ctx<'a> {
     file: &'a str,
     lines: LineIndex<'a>,
     errors: Vec<PolicyError>,
-    /// The names of `[analysis.sources]`, which checks refer to.
-    source_names: BTreeSet<String>,
+    /// The `[analysis.sources]` checks refer to: name → whether it is CloudWatch (`None` for
+    /// a source with mistakes of its own).
+    source_names: BTreeMap<String, Option<bool>>,
 }
 
 /// A value found under a key, with its dotted path and best-known position.
@@ -1429,8 +1431,12 @@ impl<'a> Ctx<'a> {
                 for (name, _, item) in sources.take_all() {
                     // Declared is enough for checks to name it: a source with mistakes of its
                     // own is reported once, not again at every check that uses it.
-                    self.source_names.insert(name.to_string());
-                    if let Some(source) = self.metric_source(&item) {
+                    let source = self.metric_source(&item);
+                    let cloudwatch = source
+                        .as_ref()
+                        .map(|s| matches!(s, MetricSourceSpec::CloudWatch { .. }));
+                    self.source_names.insert(name.to_string(), cloudwatch);
+                    if let Some(source) = source {
                         out.insert(name.to_string(), source);
                     }
                 }
@@ -1443,7 +1449,45 @@ impl<'a> Ctx<'a> {
 
     fn metric_source(&mut self, field: &Field<'_>) -> Option<MetricSourceSpec> {
         let mut table = self.table(field, SOURCE_KEYS)?;
-        let kind = self.required(&mut table, "type");
+        let kind_field = self.required(&mut table, "type")?;
+        let kind = self.text(&kind_field)?;
+        if kind == "cloudwatch" {
+            for key in [
+                "url",
+                "bearer_token_var",
+                "basic_user",
+                "basic_password_var",
+            ] {
+                if let Some(f) = table.take(key) {
+                    self.fail(
+                        &f,
+                        "a CloudWatch source uses the function's own AWS credentials; remove it",
+                    );
+                }
+            }
+            let region = match table.take("region") {
+                Some(f) => {
+                    let region = self.text(&f)?;
+                    let valid = region
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                    if !valid {
+                        self.fail(
+                            &f,
+                            format!("{region:?} is not an AWS region (e.g. eu-west-1)"),
+                        );
+                        return None;
+                    }
+                    Some(region)
+                }
+                None => None,
+            };
+            table.finish(self);
+            return Some(MetricSourceSpec::CloudWatch { region });
+        }
+        if let Some(f) = table.take("region") {
+            self.fail(&f, "region is for a CloudWatch source");
+        }
         let url = self.required(&mut table, "url").and_then(|f| {
             let url = self.text(&f)?;
             if url.starts_with("https://") || url.starts_with("http://") {
@@ -1492,8 +1536,7 @@ impl<'a> Ctx<'a> {
             }
         };
         table.finish(self);
-        let kind_field = kind?;
-        match self.text(&kind_field)?.as_str() {
+        match kind.as_str() {
             "prometheus" => Some(MetricSourceSpec::Prometheus {
                 url: url?,
                 auth: auth?,
@@ -1501,7 +1544,9 @@ impl<'a> Ctx<'a> {
             other => {
                 self.fail(
                     &kind_field,
-                    format!("unknown source type {other:?} (known: \"prometheus\")"),
+                    format!(
+                        "unknown source type {other:?} (known: \"prometheus\", \"cloudwatch\")"
+                    ),
                 );
                 None
             }
@@ -1569,12 +1614,14 @@ impl<'a> Ctx<'a> {
         let name = self
             .required(&mut table, "name")
             .and_then(|f| self.text(&f));
+        let mut cloudwatch = false;
         let source = self.required(&mut table, "source").and_then(|f| {
             let source = self.text(&f)?;
-            if self.source_names.contains(&source) {
+            if let Some(kind) = self.source_names.get(&source) {
+                cloudwatch = *kind == Some(true);
                 Some(source)
             } else {
-                let known: Vec<String> = self.source_names.iter().cloned().collect();
+                let known: Vec<String> = self.source_names.keys().cloned().collect();
                 self.fail(
                     &f,
                     format!(
@@ -1593,13 +1640,20 @@ impl<'a> Ctx<'a> {
             let query = self.text(&f)?;
             let facts: Vec<(&str, &str)> =
                 analysis::PLACEHOLDERS.iter().map(|p| (*p, "x")).collect();
-            match analysis::render_query(&query, &facts) {
-                Ok(_) => Some(query),
+            let rendered = match analysis::render_query(&query, &facts) {
+                Ok(rendered) => rendered,
                 Err(message) => {
                     self.fail(&f, message);
-                    None
+                    return None;
+                }
+            };
+            if cloudwatch {
+                if let Err(message) = analysis::check_cloudwatch_queries(&rendered) {
+                    self.fail(&f, message);
+                    return None;
                 }
             }
+            Some(query)
         });
         let condition_field = self.required(&mut table, "condition");
         let condition = condition_field.as_ref().and_then(|f| {

@@ -314,6 +314,9 @@ pub enum MetricSourceSpec {
         url: String,
         auth: PrometheusAuthSpec,
     },
+    /// CloudWatch `GetMetricData`, with the function's own credentials; `region` when not the
+    /// stack's.
+    CloudWatch { region: Option<String> },
 }
 
 /// How shipgate authenticates to a Prometheus source; secrets are named by variable, never
