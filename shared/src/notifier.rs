@@ -545,7 +545,7 @@ async fn deliver_deployment(
         // check's standing: one read of the deployment's samples.
         if let Some(analysis) = crate::service::analysis::analysis_of(&svc.policy, &stored) {
             let samples = svc.repo.samples(&stored.id).await?;
-            summary.analysis = crate::service::analysis::check_lines(analysis, &samples);
+            summary.analysis = crate::service::analysis::check_lines(&analysis, &samples);
         }
         if stored.state == State::Queued && snapshot.state == State::Queued {
             // The place in line is the notification's: the record does not keep it.

@@ -1254,11 +1254,11 @@ fn override_and_repos_problems_are_reported_with_their_position() {
         ),
         (
             "[[environments.production.overrides]]\nrepos = [\"acme/web\"]\nslack_channel = \"#web\"\napprovals_required = 0\n",
-            "policy.toml:3:1: environments.production.overrides[0].slack_channel: slack_channel cannot be overridden per repository: an environment's notifications go to one channel; an override may set: allowed_refs, approvals_required, approvers, rollback_requesters, prevent_self_approval, require_reject_reason, approval_ttl, verification_window, queue_wait, deploy_timeout, block_on_critical_incident, rollback_on, rollback, pre_deploy_backups, windows, freezes, break_glass",
+            "policy.toml:3:1: environments.production.overrides[0].slack_channel: slack_channel cannot be overridden per repository: an environment's notifications go to one channel; an override may set: allowed_refs, approvals_required, approvers, rollback_requesters, prevent_self_approval, require_reject_reason, approval_ttl, verification_window, queue_wait, deploy_timeout, block_on_critical_incident, rollback_on, rollback, pre_deploy_backups, windows, freezes, break_glass, analysis",
         ),
         (
             "[[environments.production.overrides]]\nrepos = [\"acme/web\"]\n",
-            "policy.toml:1:1: environments.production.overrides[0]: an override sets no key; give it one of: allowed_refs, approvals_required, approvers, rollback_requesters, prevent_self_approval, require_reject_reason, approval_ttl, verification_window, queue_wait, deploy_timeout, block_on_critical_incident, rollback_on, rollback, pre_deploy_backups, windows, freezes, break_glass",
+            "policy.toml:1:1: environments.production.overrides[0]: an override sets no key; give it one of: allowed_refs, approvals_required, approvers, rollback_requesters, prevent_self_approval, require_reject_reason, approval_ttl, verification_window, queue_wait, deploy_timeout, block_on_critical_incident, rollback_on, rollback, pre_deploy_backups, windows, freezes, break_glass, analysis",
         ),
         (
             "[[environments.production.overrides]]\nrepos = [\"other/web\"]\napprovals_required = 1\n",
@@ -1574,19 +1574,40 @@ baseline = "1h"
 }
 
 #[test]
-fn analysis_is_set_per_environment_not_per_repository() {
-    let text = r#"
-[environments.production]
+fn a_repository_override_replaces_its_analysis_and_others_keep_the_sections() {
+    let text = format!(
+        "{ANALYSIS}{}",
+        r#"
 [[environments.production.overrides]]
-repos = ["acme/api"]
+repos = ["acme/batch"]
 [environments.production.overrides.analysis]
-checks = []
-"#;
-    let found: Vec<String> = errors(text).iter().map(ToString::to_string).collect();
+[[environments.production.overrides.analysis.checks]]
+name = "queue-depth"
+source = "prom"
+query = 'max(queue_depth{service="{{service}}"})'
+condition = "< 1000"
+count = 3
+"#
+    );
+    let policy = parse(&text);
+    let env = EnvName::parse("production").expect("env");
+    let names = |repo: &str| -> Vec<String> {
+        let repo = RepoName::parse(repo).expect("repo");
+        policy
+            .for_scope(&repo, &env)
+            .expect("governed")
+            .policy
+            .analysis
+            .map(|a| a.checks.into_iter().map(|c| c.name).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(names("acme/batch"), vec!["queue-depth"]);
+    assert_eq!(names("acme/api"), vec!["error-rate", "p99"]);
+    // An override's checks are held to the section's window too.
+    let too_long = text.replace("count = 3\n", "count = 30\n");
+    let found: Vec<String> = errors(&too_long).iter().map(ToString::to_string).collect();
     assert!(
-        found.iter().any(
-            |f| f.contains("analysis") && f.contains("analysis checks are set per environment")
-        ),
+        found.iter().any(|f| f.contains("overrides[0].analysis.checks[0].count: 30 samples every 1m take 30m, longer than the verification window (15m)")),
         "{}",
         found.join("\n")
     );

@@ -41,8 +41,8 @@ pub async fn step(
     let Some(analysis) = analysis_of(&svc.policy, dep) else {
         return Ok(Step::NoAnalysis);
     };
-    let taken = sample_due(svc, sources, dep, analysis, now).await?;
-    let verdict = verdict(svc, dep, analysis, now).await?;
+    let taken = sample_due(svc, sources, dep, &analysis, now).await?;
+    let verdict = verdict(svc, dep, &analysis, now).await?;
     if !taken.is_empty() && matches!(verdict, AnalysisVerdict::Continue | AnalysisVerdict::Passed) {
         // The deploy message shows each check's standing; a verdict that moves the
         // deployment announces itself.

@@ -110,7 +110,10 @@ impl SweepReport {
                 "queued requests rejected after their wait",
             ),
             (self.analysis_samples, "analysis samples taken"),
-            (self.analysis_failed.len(), "deployments failed by analysis"),
+            (
+                self.analysis_failed.len(),
+                "deployments rolled back or failed by analysis",
+            ),
             (
                 self.analysis_passed_early.len(),
                 "verifications ended early by analysis",

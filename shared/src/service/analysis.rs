@@ -114,11 +114,14 @@ impl Sources {
     }
 }
 
-/// The analysis that applies to `dep`, if its environment has one.
-pub fn analysis_of<'p>(policy: &'p Policy, dep: &Deployment) -> Option<&'p AnalysisPolicy> {
-    policy
-        .environment(dep.environment.as_str())
-        .and_then(|e| e.analysis.as_ref())
+/// The analysis that applies to `dep`: its repository's override's, else its environment's.
+pub fn analysis_of(policy: &Policy, dep: &Deployment) -> Option<AnalysisPolicy> {
+    match policy.for_scope(&dep.repo, &dep.environment) {
+        Ok(effective) => effective.policy.analysis,
+        Err(_) => policy
+            .environment(dep.environment.as_str())
+            .and_then(|e| e.analysis.clone()),
+    }
 }
 
 /// When `dep`'s verification began: its window's end less the environment's window.
@@ -407,7 +410,7 @@ pub async fn passed_at_window_end(svc: &Services, dep: &Deployment) -> Result<bo
         return Ok(true);
     }
     let samples = svc.repo.samples(&dep.id).await?;
-    Ok(verdict_of(analysis, &samples, true) == AnalysisVerdict::Passed)
+    Ok(verdict_of(&analysis, &samples, true) == AnalysisVerdict::Passed)
 }
 
 #[cfg(test)]

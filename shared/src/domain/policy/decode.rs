@@ -113,6 +113,7 @@ const OVERRIDE_KEYS: &[&str] = &[
     "windows",
     "freezes",
     "break_glass",
+    "analysis",
 ];
 /// GitHub waits at most 30 days for a custom protection rule's answer.
 const MAX_QUEUE_WAIT: Duration = Duration::from_secs(30 * 86_400);
@@ -1396,12 +1397,8 @@ impl<'a> Ctx<'a> {
                 );
             }
         }
-        let analysis = if overriding {
-            None
-        } else {
-            table.take("analysis")
-        };
-        if let Some(f) = analysis {
+        // An override's analysis replaces the section's whole: its checks, and its rules.
+        if let Some(f) = table.take("analysis") {
             env.analysis = self.analysis(&f, env.verification_window);
         }
         if env.prevent_self_approval {

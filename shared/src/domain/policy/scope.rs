@@ -34,6 +34,7 @@ pub const OVERRIDABLE_KEYS: &[&str] = &[
     "windows",
     "freezes",
     "break_glass",
+    "analysis",
 ];
 
 /// Section keys an override may not set, and why.
@@ -49,10 +50,6 @@ pub(crate) const ENVIRONMENT_WIDE_KEYS: &[(&str, &str)] = &[
     (
         "rollback_drill",
         "rollback drills are scheduled per environment",
-    ),
-    (
-        "analysis",
-        "analysis checks are set per environment; a check's query can name the repository with {{repository}}",
     ),
     ("overrides", "overrides do not nest"),
 ];
@@ -308,6 +305,7 @@ pub(crate) fn apply_key(to: &mut EnvironmentPolicy, from: &EnvironmentPolicy, ke
         "windows" => to.windows = from.windows.clone(),
         "freezes" => to.freezes = from.freezes.clone(),
         "break_glass" => to.break_glass = from.break_glass.clone(),
+        "analysis" => to.analysis = from.analysis.clone(),
         _ => {}
     }
 }
