@@ -562,7 +562,7 @@ mod job {
         assert!(report.ok);
         assert_eq!(
             report.summary,
-            "production, last 30d: 1 deployments (yearly), lead time 2h 0m, change failure rate 0%, time to restore n/a"
+            "production, last 30d: 1 deployment (yearly), lead time 2h 0m, change failure rate 0%, time to restore n/a"
         );
 
         let lines: Vec<Value> = ctx

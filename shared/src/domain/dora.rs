@@ -398,7 +398,12 @@ impl DoraReport {
     /// change failure rate 8%, time to restore 45m 0s`.
     pub fn summary(&self) -> String {
         let freq = match self.frequency {
-            Some(f) => format!("{} deployments ({})", self.deployments, f.as_str()),
+            Some(f) => format!(
+                "{} deployment{} ({})",
+                self.deployments,
+                if self.deployments == 1 { "" } else { "s" },
+                f.as_str()
+            ),
             None => "no deployments".to_string(),
         };
         let lead = self
