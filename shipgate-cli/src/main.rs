@@ -2,7 +2,7 @@
 //!
 //! One binary serves every webhook route on one port on embedded storage and runs the
 //! schedules in-process (`serve`), and offers the operator commands (`status`, `history`,
-//! `incidents`, `policy`, `job`, `backup`, `rollback`, `migrate`, `analysis`). The handlers, routes, jobs and wire formats are the
+//! `incidents`, `policy`, `job`, `backup`, `rollback`, `migrate`, `analysis`, `dora`). The handlers, routes, jobs and wire formats are the
 //! ones the Lambda functions use; only the wiring differs.
 //!
 //! Exit codes: 0 success, 1 failure (invalid policy, missing configuration, unreadable data,
@@ -11,6 +11,7 @@
 mod analysis_cmd;
 mod backup_cmd;
 mod demo;
+mod dora_cmd;
 mod incidents_cmd;
 mod job_cmd;
 mod migrate_cmd;
@@ -79,6 +80,36 @@ enum Command {
     /// Try an environment's analysis checks against the real metric sources.
     #[command(subcommand)]
     Analysis(AnalysisCommand),
+    /// Show the DORA figures the `dora-report` job kept, one row per day.
+    Dora(DoraArgs),
+}
+
+#[derive(Debug, Args)]
+struct DoraArgs {
+    #[command(flatten)]
+    data: StateArgs,
+    /// The policy file; its environments are shown when `--env` is not given (on AWS, when
+    /// not given: the stack's policy parameter).
+    #[arg(long, value_name = "FILE", env = "SHIPGATE_POLICY_FILE")]
+    policy: Option<PathBuf>,
+    /// Only this environment.
+    #[arg(long, value_name = "E")]
+    env: Option<String>,
+    /// One repository's figures instead of the environment's roll-up (`owner/name`).
+    #[arg(long, value_name = "OWNER/NAME")]
+    repo: Option<String>,
+    /// Which of the kept windows: 7d, 30d or 90d.
+    #[arg(long, value_name = "W", default_value = "30d")]
+    window: String,
+    /// How many days back from today.
+    #[arg(long, value_name = "N", default_value_t = 90)]
+    days: u32,
+    /// One JSON object per row (the whole report and its `day`).
+    #[arg(long, conflicts_with = "csv")]
+    json: bool,
+    /// A CSV header and one line per row.
+    #[arg(long)]
+    csv: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -407,6 +438,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Setup(SetupCommand::GithubApp(_)) => "setup github-app",
         Command::Setup(SetupCommand::SlackApp(_)) => "setup slack-app",
         Command::Analysis(AnalysisCommand::Run { .. }) => "analysis run",
+        Command::Dora(_) => "dora",
     }
 }
 
@@ -563,6 +595,25 @@ fn run(command: Command) -> Result<(), CliError> {
                 json,
             };
             runtime()?.block_on(analysis_cmd::run(opts, &ProcessEnv))
+        }
+        Command::Dora(args) => {
+            logging::init(LogFormat::Text, "warn");
+            let rt = runtime()?;
+            let format = match (args.json, args.csv) {
+                (true, _) => dora_cmd::Format::Json,
+                (_, true) => dora_cmd::Format::Csv,
+                _ => dora_cmd::Format::Table,
+            };
+            let opts = dora_cmd::DoraOptions {
+                state: rt.block_on(args.data.resolve())?,
+                policy_file: args.policy,
+                environment: args.env,
+                repo: args.repo,
+                window: args.window,
+                days: args.days,
+                format,
+            };
+            rt.block_on(dora_cmd::run(opts))
         }
         Command::Setup(SetupCommand::GithubApp(args)) => {
             setup_cmd::run(setup_cmd::App::GitHub, &args.base()?)

@@ -37,6 +37,7 @@ fn help_lists_the_operator_commands_and_not_the_load_tool() {
             "migrate",
             "setup",
             "analysis",
+            "dora",
             "help"
         ],
         "{help}"

@@ -251,8 +251,13 @@ pub async fn run(ctx: &JobContext) -> Result<JobOutcome, JobError> {
         }
         by_env.entry(r.environment.clone()).or_default().push(r);
     }
+    let day = now.to_zoned(jiff::tz::TimeZone::UTC).date();
     for (env, reports) in &by_env {
         svc.repo.put_meta(DORA_META, env, reports).await?;
+        // The history: one record per environment and day, so a chart over a quarter is a
+        // read (a second run the same day replaces the first's).
+        let owned: Vec<DoraReport> = reports.iter().map(|r| (*r).clone()).collect();
+        svc.repo.put_dora_day(env, day, &owned).await?;
     }
     // People read the 30-day figures; the others are in the details and the metrics.
     let summary = all

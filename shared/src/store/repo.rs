@@ -103,6 +103,13 @@ struct Pointer {
     deployment_id: String,
 }
 
+/// One UTC day's DORA reports of an environment, as the `dora-report` job kept them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DoraDay {
+    pub day: jiff::civil::Date,
+    pub reports: Vec<crate::domain::dora::DoraReport>,
+}
+
 /// A fact about a sha: CI outcome, commit time, success in an environment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShaFact {
@@ -1221,6 +1228,58 @@ impl Repo {
             .iter()
             .map(|i| from_item(i, "analysis sample"))
             .collect()
+    }
+
+    /// Keeps the day's DORA reports of one environment (every scope and window), replacing an
+    /// earlier run's of the same UTC day: the figures' history, read by `shipgate dora`.
+    pub async fn put_dora_day(
+        &self,
+        environment: &str,
+        day: jiff::civil::Date,
+        reports: &[crate::domain::dora::DoraReport],
+    ) -> Result<(), RepoError> {
+        self.store
+            .write(Write::Put {
+                item: Item {
+                    pk: format!("DORA#{environment}"),
+                    sk: day.to_string(),
+                    version: 1,
+                    expires_at: None,
+                    timeline: None,
+                    data: to_json(&DoraDay {
+                        day,
+                        reports: reports.to_vec(),
+                    }),
+                },
+                condition: Condition::None,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The kept DORA days of one environment from `from` on, oldest first.
+    pub async fn dora_days(
+        &self,
+        environment: &str,
+        from: jiff::civil::Date,
+    ) -> Result<Vec<DoraDay>, RepoError> {
+        let items = self
+            .store
+            .query(Query::Partition {
+                pk: format!("DORA#{environment}"),
+                sk_prefix: String::new(),
+                descending: false,
+                limit: None,
+            })
+            .await?;
+        let mut days = Vec::new();
+        for item in &items {
+            let day: DoraDay = from_item(item, "DORA day")?;
+            if day.day >= from {
+                days.push(day);
+            }
+        }
+        Ok(days)
     }
 
     /// Stores a small named document (hook registrations, job results, drill reports).
