@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use crate::domain::analysis::AnalysisVerdict;
 use crate::domain::deployment::Deployment;
 use crate::notify::Notification;
-use crate::service::analysis::{analysis_of, sample_due, verdict, Sources};
+use crate::service::analysis::{analysis_of, sample_due, verdict_of, Sources};
 use crate::service::lifecycle::{fail_verification, pass_verification_early};
 use crate::service::rollback::{self, RollbackOutcome};
 use crate::service::{ServiceError, Services};
@@ -41,16 +41,18 @@ pub async fn step(
     let Some(analysis) = analysis_of(&svc.policy, dep) else {
         return Ok(Step::NoAnalysis);
     };
-    let taken = sample_due(svc, sources, dep, &analysis, now).await?;
-    let verdict = verdict(svc, dep, &analysis, now).await?;
-    if !taken.is_empty() && matches!(verdict, AnalysisVerdict::Continue | AnalysisVerdict::Passed) {
+    let sampled = sample_due(svc, sources, dep, &analysis, now).await?;
+    let window_ended = dep.verify_until.is_none_or(|u| u <= now);
+    let verdict = verdict_of(&analysis, &sampled.samples, window_ended);
+    if sampled.written > 0 && matches!(verdict, AnalysisVerdict::Continue | AnalysisVerdict::Passed)
+    {
         // The deploy message shows each check's standing; a verdict that moves the
         // deployment announces itself.
         svc.publish(Notification::deployment(now, dep, "analysis"))
             .await;
     }
     let reason = match verdict {
-        AnalysisVerdict::Continue => return Ok(Step::Sampled(taken.len())),
+        AnalysisVerdict::Continue => return Ok(Step::Sampled(sampled.written)),
         AnalysisVerdict::Passed => {
             let window_open = dep.verify_until.is_some_and(|u| now < u);
             if analysis.end_early && window_open {
@@ -62,7 +64,7 @@ pub async fn step(
                 .await?;
                 return Ok(Step::PassedEarly);
             }
-            return Ok(Step::Sampled(taken.len()));
+            return Ok(Step::Sampled(sampled.written));
         }
         AnalysisVerdict::Failed { check, reason } => {
             format!("analysis check {check} failed: {reason}")

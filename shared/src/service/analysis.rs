@@ -189,22 +189,36 @@ fn check_verdict(check: &AnalysisCheck, samples: &[&Sample]) -> CheckVerdict {
     check.rule.verdict(samples.iter().map(|s| &s.judgement))
 }
 
-/// Takes the samples `dep`'s checks are due at `now`; returns those this call wrote.
+/// What [`sample_due`] did: how many samples it wrote, and every sample of the deployment
+/// as stored after it, for the verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampled {
+    pub written: usize,
+    pub samples: Vec<Sample>,
+}
+
+/// Takes the samples `dep`'s checks are due at `now`. The samples it returns are those read
+/// before sampling and those it wrote; when another sweep took a slot first, they are read
+/// again, so the verdict is always that of the stored samples.
 pub async fn sample_due(
     svc: &Services,
     sources: &Sources,
     dep: &Deployment,
     analysis: &AnalysisPolicy,
     now: Timestamp,
-) -> Result<Vec<Sample>, ServiceError> {
+) -> Result<Sampled, ServiceError> {
+    let existing = svc.repo.samples(&dep.id).await?;
     let (Some(started), Some(until)) = (verification_started(&svc.policy, dep), dep.verify_until)
     else {
-        return Ok(Vec::new());
+        return Ok(Sampled {
+            written: 0,
+            samples: existing,
+        });
     };
     let facts = facts(&svc.policy, dep, started);
     let facts: Vec<(&str, &str)> = facts.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let existing = svc.repo.samples(&dep.id).await?;
     let mut written = Vec::new();
+    let mut lost_a_race = false;
     for check in &analysis.checks {
         let mine: Vec<&Sample> = existing.iter().filter(|s| s.check == check.name).collect();
         let mut taken: Vec<Sample> = Vec::new();
@@ -237,11 +251,23 @@ pub async fn sample_due(
                 .await?
             {
                 written.push(sample.clone());
+            } else {
+                lost_a_race = true;
             }
             taken.push(sample);
         }
     }
-    Ok(written)
+    let samples = if lost_a_race {
+        svc.repo.samples(&dep.id).await?
+    } else {
+        let mut all = existing;
+        all.extend(written.iter().cloned());
+        all
+    };
+    Ok(Sampled {
+        written: written.len(),
+        samples,
+    })
 }
 
 /// Evaluates `check` once at `at`, as a deployment whose verification began at `started` and
@@ -302,18 +328,6 @@ async fn take_sample(
         Ok(value) => sample(value, base, check.condition.judge(value, base)),
         Err(e) => sample(None, base, inconclusive(e.to_string())),
     }
-}
-
-/// What `dep`'s samples say at `now`.
-pub async fn verdict(
-    svc: &Services,
-    dep: &Deployment,
-    analysis: &AnalysisPolicy,
-    now: Timestamp,
-) -> Result<AnalysisVerdict, ServiceError> {
-    let samples = svc.repo.samples(&dep.id).await?;
-    let window_ended = dep.verify_until.is_none_or(|u| u <= now);
-    Ok(verdict_of(analysis, &samples, window_ended))
 }
 
 /// The verdict of `samples` under `analysis`.
@@ -400,17 +414,18 @@ pub fn check_lines(analysis: &AnalysisPolicy, samples: &[Sample]) -> Vec<String>
         .collect()
 }
 
-/// Whether a deployment whose window has ended may succeed: its environment has no analysis,
-/// or every check passed (or the policy passes undecided checks).
-pub async fn passed_at_window_end(svc: &Services, dep: &Deployment) -> Result<bool, ServiceError> {
-    let Some(analysis) = analysis_of(&svc.policy, dep) else {
-        return Ok(true);
-    };
+/// Whether a deployment whose window has ended may succeed under `analysis` (the one
+/// [`analysis_of`] gives it): every check passed, or the policy passes undecided checks.
+pub async fn passed_at_window_end(
+    svc: &Services,
+    dep: &Deployment,
+    analysis: &AnalysisPolicy,
+) -> Result<bool, ServiceError> {
     if dep.state != State::Verifying {
         return Ok(true);
     }
     let samples = svc.repo.samples(&dep.id).await?;
-    Ok(verdict_of(&analysis, &samples, true) == AnalysisVerdict::Passed)
+    Ok(verdict_of(analysis, &samples, true) == AnalysisVerdict::Passed)
 }
 
 #[cfg(test)]

@@ -462,15 +462,15 @@ async fn close_verification(
                 )
             }),
     };
-    if blamed.is_none()
-        && waits_for_window
-        && !super::analysis::passed_at_window_end(svc, &current).await?
-    {
-        return Ok(unchanged(current));
+    let analysis = super::analysis::analysis_of(&svc.policy, &current);
+    if let (None, true, Some(analysis)) = (&blamed, waits_for_window, &analysis) {
+        if !super::analysis::passed_at_window_end(svc, &current, analysis).await? {
+            return Ok(unchanged(current));
+        }
     }
     let passed_why = match &closing {
         Closing::Early(why) => (*why).to_owned(),
-        _ if super::analysis::analysis_of(&svc.policy, &current).is_some() => {
+        _ if analysis.is_some() => {
             "verification window passed without a rollback alert, and its analysis passed"
                 .to_owned()
         }
