@@ -60,23 +60,23 @@ pub struct PolicyStackArgs {
 impl PolicyStackArgs {
     /// The parameter's name and the policy text in it, when a stack or parameter is given.
     pub async fn read(&self) -> Result<Option<(String, String)>, CliError> {
+        if self.stack.is_none() && self.policy_parameter.is_none() {
+            return Ok(None);
+        }
+        let sdk = sdk_config().await?;
         let parameter = match (&self.stack, &self.policy_parameter) {
             (_, Some(parameter)) => parameter.clone(),
-            (Some(stack), None) => {
-                let sdk = sdk_config().await?;
-                stack_outputs(&sdk, stack)
-                    .await?
-                    .remove(outputs::POLICY_PARAMETER)
-                    .ok_or_else(|| {
-                        CliError::Aws(format!(
-                            "stack {stack} has no {} output (--policy-parameter NAME names it)",
-                            outputs::POLICY_PARAMETER
-                        ))
-                    })?
-            }
+            (Some(stack), None) => stack_outputs(&sdk, stack)
+                .await?
+                .remove(outputs::POLICY_PARAMETER)
+                .ok_or_else(|| {
+                    CliError::Aws(format!(
+                        "stack {stack} has no {} output (--policy-parameter NAME names it)",
+                        outputs::POLICY_PARAMETER
+                    ))
+                })?,
             (None, None) => return Ok(None),
         };
-        let sdk = sdk_config().await?;
         let ssm = SsmPolicy::new(aws_sdk_ssm::Client::new(&sdk), parameter.clone());
         let (name, text, _version) = ssm
             .fetch()
