@@ -1184,35 +1184,12 @@ impl<'a> Ctx<'a> {
         let mut approver_fields = Vec::new();
         let approvers_field = table.take("approvers");
         if let Some(f) = &approvers_field {
-            env.approvers.clear();
-            for (id, item) in self.strings(f).unwrap_or_default() {
-                if !is_slack_user_id(&id) {
-                    self.fail(
-                        &item,
-                        format!("{id:?} does not look like a Slack user id (U or W followed by capitals and digits, e.g. U024BE7LH)"),
-                    );
-                } else if env.approvers.contains(&id) {
-                    self.fail(&item, format!("{id} is listed twice"));
-                } else {
-                    env.approvers.push(id);
-                    approver_fields.push(item);
-                }
-            }
+            let (ids, fields) = self.slack_user_ids(f);
+            env.approvers = ids;
+            approver_fields = fields;
         }
         if let Some(f) = table.take("rollback_requesters") {
-            env.rollback_requesters.clear();
-            for (id, item) in self.strings(&f).unwrap_or_default() {
-                if !is_slack_user_id(&id) {
-                    self.fail(
-                        &item,
-                        format!("{id:?} does not look like a Slack user id (U or W followed by capitals and digits, e.g. U024BE7LH)"),
-                    );
-                } else if env.rollback_requesters.contains(&id) {
-                    self.fail(&item, format!("{id} is listed twice"));
-                } else {
-                    env.rollback_requesters.push(id);
-                }
-            }
+            env.rollback_requesters = self.slack_user_ids(&f).0;
         }
         let approvals_field = table.take("approvals_required");
         if let Some(f) = &approvals_field {
@@ -1737,6 +1714,26 @@ impl<'a> Ctx<'a> {
             })
         })();
         (name, check)
+    }
+
+    /// A list of Slack user ids, each checked and listed once; with the field of each kept id.
+    fn slack_user_ids<'t>(&mut self, field: &Field<'t>) -> (Vec<String>, Vec<Field<'t>>) {
+        let mut ids = Vec::new();
+        let mut fields = Vec::new();
+        for (id, item) in self.strings(field).unwrap_or_default() {
+            if !is_slack_user_id(&id) {
+                self.fail(
+                    &item,
+                    format!("{id:?} does not look like a Slack user id (U or W followed by capitals and digits, e.g. U024BE7LH)"),
+                );
+            } else if ids.contains(&id) {
+                self.fail(&item, format!("{id} is listed twice"));
+            } else {
+                ids.push(id);
+                fields.push(item);
+            }
+        }
+        (ids, fields)
     }
 
     fn rollback(&mut self, field: &Field<'_>) -> Option<RollbackMethod> {
