@@ -435,6 +435,7 @@ pub async fn deliver(app: &Notifier, n: &Notification) -> Result<Delivered, Deli
             link,
             deployment_id,
             repository,
+            attribution,
         } => {
             let view = render::IncidentView {
                 id: incident_id,
@@ -445,6 +446,7 @@ pub async fn deliver(app: &Notifier, n: &Notification) -> Result<Delivered, Deli
                 status,
                 link: link.as_deref(),
                 deployment_id: deployment_id.as_deref(),
+                attribution: attribution.as_deref(),
             };
             deliver_incident(app, n, &view).await
         }

@@ -131,6 +131,9 @@ pub enum NotificationBody {
         /// The repository the incident belongs to (absent on an environment-level one).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         repository: Option<String>,
+        /// Why the incident is, or is not, attributed to a deployment.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attribution: Option<String>,
     },
     /// A scheduled job's result (backup, drills, DORA report, sweeper), with a text summary.
     Job {

@@ -534,6 +534,8 @@ pub struct IncidentView<'a> {
     pub status: &'a str,
     pub link: Option<&'a str>,
     pub deployment_id: Option<&'a str>,
+    /// Why the incident is, or is not, attributed to a deployment.
+    pub attribution: Option<&'a str>,
 }
 
 /// The message about an incident opening, firing again or resolving.
@@ -579,6 +581,13 @@ pub fn incident_message(incident: &IncidentView<'_>) -> SlackMessage {
         )),
         json!({ "type": "section", "fields": fields }),
     ];
+    if let Some(why) = incident.attribution.filter(|_| !resolved) {
+        let blame = match incident.deployment_id {
+            Some(dep) => format!("Attributed to `{}`: {}", escape(dep), escape(why)),
+            None => format!("Not attributed to a deployment: {}", escape(why)),
+        };
+        blocks.push(context(&truncate(&blame, SECTION_MAX_CHARS)));
+    }
     if let Some(url) = incident.link.filter(|u| is_safe_url(u)) {
         blocks.push(context(&link(url, "View the alert")));
     }
@@ -995,12 +1004,16 @@ mod tests {
             status: "open",
             link: None,
             deployment_id: Some("dep-01"),
+            attribution: Some("began 2m 0s after 5a11ab1 went out, inside its verification window"),
         });
         assert_eq!(
             message.blocks[0]["text"]["text"],
             ":rotating_light: Critical incident in acme/api · production"
         );
         assert!(all_text(&message).contains("*Repository*\\nacme/api"));
+        assert!(all_text(&message).contains(
+            "Attributed to `dep-01`: began 2m 0s after 5a11ab1 went out, inside its verification window"
+        ));
     }
 
     #[test]
@@ -1014,6 +1027,7 @@ mod tests {
             status: "open",
             link: Some("https://prometheus.example.com/graph?g0.expr=x"),
             deployment_id: Some("dep-01"),
+            attribution: None,
         });
         assert_eq!(
             message.blocks[0]["text"]["text"],
@@ -1040,6 +1054,7 @@ mod tests {
                 status: "",
                 link: None,
                 deployment_id: None,
+                attribution: Some("no deployment was verifying"),
             }
         });
         assert_eq!(
@@ -1047,6 +1062,10 @@ mod tests {
             ":white_check_mark: Incident resolved"
         );
         assert!(!all_text(&resolved).contains("javascript"));
+        assert!(
+            !all_text(&resolved).contains("attributed"),
+            "a resolution does not repeat the blame"
+        );
     }
 
     #[test]

@@ -27,7 +27,13 @@ fn dep(
         sha: format!("{id}-sha"),
         at: t(at),
         committed_at: committed.map(t),
+        commit_times: Vec::new(),
         outcome,
+        // A failed deployment here failed before reaching the environment; see
+        // `a_deployment_that_failed_after_reaching_the_environment_still_counts`.
+        reached: outcome != DeployOutcome::Failed,
+        failed_at: None,
+        recovered_at: None,
         approval_wait_seconds: None,
     }
 }
@@ -41,6 +47,7 @@ fn inc(
 ) -> IncidentFact {
     IncidentFact {
         id: id.into(),
+        episode: 1,
         environment: Some(env.into()),
         repository: None,
         opened_at: t(opened),
@@ -68,14 +75,19 @@ fn week_history() -> (Vec<DeploymentFact>, Vec<IncidentFact>) {
             Some("2026-03-02T08:00:00Z"),
             Succeeded,
         ),
-        // lead time 24h, rolled back: a failed change
-        dep(
-            "d2",
-            "production",
-            "2026-03-03T12:00:00Z",
-            Some("2026-03-02T12:00:00Z"),
-            RolledBack,
-        ),
+        // lead time 24h, rolled back (started 12:30, finished 12:31): a failed change,
+        // recovered in 1m
+        DeploymentFact {
+            failed_at: Some(t("2026-03-03T12:30:00Z")),
+            recovered_at: Some(t("2026-03-03T12:31:00Z")),
+            ..dep(
+                "d2",
+                "production",
+                "2026-03-03T12:00:00Z",
+                Some("2026-03-02T12:00:00Z"),
+                RolledBack,
+            )
+        },
         // lead time 30m, caused incident i1: a failed change
         dep(
             "d3",
@@ -84,7 +96,7 @@ fn week_history() -> (Vec<DeploymentFact>, Vec<IncidentFact>) {
             Some("2026-03-04T08:30:00Z"),
             Succeeded,
         ),
-        // failed to deploy: not a deployment for frequency or lead time, a failed change
+        // failed before reaching the environment: not a deployment, not in the failure rate
         dep(
             "d4",
             "production",
@@ -163,17 +175,24 @@ fn hand_built_week_gives_the_worked_out_four_keys() {
     // Lead times 2h, 24h, 30m: median 2h.
     assert_eq!(r.lead_time_seconds, Some(7200.0));
     assert_eq!(r.lead_time_samples, 3);
-    // Judged: d1, d2, d3, d4; failed: d2 (rolled back), d3 (incident), d4 (failed).
-    assert_eq!(r.judged_deployments, 4);
-    assert_eq!(r.failed_changes, 3);
-    assert_eq!(r.change_failure_rate, Some(0.75));
+    // Judged: d1, d2, d3 (d5 still verifying; d4 never reached production); failed: d2
+    // (rolled back), d3 (incident).
+    assert_eq!(r.judged_deployments, 3);
+    assert_eq!(r.failed_changes, 2);
+    assert_eq!(r.failed_before_reaching, 1);
+    assert_eq!(r.change_failure_rate, Some(2.0 / 3.0));
+    // Recovery: d2 from its rollback's start to its end, 1m; d3 from i1's start (09:10) to
+    // its resolution (09:40), before the next good deploy (d5, two days later), 30m. Median
+    // 15m 30s.
+    assert_eq!(r.recovery_seconds, Some(930.0));
+    assert_eq!((r.recovered_failures, r.unrecovered_failures), (2, 0));
     // Restored: i1 30m, i2 2h; median 1h15m. i3 still open.
     assert_eq!(r.time_to_restore_seconds, Some(4500.0));
     assert_eq!(r.restored_incidents, 2);
     assert_eq!(r.open_incidents, 1);
     assert_eq!(
         r.summary(),
-        "production, last 7d: 4 deployments (daily), lead time 2h 0m, change failure rate 75%, time to restore 1h 15m"
+        "production, last 7d: 4 deployments (daily), lead time 2h 0m, change failure rate 67%, recovery 15m 30s, time to restore 1h 15m"
     );
 }
 
@@ -197,7 +216,7 @@ fn an_environment_without_deployments_has_undefined_figures_not_zeros() {
     assert_eq!(r.time_to_restore_seconds, None);
     assert_eq!(
         r.summary(),
-        "production, last 7d: no deployments, lead time n/a, change failure rate n/a, time to restore n/a"
+        "production, last 7d: no deployments, lead time n/a, change failure rate n/a, recovery n/a, time to restore n/a"
     );
     let json = serde_json::to_value(&r).expect("json");
     assert!(json["change_failure_rate"].is_null());
@@ -245,7 +264,11 @@ fn a_squash_merged_change_takes_its_lead_time_from_the_merge_commit() {
         sha: "5qu45h".into(),
         at: t("2026-03-04T10:30:00Z"),
         committed_at: Some(t("2026-03-04T09:00:00Z")),
+        commit_times: Vec::new(),
         outcome: DeployOutcome::Succeeded,
+        reached: true,
+        failed_at: None,
+        recovered_at: None,
         approval_wait_seconds: None,
     };
     let r = report("production", first_week_of_march(), &[squash], &[]);
@@ -509,8 +532,9 @@ mod job {
             clock: Arc::new(ManualClock::new(now)),
             policy_source: None,
         };
-        // One deploy in 30 days is "yearly" by the Four Keys rule (most weeks, and most
-        // weeks' months, had none).
+        // One deploy in 30 days would be "yearly" by the Four Keys rule (most weeks, and most
+        // weeks' months, had none), but the data began the day of that deploy: over the six
+        // days since, every week (the one) had a deployment, so it is weekly.
         // Requested 09:00, went out (begin_verification) 10:00, commit at 08:00: lead time 2h.
         let created = t("2026-03-02T09:00:00Z");
         let mut dep: Deployment = serde_json::from_value(json!({
@@ -562,7 +586,7 @@ mod job {
         assert!(report.ok);
         assert_eq!(
             report.summary,
-            "production, last 30d: 1 deployment (yearly), lead time 2h 0m, change failure rate 0%, time to restore n/a"
+            "production, last 30d: 1 deployment (weekly), lead time 2h 0m, change failure rate 0%, recovery n/a, time to restore n/a"
         );
 
         let lines: Vec<Value> = ctx
@@ -691,4 +715,106 @@ fn each_repository_gets_its_own_keys_and_the_environment_rolls_them_up() {
     assert_eq!(all.restored_incidents, 2);
     assert!(all.summary().starts_with("production, last 7d"));
     assert!(api.summary().starts_with("acme/api · production, last 7d"));
+}
+
+#[test]
+fn a_deployment_that_failed_after_reaching_the_environment_still_counts() {
+    // d1 reached production at 10:00 (a `success` status) and a `failure` status followed at
+    // 10:20; the fix d2 went out at 11:00. d0 failed before ever reaching production.
+    let failed_after = DeploymentFact {
+        reached: true,
+        failed_at: Some(t("2026-03-02T10:20:00Z")),
+        ..dep(
+            "d1",
+            "production",
+            "2026-03-02T10:00:00Z",
+            Some("2026-03-02T09:00:00Z"),
+            DeployOutcome::Failed,
+        )
+    };
+    let never_reached = dep(
+        "d0",
+        "production",
+        "2026-03-02T09:30:00Z",
+        Some("2026-03-02T09:00:00Z"),
+        DeployOutcome::Failed,
+    );
+    let fix = dep(
+        "d2",
+        "production",
+        "2026-03-02T11:00:00Z",
+        Some("2026-03-02T10:40:00Z"),
+        DeployOutcome::Succeeded,
+    );
+    let r = report(
+        "production",
+        first_week_of_march(),
+        &[never_reached, failed_after, fix],
+        &[],
+    );
+    assert_eq!(r.deployments, 2, "d1 reached production, so it is a deployment");
+    assert_eq!(r.failed_before_reaching, 1);
+    // Lead times 1h (d1) and 20m (d2).
+    assert_eq!(r.lead_time_samples, 2);
+    assert_eq!(r.lead_time_seconds, Some(2400.0));
+    assert_eq!((r.judged_deployments, r.failed_changes), (2, 1));
+    // Recovered when the fix went out: 10:20 → 11:00.
+    assert_eq!(r.recovery_seconds, Some(2400.0));
+}
+
+#[test]
+fn lead_time_is_the_median_over_every_commit_a_deployment_first_carried() {
+    // A merge of three commits made at 08:00, 09:00 and 09:50, deployed at 10:00: lead times
+    // 2h, 1h and 10m; median 1h. The head commit alone would say 10m.
+    let merged = DeploymentFact {
+        commit_times: vec![
+            t("2026-03-02T08:00:00Z"),
+            t("2026-03-02T09:00:00Z"),
+            t("2026-03-02T09:50:00Z"),
+        ],
+        ..dep(
+            "d1",
+            "production",
+            "2026-03-02T10:00:00Z",
+            Some("2026-03-02T09:50:00Z"),
+            DeployOutcome::Succeeded,
+        )
+    };
+    let r = report("production", first_week_of_march(), &[merged], &[]);
+    assert_eq!(r.lead_time_samples, 3);
+    assert_eq!(r.lead_time_seconds, Some(3600.0));
+}
+
+#[test]
+fn frequency_on_young_data_is_judged_since_the_data_began() {
+    // Five deployments today, on data that began this morning: weekly (the one week there is
+    // data for had a deployment; one deploy day is not three), not "yearly" because 29 of
+    // the 30 days before had no data to deploy from.
+    let now = t("2026-03-04T18:00:00Z");
+    let today: Vec<DeploymentFact> = (0..5)
+        .map(|i| {
+            dep(
+                &format!("d{i}"),
+                "production",
+                &format!("2026-03-04T1{i}:00:00Z"),
+                None,
+                DeployOutcome::Succeeded,
+            )
+        })
+        .collect();
+    let window = Window::last_days(now, 30);
+    let whole = report("production", window, &today, &[]);
+    assert_eq!(whole.frequency, Some(Frequency::Yearly));
+    let young = shipgate::domain::dora::report_scoped(
+        "production",
+        None,
+        window,
+        &today,
+        &[],
+        Some(t("2026-03-04T09:00:00Z")),
+    );
+    assert_eq!(young.frequency, Some(Frequency::Weekly));
+    assert_eq!(young.data_began, Some(t("2026-03-04T09:00:00Z")));
+    // Five deployments over the one (part) day since the data began.
+    assert_eq!(young.deployments_per_day, Some(5.0));
 }

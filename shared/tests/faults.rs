@@ -567,6 +567,21 @@ async fn verifying(w: &World, id: &str) -> Deployment {
         .create_deployment(&mut dep, &[], now)
         .await
         .expect("create");
+    // It went out now: the scope runs it, inside its window (as `begin_verification` leaves it).
+    w.repo()
+        .set_head(
+            &testkit::scope(REPO, "production"),
+            Head {
+                sha: SHA.into(),
+                git_ref: "refs/heads/main".into(),
+                deployment_id: id.into(),
+                at: now,
+                verify_until: dep.verify_until,
+            },
+            false,
+        )
+        .await
+        .expect("heads");
     dep
 }
 

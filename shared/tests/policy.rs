@@ -1254,11 +1254,11 @@ fn override_and_repos_problems_are_reported_with_their_position() {
         ),
         (
             "[[environments.production.overrides]]\nrepos = [\"acme/web\"]\nslack_channel = \"#web\"\napprovals_required = 0\n",
-            "policy.toml:3:1: environments.production.overrides[0].slack_channel: slack_channel cannot be overridden per repository: an environment's notifications go to one channel; an override may set: allowed_refs, approvals_required, approvers, rollback_requesters, prevent_self_approval, require_reject_reason, approval_ttl, verification_window, queue_wait, deploy_timeout, block_on_critical_incident, rollback_on, rollback, pre_deploy_backups, windows, freezes, break_glass, analysis",
+            "policy.toml:3:1: environments.production.overrides[0].slack_channel: slack_channel cannot be overridden per repository: an environment's notifications go to one channel; an override may set: allowed_refs, approvals_required, approvers, rollback_requesters, prevent_self_approval, require_reject_reason, approval_ttl, verification_window, queue_wait, deploy_timeout, block_on_critical_incident, rollback_on, rollback_alerts, rollback, pre_deploy_backups, windows, freezes, break_glass, analysis",
         ),
         (
             "[[environments.production.overrides]]\nrepos = [\"acme/web\"]\n",
-            "policy.toml:1:1: environments.production.overrides[0]: an override sets no key; give it one of: allowed_refs, approvals_required, approvers, rollback_requesters, prevent_self_approval, require_reject_reason, approval_ttl, verification_window, queue_wait, deploy_timeout, block_on_critical_incident, rollback_on, rollback, pre_deploy_backups, windows, freezes, break_glass, analysis",
+            "policy.toml:1:1: environments.production.overrides[0]: an override sets no key; give it one of: allowed_refs, approvals_required, approvers, rollback_requesters, prevent_self_approval, require_reject_reason, approval_ttl, verification_window, queue_wait, deploy_timeout, block_on_critical_incident, rollback_on, rollback_alerts, rollback, pre_deploy_backups, windows, freezes, break_glass, analysis",
         ),
         (
             "[[environments.production.overrides]]\nrepos = [\"other/web\"]\napprovals_required = 1\n",

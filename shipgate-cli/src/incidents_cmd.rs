@@ -11,7 +11,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use serde_json::{json, Value};
 use shipgate::domain::dora::human_duration;
-use shipgate::domain::incident::{Incident, IncidentStatus};
+use shipgate::domain::incident::{Episode, Incident, IncidentStatus};
 use shipgate::domain::policy::{Policy, Severity};
 use shipgate::domain::RepoName;
 use shipgate::store::repo::UNKNOWN_ENVIRONMENT;
@@ -200,6 +200,9 @@ struct IncidentLine<'a> {
     resolved_at: Option<Timestamp>,
     open_for_secs: Option<i64>,
     caused_by_deployment: Option<&'a str>,
+    attribution: Option<&'a str>,
+    /// Every episode (a resolved alert that fired again is a new one), oldest first.
+    episodes: Vec<Episode>,
     link: Option<&'a str>,
     notifications: u32,
     labels: &'a BTreeMap<String, String>,
@@ -224,6 +227,8 @@ impl<'a> IncidentLine<'a> {
             resolved_at: i.resolved_at,
             open_for_secs: i.time_to_restore().map(|d| d.as_secs()),
             caused_by_deployment: i.caused_by_deployment.as_deref(),
+            attribution: i.attribution.as_deref(),
+            episodes: i.all_episodes(),
             link: i.link.as_deref(),
             notifications: i.notifications,
             labels: &i.labels,
@@ -356,6 +361,8 @@ mod tests {
             last_seen_at: opened,
             resolved_at: resolved_at.map(|t| t.parse().expect("timestamp")),
             caused_by_deployment: None,
+            attribution: None,
+            episodes: Vec::new(),
             link: None,
             notifications: 1,
             alert_name: Some("DiskFull".into()),

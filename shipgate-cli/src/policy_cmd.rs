@@ -194,6 +194,11 @@ fn value_of(env: &EnvironmentPolicy, key: &str) -> String {
         "deploy_timeout" => format!("{:?}", human(env.deploy_timeout)),
         "block_on_critical_incident" => env.block_on_critical_incident.to_string(),
         "rollback_on" => severities(&env.rollback_on),
+        "rollback_alerts" => format!("{:?}", env.rollback_alerts.as_str()),
+        "production" => match env.production {
+            Some(b) => b.to_string(),
+            None => "(production unless another environment promotes from it)".to_owned(),
+        },
         "rollback" => match &env.rollback {
             RollbackMethod::Redeploy => "{ method = \"redeploy\" }".to_owned(),
             RollbackMethod::Workflow { workflow, git_ref } => match git_ref {

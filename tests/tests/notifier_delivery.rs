@@ -377,6 +377,7 @@ fn incident(status: &str) -> Notification {
             link: Some("http://prometheus.example.com:9090/graph?g0.expr=x".into()),
             deployment_id: Some("dep-inc".into()),
             repository: None,
+            attribution: None,
         },
     )
 }
@@ -561,6 +562,7 @@ async fn warning_incidents_use_the_default_routing_key_and_severity() {
             link: None,
             deployment_id: None,
             repository: None,
+            attribution: None,
         },
     );
     let delivered = deliver(&app, &n).await.expect("delivered");

@@ -99,6 +99,7 @@ fn incident(status: &str) -> Notification {
             link: None,
             deployment_id: None,
             repository: None,
+            attribution: None,
         },
     )
 }

@@ -308,6 +308,7 @@ async fn a_failed_record_holds_back_later_records_about_the_same_incident() {
                 link: None,
                 deployment_id: None,
                 repository: None,
+                attribution: None,
             },
         )
     };

@@ -222,6 +222,10 @@ struct PushPayload {
     #[serde(default)]
     deleted: bool,
     #[serde(default)]
+    before: Option<String>,
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
     commits: Vec<Commit>,
     #[serde(default)]
     head_commit: Option<Commit>,
@@ -381,8 +385,17 @@ pub fn parse(event: &str, body: &[u8]) -> Result<GitHubEvent, ParseError> {
                     commits.push((id, head.timestamp));
                 }
             }
+            // A new branch's `before` is forty zeros: no previous head.
+            let head = |name: &str, value: &Option<String>| match value.as_deref() {
+                Some(v) if !v.bytes().all(|b| b == b'0') => {
+                    field(event, name, Sha::parse, v).map(Some)
+                }
+                _ => Ok(None),
+            };
             Ok(GitHubEvent::Push(CommitsPushed {
                 repo: repo(event, &p.repository)?,
+                before: head("before", &p.before)?,
+                after: head("after", &p.after)?,
                 commits,
             }))
         }

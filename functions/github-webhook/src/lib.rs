@@ -214,10 +214,9 @@ async fn dispatch(svc: &Services, event: GitHubEvent) -> Result<Response, Servic
                 serde_json::json!({ "sha": run.sha, "conclusion": run.conclusion }),
             ))
         }
-        GitHubEvent::Push(CommitsPushed { repo, commits }) => {
-            for (sha, at) in &commits {
-                lifecycle::commit_seen(svc, &repo, sha, *at).await?;
-            }
+        GitHubEvent::Push(push) => {
+            lifecycle::pushed(svc, &push).await?;
+            let CommitsPushed { commits, .. } = push;
             Ok(web::ok(
                 "recorded",
                 serde_json::json!({ "commits": commits.len() }),

@@ -1,5 +1,6 @@
-//! DORA's Four Keys over a time window, per environment: deployment frequency, lead time for
-//! changes, change failure rate and time to restore service.
+//! DORA's keys over a time window, per environment: deployment frequency, change lead time,
+//! change failure rate and failed deployment recovery time, with time to restore service
+//! (every incident) beside them.
 //!
 //! A report is either an environment's roll-up over every repository ([`report`]) or one
 //! repository's in that environment ([`report_for`]): a repository's report counts its own
@@ -67,12 +68,6 @@ pub enum DeployOutcome {
     Failed,
 }
 
-impl DeployOutcome {
-    /// True when the deployment reached the environment successfully (a Four Keys deployment).
-    pub fn reached_environment(self) -> bool {
-        !matches!(self, DeployOutcome::Failed)
-    }
-}
 
 /// One deployment, reduced to what the Four Keys need.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,24 +83,43 @@ pub struct DeploymentFact {
     pub at: Timestamp,
     /// Commit time of `sha` (for a squash-merged change, the merge commit's own time), when known.
     pub committed_at: Option<Timestamp>,
+    /// Commit times of every commit this deployment was the first to deploy (from the pushes
+    /// that led to `sha`); empty when unknown, and then `committed_at` alone is measured.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commit_times: Vec<Timestamp>,
     pub outcome: DeployOutcome,
+    /// Did it reach the environment (GitHub reported it `success`)? Every outcome but
+    /// `failed` implies it; a failed deployment may have failed before or after.
+    pub reached: bool,
+    /// When it was found failing, for a deployment that failed after reaching the
+    /// environment or was rolled back: its `failure` status, or the start of its rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_at: Option<Timestamp>,
+    /// When its rollback finished (the last known good version ran again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered_at: Option<Timestamp>,
     /// For a deployment that needed approvals and got them: seconds from its request to the
     /// approval that completed it (whole seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_wait_seconds: Option<u64>,
 }
 
-/// One incident, reduced to what the Four Keys need.
+/// One episode of an incident, reduced to what the keys need (an incident that resolved and
+/// fired again is one fact per episode).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IncidentFact {
     pub id: String,
+    /// The episode's number within its incident, from 1.
+    #[serde(default)]
+    pub episode: u32,
     pub environment: Option<String>,
     /// The repository the incident belongs to; `None` for an environment-level incident.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository: Option<String>,
+    /// When the episode began (the alert's start).
     pub opened_at: Timestamp,
     pub resolved_at: Option<Timestamp>,
-    /// The deployment that was verifying when the incident opened.
+    /// The deployment the episode is attributed to: the one verifying when the alert began.
     pub caused_by_deployment: Option<String>,
 }
 
@@ -137,17 +151,31 @@ pub struct DoraReport {
     /// The repository the report is about; `None` for the environment's roll-up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
+    /// Is the environment production for DORA (the policy's `production`)?
+    #[serde(default)]
+    pub production: bool,
     pub window: Window,
-    /// Deployments that reached the environment in the window.
+    /// When the scope's data began, when that is inside the window: frequency is judged over
+    /// `[data_began, to)` instead of the whole window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_began: Option<Timestamp>,
+    /// Deployments that reached the environment in the window (rollbacks are not
+    /// deployments; see `rolled_back`).
     pub deployments: u32,
     /// `None` when there were no deployments.
     pub frequency: Option<Frequency>,
-    /// `deployments` divided by the window's days; `None` when there were no deployments.
+    /// `deployments` divided by the days since the window (or the data) began; `None` when
+    /// there were no deployments.
     pub deployments_per_day: Option<f64>,
-    /// Median of (deployed − committed) in seconds over deployments with a known commit time.
+    /// Median of (deployed − committed) in seconds over every commit the window's deployments
+    /// were the first to deploy.
     pub lead_time_seconds: Option<f64>,
-    /// How many deployments had a known commit time.
+    /// How many commits were measured.
     pub lead_time_samples: u32,
+    /// Deployments in the window that failed before reaching the environment: not
+    /// deployments, and not in the change failure rate.
+    #[serde(default)]
+    pub failed_before_reaching: u32,
     /// Deployments whose outcome is known (not still verifying, or already blamed for an
     /// incident): the change failure rate's denominator.
     pub judged_deployments: u32,
@@ -155,10 +183,21 @@ pub struct DoraReport {
     pub failed_changes: u32,
     /// `failed_changes / judged_deployments`, between 0 and 1; `None` without judged deployments.
     pub change_failure_rate: Option<f64>,
-    /// Median of (resolved − opened) in seconds over incidents opened and resolved in the window.
+    /// Failed deployment recovery time: median of (recovered − failed) in seconds over the
+    /// window's failed changes that have recovered.
+    #[serde(default)]
+    pub recovery_seconds: Option<f64>,
+    #[serde(default)]
+    pub recovered_failures: u32,
+    /// Failed changes of the window not recovered yet.
+    #[serde(default)]
+    pub unrecovered_failures: u32,
+    /// Time to restore service over every incident: median of (resolved − began) in seconds
+    /// over incident episodes that began and resolved in the window.
     pub time_to_restore_seconds: Option<f64>,
+    /// Episodes measured for `time_to_restore_seconds`.
     pub restored_incidents: u32,
-    /// Incidents opened in the window and still open.
+    /// Episodes that began in the window and are still open.
     pub open_incidents: u32,
     /// Deployments in the window that were rolled back (automatically or by hand).
     #[serde(default)]
@@ -259,7 +298,7 @@ pub fn frequency_bucket(window: &Window, deploy_days: &BTreeSet<Date>) -> Freque
     }
 }
 
-/// The Four Keys of `environment` over `window`.
+/// The keys of `environment` over `window`.
 ///
 /// `deployments` and `incidents` may hold other environments and other times; only the
 /// relevant ones are used. Incidents are matched to deployments by id for the change failure
@@ -274,7 +313,7 @@ pub fn report(
     report_for(environment, None, window, deployments, incidents)
 }
 
-/// The Four Keys of repository `repo` in `environment` over `window` (`None`: the roll-up over
+/// The keys of repository `repo` in `environment` over `window` (`None`: the roll-up over
 /// every repository, as [`report`]).
 pub fn report_for(
     environment: &str,
@@ -282,6 +321,70 @@ pub fn report_for(
     window: Window,
     deployments: &[DeploymentFact],
     incidents: &[IncidentFact],
+) -> DoraReport {
+    report_scoped(environment, repo, window, deployments, incidents, None)
+}
+
+/// The deployment of the same scope that went out first after `after` and stayed good (the
+/// fix), if any.
+fn next_good<'a>(
+    d: &DeploymentFact,
+    after: Timestamp,
+    deployments: &'a [DeploymentFact],
+    blamed: &HashSet<&str>,
+) -> Option<&'a DeploymentFact> {
+    deployments
+        .iter()
+        .filter(|n| n.environment == d.environment && n.repo == d.repo && n.id != d.id)
+        .filter(|n| n.reached && n.at > after)
+        .filter(|n| matches!(n.outcome, DeployOutcome::Succeeded | DeployOutcome::Verifying))
+        .filter(|n| !blamed.contains(n.id.as_str()))
+        .min_by_key(|n| n.at)
+}
+
+/// Failed deployment recovery of one failed change: from when it was found failing (its
+/// failure, the start of its rollback or the first episode attributed to it, whichever came
+/// first; else when it went out) to the first of: its rollback finishing, the fix going out,
+/// every episode attributed to it resolving. `None` while none of these has happened.
+fn recovery(
+    d: &DeploymentFact,
+    deployments: &[DeploymentFact],
+    incidents: &[IncidentFact],
+    blamed: &HashSet<&str>,
+) -> Option<f64> {
+    let ours: Vec<&IncidentFact> = incidents
+        .iter()
+        .filter(|i| i.caused_by_deployment.as_deref() == Some(d.id.as_str()))
+        .collect();
+    let start = ours
+        .iter()
+        .map(|i| i.opened_at)
+        .chain(d.failed_at)
+        .min()
+        .unwrap_or(d.at);
+    let all_resolved = (!ours.is_empty() && ours.iter().all(|i| i.resolved_at.is_some()))
+        .then(|| ours.iter().filter_map(|i| i.resolved_at).max())
+        .flatten();
+    let end = [
+        d.recovered_at,
+        next_good(d, start, deployments, blamed).map(|n| n.at),
+        all_resolved,
+    ]
+    .into_iter()
+    .flatten()
+    .min()?;
+    Some(elapsed_secs(start, end))
+}
+
+/// [`report_for`], judging frequency over `[data_began, to)` when the scope's data began
+/// inside the window.
+pub fn report_scoped(
+    environment: &str,
+    repo: Option<&str>,
+    window: Window,
+    deployments: &[DeploymentFact],
+    incidents: &[IncidentFact],
+    data_began: Option<Timestamp>,
 ) -> DoraReport {
     let ours = |d: &&DeploymentFact| repo.is_none_or(|r| d.repo.as_deref() == Some(r));
     let in_window: Vec<&DeploymentFact> = deployments
@@ -294,22 +397,33 @@ pub fn report_for(
         .filter(ours)
         .map(|d| d.id.as_str())
         .collect();
-    let reached: Vec<&DeploymentFact> = in_window
-        .iter()
-        .copied()
-        .filter(|d| d.outcome.reached_environment())
-        .collect();
+    let reached: Vec<&DeploymentFact> = in_window.iter().copied().filter(|d| d.reached).collect();
+    let failed_before_reaching = in_window.len() - reached.len();
 
+    // Frequency is judged over the time there is data for, when that is shorter.
+    let data_began = data_began.filter(|b| *b > window.from && *b < window.to);
+    let judged_span = Window {
+        from: data_began.unwrap_or(window.from),
+        to: window.to,
+    };
     let deployments_count = u32::try_from(reached.len()).unwrap_or(u32::MAX);
     let deploy_days: BTreeSet<Date> = reached.iter().map(|d| utc_date(d.at)).collect();
-    let frequency = (!reached.is_empty()).then(|| frequency_bucket(&window, &deploy_days));
+    let frequency = (!reached.is_empty()).then(|| frequency_bucket(&judged_span, &deploy_days));
     let deployments_per_day =
-        (!reached.is_empty()).then(|| f64::from(deployments_count) / window.days());
+        (!reached.is_empty()).then(|| f64::from(deployments_count) / judged_span.days());
 
+    // Every commit a deployment was the first to deploy; the head commit when the pushes
+    // are unknown. A commit stamped after its own deployment is clock skew: 0, not negative.
     let lead_times: Vec<f64> = reached
         .iter()
-        // A commit stamped after its own deployment is clock skew, not negative lead time.
-        .filter_map(|d| d.committed_at.map(|c| elapsed_secs(c, d.at)))
+        .flat_map(|d| {
+            let times: Vec<Timestamp> = if d.commit_times.is_empty() {
+                d.committed_at.into_iter().collect()
+            } else {
+                d.commit_times.clone()
+            };
+            times.into_iter().map(move |c| elapsed_secs(c, d.at))
+        })
         .collect();
 
     let caused: HashSet<&str> = incidents
@@ -318,7 +432,9 @@ pub fn report_for(
         .collect();
     let mut judged = 0u32;
     let mut failed = 0u32;
-    for d in &in_window {
+    let mut recoveries = Vec::new();
+    let mut unrecovered = 0u32;
+    for d in &reached {
         let blamed = caused.contains(d.id.as_str());
         let is_failure =
             blamed || matches!(d.outcome, DeployOutcome::RolledBack | DeployOutcome::Failed);
@@ -326,7 +442,13 @@ pub fn report_for(
             continue;
         }
         judged += 1;
-        failed += u32::from(is_failure);
+        if is_failure {
+            failed += 1;
+            match recovery(d, deployments, incidents, &caused) {
+                Some(secs) => recoveries.push(secs),
+                None => unrecovered += 1,
+            }
+        }
     }
     let change_failure_rate = (judged > 0).then(|| f64::from(failed) / f64::from(judged));
     let rolled_back = in_window
@@ -363,15 +485,21 @@ pub fn report_for(
     DoraReport {
         environment: environment.to_string(),
         repo: repo.map(str::to_string),
+        production: false,
         window,
+        data_began,
         deployments: deployments_count,
         frequency,
         deployments_per_day,
         lead_time_seconds: median(&lead_times),
         lead_time_samples: u32::try_from(lead_times.len()).unwrap_or(u32::MAX),
+        failed_before_reaching: u32::try_from(failed_before_reaching).unwrap_or(u32::MAX),
         judged_deployments: judged,
         failed_changes: failed,
         change_failure_rate,
+        recovery_seconds: median(&recoveries),
+        recovered_failures: u32::try_from(recoveries.len()).unwrap_or(u32::MAX),
+        unrecovered_failures: unrecovered,
         time_to_restore_seconds: median(&restore_times),
         restored_incidents: u32::try_from(restore_times.len()).unwrap_or(u32::MAX),
         open_incidents: u32::try_from(open_incidents).unwrap_or(u32::MAX),
@@ -395,7 +523,7 @@ pub fn human_duration(seconds: f64) -> String {
 
 impl DoraReport {
     /// One line for people: `production, last 30d: 12 deployments (weekly), lead time 3h 20m,
-    /// change failure rate 8%, time to restore 45m 0s`.
+    /// change failure rate 8%, recovery 4m 10s, time to restore 45m 0s`.
     pub fn summary(&self) -> String {
         let freq = match self.frequency {
             Some(f) => format!(
@@ -418,12 +546,16 @@ impl DoraReport {
             .time_to_restore_seconds
             .map(human_duration)
             .unwrap_or_else(|| "n/a".into());
+        let recovery = self
+            .recovery_seconds
+            .map(human_duration)
+            .unwrap_or_else(|| "n/a".into());
         let place = match &self.repo {
             Some(repo) => format!("{repo} · {}", self.environment),
             None => self.environment.clone(),
         };
         format!(
-            "{place}, last {}: {freq}, lead time {lead}, change failure rate {cfr}, time to restore {ttr}",
+            "{place}, last {}: {freq}, lead time {lead}, change failure rate {cfr}, recovery {recovery}, time to restore {ttr}",
             self.window.label()
         )
     }

@@ -80,6 +80,10 @@ pub struct WorkflowRunCompleted {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitsPushed {
     pub repo: RepoName,
+    /// The branch's head before the push; `None` for a new branch.
+    pub before: Option<Sha>,
+    /// The branch's head after it; `None` when the payload carries no head commit.
+    pub after: Option<Sha>,
     pub commits: Vec<(Sha, Timestamp)>,
 }
 

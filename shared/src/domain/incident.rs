@@ -1,4 +1,6 @@
 //! Incidents: one per alert fingerprint, opened by a firing alert, closed when it resolves.
+//! A resolved alert that fires again opens a new [`Episode`] of the same incident: each
+//! episode keeps its own start, end and blame, and restore figures count each.
 //!
 //! An incident's id is `{source}:{fingerprint}` ([`Incident::id_for`]); the same id is the
 //! PagerDuty `dedup_key`, so the page opened by a firing alert is the one its resolution closes.
@@ -49,9 +51,18 @@ pub struct Incident {
     pub last_seen_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_at: Option<Timestamp>,
-    /// The deployment that was verifying when the incident opened, if any (for change failure rate).
+    /// The deployment the current episode is attributed to: the one verifying in the
+    /// incident's scope when the alert began (see `docs/dora.md`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caused_by_deployment: Option<String>,
+    /// Why the current episode is, or is not, attributed to a deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribution: Option<String>,
+    /// Every episode, oldest first; the last is the current one (`opened_at`, `resolved_at`,
+    /// `caused_by_deployment` repeat it). Empty on records written before episodes: such an
+    /// incident is one episode ([`Incident::all_episodes`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub episodes: Vec<Episode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
     #[serde(default)]
@@ -65,6 +76,28 @@ pub struct Incident {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub version: u64,
+}
+
+/// One firing of an incident's alert, from when the alert began to when it resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Episode {
+    /// When the alert began (its `startsAt`, when believable; else when it arrived).
+    pub began_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<Timestamp>,
+    /// The deployment this episode is attributed to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caused_by_deployment: Option<String>,
+    /// Why it is, or is not, attributed to a deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribution: Option<String>,
+}
+
+impl Episode {
+    /// Seconds from its start to its resolution, once resolved.
+    pub fn time_to_restore(&self) -> Option<jiff::SignedDuration> {
+        self.resolved_at.map(|at| at.duration_since(self.began_at))
+    }
 }
 
 /// How many of an alert's labels an incident keeps.
@@ -103,27 +136,77 @@ impl Incident {
         self.resolved_at.map(|at| at.duration_since(self.opened_at))
     }
 
-    /// A repeated firing notification: refresh, and reopen a resolved incident.
-    /// Returns true when the incident was (re)opened by this notification.
-    pub fn fired(&mut self, now: Timestamp) -> bool {
+    /// Every episode, oldest first: the stored ones, or for a record written before episodes,
+    /// the one its own fields describe.
+    pub fn all_episodes(&self) -> Vec<Episode> {
+        if !self.episodes.is_empty() {
+            return self.episodes.clone();
+        }
+        vec![Episode {
+            began_at: self.opened_at,
+            resolved_at: self.resolved_at,
+            caused_by_deployment: self.caused_by_deployment.clone(),
+            attribution: self.attribution.clone(),
+        }]
+    }
+
+    /// Makes sure `episodes` holds the current episode (records written before episodes).
+    fn ensure_episodes(&mut self) {
+        if self.episodes.is_empty() {
+            self.episodes = self.all_episodes();
+        }
+    }
+
+    /// A repeated firing notification: refresh, and reopen a resolved incident as a new
+    /// episode that began at `began` (the alert's own start, when the caller believes it;
+    /// never before the previous episode's end, nor after `now`). Returns true when the
+    /// incident was (re)opened by this notification.
+    pub fn fired(&mut self, now: Timestamp, began: Option<Timestamp>) -> bool {
         self.last_seen_at = now;
         self.notifications = self.notifications.saturating_add(1);
         if self.status == IncidentStatus::Resolved {
+            self.ensure_episodes();
+            let floor = self.resolved_at.unwrap_or(self.opened_at);
+            let began = began.filter(|t| *t >= floor && *t <= now).unwrap_or(now);
             self.status = IncidentStatus::Open;
-            self.opened_at = now;
+            self.opened_at = began;
             self.resolved_at = None;
+            self.caused_by_deployment = None;
+            self.attribution = None;
+            self.episodes.push(Episode {
+                began_at: began,
+                resolved_at: None,
+                caused_by_deployment: None,
+                attribution: None,
+            });
             return true;
         }
         false
     }
 
-    /// Closes the incident; returns the time to restore, or `None` when it was not open.
+    /// Attributes the current episode to `deployment` (or to none), saying why.
+    pub fn attribute(&mut self, deployment: Option<String>, why: String) {
+        self.ensure_episodes();
+        if let Some(current) = self.episodes.last_mut() {
+            current.caused_by_deployment = deployment.clone();
+            current.attribution = Some(why.clone());
+        }
+        self.caused_by_deployment = deployment;
+        self.attribution = Some(why);
+    }
+
+    /// Closes the incident's current episode; returns its time to restore, or `None` when it
+    /// was not open.
     pub fn resolve(&mut self, at: Timestamp) -> Option<jiff::SignedDuration> {
         if self.status != IncidentStatus::Open {
             return None;
         }
+        self.ensure_episodes();
         self.status = IncidentStatus::Resolved;
         self.resolved_at = Some(at);
+        if let Some(current) = self.episodes.last_mut() {
+            current.resolved_at = Some(at);
+        }
         Some(at.duration_since(self.opened_at))
     }
 
@@ -187,6 +270,9 @@ pub struct IncidentEvent {
     pub source: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caused_by_deployment: Option<String>,
+    /// Why the episode is, or is not, attributed to a deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribution: Option<String>,
     /// How long the incident was open, on `resolved`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open_for_secs: Option<i64>,
@@ -217,6 +303,7 @@ impl IncidentEvent {
             title: incident.title.clone(),
             source: incident.source.clone(),
             caused_by_deployment: incident.caused_by_deployment.clone(),
+            attribution: incident.attribution.clone(),
             open_for_secs,
         }
     }
@@ -268,6 +355,8 @@ mod tests {
             last_seen_at: at,
             resolved_at: None,
             caused_by_deployment: None,
+            attribution: None,
+            episodes: Vec::new(),
             link: None,
             notifications: 1,
             alert_name: None,
@@ -294,16 +383,60 @@ mod tests {
     fn firing_again_reopens_a_resolved_incident_from_now() {
         let t0: Timestamp = "2025-06-02T10:00:00Z".parse().unwrap();
         let mut inc = incident(t0);
-        assert!(!inc.fired(t0 + jiff::SignedDuration::from_mins(1)));
+        assert!(!inc.fired(t0 + jiff::SignedDuration::from_mins(1), None));
         inc.resolve(t0 + jiff::SignedDuration::from_mins(2));
         let t3 = t0 + jiff::SignedDuration::from_mins(3);
-        assert!(inc.fired(t3));
+        assert!(inc.fired(t3, None));
         assert_eq!(
             (inc.status, inc.opened_at, inc.resolved_at),
             (IncidentStatus::Open, t3, None)
         );
         assert_eq!(inc.notifications, 3);
         assert_eq!(inc.id, "alertmanager:abc");
+    }
+
+    #[test]
+    fn a_flapping_alert_keeps_every_episode_with_its_own_start_end_and_blame() {
+        let t0: Timestamp = "2025-06-02T10:00:00Z".parse().unwrap();
+        let mins = |m| t0 + jiff::SignedDuration::from_mins(m);
+        let mut inc = incident(t0);
+        inc.attribute(Some("dep-1".into()), "began 2m after".into());
+        assert_eq!(inc.resolve(mins(4)), Some(jiff::SignedDuration::from_mins(4)));
+        // Fires again: began at its own start (10 past), which is after the first end.
+        assert!(inc.fired(mins(11), Some(mins(10))));
+        assert_eq!(inc.opened_at, mins(10));
+        assert_eq!(inc.caused_by_deployment, None, "a new episode is blamed afresh");
+        inc.attribute(None, "no deployment verifying".into());
+        assert_eq!(inc.resolve(mins(13)), Some(jiff::SignedDuration::from_mins(3)));
+        let episodes = inc.all_episodes();
+        assert_eq!(episodes.len(), 2);
+        assert_eq!(
+            (episodes[0].began_at, episodes[0].resolved_at),
+            (t0, Some(mins(4)))
+        );
+        assert_eq!(episodes[0].caused_by_deployment.as_deref(), Some("dep-1"));
+        assert_eq!(
+            (episodes[1].began_at, episodes[1].resolved_at),
+            (mins(10), Some(mins(13)))
+        );
+        assert_eq!(episodes[1].caused_by_deployment, None);
+        // A start before the previous end is not believed: the episode begins on arrival.
+        assert!(inc.fired(mins(20), Some(mins(12))));
+        assert_eq!(inc.opened_at, mins(20));
+    }
+
+    #[test]
+    fn a_record_from_before_episodes_is_one_episode() {
+        let t0: Timestamp = "2025-06-02T10:00:00Z".parse().unwrap();
+        let mut inc = incident(t0);
+        inc.caused_by_deployment = Some("dep-9".into());
+        let json = serde_json::to_value(&inc).unwrap();
+        assert!(json.get("episodes").is_none());
+        let back: Incident = serde_json::from_value(json).unwrap();
+        let episodes = back.all_episodes();
+        assert_eq!(episodes.len(), 1);
+        assert_eq!(episodes[0].began_at, t0);
+        assert_eq!(episodes[0].caused_by_deployment.as_deref(), Some("dep-9"));
     }
 
     #[test]

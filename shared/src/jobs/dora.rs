@@ -3,7 +3,7 @@
 //! days, stores them (`META#dora` / `{environment}`), prints one EMF line per metric per
 //! environment per window, and announces a summary.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use jiff::{SignedDuration, Timestamp};
 
@@ -34,30 +34,70 @@ fn outcome_of(state: State) -> Option<DeployOutcome> {
     }
 }
 
-/// When the deployment went out: the `begin_verification` (or, for a failure, `fail`) audit
-/// event; failing that, the start of its verification window, its end, or its creation.
+/// When the deployment went out, and whether it reached the environment at all: the
+/// `begin_verification` audit event (GitHub reported it `success`), else the start of its
+/// verification window. A failed deployment with neither never reached the environment; its
+/// time is its `fail` event, its end, or its creation.
 fn deployed_at(
     dep: &Deployment,
-    outcome: DeployOutcome,
     audit_times: &HashMap<(String, String), Timestamp>,
     window: SignedDuration,
-) -> Timestamp {
-    let action = if outcome == DeployOutcome::Failed {
-        "fail"
-    } else {
-        "begin_verification"
-    };
-    if let Some(t) = audit_times.get(&(dep.id.clone(), action.to_string())) {
-        return *t;
+) -> (Timestamp, bool) {
+    let audit = |what: &str| audit_times.get(&(dep.id.clone(), what.to_string())).copied();
+    if let Some(t) = audit("begin_verification")
+        .or_else(|| dep.verify_until.and_then(|u| u.checked_sub(window).ok()))
+    {
+        return (t, true);
     }
-    if outcome != DeployOutcome::Failed {
-        if let Some(t) = dep.verify_until.and_then(|u| u.checked_sub(window).ok()) {
-            return t;
+    let at = audit("fail")
+        .or(dep.finished_at)
+        .or(dep.deploy_started_at)
+        .unwrap_or(dep.created_at);
+    (at, dep.state != State::Failed)
+}
+
+/// How many pushes back from a deployed sha the report walks to find the commits it was the
+/// first to deploy.
+const MAX_PUSH_WALK: usize = 50;
+
+/// The commit times of every commit `sha` was the first to deploy to `environment`: the
+/// commits of the pushes that led to it, walking each push's previous head back until a sha
+/// that was deployed there before (`deployed_before`, or one whose deployment succeeded
+/// there), a new branch, or a sha shipgate saw no push to. Also returns `sha`'s own commit
+/// time. One read per push walked; the report job's, never an event's.
+async fn commits_of(
+    svc: &Services,
+    repo: &str,
+    sha: &str,
+    environment: &str,
+    deployed_before: &HashSet<&str>,
+) -> Result<(Option<Timestamp>, Vec<Timestamp>), RepoError> {
+    let head = svc.repo.sha_record(repo, sha).await?;
+    let mut times = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut record = head.clone();
+    for _ in 0..MAX_PUSH_WALK {
+        // A sha pushed more than once (to two branches) is taken from its first push.
+        let Some(push) = record.pushes.first() else {
+            break;
+        };
+        for c in &push.commits {
+            if seen.insert(c.sha.to_string()) {
+                times.push(c.at);
+            }
+        }
+        let Some(before) = &push.before else {
+            break;
+        };
+        if deployed_before.contains(before.as_str()) {
+            break;
+        }
+        record = svc.repo.sha_record(repo, before.as_str()).await?;
+        if record.succeeded_in.contains(environment) {
+            break;
         }
     }
-    dep.finished_at
-        .or(dep.deploy_started_at)
-        .unwrap_or(dep.created_at)
+    Ok((head.committed_at, times))
 }
 
 /// Seconds from the deployment's request to the approval that completed its count, for a
@@ -74,13 +114,24 @@ fn approval_wait(dep: &Deployment) -> Option<u64> {
     Some(u64::try_from(completed.duration_since(dep.created_at).as_secs()).unwrap_or(0))
 }
 
-/// The facts of one environment over `[from, to)`.
+/// What the report knows of one environment.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub deployments: Vec<DeploymentFact>,
+    /// One per incident episode.
+    pub incidents: Vec<IncidentFact>,
+    /// When each scope's data began (`None`: the environment's), when inside what was read.
+    pub began: HashMap<Option<String>, Timestamp>,
+}
+
+/// The facts of one environment over `[from, to)`: its deployments, its incidents' episodes,
+/// and when its data began.
 pub async fn facts(
     svc: &Services,
     environment: &str,
     from: Timestamp,
     to: Timestamp,
-) -> Result<(Vec<DeploymentFact>, Vec<IncidentFact>), RepoError> {
+) -> Result<Facts, RepoError> {
     let created_from = from
         .checked_sub(SignedDuration::from_hours(24 * CREATION_SLACK_DAYS))
         .unwrap_or(Timestamp::UNIX_EPOCH);
@@ -103,86 +154,215 @@ pub async fn facts(
         .environment(environment)
         .and_then(|e| SignedDuration::try_from(e.verification_window).ok())
         .unwrap_or(SignedDuration::ZERO);
-    let mut commit_times: HashMap<(String, String), Option<Timestamp>> = HashMap::new();
-    let mut out = Vec::new();
-    for dep in deployments
+    let mut timed: Vec<(&Deployment, DeployOutcome, Timestamp, bool)> = deployments
         .iter()
         .filter(|d| d.kind == DeploymentKind::Deploy)
-    {
-        let Some(outcome) = outcome_of(dep.state) else {
-            continue;
+        .filter_map(|d| {
+            let outcome = outcome_of(d.state)?;
+            let (at, reached) = deployed_at(d, &audit_times, window);
+            Some((d, outcome, at, reached))
+        })
+        .collect();
+    timed.sort_by_key(|(_, _, at, _)| *at);
+    let mut out = Vec::new();
+    // Per repository, the shas that reached the environment so far (in time order): where the
+    // walk back through pushes stops.
+    let mut deployed: HashMap<String, HashSet<&str>> = HashMap::new();
+    for (dep, outcome, at, reached) in timed {
+        let before = deployed.entry(dep.repo.to_string()).or_default();
+        let (committed_at, commit_times) =
+            commits_of(svc, dep.repo.as_str(), dep.sha.as_str(), environment, before).await?;
+        if reached {
+            before.insert(dep.sha.as_str());
+        }
+        let failed_at = match outcome {
+            DeployOutcome::RolledBack => dep.rollback.as_ref().map(|r| r.started_at),
+            DeployOutcome::Failed if reached => audit_times
+                .get(&(dep.id.clone(), "fail".to_string()))
+                .copied()
+                .or(dep.rollback.as_ref().map(|r| r.started_at))
+                .or(dep.finished_at),
+            _ => None,
         };
-        let key = (dep.repo.to_string(), dep.sha.to_string());
-        let committed_at = match commit_times.get(&key) {
-            Some(t) => *t,
-            None => {
-                let t = svc
-                    .repo
-                    .sha_facts(dep.repo.as_str(), dep.sha.as_str(), "COMMIT")
-                    .await?
-                    .into_iter()
-                    .map(|(_, f)| f.at)
-                    .min();
-                commit_times.insert(key, t);
-                t
-            }
+        let recovered_at = match outcome {
+            DeployOutcome::RolledBack => dep.rollback.as_ref().and_then(|r| r.finished_at),
+            _ => None,
         };
         out.push(DeploymentFact {
             id: dep.id.clone(),
             environment: dep.environment.to_string(),
             repo: Some(dep.repo.to_string()),
             sha: dep.sha.to_string(),
-            at: deployed_at(dep, outcome, &audit_times, window),
+            at,
             committed_at,
+            commit_times,
             outcome,
+            reached,
+            failed_at,
+            recovered_at,
             approval_wait_seconds: approval_wait(dep),
         });
     }
-    let incidents = svc
+    let mut incidents = Vec::new();
+    for i in svc
         .repo
         .incidents_in(environment, from, Timestamp::MAX)
         .await?
-        .into_iter()
-        .map(|i| IncidentFact {
-            id: i.id,
-            environment: i.environment,
-            repository: i.repository.map(String::from),
-            opened_at: i.opened_at,
-            resolved_at: i.resolved_at,
-            caused_by_deployment: i.caused_by_deployment,
-        })
-        .collect();
-    Ok((out, incidents))
+    {
+        for (n, episode) in i.all_episodes().into_iter().enumerate() {
+            incidents.push(IncidentFact {
+                id: i.id.clone(),
+                episode: u32::try_from(n + 1).unwrap_or(u32::MAX),
+                environment: i.environment.clone(),
+                repository: i.repository.as_ref().map(ToString::to_string),
+                opened_at: episode.began_at,
+                resolved_at: episode.resolved_at,
+                caused_by_deployment: episode.caused_by_deployment,
+            });
+        }
+    }
+    let began = data_began(svc, environment, created_from, &deployments).await?;
+    Ok(Facts {
+        deployments: out,
+        incidents,
+        began,
+    })
 }
 
-/// The Four Keys of every policy environment over [`WINDOWS`], ending at `now`: each
-/// environment's roll-up, and, where more than one repository deployed to the environment in
-/// the widest window, each repository's own report after it (with a single repository the
-/// roll-up is its report).
+/// When each scope's data began, when the environment's history began inside what the
+/// report read (`since`): the first deployment of each repository, and of the environment
+/// under `None`. Empty when the environment has deployments from before `since`; the
+/// windows are then taken whole. One query, of at most one deployment.
+async fn data_began(
+    svc: &Services,
+    environment: &str,
+    since: Timestamp,
+    deployments: &[Deployment],
+) -> Result<HashMap<Option<String>, Timestamp>, RepoError> {
+    let older = svc
+        .repo
+        .deployments_in(environment, Timestamp::UNIX_EPOCH, since, true, Some(1))
+        .await?;
+    let mut began = HashMap::new();
+    if !older.is_empty() {
+        return Ok(began);
+    }
+    for d in deployments {
+        for key in [None, Some(d.repo.to_string())] {
+            let entry = began.entry(key).or_insert(d.created_at);
+            *entry = (*entry).min(d.created_at);
+        }
+    }
+    Ok(began)
+}
+
+/// Every report of one environment over each of `windows`: the roll-up, and, where more
+/// than one repository deployed there, each repository's own after it (with a single
+/// repository the roll-up is its report).
+fn scoped_reports(
+    svc: &Services,
+    env: &str,
+    facts: &Facts,
+    windows: &[Window],
+) -> Vec<DoraReport> {
+    let repos: BTreeSet<&str> = facts
+        .deployments
+        .iter()
+        .filter_map(|d| d.repo.as_deref())
+        .collect();
+    let mut scopes: Vec<Option<&str>> = vec![None];
+    if repos.len() > 1 {
+        scopes.extend(repos.iter().copied().map(Some));
+    }
+    let production = svc.policy.is_production(env);
+    let mut out = Vec::new();
+    for repo in scopes {
+        let began = facts.began.get(&repo.map(str::to_string)).copied();
+        for window in windows {
+            let mut report = dora::report_scoped(
+                env,
+                repo,
+                *window,
+                &facts.deployments,
+                &facts.incidents,
+                began,
+            );
+            report.production = production;
+            out.push(report);
+        }
+    }
+    out
+}
+
+/// The policy's environments, production first (DORA's figures are about production), each
+/// group in the policy's order.
+fn environments_production_first(svc: &Services) -> Vec<String> {
+    let (mut production, others): (Vec<String>, Vec<String>) = svc
+        .policy
+        .environments()
+        .map(|e| e.name.clone())
+        .partition(|name| svc.policy.is_production(name));
+    production.extend(others);
+    production
+}
+
+/// The keys of every policy environment over [`WINDOWS`], ending at `now`, production
+/// environments first: each environment's roll-up, then each repository's.
 pub async fn reports(svc: &Services, now: Timestamp) -> Result<Vec<DoraReport>, RepoError> {
+    Ok(history(svc, now).await?.rolling)
+}
+
+/// The Sunday starting the UTC week of `t`.
+fn week_of(t: Timestamp) -> jiff::civil::Date {
+    let day = t.to_zoned(jiff::tz::TimeZone::UTC).date();
+    let back = i64::from(day.weekday().to_sunday_zero_offset());
+    day.checked_sub(jiff::Span::new().days(back)).unwrap_or(day)
+}
+
+fn midnight(day: jiff::civil::Date) -> Timestamp {
+    day.to_zoned(jiff::tz::TimeZone::UTC)
+        .map(|z| z.timestamp())
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// What one run computes: the rolling windows, and the calendar weeks it refreshes.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    /// Every environment's reports over [`WINDOWS`] ending now, production first.
+    pub rolling: Vec<DoraReport>,
+    /// Per environment: the week (its Sunday) and its reports (the week so far for this
+    /// week, the whole week for the last, so late facts settle into it).
+    pub weeks: Vec<(String, jiff::civil::Date, Vec<DoraReport>)>,
+}
+
+/// Reads each environment's facts once and computes both the rolling windows and the
+/// current and previous calendar week.
+pub async fn history(svc: &Services, now: Timestamp) -> Result<History, RepoError> {
     let widest = WINDOWS.iter().copied().max().unwrap_or(90);
     let from = Window::last_days(now, widest).from;
-    let mut out = Vec::new();
-    let environments: Vec<String> = svc.policy.environments().map(|e| e.name.clone()).collect();
-    for env in environments {
-        let (deployments, incidents) = facts(svc, &env, from, now).await?;
-        let repos: std::collections::BTreeSet<&str> = deployments
+    let this_week = week_of(now);
+    let last_week = this_week
+        .checked_sub(jiff::Span::new().days(7))
+        .unwrap_or(this_week);
+    let mut out = History::default();
+    for env in environments_production_first(svc) {
+        let facts = facts(svc, &env, from, now).await?;
+        let rolling: Vec<Window> = WINDOWS
             .iter()
-            .filter_map(|d| d.repo.as_deref())
+            .map(|days| Window::last_days(now, *days))
             .collect();
-        let mut scopes: Vec<Option<&str>> = vec![None];
-        if repos.len() > 1 {
-            scopes.extend(repos.iter().copied().map(Some));
-        }
-        for repo in scopes {
-            for days in WINDOWS {
-                out.push(dora::report_for(
-                    &env,
-                    repo,
-                    Window::last_days(now, days),
-                    &deployments,
-                    &incidents,
-                ));
+        out.rolling.extend(scoped_reports(svc, &env, &facts, &rolling));
+        for (week, to) in [
+            (last_week, midnight(this_week)),
+            (this_week, now),
+        ] {
+            let window = Window {
+                from: midnight(week),
+                to,
+            };
+            if window.to > window.from {
+                out.weeks
+                    .push((env.clone(), week, scoped_reports(svc, &env, &facts, &[window])));
             }
         }
     }
@@ -226,6 +406,11 @@ pub fn metric_lines(report: &DoraReport, at: Timestamp) -> Vec<String> {
             report.change_failure_rate.map(|r| r * 100.0),
         ),
         (
+            "FailedDeploymentRecoveryTime",
+            Unit::Seconds,
+            report.recovery_seconds,
+        ),
+        (
             "TimeToRestore",
             Unit::Seconds,
             report.time_to_restore_seconds,
@@ -243,7 +428,7 @@ pub fn metric_lines(report: &DoraReport, at: Timestamp) -> Vec<String> {
 pub async fn run(ctx: &JobContext) -> Result<JobOutcome, JobError> {
     let svc = &ctx.services;
     let now = svc.now();
-    let all = reports(svc, now).await?;
+    let History { rolling: all, weeks } = history(svc, now).await?;
     let mut by_env: std::collections::BTreeMap<String, Vec<&DoraReport>> = Default::default();
     for r in &all {
         for line in metric_lines(r, now) {
@@ -258,6 +443,9 @@ pub async fn run(ctx: &JobContext) -> Result<JobOutcome, JobError> {
         // read (a second run the same day replaces the first's).
         let owned: Vec<DoraReport> = reports.iter().map(|r| (*r).clone()).collect();
         svc.repo.put_dora_day(env, day, &owned).await?;
+    }
+    for (env, week, reports) in &weeks {
+        svc.repo.put_dora_week(env, *week, reports).await?;
     }
     // People read the 30-day figures; the others are in the details and the metrics.
     let summary = all

@@ -21,6 +21,7 @@ pub const METRICS: &[&str] = &[
     "LeadTimeForChanges",
     "ChangeFailureRate",
     "TimeToRestore",
+    "FailedDeploymentRecoveryTime",
     // With the DORA report: deployments rolled back, and the median wait for approvals.
     "Rollbacks",
     "ApprovalWait",

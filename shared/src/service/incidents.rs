@@ -2,8 +2,8 @@
 //! synthetic probes) is turned into [`AlertSignal`]s at the edge and ingested here.
 //!
 //! - One incident per `{source}:{fingerprint}`; its id is also the PagerDuty `dedup_key`.
-//!   A firing signal opens it (or reopens a resolved one, or refreshes an open one); a
-//!   resolved signal closes it and measures the time to restore.
+//!   A firing signal opens it (or reopens a resolved one as a new episode, or refreshes an
+//!   open one); a resolved signal closes the episode and measures its time to restore.
 //! - Each signal is claimed once (`IDEM#alert#…`, keyed by a hash of source, fingerprint,
 //!   status, `startsAt` and `endsAt`, or by the transport's own message id), so a redelivered
 //!   notification changes nothing. The claim is pending for a short lease until the signal is
@@ -17,8 +17,10 @@
 //! - The alert's service label is routed to a repository by the policy
 //!   ([`Policy::repository_for_service`]: `[services]`, else `[alerts] default_owner`). A
 //!   routed incident belongs to that repository's scope: it names the repository
-//!   (`repository`) and its deployment verifying in the environment (`caused_by_deployment`),
-//!   may roll that one back ([`super::rollback`]) and blocks only that repository's deploys.
+//!   (`repository`) and the deployment it is attributed to (`caused_by_deployment`, with
+//!   `attribution` saying why): the one verifying in the scope when the alert *began* (its
+//!   `startsAt`, within `[alerts] start_tolerance`), not when it arrived. It may roll that one
+//!   back ([`super::rollback`]) and blocks only that repository's deploys.
 //!   An alert naming no service, or one the policy cannot route, opens at environment level:
 //!   nothing is rolled back automatically, a page says why ("no repository for service X"),
 //!   and it blocks every repository of the environment per `block_on_critical_incident`.
@@ -29,16 +31,18 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
 use super::rollback::{self, RollbackOutcome};
 use super::{ServiceError, Services};
 // The alert types moved to `domain::events`; tests and benches still name them here.
 pub use crate::domain::events::{fingerprint_of_labels, AlertSignal, AlertStatus};
-use crate::domain::ids::EnvName;
+use crate::domain::deployment::DeploymentKind;
+use crate::domain::dora::human_duration;
+use crate::domain::ids::{short_sha, EnvName};
 use crate::domain::incident::{
-    kept_labels, Incident, IncidentChange, IncidentEvent, IncidentStatus,
+    kept_labels, Episode, Incident, IncidentChange, IncidentEvent, IncidentStatus,
 };
 use crate::domain::policy::{Policy, Severity};
 use crate::domain::scope::Scope;
@@ -270,6 +274,13 @@ fn new_incident(
         last_seen_at: now,
         resolved_at: None,
         caused_by_deployment: None,
+        attribution: None,
+        episodes: vec![Episode {
+            began_at: opened_at,
+            resolved_at: None,
+            caused_by_deployment: None,
+            attribution: None,
+        }],
         link: signal.link.clone(),
         notifications: 1,
         alert_name: signal
@@ -325,7 +336,7 @@ async fn apply(
             }
             (Some(mut inc), AlertStatus::Firing) => {
                 indexed_at = Some(open_index_pk(&inc));
-                let effect = if inc.fired(now) {
+                let effect = if inc.fired(now, signal.starts_at) {
                     Effect::Reopened
                 } else {
                     Effect::Refreshed
@@ -350,9 +361,10 @@ async fn apply(
         };
         if matches!(effect, Effect::Opened | Effect::Reopened) {
             // The policy routes the alert's service to a repository: the incident belongs to
-            // that repository's scope and names its deployment verifying there, if any. An
-            // alert it cannot route stays at environment level (and blocks every repository
-            // of the environment per `block_on_critical_incident`).
+            // that repository's scope and is attributed to the deployment verifying there when
+            // the alert began, if any. An alert it cannot route stays at environment level
+            // (and blocks every repository of the environment per
+            // `block_on_critical_incident`).
             let scope = inc
                 .service
                 .as_deref()
@@ -363,10 +375,17 @@ async fn apply(
                         .and_then(|e| EnvName::parse(e).ok()),
                 )
                 .map(|(repo, env)| Scope::new(repo, env));
-            inc.caused_by_deployment = match &scope {
-                Some(scope) => verifying_holder(svc, scope, now).await?,
-                None => None,
+            let (blamed, why) = match &scope {
+                Some(scope) => attribution(svc, scope, inc.opened_at).await?,
+                None => (
+                    None,
+                    match &inc.service {
+                        Some(s) => format!("no repository for service {s:?}; not attributed"),
+                        None => "the alert names no service; not attributed".to_owned(),
+                    },
+                ),
             };
+            inc.attribute(blamed, why);
             inc.repository = scope.map(|s| s.repo);
         }
         let change = match effect {
@@ -418,23 +437,146 @@ async fn apply(
     Ok(result)
 }
 
-/// The scope's lock holder when the scope's heads say it is inside its verification window,
-/// from one read of the scope's partition (the lock and the heads live there).
-async fn verifying_holder(
+/// How far back [`attribution`] looks for a deployment that was verifying when an alert
+/// began, when the scope has changed since: GitHub waits at most 30 days for an answer, so a
+/// deployment going out later than that after its request does not exist.
+const ATTRIBUTION_LOOKBACK: SignedDuration = SignedDuration::from_hours(31 * 24);
+/// At most this many of the environment's deployments are read for that look back.
+const ATTRIBUTION_LOOKBACK_LIMIT: usize = 200;
+
+/// The deployment an episode that began at `began` is attributed to, and why: the one
+/// verifying in `scope` when the alert began, counting a deployment as verifying from
+/// `[alerts] start_tolerance` before it went out to the end of its window.
+///
+/// One read of the scope's partition (the heads live there), as before; only an alert that
+/// began before the scope's latest change (a late notification, or an alert that predates
+/// the deploy now verifying) pays one more query, of the environment's recent deployments.
+async fn attribution(
     svc: &Services,
     scope: &Scope,
-    now: Timestamp,
-) -> Result<Option<String>, ServiceError> {
+    began: Timestamp,
+) -> Result<(Option<String>, String), ServiceError> {
+    let tolerance =
+        SignedDuration::try_from(svc.policy.alerts().start_tolerance).unwrap_or_default();
     let state = svc.repo.scope_state(scope).await?;
-    Ok(match (state.lock_holder, state.current) {
-        (Some(holder), Some(current))
-            if current.deployment_id == holder
-                && current.verify_until.is_some_and(|until| now < until) =>
-        {
-            Some(holder)
+    let Some(current) = state.current else {
+        return Ok((None, format!("nothing had been deployed to {scope} when it began")));
+    };
+    let sha = short_sha(&current.sha);
+    // Heads written before they carried the window's end: the lock holder that is the
+    // scope's current deployment is verifying (a finished one has let the lock go).
+    let holder_verifying = state.lock_holder.as_deref() == Some(current.deployment_id.as_str());
+    let until = current
+        .verify_until
+        .or(holder_verifying.then_some(Timestamp::MAX));
+    if let Some(until) = until {
+        if began >= until {
+            return Ok((
+                None,
+                format!("began after the verification window of {sha} ended; not attributed"),
+            ));
         }
-        _ => None,
-    })
+        if began >= current.at {
+            let after = human_duration(began.duration_since(current.at).as_secs_f64());
+            return Ok((
+                Some(current.deployment_id),
+                format!("began {after} after {sha} went out, inside its verification window"),
+            ));
+        }
+        let before = human_duration(current.at.duration_since(began).as_secs_f64());
+        if began + tolerance >= current.at {
+            return Ok((
+                Some(current.deployment_id),
+                format!(
+                    "began {before} before {sha} went out, within the {} start tolerance",
+                    human_duration(tolerance.as_secs_f64())
+                ),
+            ));
+        }
+        if let Some(found) = verifying_at(svc, scope, began, tolerance).await? {
+            return Ok(found);
+        }
+        return Ok((
+            None,
+            format!("began {before} before {sha} went out; not attributed to it"),
+        ));
+    }
+    if began >= current.at {
+        return Ok((
+            None,
+            format!("no deployment was verifying in {scope} when it began ({sha} running)"),
+        ));
+    }
+    Ok(verifying_at(svc, scope, began, tolerance)
+        .await?
+        .unwrap_or_else(|| {
+            (
+                None,
+                format!("no deployment was verifying in {scope} when it began"),
+            )
+        }))
+}
+
+/// The deployment of `scope` that was inside its verification window at `began` (went out
+/// at most `tolerance` after it, not yet rolled back), looked up among the environment's
+/// recent deployments.
+async fn verifying_at(
+    svc: &Services,
+    scope: &Scope,
+    began: Timestamp,
+    tolerance: SignedDuration,
+) -> Result<Option<(Option<String>, String)>, ServiceError> {
+    let window = svc
+        .policy
+        .for_scope(&scope.repo, &scope.environment)
+        .ok()
+        .and_then(|p| SignedDuration::try_from(p.policy.verification_window).ok())
+        .unwrap_or_default();
+    let from = began
+        .checked_sub(ATTRIBUTION_LOOKBACK)
+        .unwrap_or(Timestamp::UNIX_EPOCH);
+    let to = began.checked_add(tolerance).unwrap_or(began);
+    let deployments = svc
+        .repo
+        .deployments_in(
+            scope.environment.as_str(),
+            from,
+            to,
+            true,
+            Some(ATTRIBUTION_LOOKBACK_LIMIT),
+        )
+        .await?;
+    for dep in deployments
+        .iter()
+        .filter(|d| d.repo == scope.repo && d.kind == DeploymentKind::Deploy)
+    {
+        let Some(until) = dep.verify_until else {
+            continue;
+        };
+        let Ok(went_out) = until.checked_sub(window) else {
+            continue;
+        };
+        let rolled_back_before = dep
+            .rollback
+            .as_ref()
+            .is_some_and(|r| r.started_at <= began);
+        if began < until && began + tolerance >= went_out && !rolled_back_before {
+            let sha = dep.sha.short();
+            let why = if began >= went_out {
+                format!(
+                    "began {} after {sha} went out, inside its verification window",
+                    human_duration(began.duration_since(went_out).as_secs_f64())
+                )
+            } else {
+                format!(
+                    "began {} before {sha} went out, within the start tolerance",
+                    human_duration(went_out.duration_since(began).as_secs_f64())
+                )
+            };
+            return Ok(Some((Some(dep.id.clone()), why)));
+        }
+    }
+    Ok(None)
 }
 
 async fn publish(svc: &Services, inc: &Incident, status: &str, now: Timestamp) {
@@ -449,6 +591,7 @@ async fn publish(svc: &Services, inc: &Incident, status: &str, now: Timestamp) {
             link: inc.link.clone(),
             deployment_id: inc.caused_by_deployment.clone(),
             repository: inc.repository.as_ref().map(ToString::to_string),
+            attribution: inc.attribution.clone(),
         },
     ))
     .await;

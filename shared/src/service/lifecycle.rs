@@ -14,11 +14,11 @@ use jiff::Timestamp;
 use super::update_deployment;
 use super::{ServiceError, Services};
 use crate::domain::deployment::{Action, Actor, Deployment, Head, State};
-use crate::domain::events::WorkflowRunCompleted;
+use crate::domain::events::{CommitsPushed, WorkflowRunCompleted};
 use crate::domain::ids::{GitHubDeploymentState, RepoName, Sha};
 use crate::domain::scope::Scope;
 use crate::notify::Notification;
-use crate::store::repo::ShaFact;
+use crate::store::repo::{PushRecord, PushedCommit, ShaFact};
 
 pub use crate::domain::events::{DeploymentCreated, DeploymentStatus};
 
@@ -618,6 +618,38 @@ pub async fn workflow_completed(
             },
         )
         .await?;
+    Ok(())
+}
+
+/// Most commits a push record keeps (GitHub's payload lists at most 2,048).
+pub const MAX_PUSH_COMMITS: usize = 2048;
+
+/// A push: every commit's timestamp (the start of its lead time), and the push itself in its
+/// head's partition, so the DORA report can tell which commits a deployment of that head was
+/// the first to carry. One more write per push than the commits alone: the lead time over
+/// every commit of a change needs the push's shape (its previous head).
+pub async fn pushed(svc: &Services, push: &CommitsPushed) -> Result<(), ServiceError> {
+    for (sha, at) in &push.commits {
+        commit_seen(svc, &push.repo, sha, *at).await?;
+    }
+    if let Some(after) = &push.after {
+        svc.repo
+            .record_push(&PushRecord {
+                repo: push.repo.clone(),
+                before: push.before.clone(),
+                after: after.clone(),
+                commits: push
+                    .commits
+                    .iter()
+                    .take(MAX_PUSH_COMMITS)
+                    .map(|(sha, at)| PushedCommit {
+                        sha: sha.clone(),
+                        at: *at,
+                    })
+                    .collect(),
+            })
+            .await?;
+    }
     Ok(())
 }
 

@@ -42,7 +42,7 @@ use crate::domain::deployment::{
 };
 use crate::domain::ids::short_sha;
 use crate::domain::incident::Incident;
-use crate::domain::policy::{EnvironmentPolicy, RollbackMethod, Severity};
+use crate::domain::policy::{EnvironmentPolicy, RollbackAlerts, RollbackMethod, Severity};
 use crate::domain::scope::Scope;
 use crate::notify::{Notification, NotificationBody};
 use crate::outbound::github::NewDeployment;
@@ -67,6 +67,10 @@ pub enum Skipped {
     /// The alert names no service, or one the policy routes to no repository: nothing is
     /// rolled back automatically, and a page says why.
     NoRepositoryForService { service: Option<String> },
+    /// A deployment is verifying, but the alert is not attributed to it (it began before the
+    /// deployment went out, see `[alerts] start_tolerance`), and the environment rolls back
+    /// only on alerts that began after the deploy (`rollback_alerts`, the default).
+    NotAttributed { deployment_id: String, why: String },
 }
 
 /// What a rollback request did.
@@ -246,20 +250,25 @@ pub async fn start_automatic(
     let Some(dep) = dep else {
         return Ok(RollbackOutcome::Skipped(Skipped::NoDeploymentVerifying));
     };
-    if incident
-        .caused_by_deployment
-        .as_ref()
-        .is_some_and(|id| *id != dep.id)
+    // The verifying deployment's repository may override `rollback_on` and `rollback_alerts`.
+    let scoped = svc.policy.for_scope(&dep.repo, &dep.environment).ok();
+    let rules = scoped.as_ref().map_or(env, |s| &s.policy);
+    if rules.rollback_alerts == RollbackAlerts::BeganAfterDeploy
+        && incident.caused_by_deployment.as_deref() != Some(dep.id.as_str())
     {
-        // The incident opened during an earlier deployment's window; this one is not its cause.
-        return Ok(RollbackOutcome::Skipped(Skipped::NoDeploymentVerifying));
+        // The alert began before this deployment went out (or is another one's): it is not
+        // this deployment's doing, and rolling it back would not help.
+        let why = incident
+            .attribution
+            .clone()
+            .unwrap_or_else(|| format!("not attributed to {}", dep.sha.short()));
+        tracing::info!(deployment_id = %dep.id, incident_id = %incident.id, %why, "alert not attributed to the verifying deployment; no automatic rollback");
+        return Ok(RollbackOutcome::Skipped(Skipped::NotAttributed {
+            deployment_id: dep.id.clone(),
+            why,
+        }));
     }
-    // The verifying deployment's repository may override `rollback_on`.
-    let rolls_back = svc
-        .policy
-        .for_scope(&dep.repo, &dep.environment)
-        .map(|e| e.rolls_back_on(incident.severity))
-        .unwrap_or_else(|_| env.rolls_back_on(incident.severity));
+    let rolls_back = rules.rolls_back_on(incident.severity);
     if !rolls_back {
         return Ok(RollbackOutcome::Skipped(Skipped::SeverityNotRollingBack {
             severity: incident.severity,

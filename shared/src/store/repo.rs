@@ -103,11 +103,43 @@ struct Pointer {
     deployment_id: String,
 }
 
-/// One UTC day's DORA reports of an environment, as the `dora-report` job kept them.
+/// One UTC day's (or calendar week's) DORA reports of an environment, as the `dora-report`
+/// job kept them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DoraDay {
     pub day: jiff::civil::Date,
     pub reports: Vec<crate::domain::dora::DoraReport>,
+}
+
+/// One push (`push` webhook): the commits that moved a branch from `before` to `after`, with
+/// their timestamps. Kept in `after`'s sha partition, so the commits a deployment of `after`
+/// carries are found by walking pushes back from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushRecord {
+    pub repo: RepoName,
+    /// The branch's previous head; `None` for a new branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<Sha>,
+    pub after: Sha,
+    pub commits: Vec<PushedCommit>,
+}
+
+/// A commit of a push.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushedCommit {
+    pub sha: Sha,
+    pub at: Timestamp,
+}
+
+/// What is known of one sha, from one read of its partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShaRecord {
+    /// Its commit time (first sighting).
+    pub committed_at: Option<Timestamp>,
+    /// Environments where its deployment succeeded.
+    pub succeeded_in: BTreeSet<String>,
+    /// The pushes that made it a branch's head.
+    pub pushes: Vec<PushRecord>,
 }
 
 /// A fact about a sha: CI outcome, commit time, success in an environment.
@@ -1113,6 +1145,51 @@ impl Repo {
             .collect()
     }
 
+    /// Keeps a push in its head's partition (a redelivery writes the same item again).
+    pub async fn record_push(&self, push: &PushRecord) -> Result<(), RepoError> {
+        let before = push.before.as_ref().map_or("new", |s| s.as_str());
+        self.store
+            .write(Write::Put {
+                item: Item {
+                    pk: format!("SHA#{}@{}", push.repo, push.after),
+                    sk: format!("PUSH#{before}"),
+                    version: 1,
+                    expires_at: None,
+                    timeline: None,
+                    data: to_json(push),
+                },
+                condition: Condition::None,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Everything known of a sha (commit time, environments it succeeded in, pushes to it),
+    /// from one read of its partition.
+    pub async fn sha_record(&self, repo: &str, sha: &str) -> Result<ShaRecord, RepoError> {
+        let items = self
+            .store
+            .query(Query::Partition {
+                pk: format!("SHA#{repo}@{sha}"),
+                sk_prefix: String::new(),
+                descending: false,
+                limit: None,
+            })
+            .await?;
+        let mut record = ShaRecord::default();
+        for item in &items {
+            if item.sk == "COMMIT" {
+                let fact: ShaFact = from_item(item, "sha fact")?;
+                record.committed_at = Some(record.committed_at.map_or(fact.at, |t| t.min(fact.at)));
+            } else if let Some(env) = item.sk.strip_prefix("OK#") {
+                record.succeeded_in.insert(env.to_string());
+            } else if item.sk.starts_with("PUSH#") {
+                record.pushes.push(from_item(item, "push")?);
+            }
+        }
+        Ok(record)
+    }
+
     /// Environments where this sha's deployment succeeded.
     pub async fn succeeded_in(&self, repo: &str, sha: &str) -> Result<BTreeSet<String>, RepoError> {
         Ok(self
@@ -1257,16 +1334,61 @@ impl Repo {
         Ok(())
     }
 
+    /// Keeps one calendar week's DORA reports of an environment (every scope, the week as
+    /// the window; `week` is its Sunday), replacing an earlier run's.
+    pub async fn put_dora_week(
+        &self,
+        environment: &str,
+        week: jiff::civil::Date,
+        reports: &[crate::domain::dora::DoraReport],
+    ) -> Result<(), RepoError> {
+        self.store
+            .write(Write::Put {
+                item: Item {
+                    pk: format!("DORAWEEK#{environment}"),
+                    sk: week.to_string(),
+                    version: 1,
+                    expires_at: None,
+                    timeline: None,
+                    data: to_json(&DoraDay {
+                        day: week,
+                        reports: reports.to_vec(),
+                    }),
+                },
+                condition: Condition::None,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The kept DORA weeks of one environment whose Sunday is `from` or later, oldest first.
+    pub async fn dora_weeks(
+        &self,
+        environment: &str,
+        from: jiff::civil::Date,
+    ) -> Result<Vec<DoraDay>, RepoError> {
+        self.dora_series(format!("DORAWEEK#{environment}"), from)
+            .await
+    }
+
     /// The kept DORA days of one environment from `from` on, oldest first.
     pub async fn dora_days(
         &self,
         environment: &str,
         from: jiff::civil::Date,
     ) -> Result<Vec<DoraDay>, RepoError> {
+        self.dora_series(format!("DORA#{environment}"), from).await
+    }
+
+    async fn dora_series(
+        &self,
+        pk: String,
+        from: jiff::civil::Date,
+    ) -> Result<Vec<DoraDay>, RepoError> {
         let items = self
             .store
             .query(Query::Partition {
-                pk: format!("DORA#{environment}"),
+                pk,
                 sk_prefix: String::new(),
                 descending: false,
                 limit: None,

@@ -13,7 +13,7 @@ use super::tree::{self, Entry, Kind, LineIndex, Node, Span};
 use super::{
     AlertsPolicy, AnalysisCheck, AnalysisPolicy, BackupsPolicy, DeployWindow, EnvironmentPolicy,
     Freeze, MetricSourceSpec, NotificationsPolicy, Policy, PolicyError, PolicyErrors, Probe,
-    PrometheusAuthSpec, RollbackMethod, Severity, TimeOfDay, ANALYSIS_VAR_PREFIX,
+    PrometheusAuthSpec, RollbackAlerts, RollbackMethod, Severity, TimeOfDay, ANALYSIS_VAR_PREFIX,
 };
 use crate::domain::analysis::{self, Condition, Inconclusive, SampleRule};
 use crate::domain::ids::RepoName;
@@ -54,6 +54,7 @@ const ALERTS_KEYS: &[&str] = &[
     "severity_label",
     "severity_map",
     "default_owner",
+    "start_tolerance",
 ];
 const NOTIFICATIONS_KEYS: &[&str] = &["pagerduty_routing_keys"];
 /// What every variable `pagerduty_routing_keys` names must start with: the policy names where
@@ -82,10 +83,12 @@ const ENVIRONMENT_KEYS: &[&str] = &[
     "deploy_timeout",
     "block_on_critical_incident",
     "rollback_on",
+    "rollback_alerts",
     "rollback",
     "pre_deploy_backups",
     "slack_channel",
     "rollback_drill",
+    "production",
     "windows",
     "freezes",
     "break_glass",
@@ -108,6 +111,7 @@ const OVERRIDE_KEYS: &[&str] = &[
     "deploy_timeout",
     "block_on_critical_incident",
     "rollback_on",
+    "rollback_alerts",
     "rollback",
     "pre_deploy_backups",
     "windows",
@@ -580,6 +584,11 @@ impl<'a> Ctx<'a> {
                 } else {
                     alerts.default_owner = Some(owner);
                 }
+            }
+        }
+        if let Some(f) = table.take("start_tolerance") {
+            if let Some(d) = self.duration(&f, Duration::ZERO) {
+                alerts.start_tolerance = d;
             }
         }
         if let Some(f) = table.take("severity_label") {
@@ -1248,6 +1257,24 @@ impl<'a> Ctx<'a> {
                 severities.sort();
                 severities.dedup();
                 env.rollback_on = severities;
+            }
+        }
+        if let Some(f) = table.take("rollback_alerts") {
+            match self.string(&f).as_deref() {
+                Some("began_after_deploy") => env.rollback_alerts = RollbackAlerts::BeganAfterDeploy,
+                Some("any_in_window") => env.rollback_alerts = RollbackAlerts::AnyInWindow,
+                Some(other) => self.fail(
+                    &f,
+                    format!("{other:?} is not one of \"began_after_deploy\", \"any_in_window\""),
+                ),
+                None => {}
+            }
+        }
+        if !overriding {
+            if let Some(f) = table.take("production") {
+                if let Some(b) = self.bool(&f) {
+                    env.production = Some(b);
+                }
             }
         }
         if let Some(f) = table.take("rollback") {

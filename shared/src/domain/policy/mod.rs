@@ -133,6 +133,21 @@ impl Policy {
         self.environments.values()
     }
 
+    /// Is `environment` production for DORA? Its `production` key when set; otherwise
+    /// production when no other environment promotes from it (the end of its chain). An
+    /// environment the policy does not know is not.
+    pub fn is_production(&self, environment: &str) -> bool {
+        let Some(env) = self.environments.get(environment) else {
+            return false;
+        };
+        env.production.unwrap_or_else(|| {
+            !self
+                .environments
+                .values()
+                .any(|other| other.name != env.name && other.promotion_from.contains(&env.name))
+        })
+    }
+
     /// The GitHub login mapped to a Slack user id in `[identities]`.
     pub fn slack_user_login(&self, slack_id: &str) -> Option<&str> {
         self.identities.get(slack_id).map(String::as_str)
@@ -224,7 +239,14 @@ pub struct AlertsPolicy {
     /// Owner of the repository named like a service that `[services]` does not list; none
     /// by default (see [`Policy::repository_for_service`]).
     pub default_owner: Option<String>,
+    /// How long before a deployment went out an alert may have begun and still be
+    /// attributed to it (clocks differ, and a rollout serves traffic before GitHub hears of
+    /// its success). Default 60 s.
+    pub start_tolerance: Duration,
 }
+
+/// The default `[alerts] start_tolerance`.
+pub const DEFAULT_START_TOLERANCE: Duration = Duration::from_secs(60);
 
 impl AlertsPolicy {
     pub fn canonical_severity(&self, raw: &str) -> Option<Severity> {
@@ -249,6 +271,7 @@ impl Default for AlertsPolicy {
             .map(|(raw, severity)| (raw.to_owned(), severity))
             .collect(),
             default_owner: None,
+            start_tolerance: DEFAULT_START_TOLERANCE,
         }
     }
 }
@@ -386,6 +409,11 @@ pub struct EnvironmentPolicy {
     pub deploy_timeout: Duration,
     pub block_on_critical_incident: bool,
     pub rollback_on: Vec<Severity>,
+    /// Which alerts of a `rollback_on` severity roll a verifying deployment back.
+    pub rollback_alerts: RollbackAlerts,
+    /// Is this a production environment for DORA? `None`: the default, production when no
+    /// other environment promotes from it ([`super::Policy::is_production`]).
+    pub production: Option<bool>,
     pub rollback: RollbackMethod,
     pub pre_deploy_backups: Vec<String>,
     pub slack_channel: Option<String>,
@@ -424,6 +452,8 @@ impl EnvironmentPolicy {
             deploy_timeout: DEFAULT_DEPLOY_TIMEOUT,
             block_on_critical_incident: true,
             rollback_on: vec![Severity::Critical],
+            rollback_alerts: RollbackAlerts::BeganAfterDeploy,
+            production: None,
             rollback: RollbackMethod::Redeploy,
             pre_deploy_backups: Vec::new(),
             slack_channel: None,
@@ -453,6 +483,26 @@ impl EnvironmentPolicy {
     /// Does an alert of this severity roll a fresh deploy back?
     pub fn rolls_back_on(&self, severity: Severity) -> bool {
         self.rollback_on.contains(&severity)
+    }
+}
+
+/// `rollback_alerts`: which alerts roll a verifying deployment back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RollbackAlerts {
+    /// `"began_after_deploy"` (the default): only an alert attributed to the deployment, one
+    /// that began after it went out (within `[alerts] start_tolerance`).
+    #[default]
+    BeganAfterDeploy,
+    /// `"any_in_window"`: any alert arriving while it verifies, whenever it began.
+    AnyInWindow,
+}
+
+impl RollbackAlerts {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RollbackAlerts::BeganAfterDeploy => "began_after_deploy",
+            RollbackAlerts::AnyInWindow => "any_in_window",
+        }
     }
 }
 

@@ -29,6 +29,7 @@ pub const OVERRIDABLE_KEYS: &[&str] = &[
     "deploy_timeout",
     "block_on_critical_incident",
     "rollback_on",
+    "rollback_alerts",
     "rollback",
     "pre_deploy_backups",
     "windows",
@@ -50,6 +51,10 @@ pub(crate) const ENVIRONMENT_WIDE_KEYS: &[(&str, &str)] = &[
     (
         "rollback_drill",
         "rollback drills are scheduled per environment",
+    ),
+    (
+        "production",
+        "DORA reports an environment as production or not, for every repository",
     ),
     ("overrides", "overrides do not nest"),
 ];
@@ -182,10 +187,12 @@ pub(crate) const SECTION_KEYS: &[&str] = &[
     "deploy_timeout",
     "block_on_critical_incident",
     "rollback_on",
+    "rollback_alerts",
     "rollback",
     "pre_deploy_backups",
     "slack_channel",
     "rollback_drill",
+    "production",
     "windows",
     "freezes",
     "break_glass",
@@ -300,6 +307,7 @@ pub(crate) fn apply_key(to: &mut EnvironmentPolicy, from: &EnvironmentPolicy, ke
             to.block_on_critical_incident = from.block_on_critical_incident
         }
         "rollback_on" => to.rollback_on = from.rollback_on.clone(),
+        "rollback_alerts" => to.rollback_alerts = from.rollback_alerts,
         "rollback" => to.rollback = from.rollback.clone(),
         "pre_deploy_backups" => to.pre_deploy_backups = from.pre_deploy_backups.clone(),
         "windows" => to.windows = from.windows.clone(),
