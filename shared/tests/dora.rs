@@ -752,7 +752,10 @@ fn a_deployment_that_failed_after_reaching_the_environment_still_counts() {
         &[never_reached, failed_after, fix],
         &[],
     );
-    assert_eq!(r.deployments, 2, "d1 reached production, so it is a deployment");
+    assert_eq!(
+        r.deployments, 2,
+        "d1 reached production, so it is a deployment"
+    );
     assert_eq!(r.failed_before_reaching, 1);
     // Lead times 1h (d1) and 20m (d2).
     assert_eq!(r.lead_time_samples, 2);

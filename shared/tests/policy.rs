@@ -1662,3 +1662,68 @@ condition = "< 0.01"
         ]
     );
 }
+
+#[test]
+fn dora_production_rollback_alerts_and_start_tolerance_have_defaults_and_checked_values() {
+    use shipgate::domain::policy::RollbackAlerts;
+    use std::time::Duration;
+    let policy = parse(
+        r#"
+[alerts]
+start_tolerance = "2m"
+
+[environments.staging]
+
+[environments.production]
+promotion_from = ["staging"]
+rollback_alerts = "any_in_window"
+
+[environments.qa]
+production = true
+
+[[environments.production.overrides]]
+repos = ["acme/api"]
+rollback_alerts = "began_after_deploy"
+"#,
+    );
+    // Production by default when nothing promotes from it; staging is promoted from.
+    assert!(policy.is_production("production"));
+    assert!(!policy.is_production("staging"));
+    assert!(policy.is_production("qa"), "set explicitly");
+    assert!(!policy.is_production("nowhere"));
+    assert_eq!(policy.alerts().start_tolerance, Duration::from_secs(120));
+    let env = |name: &str| policy.environment(name).expect("environment");
+    assert_eq!(
+        env("production").rollback_alerts,
+        RollbackAlerts::AnyInWindow
+    );
+    assert_eq!(
+        env("staging").rollback_alerts,
+        RollbackAlerts::BeganAfterDeploy
+    );
+    let api = policy
+        .for_scope(
+            &"acme/api".parse().expect("repo"),
+            &"production".parse().expect("env"),
+        )
+        .expect("governed");
+    assert_eq!(api.policy.rollback_alerts, RollbackAlerts::BeganAfterDeploy);
+    assert_eq!(
+        parse("[environments.production]\n")
+            .alerts()
+            .start_tolerance,
+        Duration::from_secs(60)
+    );
+
+    assert_eq!(
+        one_error("[environments.production]\nrollback_alerts = \"sometimes\"\n"),
+        "policy.toml:2:19: environments.production.rollback_alerts: \"sometimes\" is not one of \"began_after_deploy\", \"any_in_window\""
+    );
+    let refused = errors("[environments.production]\n[[environments.production.overrides]]\nrepos = [\"acme/api\"]\nproduction = false\n");
+    assert!(
+        refused.iter().any(|e| e.to_string().contains(
+            "production cannot be overridden per repository: DORA reports an environment as production or not, for every repository"
+        )),
+        "{refused:#?}"
+    );
+}

@@ -99,8 +99,17 @@ struct DoraArgs {
     #[arg(long, value_name = "OWNER/NAME")]
     repo: Option<String>,
     /// Which of the kept windows: 7d, 30d or 90d.
-    #[arg(long, value_name = "W", default_value = "30d")]
+    #[arg(
+        long,
+        value_name = "W",
+        default_value = "30d",
+        conflicts_with = "weekly"
+    )]
     window: String,
+    /// Each calendar week's own figures (weeks start on Sunday, UTC) instead of the rolling
+    /// windows of each day.
+    #[arg(long)]
+    weekly: bool,
     /// How many days back from today.
     #[arg(long, value_name = "N", default_value_t = 90)]
     days: u32,
@@ -610,6 +619,7 @@ fn run(command: Command) -> Result<(), CliError> {
                 environment: args.env,
                 repo: args.repo,
                 window: args.window,
+                weekly: args.weekly,
                 days: args.days,
                 format,
             };

@@ -57,10 +57,39 @@ async fn the_reports_of_a_day_are_kept_once_and_read_back_as_table_json_and_csv(
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
         lines[0],
-        "day,environment,repository,window,deployments,frequency,lead_time_seconds,change_failure_rate,time_to_restore_seconds,rolled_back,approval_wait_seconds"
+        "day,environment,repository,production,window,deployments,frequency,lead_time_seconds,lead_time_commits,change_failure_rate,judged_deployments,failed_changes,failed_before_reaching,recovery_seconds,recovered_failures,time_to_restore_seconds,restored_incidents,rolled_back,approval_wait_seconds"
     );
-    assert_eq!(lines[1], format!("{today},production,,7d,0,,,,,0,"));
+    assert_eq!(
+        lines[1],
+        format!("{today},production,,true,7d,0,,,0,,0,0,0,,0,,0,0,")
+    );
     assert_eq!(lines.len(), 3, "{csv}");
+
+    // The calendar weeks: this week so far (and the last, when there is one), per
+    // environment, each its own window.
+    let sunday = {
+        let now = jiff::Timestamp::now()
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .date();
+        let back = i64::from(now.weekday().to_sunday_zero_offset());
+        now.checked_sub(jiff::Span::new().days(back))
+            .expect("date")
+            .to_string()
+    };
+    let weekly = json_lines(&stdout(&with_data_and_policy(
+        &["dora", "--weekly", "--json", "--env", "production"],
+        &ws,
+    )));
+    let this_week: Vec<&serde_json::Value> = weekly
+        .iter()
+        .filter(|r| r["week"] == sunday.as_str())
+        .collect();
+    assert_eq!(this_week.len(), 1, "{weekly:?}");
+    assert_eq!(this_week[0]["production"], true);
+    assert_eq!(
+        this_week[0]["window"]["from"].as_str().map(|f| &f[..10]),
+        Some(sunday.as_str())
+    );
 
     let table = stdout(&with_data_and_policy(&["dora", "--env", "staging"], &ws));
     assert!(table.starts_with("DAY"), "{table}");

@@ -68,7 +68,6 @@ pub enum DeployOutcome {
     Failed,
 }
 
-
 /// One deployment, reduced to what the Four Keys need.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeploymentFact {
@@ -337,7 +336,12 @@ fn next_good<'a>(
         .iter()
         .filter(|n| n.environment == d.environment && n.repo == d.repo && n.id != d.id)
         .filter(|n| n.reached && n.at > after)
-        .filter(|n| matches!(n.outcome, DeployOutcome::Succeeded | DeployOutcome::Verifying))
+        .filter(|n| {
+            matches!(
+                n.outcome,
+                DeployOutcome::Succeeded | DeployOutcome::Verifying
+            )
+        })
         .filter(|n| !blamed.contains(n.id.as_str()))
         .min_by_key(|n| n.at)
 }

@@ -401,13 +401,22 @@ mod tests {
         let mins = |m| t0 + jiff::SignedDuration::from_mins(m);
         let mut inc = incident(t0);
         inc.attribute(Some("dep-1".into()), "began 2m after".into());
-        assert_eq!(inc.resolve(mins(4)), Some(jiff::SignedDuration::from_mins(4)));
+        assert_eq!(
+            inc.resolve(mins(4)),
+            Some(jiff::SignedDuration::from_mins(4))
+        );
         // Fires again: began at its own start (10 past), which is after the first end.
         assert!(inc.fired(mins(11), Some(mins(10))));
         assert_eq!(inc.opened_at, mins(10));
-        assert_eq!(inc.caused_by_deployment, None, "a new episode is blamed afresh");
+        assert_eq!(
+            inc.caused_by_deployment, None,
+            "a new episode is blamed afresh"
+        );
         inc.attribute(None, "no deployment verifying".into());
-        assert_eq!(inc.resolve(mins(13)), Some(jiff::SignedDuration::from_mins(3)));
+        assert_eq!(
+            inc.resolve(mins(13)),
+            Some(jiff::SignedDuration::from_mins(3))
+        );
         let episodes = inc.all_episodes();
         assert_eq!(episodes.len(), 2);
         assert_eq!(

@@ -43,7 +43,11 @@ fn deployed_at(
     audit_times: &HashMap<(String, String), Timestamp>,
     window: SignedDuration,
 ) -> (Timestamp, bool) {
-    let audit = |what: &str| audit_times.get(&(dep.id.clone(), what.to_string())).copied();
+    let audit = |what: &str| {
+        audit_times
+            .get(&(dep.id.clone(), what.to_string()))
+            .copied()
+    };
     if let Some(t) = audit("begin_verification")
         .or_else(|| dep.verify_until.and_then(|u| u.checked_sub(window).ok()))
     {
@@ -170,8 +174,14 @@ pub async fn facts(
     let mut deployed: HashMap<String, HashSet<&str>> = HashMap::new();
     for (dep, outcome, at, reached) in timed {
         let before = deployed.entry(dep.repo.to_string()).or_default();
-        let (committed_at, commit_times) =
-            commits_of(svc, dep.repo.as_str(), dep.sha.as_str(), environment, before).await?;
+        let (committed_at, commit_times) = commits_of(
+            svc,
+            dep.repo.as_str(),
+            dep.sha.as_str(),
+            environment,
+            before,
+        )
+        .await?;
         if reached {
             before.insert(dep.sha.as_str());
         }
@@ -259,12 +269,7 @@ async fn data_began(
 /// Every report of one environment over each of `windows`: the roll-up, and, where more
 /// than one repository deployed there, each repository's own after it (with a single
 /// repository the roll-up is its report).
-fn scoped_reports(
-    svc: &Services,
-    env: &str,
-    facts: &Facts,
-    windows: &[Window],
-) -> Vec<DoraReport> {
+fn scoped_reports(svc: &Services, env: &str, facts: &Facts, windows: &[Window]) -> Vec<DoraReport> {
     let repos: BTreeSet<&str> = facts
         .deployments
         .iter()
@@ -351,18 +356,19 @@ pub async fn history(svc: &Services, now: Timestamp) -> Result<History, RepoErro
             .iter()
             .map(|days| Window::last_days(now, *days))
             .collect();
-        out.rolling.extend(scoped_reports(svc, &env, &facts, &rolling));
-        for (week, to) in [
-            (last_week, midnight(this_week)),
-            (this_week, now),
-        ] {
+        out.rolling
+            .extend(scoped_reports(svc, &env, &facts, &rolling));
+        for (week, to) in [(last_week, midnight(this_week)), (this_week, now)] {
             let window = Window {
                 from: midnight(week),
                 to,
             };
             if window.to > window.from {
-                out.weeks
-                    .push((env.clone(), week, scoped_reports(svc, &env, &facts, &[window])));
+                out.weeks.push((
+                    env.clone(),
+                    week,
+                    scoped_reports(svc, &env, &facts, &[window]),
+                ));
             }
         }
     }
@@ -428,7 +434,10 @@ pub fn metric_lines(report: &DoraReport, at: Timestamp) -> Vec<String> {
 pub async fn run(ctx: &JobContext) -> Result<JobOutcome, JobError> {
     let svc = &ctx.services;
     let now = svc.now();
-    let History { rolling: all, weeks } = history(svc, now).await?;
+    let History {
+        rolling: all,
+        weeks,
+    } = history(svc, now).await?;
     let mut by_env: std::collections::BTreeMap<String, Vec<&DoraReport>> = Default::default();
     for r in &all {
         for line in metric_lines(r, now) {

@@ -37,9 +37,9 @@ use serde::Serialize;
 use super::rollback::{self, RollbackOutcome};
 use super::{ServiceError, Services};
 // The alert types moved to `domain::events`; tests and benches still name them here.
-pub use crate::domain::events::{fingerprint_of_labels, AlertSignal, AlertStatus};
 use crate::domain::deployment::DeploymentKind;
 use crate::domain::dora::human_duration;
+pub use crate::domain::events::{fingerprint_of_labels, AlertSignal, AlertStatus};
 use crate::domain::ids::{short_sha, EnvName};
 use crate::domain::incident::{
     kept_labels, Episode, Incident, IncidentChange, IncidentEvent, IncidentStatus,
@@ -460,7 +460,10 @@ async fn attribution(
         SignedDuration::try_from(svc.policy.alerts().start_tolerance).unwrap_or_default();
     let state = svc.repo.scope_state(scope).await?;
     let Some(current) = state.current else {
-        return Ok((None, format!("nothing had been deployed to {scope} when it began")));
+        return Ok((
+            None,
+            format!("nothing had been deployed to {scope} when it began"),
+        ));
     };
     let sha = short_sha(&current.sha);
     // Heads written before they carried the window's end: the lock holder that is the
@@ -556,10 +559,7 @@ async fn verifying_at(
         let Ok(went_out) = until.checked_sub(window) else {
             continue;
         };
-        let rolled_back_before = dep
-            .rollback
-            .as_ref()
-            .is_some_and(|r| r.started_at <= began);
+        let rolled_back_before = dep.rollback.as_ref().is_some_and(|r| r.started_at <= began);
         if began < until && began + tolerance >= went_out && !rolled_back_before {
             let sha = dep.sha.short();
             let why = if began >= went_out {

@@ -1261,7 +1261,9 @@ impl<'a> Ctx<'a> {
         }
         if let Some(f) = table.take("rollback_alerts") {
             match self.string(&f).as_deref() {
-                Some("began_after_deploy") => env.rollback_alerts = RollbackAlerts::BeganAfterDeploy,
+                Some("began_after_deploy") => {
+                    env.rollback_alerts = RollbackAlerts::BeganAfterDeploy
+                }
                 Some("any_in_window") => env.rollback_alerts = RollbackAlerts::AnyInWindow,
                 Some(other) => self.fail(
                     &f,
