@@ -302,6 +302,23 @@ async fn store_round_trips_per_inbound_event_kind() {
     assert!(status_of(&resp) < 300, "{}", resp.body());
     lines.push(("alert (firing)", counter.take()));
 
+    // A push of two commits onto main: each commit's time, and the push itself.
+    let push = json!({
+        "ref": "refs/heads/main",
+        "before": "1".repeat(40),
+        "after": "3".repeat(40),
+        "deleted": false,
+        "commits": [
+            { "id": "2".repeat(40), "timestamp": "2026-03-02T08:00:00Z" },
+            { "id": "3".repeat(40), "timestamp": "2026-03-02T09:00:00Z" },
+        ],
+        "head_commit": { "id": "3".repeat(40), "timestamp": "2026-03-02T09:00:00Z" },
+        "repository": { "full_name": REPO },
+    });
+    let resp = github_webhook::handle(&webhook, deliver("push", "d-push", &push)).await;
+    assert_eq!(status_of(&resp), 200, "{}", resp.body());
+    lines.push(("push (two commits)", counter.take()));
+
     println!("store round trips per inbound event kind (SQLite, public handlers):");
     for (kind, counts) in &lines {
         println!("  {kind}: {counts}");
@@ -345,6 +362,10 @@ async fn store_round_trips_per_inbound_event_kind() {
             (
                 "alert (firing)",
                 "11 round trips: 4 get, 1 query, 2 create, 2 put, 2 transact".to_string(),
+            ),
+            (
+                "push (two commits)",
+                "7 round trips: 2 query, 1 create, 4 put".to_string(),
             ),
         ],
         "store round trips changed: if on purpose, update these figures and BENCHMARKS.md"
