@@ -1715,6 +1715,10 @@ rollback_alerts = "began_after_deploy"
         Duration::from_secs(60)
     );
 
+    assert!(
+        one_error("[alerts]\nstart_tolerance = \"2h\"\n[environments.production]\n")
+            .contains("start_tolerance: at most \"1h\"")
+    );
     assert_eq!(
         one_error("[environments.production]\nrollback_alerts = \"sometimes\"\n"),
         "policy.toml:2:19: environments.production.rollback_alerts: \"sometimes\" is not one of \"began_after_deploy\", \"any_in_window\""

@@ -363,6 +363,7 @@ mod tests {
             caused_by_deployment: None,
             attribution: None,
             episodes: Vec::new(),
+            dropped_episodes: 0,
             link: None,
             notifications: 1,
             alert_name: Some("DiskFull".into()),

@@ -767,6 +767,58 @@ async fn with_any_in_window_an_alert_that_began_before_the_deploy_rolls_it_back(
 }
 
 #[tokio::test]
+async fn a_late_resolution_of_an_earlier_episode_does_not_end_the_current_one() {
+    let h = Harness::build(POLICY, 201, ALERT_TOKEN).await;
+    let began = at("06-02", "10:00");
+    clock_to(&h, at("06-02", "10:01"));
+    h.post_alert(
+        ROUTE,
+        &api_alert("firing", "fp-late", "warning", began, None),
+    )
+    .await;
+    clock_to(&h, at("06-02", "10:06"));
+    h.post_alert(
+        ROUTE,
+        &api_alert(
+            "resolved",
+            "fp-late",
+            "warning",
+            began,
+            Some(at("06-02", "10:05")),
+        ),
+    )
+    .await;
+    // It fires again at 10:10. Then the second Alertmanager of an HA pair delivers its own
+    // resolution of the first firing (its end a little later), late: it belongs to the first
+    // episode and must not end the second.
+    clock_to(&h, at("06-02", "10:11"));
+    h.post_alert(
+        ROUTE,
+        &api_alert("firing", "fp-late", "warning", at("06-02", "10:10"), None),
+    )
+    .await;
+    clock_to(&h, at("06-02", "10:12"));
+    let late = api_alert(
+        "resolved",
+        "fp-late",
+        "warning",
+        began,
+        Some(t("2025-06-02T10:05:30Z")),
+    );
+    let reply = h.post_alert(ROUTE, &late).await;
+    assert_eq!(
+        reply.body["items"][0]["effect"], "already_resolved",
+        "{reply:?}"
+    );
+    let incident = h.incident("alertmanager:fp-late").await;
+    assert_eq!(
+        incident.status,
+        shipgate::domain::incident::IncidentStatus::Open
+    );
+    assert_eq!(incident.all_episodes().len(), 2);
+}
+
+#[tokio::test]
 async fn an_alert_that_began_within_the_start_tolerance_is_the_deploys() {
     let h = Harness::build(POLICY, 201, ALERT_TOKEN).await;
     let a = goes_out(&h, SHOP, "A", 1).await;

@@ -63,6 +63,10 @@ pub struct Incident {
     /// incident is one episode ([`Incident::all_episodes`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub episodes: Vec<Episode>,
+    /// Episodes dropped from the front of `episodes` to keep the record bounded (at most
+    /// [`MAX_EPISODES`] are kept: a flapping alert must not outgrow a store item).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped_episodes: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
     #[serde(default)]
@@ -98,6 +102,14 @@ impl Episode {
     pub fn time_to_restore(&self) -> Option<jiff::SignedDuration> {
         self.resolved_at.map(|at| at.duration_since(self.began_at))
     }
+}
+
+/// How many episodes an incident keeps (the newest); older ones are counted in
+/// `dropped_episodes`.
+pub const MAX_EPISODES: usize = 50;
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// How many of an alert's labels an incident keeps.
@@ -173,6 +185,10 @@ impl Incident {
             self.resolved_at = None;
             self.caused_by_deployment = None;
             self.attribution = None;
+            while self.episodes.len() >= MAX_EPISODES {
+                self.episodes.remove(0);
+                self.dropped_episodes = self.dropped_episodes.saturating_add(1);
+            }
             self.episodes.push(Episode {
                 began_at: began,
                 resolved_at: None,
@@ -357,6 +373,7 @@ mod tests {
             caused_by_deployment: None,
             attribution: None,
             episodes: Vec::new(),
+            dropped_episodes: 0,
             link: None,
             notifications: 1,
             alert_name: None,
@@ -432,6 +449,19 @@ mod tests {
         // A start before the previous end is not believed: the episode begins on arrival.
         assert!(inc.fired(mins(20), Some(mins(12))));
         assert_eq!(inc.opened_at, mins(20));
+    }
+
+    #[test]
+    fn a_flapping_alert_keeps_its_newest_episodes_and_counts_the_rest() {
+        let t0: Timestamp = "2025-06-02T10:00:00Z".parse().unwrap();
+        let mut inc = incident(t0);
+        for n in 1..=(MAX_EPISODES as i64 + 9) {
+            inc.resolve(t0 + jiff::SignedDuration::from_mins(2 * n - 1));
+            assert!(inc.fired(t0 + jiff::SignedDuration::from_mins(2 * n), None));
+        }
+        assert_eq!(inc.episodes.len(), MAX_EPISODES);
+        assert_eq!(inc.dropped_episodes, 10);
+        assert_eq!(inc.episodes.last().map(|e| e.began_at), Some(inc.opened_at));
     }
 
     #[test]

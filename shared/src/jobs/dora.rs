@@ -81,8 +81,15 @@ async fn commits_of(
     let mut seen: HashSet<String> = HashSet::new();
     let mut record = head.clone();
     for _ in 0..MAX_PUSH_WALK {
-        // A sha pushed more than once (to two branches) is taken from its first push.
-        let Some(push) = record.pushes.first() else {
+        // A sha pushed more than once (to two branches): the push that continues from a sha
+        // deployed here, else the first received.
+        let Some(push) = record.pushes.iter().min_by_key(|p| {
+            let continues = p
+                .before
+                .as_ref()
+                .is_some_and(|b| deployed_before.contains(b.as_str()));
+            (!continues, p.received_at)
+        }) else {
             break;
         };
         for c in &push.commits {
@@ -174,14 +181,20 @@ pub async fn facts(
     let mut deployed: HashMap<String, HashSet<&str>> = HashMap::new();
     for (dep, outcome, at, reached) in timed {
         let before = deployed.entry(dep.repo.to_string()).or_default();
-        let (committed_at, commit_times) = commits_of(
-            svc,
-            dep.repo.as_str(),
-            dep.sha.as_str(),
-            environment,
-            before,
-        )
-        .await?;
+        // A sha that reached the environment before (a redeploy, a re-run) carries no commit
+        // it was the first to deploy: no lead-time samples.
+        let (committed_at, commit_times) = if before.contains(dep.sha.as_str()) {
+            (None, Vec::new())
+        } else {
+            commits_of(
+                svc,
+                dep.repo.as_str(),
+                dep.sha.as_str(),
+                environment,
+                before,
+            )
+            .await?
+        };
         if reached {
             before.insert(dep.sha.as_str());
         }
@@ -468,6 +481,12 @@ pub async fn run(ctx: &JobContext) -> Result<JobOutcome, JobError> {
     } else {
         summary
     };
-    let details = serde_json::json!({ "generated_at": now, "reports": all });
+    let weeks: Vec<serde_json::Value> = weeks
+        .iter()
+        .map(|(env, week, reports)| {
+            serde_json::json!({ "environment": env, "week": week.to_string(), "reports": reports })
+        })
+        .collect();
+    let details = serde_json::json!({ "generated_at": now, "reports": all, "weeks": weeks });
     Ok(JobOutcome::ok(summary, details).announced())
 }

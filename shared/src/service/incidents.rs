@@ -37,7 +37,7 @@ use serde::Serialize;
 use super::rollback::{self, RollbackOutcome};
 use super::{ServiceError, Services};
 // The alert types moved to `domain::events`; tests and benches still name them here.
-use crate::domain::deployment::DeploymentKind;
+use crate::domain::deployment::{DeploymentKind, State};
 use crate::domain::dora::human_duration;
 pub use crate::domain::events::{fingerprint_of_labels, AlertSignal, AlertStatus};
 use crate::domain::ids::{short_sha, EnvName};
@@ -275,6 +275,7 @@ fn new_incident(
         resolved_at: None,
         caused_by_deployment: None,
         attribution: None,
+        dropped_episodes: 0,
         episodes: vec![Episode {
             began_at: opened_at,
             resolved_at: None,
@@ -345,6 +346,13 @@ async fn apply(
                     inc.link = signal.link.clone();
                 }
                 (inc, effect)
+            }
+            (Some(inc), AlertStatus::Resolved)
+                if resolves_an_earlier_episode(&inc, signal.starts_at) =>
+            {
+                // A resolution of an earlier firing, arriving after the alert fired again:
+                // it does not end the current episode.
+                return Ok(item(Effect::AlreadyResolved, Some(&inc)));
             }
             (Some(mut inc), AlertStatus::Resolved) => {
                 // The alert's own end is when service was restored, if it is believable.
@@ -437,6 +445,15 @@ async fn apply(
     Ok(result)
 }
 
+/// Does a resolution whose alert began at `starts_at` belong to an episode before the current
+/// one? When it began before the previous episode ended, it does.
+fn resolves_an_earlier_episode(inc: &Incident, starts_at: Option<Timestamp>) -> bool {
+    let (Some(started), Some(previous)) = (starts_at, inc.episodes.iter().rev().nth(1)) else {
+        return false;
+    };
+    previous.resolved_at.is_some_and(|ended| started < ended)
+}
+
 /// How far back [`attribution`] looks for a deployment that was verifying when an alert
 /// began, when the scope has changed since: GitHub waits at most 30 days for an answer, so a
 /// deployment going out later than that after its request does not exist.
@@ -487,7 +504,7 @@ async fn attribution(
             ));
         }
         let before = human_duration(current.at.duration_since(began).as_secs_f64());
-        if began + tolerance >= current.at {
+        if began.checked_add(tolerance).unwrap_or(Timestamp::MAX) >= current.at {
             return Ok((
                 Some(current.deployment_id),
                 format!(
@@ -538,7 +555,7 @@ async fn verifying_at(
     let from = began
         .checked_sub(ATTRIBUTION_LOOKBACK)
         .unwrap_or(Timestamp::UNIX_EPOCH);
-    let to = began.checked_add(tolerance).unwrap_or(began);
+    let to = began.checked_add(tolerance).unwrap_or(Timestamp::MAX);
     let deployments = svc
         .repo
         .deployments_in(
@@ -559,8 +576,20 @@ async fn verifying_at(
         let Ok(went_out) = until.checked_sub(window) else {
             continue;
         };
-        let rolled_back_before = dep.rollback.as_ref().is_some_and(|r| r.started_at <= began);
-        if began < until && began + tolerance >= went_out && !rolled_back_before {
+        // It ran until its window ended, or until it passed early, or until its rollback
+        // finished, whichever came first.
+        let end = [
+            Some(until),
+            (dep.state == State::Succeeded)
+                .then_some(dep.finished_at)
+                .flatten(),
+            dep.rollback.as_ref().and_then(|r| r.finished_at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(until);
+        if began < end && to >= went_out {
             let sha = dep.sha.short();
             let why = if began >= went_out {
                 format!(

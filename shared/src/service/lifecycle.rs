@@ -647,6 +647,7 @@ pub async fn pushed(svc: &Services, push: &CommitsPushed) -> Result<(), ServiceE
                         at: *at,
                     })
                     .collect(),
+                received_at: Some(svc.now()),
             })
             .await?;
     }

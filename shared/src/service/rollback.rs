@@ -215,11 +215,12 @@ pub async fn verifying_in(
 
 /// Starts the automatic rollback an incident calls for, if it calls for one.
 ///
-/// Rolls back when the incident's severity is in the environment's `rollback_on` and a
-/// deployment of the incident's scope is inside its verification window (and, when the
-/// incident names the deployment that was verifying when it opened, it is that one). An
-/// incident with no repository (its service routes nowhere) acts on none, and the page says
-/// why. Safe to call
+/// Rolls back when the incident's severity is in the environment's `rollback_on`, a
+/// deployment of the incident's scope is inside its verification window, and the incident is
+/// attributed to that deployment (it began after the deployment went out; with
+/// `rollback_alerts = "any_in_window"`, any incident not attributed to another deployment
+/// will do). An incident with no repository (its service routes nowhere) acts on none, and
+/// the page says why. Safe to call
 /// many times concurrently: only one caller starts the rollback and calls GitHub.
 pub async fn start_automatic(
     svc: &Services,
@@ -253,9 +254,18 @@ pub async fn start_automatic(
     // The verifying deployment's repository may override `rollback_on` and `rollback_alerts`.
     let scoped = svc.policy.for_scope(&dep.repo, &dep.environment).ok();
     let rules = scoped.as_ref().map_or(env, |s| &s.policy);
-    if rules.rollback_alerts == RollbackAlerts::BeganAfterDeploy
-        && incident.caused_by_deployment.as_deref() != Some(dep.id.as_str())
-    {
+    if !rules.rolls_back_on(incident.severity) {
+        return Ok(RollbackOutcome::Skipped(Skipped::SeverityNotRollingBack {
+            severity: incident.severity,
+        }));
+    }
+    let attributed = incident.caused_by_deployment.as_deref();
+    let not_ours = match rules.rollback_alerts {
+        RollbackAlerts::BeganAfterDeploy => attributed != Some(dep.id.as_str()),
+        // Any alert of the window, but never one attributed to another deployment.
+        RollbackAlerts::AnyInWindow => attributed.is_some_and(|a| a != dep.id),
+    };
+    if not_ours {
         // The alert began before this deployment went out (or is another one's): it is not
         // this deployment's doing, and rolling it back would not help.
         let why = incident
@@ -268,13 +278,6 @@ pub async fn start_automatic(
             why,
         }));
     }
-    let rolls_back = rules.rolls_back_on(incident.severity);
-    if !rolls_back {
-        return Ok(RollbackOutcome::Skipped(Skipped::SeverityNotRollingBack {
-            severity: incident.severity,
-        }));
-    }
-
     let started_by = format!("alert:{}", incident.id);
     let reason = format!(
         "{} alert \"{}\" ({}) during the verification window of {}",

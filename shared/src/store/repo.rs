@@ -122,6 +122,9 @@ pub struct PushRecord {
     pub before: Option<Sha>,
     pub after: Sha,
     pub commits: Vec<PushedCommit>,
+    /// When shipgate received it (absent on records kept before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_at: Option<Timestamp>,
 }
 
 /// A commit of a push.

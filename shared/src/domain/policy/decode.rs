@@ -119,6 +119,8 @@ const OVERRIDE_KEYS: &[&str] = &[
     "break_glass",
     "analysis",
 ];
+/// The largest `[alerts] start_tolerance`.
+const MAX_START_TOLERANCE: Duration = Duration::from_secs(3600);
 /// GitHub waits at most 30 days for a custom protection rule's answer.
 const MAX_QUEUE_WAIT: Duration = Duration::from_secs(30 * 86_400);
 const ROLLBACK_KEYS: &[&str] = &["method", "workflow", "ref"];
@@ -588,7 +590,11 @@ impl<'a> Ctx<'a> {
         }
         if let Some(f) = table.take("start_tolerance") {
             if let Some(d) = self.duration(&f, Duration::ZERO) {
-                alerts.start_tolerance = d;
+                if d > MAX_START_TOLERANCE {
+                    self.fail(&f, "at most \"1h\": an alert that began longer before a deploy is not that deploy's");
+                } else {
+                    alerts.start_tolerance = d;
+                }
             }
         }
         if let Some(f) = table.take("severity_label") {
