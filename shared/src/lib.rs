@@ -28,6 +28,7 @@
 pub mod aws;
 pub mod backup;
 pub mod config;
+pub mod dashboard;
 pub mod domain;
 #[cfg(feature = "embedded")]
 pub mod embedded;

@@ -66,6 +66,9 @@ pub enum CliError {
     Repo(#[from] RepoError),
     #[error("migrating the store: {0}")]
     Migrate(#[source] shipgate::store::migrate::MigrateError),
+    /// The dashboard's sign-in is missing or malformed for where it would listen.
+    #[error("dashboard: {0}")]
+    Dashboard(#[source] crate::dashboard::DashboardConfigError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,

@@ -9,6 +9,7 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+pub mod dashboard;
 pub mod data;
 pub mod error;
 pub mod logging;

@@ -319,6 +319,15 @@ struct ServeArgs {
     /// Run no scheduled jobs (run them with `shipgate job NAME` from another timer instead).
     #[arg(long, conflicts_with = "schedule")]
     no_schedule: bool,
+    /// Serve the read-only dashboard on its own address, 127.0.0.1:8788 (see
+    /// `--dashboard-listen`). Sign-in: SHIPGATE_DASHBOARD_TOKEN, or a reverse proxy's user
+    /// header named by SHIPGATE_DASHBOARD_USER_HEADER; without either only a loopback address
+    /// is allowed.
+    #[arg(long)]
+    dashboard: bool,
+    /// Serve the dashboard on this address instead (implies `--dashboard`).
+    #[arg(long, value_name = "ADDR")]
+    dashboard_listen: Option<SocketAddr>,
     /// How hard each commit waits for the disk: `full` (an answered event survives a power
     /// loss) or `normal` (it survives a crash of shipgate; faster).
     #[arg(long, value_enum, value_name = "MODE", default_value_t = data::SyncMode::Full, env = "SHIPGATE_SYNC")]
@@ -457,6 +466,14 @@ fn run(command: Command) -> Result<(), CliError> {
             logging::init(args.log_format, "info");
             let mut config = server::ServeConfig::new(args.listen, args.data, args.policy);
             config.durability = args.sync.into();
+            config.dashboard =
+                match (args.dashboard_listen, args.dashboard) {
+                    (Some(addr), _) => Some(addr),
+                    (None, true) => Some(shipgate_cli::dashboard::DEFAULT_LISTEN.parse().map_err(
+                        |e| CliError::Usage(format!("the default dashboard address: {e}")),
+                    )?),
+                    (None, false) => None,
+                };
             if args.no_schedule {
                 config.schedule = scheduler::Schedule::none();
             }

@@ -77,6 +77,8 @@ pub struct ServeConfig {
     pub schedule: Schedule,
     /// How hard each commit waits for the disk (`--sync`).
     pub durability: Durability,
+    /// Where the dashboard listens (`--dashboard`, `--dashboard-listen`); `None`: no dashboard.
+    pub dashboard: Option<SocketAddr>,
 }
 
 impl ServeConfig {
@@ -89,6 +91,7 @@ impl ServeConfig {
             vars: Arc::new(ProcessEnv),
             schedule: Schedule::standard(),
             durability: Durability::Full,
+            dashboard: None,
         }
     }
 }
@@ -193,6 +196,23 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, CliError> {
         None => None,
     };
     let pagerduty = PagerDutySettings::from_vars(vars).map_err(config_error)?;
+    // The dashboard's sign-in is checked before anything listens: an address others can
+    // reach without authentication is refused.
+    let dashboard_auth = match cfg.dashboard {
+        Some(addr) => {
+            let auth =
+                crate::dashboard::DashboardAuth::from_vars(vars).map_err(CliError::Dashboard)?;
+            auth.check_listen(addr).map_err(CliError::Dashboard)?;
+            let github_web = shipgate::config::base_url(
+                vars,
+                shipgate::config::GITHUB_WEB_URL_VAR,
+                shipgate::render::DEFAULT_GITHUB_WEB_URL,
+            )
+            .map_err(config_error)?;
+            Some((addr, auth, github_web))
+        }
+        None => None,
+    };
     let alert_token =
         config::optional_strong_secret(vars, config::ALERT_TOKEN).map_err(config_error)?;
     // Clients whose configuration can be refused come before anything is written to disk.
@@ -240,6 +260,15 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, CliError> {
             source,
         })?;
     let local = listener.local_addr().map_err(CliError::Serve)?;
+    let dashboard_listener = match &dashboard_auth {
+        Some((addr, _, _)) => Some(tokio::net::TcpListener::bind(addr).await.map_err(
+            |source| CliError::Listen {
+                addr: *addr,
+                source,
+            },
+        )?),
+        None => None,
+    };
 
     let (channel, notifications) = ChannelPublisher::new(NOTIFY_CAPACITY);
     let (deadlines, deadline_rx) = Deadlines::new();
@@ -326,6 +355,20 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, CliError> {
         "shipgate is serving"
     );
 
+    if let (Some(listener), Some((_, auth, github_web))) = (dashboard_listener, dashboard_auth) {
+        let at = listener.local_addr().map_err(CliError::Serve)?;
+        tracing::info!(dashboard = %at, auth = ?auth, "the dashboard is serving");
+        let pages = crate::dashboard::router(services.clone(), auth, github_web);
+        let stop = shutdown_rx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, pages)
+                .with_graceful_shutdown(signalled(stop))
+                .await
+            {
+                tracing::error!(error = %e, "the dashboard stopped");
+            }
+        });
+    }
     let server = axum::serve(listener, router(state))
         .with_graceful_shutdown(signalled(shutdown_rx.clone()))
         .into_future();

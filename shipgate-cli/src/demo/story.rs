@@ -256,6 +256,7 @@ pub async fn play(tl: &Timeline, data_dir: &Path) -> Result<Summary, DemoError> 
         // meanwhile (the health probes would call example.com).
         schedule: Schedule::none(),
         durability: shipgate::embedded::sqlite::Durability::Full,
+        dashboard: None,
     };
     let running = server::start(cfg).await.map_err(DemoError::Server)?;
     let backups = TableBackups::embedded(data_dir, Arc::clone(running.services.repo.store()))

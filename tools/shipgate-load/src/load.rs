@@ -1135,6 +1135,7 @@ async fn setup(args: &LoadArgs, seed: u64) -> Result<Setup, LoadError> {
             vars: Arc::new(vars),
             schedule,
             durability: args.sync.into(),
+            dashboard: None,
         };
         let running = server::start(cfg).await.map_err(LoadError::Server)?;
         let reader = open_reader(&data::db_path(dir.path()))?;
