@@ -4,13 +4,16 @@ SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
 PORT ?= 5000
 
-.PHONY: help test lint fmt emulator venv demo package
+.PHONY: help test browser-test lint fmt emulator venv demo package
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 test: ## fmt check, clippy, adapters per build, workspace tests against moto, cfn-lint, sam validate, actionlint
 	infra/test.sh
+
+browser-test: ## the dashboard in headless Chromium (installs Debian's chromium and chromium-driver when missing); writes docs/screenshots
+	infra/browser-test.sh
 
 lint: ## fmt check, clippy, adapters per build, cfn-lint, sam validate and actionlint (no tests)
 	infra/test.sh fmt clippy deps cfn-lint sam-validate actionlint
