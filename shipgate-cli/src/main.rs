@@ -393,8 +393,11 @@ struct HistoryArgs {
     #[arg(long, value_name = "OWNER/NAME")]
     repo: Option<String>,
     /// One JSON audit event per line, instead of a table.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "csv")]
     json: bool,
+    /// A CSV header and one line per event (RFC 4180), for a spreadsheet.
+    #[arg(long)]
+    csv: bool,
     /// Show the newest N events (oldest first).
     #[arg(long, value_name = "N", default_value_t = 50)]
     limit: usize,
@@ -518,6 +521,7 @@ fn run(command: Command) -> Result<(), CliError> {
                 environment: args.env,
                 repo: args.repo,
                 json: args.json,
+                csv: args.csv,
                 limit: args.limit,
             };
             rt.block_on(status::history(opts))

@@ -41,6 +41,25 @@ pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// One CSV line (RFC 4180): a field with a comma, a quote or a line break is quoted, its
+/// quotes doubled.
+pub(crate) fn csv_line<S: AsRef<str>>(fields: &[S]) -> String {
+    let mut line = fields
+        .iter()
+        .map(|f| {
+            let f = f.as_ref();
+            if f.contains([',', '"', '\n', '\r']) {
+                format!("\"{}\"", f.replace('"', "\"\""))
+            } else {
+                f.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    line.push('\n');
+    line
+}
+
 pub(crate) fn emit(text: &str) -> Result<(), CliError> {
     std::io::stdout()
         .lock()

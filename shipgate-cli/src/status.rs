@@ -27,7 +27,7 @@ use shipgate::store::Repo;
 use shipgate_cli::error::CliError;
 use shipgate_cli::state::State;
 
-use crate::output::{emit, parse_repo, table, time};
+use crate::output::{csv_line, emit, parse_repo, table, time};
 
 use crate::incidents_cmd::{
     environment_cell, incident_sources, labels_text, open_for, open_outside_policy,
@@ -48,6 +48,8 @@ pub struct HistoryOptions {
     pub environment: Option<String>,
     pub repo: Option<String>,
     pub json: bool,
+    /// A CSV header and one line per event.
+    pub csv: bool,
     pub limit: usize,
 }
 
@@ -490,6 +492,38 @@ pub async fn history(opts: HistoryOptions) -> Result<(), CliError> {
             lines.push('\n');
         }
         return emit(&lines);
+    }
+    if opts.csv {
+        let mut out = csv_line(&[
+            "time",
+            "environment",
+            "deployment",
+            "actor",
+            "what",
+            "change",
+            "why",
+        ]);
+        for entry in &events {
+            let row = match entry {
+                Entry::Deployment(e) => vec![
+                    e.at.to_string(),
+                    e.environment.clone(),
+                    e.deployment_id.clone(),
+                    e.actor.clone(),
+                    e.what.clone(),
+                    change(e),
+                    e.why.clone(),
+                ],
+                Entry::Incident(e) => {
+                    // Machine-readable times, whatever the table shows.
+                    let mut row = incident_row(e);
+                    row[0] = e.at.to_string();
+                    row
+                }
+            };
+            out.push_str(&csv_line(&row));
+        }
+        return emit(&out);
     }
     let rows: Vec<Vec<String>> = events
         .iter()

@@ -396,6 +396,21 @@ async fn incidents_opening_and_closing_are_listed_in_history_and_status() {
     assert_eq!(resolved["repository"], "acme/api");
     assert_eq!(resolved["severity"], "critical");
     assert_eq!(events[4]["raw_environment"], "qa-7");
+    // The same log as CSV for a spreadsheet: a header, one line per event, machine times,
+    // and fields with commas quoted.
+    let csv = ok(&ws, &["history", "--csv"]);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "time,environment,deployment,actor,what,change,why"
+    );
+    assert_eq!(lines.len(), events.len() + 1, "{csv}");
+    assert!(
+        lines[4].starts_with(&format!(
+            "{api_end},production,-,alertmanager,incident_resolved,open -> resolved,"
+        )),
+        "{csv}"
+    );
     let out = run(shipgate()
         .arg("history")
         .arg("--data")
