@@ -82,6 +82,21 @@ enum Command {
     Analysis(AnalysisCommand),
     /// Show the DORA figures the `dora-report` job kept, one row per day.
     Dora(DoraArgs),
+    /// Serve the read-only dashboard from a data directory or a deployed stack's table.
+    Dashboard(DashboardArgs),
+}
+
+#[derive(Debug, Args)]
+struct DashboardArgs {
+    #[command(flatten)]
+    data: StateArgs,
+    /// The policy file (on AWS, when not given: the stack's policy parameter).
+    #[arg(long, value_name = "FILE", env = "SHIPGATE_POLICY_FILE")]
+    policy: Option<PathBuf>,
+    /// Address to serve the pages on. Sign-in: SHIPGATE_DASHBOARD_TOKEN or
+    /// SHIPGATE_DASHBOARD_USER_HEADER; without either only a loopback address is allowed.
+    #[arg(long, value_name = "ADDR", default_value = shipgate_cli::dashboard::DEFAULT_LISTEN)]
+    listen: SocketAddr,
 }
 
 #[derive(Debug, Args)]
@@ -460,6 +475,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Setup(SetupCommand::SlackApp(_)) => "setup slack-app",
         Command::Analysis(AnalysisCommand::Run { .. }) => "analysis run",
         Command::Dora(_) => "dora",
+        Command::Dashboard(_) => "dashboard",
     }
 }
 
@@ -645,6 +661,17 @@ fn run(command: Command) -> Result<(), CliError> {
                 format,
             };
             rt.block_on(dora_cmd::run(opts))
+        }
+        Command::Dashboard(args) => {
+            logging::init(LogFormat::Text, "warn");
+            let rt = runtime()?;
+            let state = rt.block_on(args.data.resolve())?;
+            rt.block_on(shipgate_cli::dashboard::serve_standalone(
+                &state,
+                args.policy.as_deref(),
+                args.listen,
+                &shipgate::config::ProcessEnv,
+            ))
         }
         Command::Setup(SetupCommand::GithubApp(args)) => {
             setup_cmd::run(setup_cmd::App::GitHub, &args.base()?)

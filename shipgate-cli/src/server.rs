@@ -501,7 +501,7 @@ async fn signalled(mut rx: watch::Receiver<bool>) {
 }
 
 /// SIGTERM (service managers, containers) and SIGINT (Ctrl-C).
-struct Signals {
+pub(crate) struct Signals {
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
     #[cfg(unix)]
@@ -509,7 +509,7 @@ struct Signals {
 }
 
 impl Signals {
-    fn install() -> std::io::Result<Self> {
+    pub(crate) fn install() -> std::io::Result<Self> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
@@ -522,7 +522,7 @@ impl Signals {
         Ok(Signals {})
     }
 
-    async fn wait(mut self) {
+    pub(crate) async fn wait(mut self) {
         #[cfg(unix)]
         tokio::select! {
             _ = self.term.recv() => {}

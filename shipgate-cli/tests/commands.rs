@@ -38,6 +38,7 @@ fn help_lists_the_operator_commands_and_not_the_load_tool() {
             "setup",
             "analysis",
             "dora",
+            "dashboard",
             "help"
         ],
         "{help}"

@@ -200,6 +200,64 @@ fn on_stack(stack: &Stack, args: &[&str]) -> Output {
     run(shipgate().args(args).arg("--stack").arg(&stack.name))
 }
 
+/// `shipgate dashboard` on a free loopback port (no sign-in needed there): the page at `path`.
+async fn dashboard_page(mut cmd: std::process::Command, path: &str) -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let mut child = cmd
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn shipgate dashboard");
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let body = loop {
+        if let Ok(resp) = http
+            .get(format!("http://127.0.0.1:{port}{path}"))
+            .send()
+            .await
+        {
+            assert_eq!(resp.status(), 200);
+            break resp.text().await.expect("body");
+        }
+        if std::time::Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!("shipgate dashboard never answered: {}", stderr(&out));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    body
+}
+
+/// The overview's text: tags and times out, so two stores telling the same story compare.
+fn overview_text(html: String) -> String {
+    let main = html
+        .split_once("<main>")
+        .and_then(|(_, rest)| rest.split_once("</main>"))
+        .map(|(m, _)| m.to_string())
+        .unwrap_or(html);
+    let mut text = String::new();
+    let mut in_tag = false;
+    for c in main.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                text.push(' ');
+            }
+            _ if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// The production line of `status --json`.
 fn production(text: &str) -> Value {
     json_lines(text)
@@ -302,6 +360,26 @@ async fn the_operator_commands_answer_the_same_on_a_stack_as_on_a_data_directory
     assert_eq!(status["repo"], REPO, "{status}");
     assert_eq!(status["last_known_good"]["sha"], SHA_A, "{status}");
     assert_eq!(status["current"]["sha"], SHA_B, "{status}");
+
+    // The dashboard: on AWS, `shipgate dashboard --stack` serves it on loopback from the
+    // stack's table, with the operator's own credentials; nothing public. Its overview
+    // shows what the data directory's does.
+    let mut here = shipgate();
+    here.arg("dashboard")
+        .arg("--data")
+        .arg(local.dir.path())
+        .arg("--policy")
+        .arg(&local.policy);
+    let mut there = shipgate();
+    there.args(["dashboard", "--stack", &stack.name]);
+    let here = overview_text(dashboard_page(here, "/").await);
+    let there = overview_text(dashboard_page(there, "/").await);
+    assert!(here.contains(REPO), "{here}");
+    assert!(
+        here.contains(&SHA_B[..7]) && here.contains(&SHA_A[..7]),
+        "{here}"
+    );
+    assert_eq!(normalised(&here), normalised(&there));
 
     // The policy the stack runs with, from its parameter: the same summary as the file's.
     let file = local.policy.display().to_string();
