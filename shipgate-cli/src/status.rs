@@ -429,6 +429,19 @@ fn incident_row(e: &IncidentEvent) -> Vec<String> {
     ]
 }
 
+/// An audit event's row, its time written as `at`.
+fn deployment_row(e: &AuditEvent, at: String) -> Vec<String> {
+    vec![
+        at,
+        e.environment.clone(),
+        e.deployment_id.clone(),
+        e.actor.clone(),
+        e.what.clone(),
+        change(e),
+        e.why.clone(),
+    ]
+}
+
 fn change(e: &AuditEvent) -> String {
     match (e.from, e.to) {
         (Some(from), Some(to)) => format!("{from} -> {to}"),
@@ -505,15 +518,7 @@ pub async fn history(opts: HistoryOptions) -> Result<(), CliError> {
         ]);
         for entry in &events {
             let row = match entry {
-                Entry::Deployment(e) => vec![
-                    e.at.to_string(),
-                    e.environment.clone(),
-                    e.deployment_id.clone(),
-                    e.actor.clone(),
-                    e.what.clone(),
-                    change(e),
-                    e.why.clone(),
-                ],
+                Entry::Deployment(e) => deployment_row(e, e.at.to_string()),
                 Entry::Incident(e) => {
                     // Machine-readable times, whatever the table shows.
                     let mut row = incident_row(e);
@@ -528,15 +533,7 @@ pub async fn history(opts: HistoryOptions) -> Result<(), CliError> {
     let rows: Vec<Vec<String>> = events
         .iter()
         .map(|entry| match entry {
-            Entry::Deployment(e) => vec![
-                time(e.at),
-                e.environment.clone(),
-                e.deployment_id.clone(),
-                e.actor.clone(),
-                e.what.clone(),
-                change(e),
-                e.why.clone(),
-            ],
+            Entry::Deployment(e) => deployment_row(e, time(e.at)),
             Entry::Incident(e) => incident_row(e),
         })
         .collect();

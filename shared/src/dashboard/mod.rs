@@ -75,6 +75,16 @@ fn production_note(policy: &Policy, env: &str) -> &'static str {
     }
 }
 
+/// A titled table, or a line saying there is nothing to list.
+fn listed(body: &mut String, title: &str, empty: &str, headers: &[&str], rows: &[Vec<String>]) {
+    let _ = write!(body, "<h2>{}</h2>", esc(title));
+    if rows.is_empty() {
+        let _ = write!(body, "<p class=\"muted\">{}</p>", esc(empty));
+    } else {
+        body.push_str(&table(headers, rows));
+    }
+}
+
 /// The environments, production first (as the DORA report orders them).
 fn environments(policy: &Policy) -> Vec<String> {
     let (mut production, others): (Vec<String>, Vec<String>) = policy
@@ -500,24 +510,22 @@ impl View<'_> {
                 ]);
             }
         }
-        body.push_str("<h2>Incidents</h2>");
-        if rows.is_empty() {
-            body.push_str("<p class=\"muted\">No incidents.</p>");
-        } else {
-            body.push_str(&table(
-                &[
-                    "Alert",
-                    "Environment",
-                    "Repository",
-                    "Severity",
-                    "Status",
-                    "Began",
-                    "Time to restore",
-                    "Attributed to",
-                ],
-                &rows,
-            ));
-        }
+        listed(
+            &mut body,
+            "Incidents",
+            "No incidents.",
+            &[
+                "Alert",
+                "Environment",
+                "Repository",
+                "Severity",
+                "Status",
+                "Began",
+                "Time to restore",
+                "Attributed to",
+            ],
+            &rows,
+        );
 
         let mut rollbacks = Vec::new();
         for env in environments(self.policy) {
@@ -557,24 +565,22 @@ impl View<'_> {
                 ]
             })
             .collect();
-        body.push_str("<h2>Rollbacks</h2>");
-        if rows.is_empty() {
-            body.push_str("<p class=\"muted\">No rollbacks.</p>");
-        } else {
-            body.push_str(&table(
-                &[
-                    "Deployment",
-                    "Scope",
-                    "From → to",
-                    "State",
-                    "Started by",
-                    "Started",
-                    "Time to restore",
-                    "Why",
-                ],
-                &rows,
-            ));
-        }
+        listed(
+            &mut body,
+            "Rollbacks",
+            "No rollbacks.",
+            &[
+                "Deployment",
+                "Scope",
+                "From → to",
+                "State",
+                "Started by",
+                "Started",
+                "Time to restore",
+                "Why",
+            ],
+            &rows,
+        );
         Ok(self.page(Nav::Incidents, "Incidents and rollbacks", &body))
     }
 
