@@ -134,52 +134,6 @@ struct DashState {
     github_web: Arc<str>,
 }
 
-/// `shipgate dashboard`: the same pages, served on their own from a data directory or a
-/// deployed stack's table (read with the operator's own AWS credentials), until SIGINT or
-/// SIGTERM. On AWS this is how the dashboard is seen: nothing public is exposed.
-pub async fn serve_standalone(
-    state: &crate::state::State,
-    policy_file: Option<&std::path::Path>,
-    listen: SocketAddr,
-    vars: &dyn Vars,
-) -> Result<(), crate::error::CliError> {
-    use crate::error::CliError;
-    let auth = DashboardAuth::from_vars(vars).map_err(CliError::Dashboard)?;
-    auth.check_listen(listen).map_err(CliError::Dashboard)?;
-    let github_web = config::base_url(
-        vars,
-        config::GITHUB_WEB_URL_VAR,
-        shipgate::render::DEFAULT_GITHUB_WEB_URL,
-    )
-    .map_err(|source| CliError::Config {
-        source,
-        hint: String::new(),
-    })?;
-    let policy = Arc::new(state.policy(policy_file).await?);
-    let services = Services {
-        repo: state.repo()?,
-        policy,
-        github: None,
-        publisher: Arc::new(crate::notifier_task::DiscardPublisher),
-        clock: Arc::new(shipgate::service::SystemClock),
-        policy_source: None,
-    };
-    let signals = crate::server::Signals::install().map_err(CliError::Serve)?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| CliError::Listen {
-            addr: listen,
-            source,
-        })?;
-    let at = listener.local_addr().map_err(CliError::Serve)?;
-    tracing::info!(dashboard = %at, auth = ?auth, "the dashboard is serving");
-    eprintln!("shipgate dashboard on http://{at}/ (Ctrl-C to stop)");
-    axum::serve(listener, router(services, auth, github_web))
-        .with_graceful_shutdown(signals.wait())
-        .await
-        .map_err(CliError::Serve)
-}
-
 /// The dashboard's routes over `services`.
 pub fn router(services: Services, auth: DashboardAuth, github_web: String) -> Router {
     let state = DashState {

@@ -18,6 +18,7 @@ pub mod policy_reload;
 pub mod queue_timer;
 pub mod scheduler;
 pub mod server;
+pub mod signals;
 pub mod state;
 
 use crate::error::CliError;

@@ -10,6 +10,7 @@
 
 mod analysis_cmd;
 mod backup_cmd;
+mod dashboard_cmd;
 mod demo;
 mod dora_cmd;
 mod incidents_cmd;
@@ -666,7 +667,7 @@ fn run(command: Command) -> Result<(), CliError> {
             logging::init(LogFormat::Text, "warn");
             let rt = runtime()?;
             let state = rt.block_on(args.data.resolve())?;
-            rt.block_on(shipgate_cli::dashboard::serve_standalone(
+            rt.block_on(dashboard_cmd::run(
                 &state,
                 args.policy.as_deref(),
                 args.listen,

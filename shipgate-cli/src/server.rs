@@ -167,7 +167,7 @@ fn config_error(source: ConfigError) -> CliError {
 /// Runs the server until SIGTERM/SIGINT.
 pub async fn serve(cfg: ServeConfig) -> Result<(), CliError> {
     // Installed before the port opens, so a signal never meets the default (killing) action.
-    let signals = Signals::install().map_err(CliError::Serve)?;
+    let signals = crate::signals::Signals::install().map_err(CliError::Serve)?;
     let running = start(cfg).await?;
     let on_signal = running.shutdown_handle();
     tokio::spawn(async move {
@@ -498,42 +498,6 @@ impl SlackApiPort for ResponseUrlOnly {
 /// Resolves once the shutdown flag is set (or its sender is gone).
 async fn signalled(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
-}
-
-/// SIGTERM (service managers, containers) and SIGINT (Ctrl-C).
-pub(crate) struct Signals {
-    #[cfg(unix)]
-    term: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    pub(crate) fn install() -> std::io::Result<Self> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            Ok(Signals {
-                term: signal(SignalKind::terminate())?,
-                int: signal(SignalKind::interrupt())?,
-            })
-        }
-        #[cfg(not(unix))]
-        Ok(Signals {})
-    }
-
-    pub(crate) async fn wait(mut self) {
-        #[cfg(unix)]
-        tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = &mut self;
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 fn router(state: AppState) -> Router {
