@@ -30,7 +30,7 @@ code{font:.85em ui-monospace,SFMono-Regular,Menlo,monospace}.muted{color:var(--m
 .figures{display:flex;flex-wrap:wrap;gap:.4rem 1.2rem;margin:.3rem 0}.figures div{min-width:9rem}.figures b{display:block;font-size:1.1rem}\
 ol.timeline{list-style:none;padding:0;margin:0}ol.timeline li{padding:.4rem 0;border-bottom:1px solid var(--line)}\
 form.login{display:flex;flex-wrap:wrap;gap:.5rem;max-width:28rem}form.login input{flex:1;padding:.4rem;font:inherit}form.login button{padding:.4rem .9rem;font:inherit}\
-@media (max-width:600px){main{padding:.6rem}table{font-size:.82rem}th,td{padding:.3rem}}";
+@media (max-width:600px){main{padding:.6rem}table{font-size:.88rem}th,td{padding:.3rem}table.stack thead{display:none}table.stack,table.stack tbody,table.stack tr,table.stack td{display:block;width:100%}table.stack tr{border:1px solid var(--line);border-radius:.5rem;margin:0 0 .7rem;padding:.2rem .5rem}table.stack td{border:0;padding:.25rem 0}table.stack td::before{content:attr(data-label);display:block;font-size:.75rem;color:var(--muted);font-weight:600}}";
 
 /// Escapes text for HTML content and attribute values.
 pub fn esc(text: &str) -> String {
@@ -206,17 +206,19 @@ pub enum Tone {
     Plain,
 }
 
-/// A table with a header row; cells are HTML already.
+/// A table with a header row; cells are HTML already. On a phone each row stacks into a
+/// card, every cell under its column's name.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut out = String::from("<div class=\"scroll\"><table><thead><tr>");
+    let mut out = String::from("<div class=\"scroll\"><table class=\"stack\"><thead><tr>");
     for h in headers {
         let _ = write!(out, "<th>{}</th>", esc(h));
     }
     out.push_str("</tr></thead><tbody>");
     for row in rows {
         out.push_str("<tr>");
-        for cell in row {
-            let _ = write!(out, "<td>{cell}</td>");
+        for (i, cell) in row.iter().enumerate() {
+            let label = headers.get(i).copied().unwrap_or_default();
+            let _ = write!(out, "<td data-label=\"{}\">{cell}</td>", esc(label));
         }
         out.push_str("</tr>");
     }
