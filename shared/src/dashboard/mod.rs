@@ -85,16 +85,6 @@ fn listed(body: &mut String, title: &str, empty: &str, headers: &[&str], rows: &
     }
 }
 
-/// The environments, production first (as the DORA report orders them).
-fn environments(policy: &Policy) -> Vec<String> {
-    let (mut production, others): (Vec<String>, Vec<String>) = policy
-        .environments()
-        .map(|e| e.name.clone())
-        .partition(|name| policy.is_production(name));
-    production.extend(others);
-    production
-}
-
 impl View<'_> {
     fn commit_link(&self, repo: &str, sha: &str) -> String {
         format!(
@@ -159,7 +149,7 @@ impl View<'_> {
     /// incidents, pending approvals.
     pub async fn overview(&self) -> Result<String, RepoError> {
         let mut body = String::from("<h1>Overview</h1>");
-        for env in environments(self.policy) {
+        for env in self.policy.environment_names_production_first() {
             let Ok(env_name) = EnvName::parse(&env) else {
                 continue;
             };
@@ -464,7 +454,7 @@ impl View<'_> {
             .unwrap_or(Timestamp::UNIX_EPOCH);
         let mut body = format!("<h1>Incidents and rollbacks, last {INCIDENT_DAYS} days</h1>");
         let mut incidents: Vec<Incident> = Vec::new();
-        for env in environments(self.policy) {
+        for env in self.policy.environment_names_production_first() {
             incidents.extend(self.repo.incidents_in(&env, from, Timestamp::MAX).await?);
         }
         incidents.sort_by_key(|i| std::cmp::Reverse(i.opened_at));
@@ -528,7 +518,7 @@ impl View<'_> {
         );
 
         let mut rollbacks = Vec::new();
-        for env in environments(self.policy) {
+        for env in self.policy.environment_names_production_first() {
             for dep in self
                 .repo
                 .deployments_in(&env, from, self.now, true, Some(RECENT_DEPLOYMENTS))
@@ -641,7 +631,7 @@ impl View<'_> {
                 None => ", rolled up over every repository".to_string(),
             }
         );
-        for env in environments(self.policy) {
+        for env in self.policy.environment_names_production_first() {
             let weeks = self.repo.dora_weeks(&env, from).await?;
             let mut series: BTreeMap<String, DoraReport> = BTreeMap::new();
             let mut repos: Vec<String> = Vec::new();

@@ -230,8 +230,9 @@ fn utc_date(t: Timestamp) -> Date {
     t.to_zoned(TimeZone::UTC).date()
 }
 
-/// The Sunday starting `d`'s week (BigQuery's `TIMESTAMP_TRUNC(x, WEEK)`).
-fn week_start(d: Date) -> Date {
+/// The Sunday starting `d`'s week (BigQuery's `TIMESTAMP_TRUNC(x, WEEK)`): the weeks of the
+/// frequency class and of the kept weekly history.
+pub fn week_start(d: Date) -> Date {
     let back = i64::from(d.weekday().to_sunday_zero_offset());
     d.checked_sub(jiff::Span::new().days(back)).unwrap_or(d)
 }

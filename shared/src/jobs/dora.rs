@@ -76,10 +76,10 @@ async fn commits_of(
     environment: &str,
     deployed_before: &HashSet<&str>,
 ) -> Result<(Option<Timestamp>, Vec<Timestamp>), RepoError> {
-    let head = svc.repo.sha_record(repo, sha).await?;
+    let mut record = svc.repo.sha_record(repo, sha).await?;
+    let committed_at = record.committed_at;
     let mut times = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
-    let mut record = head.clone();
     for _ in 0..MAX_PUSH_WALK {
         // A sha pushed more than once (to two branches): the push that continues from a sha
         // deployed here, else the first received.
@@ -108,7 +108,7 @@ async fn commits_of(
             break;
         }
     }
-    Ok((head.committed_at, times))
+    Ok((committed_at, times))
 }
 
 /// Seconds from the deployment's request to the approval that completed its count, for a
@@ -312,29 +312,10 @@ fn scoped_reports(svc: &Services, env: &str, facts: &Facts, windows: &[Window]) 
     out
 }
 
-/// The policy's environments, production first (DORA's figures are about production), each
-/// group in the policy's order.
-fn environments_production_first(svc: &Services) -> Vec<String> {
-    let (mut production, others): (Vec<String>, Vec<String>) = svc
-        .policy
-        .environments()
-        .map(|e| e.name.clone())
-        .partition(|name| svc.policy.is_production(name));
-    production.extend(others);
-    production
-}
-
 /// The keys of every policy environment over [`WINDOWS`], ending at `now`, production
 /// environments first: each environment's roll-up, then each repository's.
 pub async fn reports(svc: &Services, now: Timestamp) -> Result<Vec<DoraReport>, RepoError> {
     Ok(history(svc, now).await?.rolling)
-}
-
-/// The Sunday starting the UTC week of `t`.
-fn week_of(t: Timestamp) -> jiff::civil::Date {
-    let day = t.to_zoned(jiff::tz::TimeZone::UTC).date();
-    let back = i64::from(day.weekday().to_sunday_zero_offset());
-    day.checked_sub(jiff::Span::new().days(back)).unwrap_or(day)
 }
 
 fn midnight(day: jiff::civil::Date) -> Timestamp {
@@ -358,12 +339,12 @@ pub struct History {
 pub async fn history(svc: &Services, now: Timestamp) -> Result<History, RepoError> {
     let widest = WINDOWS.iter().copied().max().unwrap_or(90);
     let from = Window::last_days(now, widest).from;
-    let this_week = week_of(now);
+    let this_week = dora::week_start(now.to_zoned(jiff::tz::TimeZone::UTC).date());
     let last_week = this_week
         .checked_sub(jiff::Span::new().days(7))
         .unwrap_or(this_week);
     let mut out = History::default();
-    for env in environments_production_first(svc) {
+    for env in svc.policy.environment_names_production_first() {
         let facts = facts(svc, &env, from, now).await?;
         let rolling: Vec<Window> = WINDOWS
             .iter()

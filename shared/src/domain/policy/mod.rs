@@ -133,6 +133,17 @@ impl Policy {
         self.environments.values()
     }
 
+    /// The environments' names, production first (DORA's figures are about production),
+    /// each group in the policy's order: how reports and the dashboard list them.
+    pub fn environment_names_production_first(&self) -> Vec<String> {
+        let (mut production, others): (Vec<String>, Vec<String>) = self
+            .environments()
+            .map(|e| e.name.clone())
+            .partition(|name| self.is_production(name));
+        production.extend(others);
+        production
+    }
+
     /// Is `environment` production for DORA? Its `production` key when set; otherwise
     /// production when no other environment promotes from it (the end of its chain). An
     /// environment the policy does not know is not.
