@@ -65,7 +65,7 @@ pub enum DashboardConfigError {
 
 impl DashboardAuth {
     /// Reads the variables once, at start.
-    pub fn from_vars(vars: &dyn Vars) -> Result<Self, DashboardConfigError> {
+    fn from_vars(vars: &dyn Vars) -> Result<Self, DashboardConfigError> {
         let token = config::optional_strong_secret(vars, TOKEN_VAR)?;
         let user_header = match vars.var(USER_HEADER_VAR).filter(|v| !v.trim().is_empty()) {
             Some(name) => Some(
@@ -82,7 +82,7 @@ impl DashboardAuth {
     }
 
     /// Refuses an address others can reach when nothing authenticates them.
-    pub fn check_listen(&self, listen: SocketAddr) -> Result<(), DashboardConfigError> {
+    fn check_listen(&self, listen: SocketAddr) -> Result<(), DashboardConfigError> {
         if self.token.is_none() && self.user_header.is_none() && !listen.ip().is_loopback() {
             return Err(DashboardConfigError::OpenToTheNetwork(listen));
         }
@@ -126,6 +126,39 @@ impl DashboardAuth {
     }
 }
 
+/// Everything the dashboard's listener needs, read once at start: where it listens, who may
+/// look, and where GitHub links point. `serve --dashboard` and `shipgate dashboard` both
+/// start from it, so the two are refused and configured alike.
+#[derive(Debug, Clone)]
+pub struct DashboardConfig {
+    pub listen: SocketAddr,
+    pub auth: DashboardAuth,
+    pub github_web: String,
+}
+
+impl DashboardConfig {
+    /// Reads the variables and refuses an address others can reach without sign-in.
+    pub fn from_vars(vars: &dyn Vars, listen: SocketAddr) -> Result<Self, DashboardConfigError> {
+        let auth = DashboardAuth::from_vars(vars)?;
+        auth.check_listen(listen)?;
+        let github_web = config::base_url(
+            vars,
+            config::GITHUB_WEB_URL_VAR,
+            shipgate::render::DEFAULT_GITHUB_WEB_URL,
+        )?;
+        Ok(DashboardConfig {
+            listen,
+            auth,
+            github_web,
+        })
+    }
+
+    /// The dashboard's routes over `services`.
+    pub fn router(self, services: Services) -> Router {
+        router(services, self.auth, self.github_web)
+    }
+}
+
 #[derive(Clone)]
 struct DashState {
     services: Services,
@@ -135,7 +168,7 @@ struct DashState {
 }
 
 /// The dashboard's routes over `services`.
-pub fn router(services: Services, auth: DashboardAuth, github_web: String) -> Router {
+fn router(services: Services, auth: DashboardAuth, github_web: String) -> Router {
     let state = DashState {
         services,
         auth: Arc::new(auth),

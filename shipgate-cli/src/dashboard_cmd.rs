@@ -3,9 +3,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use shipgate::config::{self, Vars};
+use shipgate::config::Vars;
 use shipgate::service::Services;
-use shipgate_cli::dashboard::{router, DashboardAuth};
+use shipgate_cli::dashboard::DashboardConfig;
 use shipgate_cli::error::CliError;
 use shipgate_cli::signals::Signals;
 use shipgate_cli::state::State;
@@ -19,17 +19,7 @@ pub async fn run(
     listen: SocketAddr,
     vars: &dyn Vars,
 ) -> Result<(), CliError> {
-    let auth = DashboardAuth::from_vars(vars).map_err(CliError::Dashboard)?;
-    auth.check_listen(listen).map_err(CliError::Dashboard)?;
-    let github_web = config::base_url(
-        vars,
-        config::GITHUB_WEB_URL_VAR,
-        shipgate::render::DEFAULT_GITHUB_WEB_URL,
-    )
-    .map_err(|source| CliError::Config {
-        source,
-        hint: String::new(),
-    })?;
+    let dashboard = DashboardConfig::from_vars(vars, listen).map_err(CliError::Dashboard)?;
     let policy = Arc::new(state.policy(policy_file).await?);
     let services = Services {
         repo: state.repo()?,
@@ -47,9 +37,9 @@ pub async fn run(
             source,
         })?;
     let at = listener.local_addr().map_err(CliError::Serve)?;
-    tracing::info!(dashboard = %at, auth = ?auth, "the dashboard is serving");
+    tracing::info!(dashboard = %at, auth = ?dashboard.auth, "the dashboard is serving");
     eprintln!("shipgate dashboard on http://{at}/ (Ctrl-C to stop)");
-    axum::serve(listener, router(services, auth, github_web))
+    axum::serve(listener, dashboard.router(services))
         .with_graceful_shutdown(signals.wait())
         .await
         .map_err(CliError::Serve)

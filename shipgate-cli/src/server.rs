@@ -198,21 +198,11 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, CliError> {
     let pagerduty = PagerDutySettings::from_vars(vars).map_err(config_error)?;
     // The dashboard's sign-in is checked before anything listens: an address others can
     // reach without authentication is refused.
-    let dashboard_auth = match cfg.dashboard {
-        Some(addr) => {
-            let auth =
-                crate::dashboard::DashboardAuth::from_vars(vars).map_err(CliError::Dashboard)?;
-            auth.check_listen(addr).map_err(CliError::Dashboard)?;
-            let github_web = shipgate::config::base_url(
-                vars,
-                shipgate::config::GITHUB_WEB_URL_VAR,
-                shipgate::render::DEFAULT_GITHUB_WEB_URL,
-            )
-            .map_err(config_error)?;
-            Some((addr, auth, github_web))
-        }
-        None => None,
-    };
+    let dashboard = cfg
+        .dashboard
+        .map(|addr| crate::dashboard::DashboardConfig::from_vars(vars, addr))
+        .transpose()
+        .map_err(CliError::Dashboard)?;
     let alert_token =
         config::optional_strong_secret(vars, config::ALERT_TOKEN).map_err(config_error)?;
     // Clients whose configuration can be refused come before anything is written to disk.
@@ -260,13 +250,15 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, CliError> {
             source,
         })?;
     let local = listener.local_addr().map_err(CliError::Serve)?;
-    let dashboard_listener = match &dashboard_auth {
-        Some((addr, _, _)) => Some(tokio::net::TcpListener::bind(addr).await.map_err(
-            |source| CliError::Listen {
-                addr: *addr,
-                source,
-            },
-        )?),
+    let dashboard_listener = match &dashboard {
+        Some(d) => Some(
+            tokio::net::TcpListener::bind(d.listen)
+                .await
+                .map_err(|source| CliError::Listen {
+                    addr: d.listen,
+                    source,
+                })?,
+        ),
         None => None,
     };
 
@@ -355,10 +347,10 @@ pub async fn start(cfg: ServeConfig) -> Result<RunningServer, CliError> {
         "shipgate is serving"
     );
 
-    if let (Some(listener), Some((_, auth, github_web))) = (dashboard_listener, dashboard_auth) {
+    if let (Some(listener), Some(dashboard)) = (dashboard_listener, dashboard) {
         let at = listener.local_addr().map_err(CliError::Serve)?;
-        tracing::info!(dashboard = %at, auth = ?auth, "the dashboard is serving");
-        let pages = crate::dashboard::router(services.clone(), auth, github_web);
+        tracing::info!(dashboard = %at, auth = ?dashboard.auth, "the dashboard is serving");
+        let pages = dashboard.router(services.clone());
         let stop = shutdown_rx.clone();
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, pages)

@@ -7,8 +7,9 @@
 //! writes the overview and DORA pages as files ([`html::Site::Static`]).
 //!
 //! Reads per page, whatever the number of deployments kept:
-//! - overview: per scope (repository × environment), one query of the scope's partition, the
-//!   heads, and the deployments it names (the lock holder, what runs, the queue's head);
+//! - overview: per scope (repository × environment), one query of the scope's partition (lock,
+//!   heads, queue, open incidents) and the deployments it names (what runs, and the lock holder
+//!   when that is another);
 //! - a deployment: the deployment, its audit log, its analysis samples, and the incidents of
 //!   its environment since it was requested;
 //! - incidents and rollbacks: per environment, the incidents of the last 30 days and the
@@ -30,7 +31,7 @@ use self::html::{badge, esc, page, table, time, url_part, Nav, Site, Tone};
 use crate::domain::deployment::{Deployment, State};
 use crate::domain::dora::{human_duration, DoraReport};
 use crate::domain::ids::{short_sha, EnvName};
-use crate::domain::incident::{Incident, IncidentStatus};
+use crate::domain::incident::{Incident, IncidentStatus, OpenIncident};
 use crate::domain::job::JobReport;
 use crate::domain::policy::Policy;
 use crate::domain::scope::Scope;
@@ -73,6 +74,16 @@ fn production_note(policy: &Policy, env: &str) -> &'static str {
     } else {
         ""
     }
+}
+
+/// An open incident in a line: its severity, title and since when.
+fn open_incident(i: &OpenIncident) -> String {
+    format!(
+        "{} {} since {}",
+        badge(i.severity.as_str(), Tone::Bad),
+        esc(&i.title),
+        time(i.opened_at)
+    )
 }
 
 /// A titled table, or a line saying there is nothing to list.
@@ -158,17 +169,7 @@ impl View<'_> {
             let env_open = self.repo.open_incidents(&env).await?;
             let env_level: Vec<_> = env_open.iter().filter(|i| i.repository.is_none()).collect();
             if !env_level.is_empty() {
-                let list: Vec<String> = env_level
-                    .iter()
-                    .map(|i| {
-                        format!(
-                            "{} {} since {}",
-                            badge(i.severity.as_str(), Tone::Bad),
-                            esc(&i.title),
-                            time(i.opened_at)
-                        )
-                    })
-                    .collect();
+                let list: Vec<String> = env_level.iter().copied().map(open_incident).collect();
                 let _ = write!(
                     body,
                     "<p>Open for the whole environment: {}</p>",
@@ -183,15 +184,18 @@ impl View<'_> {
             let mut rows = Vec::new();
             for repo in repos {
                 let scope = Scope::new(repo.clone(), env_name.clone());
+                // One query: the lock, the heads, the queue and the open incidents.
                 let state = self.repo.scope_state(&scope).await?;
-                let heads = self.repo.heads(&scope).await?;
-                let runs = match &heads.current {
+                let current = match &state.current {
+                    Some(head) => self.repo.get_deployment(&head.deployment_id).await?,
+                    None => None,
+                };
+                let runs = match &state.current {
                     Some(head) => {
-                        let dep = self.repo.get_deployment(&head.deployment_id).await?;
                         // After a rollback the head names the rolled-back deployment and runs
                         // the sha it returned to.
-                        let restored = dep.as_ref().filter(|d| d.sha.as_str() != head.sha);
-                        let dep = dep.as_ref().filter(|d| d.sha.as_str() == head.sha);
+                        let restored = current.as_ref().filter(|d| d.sha.as_str() != head.sha);
+                        let dep = current.as_ref().filter(|d| d.sha.as_str() == head.sha);
                         let approved_by = dep
                             .map(|d| {
                                 d.approvals
@@ -222,7 +226,7 @@ impl View<'_> {
                     }
                     None => "<span class=\"muted\">nothing yet</span>".to_string(),
                 };
-                let good = match &heads.last_known_good {
+                let good = match &state.last_known_good {
                     Some(head) => format!(
                         "{} since {}",
                         self.commit_link(repo.as_str(), &head.sha),
@@ -232,7 +236,11 @@ impl View<'_> {
                 };
                 let lock = match &state.lock_holder {
                     Some(holder) => {
-                        let dep = self.repo.get_deployment(holder).await?;
+                        // The holder is often what runs now (verifying): read it once.
+                        let dep = match &current {
+                            Some(d) if d.id == *holder => Some(d.clone()),
+                            _ => self.repo.get_deployment(holder).await?,
+                        };
                         match dep {
                             Some(d) if d.state == State::AwaitingApproval => format!(
                                 "{} {} {}<br>{}",
@@ -273,14 +281,7 @@ impl View<'_> {
                     state
                         .open_incidents
                         .iter()
-                        .map(|i| {
-                            format!(
-                                "{} {} since {}",
-                                badge(i.severity.as_str(), Tone::Bad),
-                                esc(&i.title),
-                                time(i.opened_at)
-                            )
-                        })
+                        .map(open_incident)
                         .collect::<Vec<_>>()
                         .join("<br>")
                 };

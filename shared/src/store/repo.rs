@@ -224,6 +224,8 @@ pub struct ScopeState {
     /// What the scope runs now (its heads' `current`), which says when the window of a
     /// deployment verifying there ends.
     pub current: Option<Head>,
+    /// What a rollback returns the scope to (its heads' `last_known_good`).
+    pub last_known_good: Option<Head>,
     /// The requests waiting for the lock, in arrival order.
     pub queue: Vec<QueueEntry>,
 }
@@ -1691,7 +1693,9 @@ impl Repo {
             } else if item.sk.starts_with("OPEN#") {
                 state.open_incidents.push(from_item(item, "open incident")?);
             } else if item.sk == "HEADS" {
-                state.current = from_item::<EnvironmentHeads>(item, "heads")?.current;
+                let heads = from_item::<EnvironmentHeads>(item, "heads")?;
+                state.current = heads.current;
+                state.last_known_good = heads.last_known_good;
             } else if item.sk.starts_with("QUEUE#") {
                 state.queue.push(from_item(item, "queue entry")?);
             }
