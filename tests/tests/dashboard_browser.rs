@@ -21,20 +21,12 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{json, Value};
-use serve::{run, shipgate, stderr, stdout};
+use serve::{free_port, run, shipgate, stderr, stdout};
 
 const TOKEN: &str = "browser-test-dashboard-token-0123456789abcdef";
 
 fn var_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
-
-/// A free loopback port (taken back at once; the race is harmless here).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// A child process killed when the test ends, however it ends.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use reqwest::redirect::Policy as Redirects;
 use reqwest::StatusCode;
-use serve::{run, shipgate, stderr, Server, Workspace};
+use serve::{logged_address, run, shipgate, stderr, Server, Workspace};
 
 const TOKEN: &str = "dashboard-token-used-only-by-these-tests-0123";
 
@@ -18,11 +18,9 @@ const TOKEN: &str = "dashboard-token-used-only-by-these-tests-0123";
 fn dashboard_base(server: &Server) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::time::Instant::now() < deadline {
-        if let Some(addr) = server.logs().lines().find_map(|line| {
-            let rest = &line[line.find("the dashboard is serving")?..];
-            let at = &rest[rest.find("dashboard=")? + "dashboard=".len()..];
-            Some(at.split_whitespace().next()?.to_string())
-        }) {
+        if let Some(addr) =
+            logged_address(&server.ws.log(), 0, "the dashboard is serving", "dashboard")
+        {
             return format!("http://{addr}");
         }
         std::thread::sleep(Duration::from_millis(50));

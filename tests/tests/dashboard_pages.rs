@@ -6,9 +6,12 @@
 
 #[path = "common/alert_webhook.rs"]
 mod common;
+#[path = "common/serve.rs"]
+mod serve;
 
 use common::{alertmanager, protection_rule, Harness, ALERT_TOKEN, REPO};
 use serde_json::json;
+use serve::page_text as text;
 use shipgate::dashboard::html::Site;
 use shipgate::dashboard::View;
 use shipgate::jobs::{self, JobContext, JobName, MetricSink};
@@ -31,28 +34,6 @@ verification_window = "30m"
 
 const SHA_1: &str = "1111111aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const SHA_2: &str = "2222222bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
-
-/// Text of a page's `<main>`, tags out.
-fn text(html: &str) -> String {
-    let main = html
-        .split_once("<main>")
-        .and_then(|(_, rest)| rest.split_once("</main>"))
-        .map_or(html, |(m, _)| m);
-    let mut out = String::new();
-    let mut in_tag = false;
-    for c in main.chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' => {
-                in_tag = false;
-                out.push(' ');
-            }
-            _ if !in_tag => out.push(c),
-            _ => {}
-        }
-    }
-    out.split_whitespace().collect::<Vec<_>>().join(" ")
-}
 
 #[tokio::test]
 async fn the_overview_shows_who_approved_who_still_may_the_expiry_the_queue_and_open_incidents() {

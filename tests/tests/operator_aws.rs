@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use common::{Harness, ALERT_TOKEN, APP_ID, REPO, SHA_A, SHA_B};
 use serde_json::{json, Value};
-use serve::{json_lines, run, shipgate, stderr, stdout};
+use serve::{free_port, json_lines, page_text, run, shipgate, stderr, stdout};
 use shipgate::aws::dynamodb::DynamoStore;
 use shipgate::embedded::sqlite::{Durability, SqliteStore};
 use shipgate::store::ItemStore;
@@ -202,10 +202,7 @@ fn on_stack(stack: &Stack, args: &[&str]) -> Output {
 
 /// `shipgate dashboard` on a free loopback port (no sign-in needed there): the page at `path`.
 async fn dashboard_page(mut cmd: std::process::Command, path: &str) -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
+    let port = free_port();
     let mut child = cmd
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .stdout(std::process::Stdio::null())
@@ -233,29 +230,6 @@ async fn dashboard_page(mut cmd: std::process::Command, path: &str) -> String {
     let _ = child.kill();
     let _ = child.wait();
     body
-}
-
-/// The overview's text: tags and times out, so two stores telling the same story compare.
-fn overview_text(html: String) -> String {
-    let main = html
-        .split_once("<main>")
-        .and_then(|(_, rest)| rest.split_once("</main>"))
-        .map(|(m, _)| m.to_string())
-        .unwrap_or(html);
-    let mut text = String::new();
-    let mut in_tag = false;
-    for c in main.chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' => {
-                in_tag = false;
-                text.push(' ');
-            }
-            _ if !in_tag => text.push(c),
-            _ => {}
-        }
-    }
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The production line of `status --json`.
@@ -372,8 +346,8 @@ async fn the_operator_commands_answer_the_same_on_a_stack_as_on_a_data_directory
         .arg(&local.policy);
     let mut there = shipgate();
     there.args(["dashboard", "--stack", &stack.name]);
-    let here = overview_text(dashboard_page(here, "/").await);
-    let there = overview_text(dashboard_page(there, "/").await);
+    let here = page_text(&dashboard_page(here, "/").await);
+    let there = page_text(&dashboard_page(there, "/").await);
     assert!(here.contains(REPO), "{here}");
     assert!(
         here.contains(&SHA_B[..7]) && here.contains(&SHA_A[..7]),

@@ -134,15 +134,53 @@ impl Server {
 
 /// The `listen=` address of the first "shipgate is serving" line written after byte `from`.
 pub fn serving_address(log: &Path, from: u64) -> Option<String> {
+    logged_address(log, from, "shipgate is serving", "listen")
+}
+
+/// The address a log line containing `marker` names as `key=ADDR`, in the log from byte
+/// `from` on.
+pub fn logged_address(log: &Path, from: u64, marker: &str, key: &str) -> Option<String> {
     let bytes = std::fs::read(log).ok()?;
     let fresh = bytes.get(usize::try_from(from).ok()?..)?;
+    let key = format!("{key}=");
     String::from_utf8_lossy(fresh)
         .lines()
-        .filter(|line| line.contains("shipgate is serving"))
+        .filter(|line| line.contains(marker))
         .find_map(|line| {
-            let rest = &line[line.find("listen=")? + "listen=".len()..];
+            let rest = &line[line.find(&key)? + key.len()..];
             Some(rest.split_whitespace().next()?.to_string())
         })
+}
+
+/// A free loopback port (taken back at once; the race is harmless in these tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The text of a page's `<main>`: tags out, whitespace collapsed, so pages compare and
+/// assertions read as the page does.
+pub fn page_text(html: &str) -> String {
+    let main = html
+        .split_once("<main>")
+        .and_then(|(_, rest)| rest.split_once("</main>"))
+        .map_or(html, |(m, _)| m);
+    let mut text = String::new();
+    let mut in_tag = false;
+    for c in main.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                text.push(' ');
+            }
+            _ if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 pub async fn wait_healthy(child: &mut Child, base: &str) -> bool {
