@@ -312,12 +312,6 @@ fn scoped_reports(svc: &Services, env: &str, facts: &Facts, windows: &[Window]) 
     out
 }
 
-/// The keys of every policy environment over [`WINDOWS`], ending at `now`, production
-/// environments first: each environment's roll-up, then each repository's.
-pub async fn reports(svc: &Services, now: Timestamp) -> Result<Vec<DoraReport>, RepoError> {
-    Ok(history(svc, now).await?.rolling)
-}
-
 fn midnight(day: jiff::civil::Date) -> Timestamp {
     day.to_zoned(jiff::tz::TimeZone::UTC)
         .map(|z| z.timestamp())

@@ -496,23 +496,11 @@ async fn attribution(
                 format!("began after the verification window of {sha} ended; not attributed"),
             ));
         }
-        if began >= current.at {
-            let after = human_duration(began.duration_since(current.at).as_secs_f64());
-            return Ok((
-                Some(current.deployment_id),
-                format!("began {after} after {sha} went out, inside its verification window"),
-            ));
+        if began.checked_add(tolerance).unwrap_or(Timestamp::MAX) >= current.at {
+            let why = attributed_because(began, current.at, sha, tolerance);
+            return Ok((Some(current.deployment_id), why));
         }
         let before = human_duration(current.at.duration_since(began).as_secs_f64());
-        if began.checked_add(tolerance).unwrap_or(Timestamp::MAX) >= current.at {
-            return Ok((
-                Some(current.deployment_id),
-                format!(
-                    "began {before} before {sha} went out, within the {} start tolerance",
-                    human_duration(tolerance.as_secs_f64())
-                ),
-            ));
-        }
         if let Some(found) = verifying_at(svc, scope, began, tolerance).await? {
             return Ok(found);
         }
@@ -535,6 +523,26 @@ async fn attribution(
                 format!("no deployment was verifying in {scope} when it began"),
             )
         }))
+}
+
+/// Why an alert that began at `began` is the deployment's that went out at `went_out`: after
+/// it, or within the start tolerance before it.
+fn attributed_because(
+    began: Timestamp,
+    went_out: Timestamp,
+    sha: &str,
+    tolerance: SignedDuration,
+) -> String {
+    if began >= went_out {
+        let after = human_duration(began.duration_since(went_out).as_secs_f64());
+        format!("began {after} after {sha} went out, inside its verification window")
+    } else {
+        format!(
+            "began {} before {sha} went out, within the {} start tolerance",
+            human_duration(went_out.duration_since(began).as_secs_f64()),
+            human_duration(tolerance.as_secs_f64())
+        )
+    }
 }
 
 /// The deployment of `scope` that was inside its verification window at `began` (went out
@@ -590,18 +598,7 @@ async fn verifying_at(
         .min()
         .unwrap_or(until);
         if began < end && to >= went_out {
-            let sha = dep.sha.short();
-            let why = if began >= went_out {
-                format!(
-                    "began {} after {sha} went out, inside its verification window",
-                    human_duration(began.duration_since(went_out).as_secs_f64())
-                )
-            } else {
-                format!(
-                    "began {} before {sha} went out, within the start tolerance",
-                    human_duration(went_out.duration_since(began).as_secs_f64())
-                )
-            };
+            let why = attributed_because(began, went_out, dep.sha.short(), tolerance);
             return Ok(Some((Some(dep.id.clone()), why)));
         }
     }
